@@ -1,0 +1,49 @@
+# The two set-up commands of the README: `make study` and `make test`. Each creates .venv if it is
+# missing and installs the project into it. torch is installed first, pinned: a GPU user overrides
+# it, e.g. `make study TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"`.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PRESET ?= default
+OUT ?= study_out
+JOBS ?= 2
+
+.PHONY: install study test check format figures bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+study: $(STAMP)
+	$(BIN)/interp study --preset $(PRESET) --out $(OUT) --jobs $(JOBS) --figures-dir figures
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy interp
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+figures: $(STAMP)
+	$(BIN)/python experiments/make_figures.py --study $(OUT) --figures-dir figures
+
+bench: $(STAMP)
+	$(BIN)/python experiments/bench_patching.py
+	$(BIN)/python experiments/bench_training.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,284 @@
+"""Run configuration: one frozen dataclass per concern, validated in one place.
+
+A run is described by `RunConfig(world, model, train)`. Every field carries a one-line help text
+(`field(metadata={"help": ...})`) that the CLI shows in `--help` and that `describe()` prints.
+Configs are built from presets (`PRESETS`), JSON files and `--set key=value` overrides, and all
+three paths go through `from_dict`, which rejects unknown keys and wrong types with one line that
+names the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from interp.errors import UserError
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The synthetic world of people and their facts (or the paper's published data)."""
+
+    source: str = _f("synthetic", "where the facts come from: 'synthetic' or 'paper' (Exp. 1 data)")
+    data_dir: str = _f("", "folder of the paper's Exp. 1 JSONL files (source='paper' only)")
+    seed: int = _f(0, "seed of the world generator (people, names, descriptions, templates)")
+    n_people_per_subset: int = _f(120, "people in each of the N2D, D2N and Both subsets")
+    n_train_templates: int = _f(6, "training paraphrase templates per direction (max 8)")
+    n_heldout_templates: int = _f(3, "held-out paraphrase templates per direction (max 4)")
+    n_first_names: int = _f(24, "size of the invented first-name pool")
+    n_last_names: int = _f(40, "size of the invented last-name pool")
+    n_first_name_classes: int = _f(4, "classes of first names: the attribute held only in A")
+    n_roles: int = _f(8, "roles ('composer', ...): the attribute held only in B, max 12")
+    n_title_words: int = _f(30, "invented words that make work titles")
+    title_length: int = _f(2, "words in a work title (B's multi-token tail)")
+    n_new_people: int = _f(40, "held-out people never trained on (the gradient-update test)")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the small GPT, in TransformerLens's vocabulary."""
+
+    n_layers: int = _f(4, "transformer blocks")
+    d_model: int = _f(128, "width of the residual stream")
+    n_heads: int = _f(4, "attention heads per block")
+    d_head: int = _f(0, "width of one head; 0 means d_model // n_heads")
+    d_mlp: int = _f(512, "hidden width of each MLP")
+    n_ctx: int = _f(32, "longest sequence the model accepts, in tokens")
+    act_fn: str = _f("gelu", "MLP activation: gelu, gelu_new, relu or silu")
+    normalization: str = _f("LN", "normalisation: LN, LNPre, RMS or RMSPre")
+    positional_embedding: str = _f("standard", "positions: 'standard' (learned) or 'rotary'")
+
+    @property
+    def resolved_d_head(self) -> int:
+        return self.d_head or self.d_model // self.n_heads
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: AdamW with linear warm-up and cosine decay."""
+
+    objective: str = _f("causal", "training objective (see interp.objectives.OBJECTIVES)")
+    seed: int = _f(0, "seed of initialisation, data order and any masking")
+    steps: int = _f(2000, "optimiser steps")
+    batch_size: int = _f(64, "documents per batch")
+    lr: float = _f(1e-3, "peak learning rate")
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of the peak")
+    warmup_steps: int = _f(100, "steps of linear warm-up")
+    weight_decay: float = _f(0.1, "AdamW weight decay (matters for reversal: Kim et al. 2025)")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 disables)")
+    eval_every: int = _f(500, "evaluate exact match every N steps (0 disables)")
+    checkpoint_every: int = _f(250, "write a checkpoint every N steps (0 disables)")
+    device: str = _f("cpu", "torch device: cpu, cuda or auto")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a trained run. Its hash names the run in a study cache."""
+
+    world: WorldConfig = field(default_factory=WorldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Stable short hash of the config (device excluded: it does not change the science)."""
+        d = self.to_dict()
+        d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+SECTIONS: dict[str, type] = {"world": WorldConfig, "model": ModelConfig, "train": TrainConfig}
+
+ACT_FNS = ("gelu", "gelu_new", "relu", "silu")
+NORMALIZATIONS = ("LN", "LNPre", "RMS", "RMSPre")
+POSITIONALS = ("standard", "rotary")
+
+
+def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
+    """Convert a JSON value or a `--set` string to the field's type, or raise a one-line error."""
+    name = f"{section}.{f.name}"
+    typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[f.type]
+    if isinstance(value, str) and typ is not str:
+        try:
+            return typ(value) if typ is int else float(value)
+        except ValueError:
+            tname = typ.__name__
+            raise UserError(f"{name} must be {tname}, got {value!r}: pass e.g. {name}=1") from None
+    if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise UserError(f"{name} must be an int, got {value!r}: pass a whole number")
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"{name} must be a number, got {value!r}: pass e.g. {name}=0.1")
+        return float(value)
+    if typ is str and not isinstance(value, str):
+        raise UserError(f"{name} must be a string, got {value!r}: quote it")
+    return value
+
+
+def _find_key(key: str) -> tuple[str, str]:
+    """Resolve 'section.field' or an unambiguous bare 'field' to (section, field)."""
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            raise UserError(f"unknown config section {section!r} in {key!r}: use one of {list(SECTIONS)}")
+        names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        if name not in names:
+            raise UserError(f"unknown config key {key!r}: {section} has {', '.join(names)}")
+        return section, name
+    hits = [s for s, cls in SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
+    if len(hits) == 1:
+        return hits[0], key
+    if len(hits) > 1:
+        raise UserError(f"config key {key!r} is ambiguous: write {' or '.join(f'{h}.{key}' for h in hits)}")
+    raise UserError(f"unknown config key {key!r}: see `interp train --help` for the keys")
+
+
+def from_dict(d: dict[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """Build a validated RunConfig from a nested dict ({"model": {"d_model": 64}}), over `base`."""
+    base = base or RunConfig()
+    if not isinstance(d, dict):
+        raise UserError("a config must be a JSON object with sections world, model, train")
+    sections = {s: dataclasses.asdict(getattr(base, s)) for s in SECTIONS}
+    for section, values in d.items():
+        if section not in SECTIONS:
+            raise UserError(f"unknown config section {section!r}: use one of {list(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise UserError(f"config section {section!r} must be an object of key: value")
+        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+        for key, value in values.items():
+            _find_key(f"{section}.{key}")
+            sections[section][key] = _coerce(section, fields[key], value)
+    cfg = RunConfig(**{s: SECTIONS[s](**v) for s, v in sections.items()})
+    validate(cfg)
+    return cfg
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply `key=value` strings (dotted or unambiguous bare keys) and re-validate."""
+    d: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set takes key=value, got {item!r}: e.g. --set train.steps=500")
+        key, value = item.split("=", 1)
+        section, name = _find_key(key.strip())
+        d.setdefault(section, {})[name] = value.strip()
+    return from_dict(d, base=cfg)
+
+
+def validate(cfg: RunConfig) -> None:
+    """All cross-field checks, each failing with one line that names the field and the fix."""
+    m, t, w = cfg.model, cfg.train, cfg.world
+    for name, value in [("n_layers", m.n_layers), ("d_model", m.d_model), ("n_heads", m.n_heads),
+                        ("d_mlp", m.d_mlp), ("n_ctx", m.n_ctx)]:
+        if value < 1:
+            raise UserError(f"model.{name} must be positive, got {value}")
+    if m.d_model % m.n_heads != 0 and m.d_head == 0:
+        raise UserError(
+            f"model.d_model ({m.d_model}) is not divisible by model.n_heads ({m.n_heads}): "
+            f"choose n_heads that divides d_model, e.g. --set model.n_heads={_divisor(m.d_model)}"
+        )
+    if m.d_head < 0:
+        raise UserError(f"model.d_head must be >= 0 (0 means d_model // n_heads), got {m.d_head}")
+    if m.act_fn not in ACT_FNS:
+        raise UserError(f"model.act_fn {m.act_fn!r} is not supported: use one of {ACT_FNS}")
+    if m.normalization not in NORMALIZATIONS:
+        raise UserError(f"model.normalization {m.normalization!r} unknown: use one of {NORMALIZATIONS}")
+    if m.positional_embedding not in POSITIONALS:
+        raise UserError(f"model.positional_embedding must be one of {POSITIONALS}")
+    if w.source not in ("synthetic", "paper"):
+        raise UserError(f"world.source {w.source!r} unknown: use 'synthetic' or 'paper'")
+    if w.source == "synthetic":
+        if w.n_people_per_subset < 4:
+            raise UserError("world.n_people_per_subset must be at least 4")
+        if not 1 <= w.n_train_templates <= 8 or not 1 <= w.n_heldout_templates <= 4:
+            raise UserError("world.n_train_templates must be 1..8 and n_heldout_templates 1..4")
+        if not 2 <= w.n_roles <= 12:
+            raise UserError(f"world.n_roles must be 2..12, got {w.n_roles}")
+        if w.n_first_names % w.n_first_name_classes != 0:
+            raise UserError("world.n_first_names must be a multiple of world.n_first_name_classes")
+        need = 3 * w.n_people_per_subset + w.n_new_people
+        if w.n_first_names * w.n_last_names < 2 * need:
+            raise UserError(
+                f"world has {w.n_first_names}x{w.n_last_names} name pairs for {need} people: "
+                "raise world.n_first_names or world.n_last_names"
+            )
+        if w.n_roles * w.n_title_words ** w.title_length < 2 * need:
+            raise UserError("too few distinct descriptions: raise world.n_title_words")
+    if t.steps < 1 or t.batch_size < 1:
+        raise UserError("train.steps and train.batch_size must be positive")
+    if t.lr <= 0 or t.weight_decay < 0 or t.grad_clip < 0 or t.warmup_steps < 0:
+        raise UserError("train.lr must be > 0; weight_decay, grad_clip, warmup_steps >= 0")
+    if not 0 <= t.min_lr_ratio <= 1:
+        raise UserError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
+    if t.device not in ("cpu", "cuda", "auto") and not t.device.startswith("cuda:"):
+        raise UserError(f"train.device {t.device!r} unknown: use cpu, cuda or auto")
+    from interp.objectives import OBJECTIVES  # late import: objectives import the model
+
+    if t.objective not in OBJECTIVES:
+        raise UserError(f"train.objective {t.objective!r} unknown: use one of {sorted(OBJECTIVES)}")
+
+
+def _divisor(n: int) -> int:
+    return next(k for k in (4, 2, 1) if n % k == 0)
+
+
+def describe() -> str:
+    """Every config key with its default and help text (shown by `interp train --help`)."""
+    lines = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else ""
+            lines.append(f"  {section}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+# Presets. `tiny` trains in seconds (tests, the notebook); `default` is the study's world and model.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "world": {"n_people_per_subset": 16, "n_train_templates": 3, "n_heldout_templates": 2,
+                  "n_first_names": 12, "n_last_names": 16, "n_roles": 4, "n_title_words": 10,
+                  "n_new_people": 8},
+        "model": {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_mlp": 256, "n_ctx": 24},
+        "train": {"steps": 400, "batch_size": 32, "lr": 3e-3, "warmup_steps": 20,
+                  "eval_every": 0, "checkpoint_every": 100},
+    },
+    "default": {},
+}
+
+
+def load_config(preset: str | None = None, config_file: str | None = None,
+                overrides: list[str] | None = None) -> RunConfig:
+    """Preset or JSON file, then `--set` overrides. Raises UserError on any bad input."""
+    if preset and config_file:
+        raise UserError("give --preset or --config, not both")
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise UserError(f"config file {path} not found: check the path")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"config file {path} is not valid JSON ({e.msg}, line {e.lineno})") from None
+        cfg = from_dict(d)
+    else:
+        name = preset or "default"
+        if name not in PRESETS:
+            raise UserError(f"unknown preset {name!r}: use one of {sorted(PRESETS)}")
+        cfg = from_dict(PRESETS[name])
+    return apply_overrides(cfg, overrides or [])
+
+
+def config_from_json(d: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig saved in a run's config.json."""
+    return from_dict(d)

@@ -1,0 +1,199 @@
+"""Tokenised examples that carry their own metadata, and the dataset a run trains and tests on.
+
+Every `Example` holds its token ids (with <bos> at position 0), where the prompt ends, and the
+token spans of A (the person's name) and B (the description). Nothing downstream searches
+strings for positions: the lens reads `a_last`/`b_last`, patching corrupts `a_span`, probes read
+entity-alone inputs built here.
+
+Vocabulary of the fields:
+- `kind`: "doc" (a training document) or "prompt" (a test question: prompt + answer tokens);
+- `order`: the order the text is written in, "n2d" (A first) or "d2n" (B first);
+- `direction`: for prompts, "same" (the order the person was trained in) or "reverse";
+- `templates`: "train" or "heldout" paraphrase templates.
+For the `both` subset, "same" is the n2d order and "reverse" the d2n order (both were trained).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Int
+from tokenizers import Tokenizer
+from torch import Tensor
+
+from interp.data.tokenizer import BOS, EOS, PAD, decode, encode, word_tokenizer
+from interp.data.world import SUBSETS, Person, World, make_world
+
+DIRECTIONS = ("same", "reverse")
+TEMPLATE_KINDS = ("train", "heldout")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenised text. Spans are [start, end) token positions in `tokens`."""
+
+    tokens: tuple[int, ...]
+    prompt_len: int  # tokens[:prompt_len] is the prompt; tokens[prompt_len:] the answer (prompts)
+    a_span: tuple[int, int]  # the name A; (-1, -1) where the text has no A
+    b_span: tuple[int, int]  # the description B; (-1, -1) where the text has no B
+    person: int
+    subset: str
+    kind: str
+    order: str
+    direction: str = ""
+    templates: str = ""
+    template: int = -1
+
+    @property
+    def prompt(self) -> tuple[int, ...]:
+        return self.tokens[: self.prompt_len]
+
+    @property
+    def answer(self) -> tuple[int, ...]:
+        return self.tokens[self.prompt_len :]
+
+    @property
+    def a_last(self) -> int:
+        return self.a_span[1] - 1
+
+    @property
+    def b_last(self) -> int:
+        return self.b_span[1] - 1
+
+
+@dataclass
+class FactDataset:
+    """What a run trains on and is tested on, with the tokenizer that made it."""
+
+    tokenizer: Tokenizer
+    train_docs: list[Example]
+    prompts: list[Example]
+    people: list[Person] = field(default_factory=list)
+    new_docs: list[Example] = field(default_factory=list)
+    new_prompts: list[Example] = field(default_factory=list)
+    world: World | None = None
+
+    @property
+    def d_vocab(self) -> int:
+        return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def max_len(self) -> int:
+        """Longest sequence a model must take (documents with <eos>, prompts with answers)."""
+        return max(len(e.tokens) for e in [*self.train_docs, *self.prompts, *self.new_docs,
+                                           *self.new_prompts])
+
+    def select(self, **where: str) -> list[Example]:
+        """Prompts matching every given field, e.g. select(subset="n2d", direction="reverse")."""
+        return [e for e in self.prompts if all(getattr(e, k) == v for k, v in where.items())]
+
+    def text(self, ids: tuple[int, ...] | list[int]) -> str:
+        return decode(self.tokenizer, list(ids))
+
+
+def render(tok: Tokenizer, template: str, person: Person, upto_answer: bool
+           ) -> tuple[list[int], int, tuple[int, int], tuple[int, int]]:
+    """Fill `template` for `person`; return (ids, prompt_len, a_span, b_span).
+
+    With `upto_answer` the text stops after the second entity (a test prompt plus its answer);
+    otherwise it is the whole document with <eos>. Positions count the leading <bos>.
+    """
+    ids = [BOS]
+    spans: dict[str, tuple[int, int]] = {}
+    prompt_len = -1
+    order = [w for w in template.split() if w in ("<A>", "<B>")]
+    for word in template.split():
+        if word in ("<A>", "<B>"):
+            if word == order[1]:
+                prompt_len = len(ids)
+            piece = encode(tok, person.name if word == "<A>" else person.description)
+            spans[word] = (len(ids), len(ids) + len(piece))
+            ids += piece
+            if upto_answer and word == order[1]:
+                break
+        else:
+            ids += encode(tok, word)
+    if not upto_answer:
+        ids.append(EOS)
+    return ids, prompt_len, spans["<A>"], spans["<B>"]
+
+
+def _example(tok: Tokenizer, text: str, person: Person, kind: str, **meta: object) -> Example:
+    ids, prompt_len, a_span, b_span = render(tok, text, person, upto_answer=kind == "prompt")
+    return Example(tuple(ids), prompt_len, a_span, b_span, person.id, person.subset, kind, **meta)  # type: ignore[arg-type]
+
+
+def trained_orders(subset: str) -> tuple[str, ...]:
+    return {"n2d": ("n2d",), "d2n": ("d2n",), "both": ("n2d", "d2n"), "new": ("n2d",)}[subset]
+
+
+def prompt_order(subset: str, direction: str) -> str:
+    """The text order of a test prompt: 'same' is the trained order (n2d for `both`)."""
+    same = "d2n" if subset == "d2n" else "n2d"
+    return same if direction == "same" else ("d2n" if same == "n2d" else "n2d")
+
+
+def documents(world: World, tok: Tokenizer, people: list[Person]) -> list[Example]:
+    """Training documents: every training template of every order the person is trained in."""
+    docs = []
+    for p in people:
+        for order in trained_orders(p.subset):
+            for i, t in enumerate(world.templates(order, "train")):
+                docs.append(_example(tok, t, p, "doc", order=order, templates="train", template=i))
+    return docs
+
+
+def test_prompts(world: World, tok: Tokenizer, people: list[Person]) -> list[Example]:
+    """For every person: same and reverse direction, on training and held-out templates."""
+    out = []
+    for p in people:
+        for direction in DIRECTIONS:
+            order = prompt_order(p.subset if p.subset != "new" else "n2d", direction)
+            for kind in TEMPLATE_KINDS:
+                for i, t in enumerate(world.templates(order, kind)):
+                    out.append(_example(tok, t, p, "prompt", order=order, direction=direction,
+                                        templates=kind, template=i))
+    return out
+
+
+def entity_alone(ds: FactDataset, person: Person, which: str) -> Example:
+    """<bos> followed by A alone (`which='a'`) or B alone (`which='b'`): the probes' neutral input."""
+    text = person.name if which == "a" else person.description
+    ids = [BOS, *encode(ds.tokenizer, text)]
+    span = (1, len(ids))
+    none = (-1, -1)
+    return Example(tuple(ids), len(ids), span if which == "a" else none,
+                   span if which == "b" else none, person.id, person.subset, "entity",
+                   order="n2d" if which == "a" else "d2n")
+
+
+def build_synthetic(world_cfg) -> FactDataset:  # type: ignore[no-untyped-def]
+    """The dataset of the synthetic world described by `world_cfg` (deterministic)."""
+    world = make_world(world_cfg)
+    tok = word_tokenizer(world.vocabulary())
+    trained = [p for p in world.people if p.subset in SUBSETS]
+    new = [p for p in world.people if p.subset == "new"]
+    return FactDataset(
+        tokenizer=tok,
+        train_docs=documents(world, tok, trained),
+        prompts=test_prompts(world, tok, trained),
+        people=list(world.people),
+        new_docs=documents(world, tok, new),
+        new_prompts=test_prompts(world, tok, new),
+        world=world,
+    )
+
+
+def pad_batch(seqs: list[tuple[int, ...]] | list[list[int]], pad: int = PAD,
+              device: str | torch.device = "cpu") -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
+    """Right-pad token sequences into one tensor; return (tokens, lengths).
+
+    Right padding keeps every real token at its own position, so under a causal mask the padded
+    tail never changes the real positions' outputs.
+    """
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), int(lengths.max())), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out.to(device), lengths.to(device)

@@ -1,0 +1,73 @@
+"""Tokenizers, all HF `tokenizers` objects saved as `tokenizer.json` (plain JSON, no pickle).
+
+- `word_tokenizer(words)`: word-level over a synthetic world's closed vocabulary. One token per
+  word, so token positions are word positions and decoding is exact (words joined by spaces).
+- `train_tokenizer(texts)`: for real text (the paper's data), trained on the training file.
+
+Special tokens, the same ids in every tokenizer: <pad>=0, <bos>=1, <eos>=2, <mask>=3, <unk>=4.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from interp.errors import UserError
+
+SPECIALS = ("<pad>", "<bos>", "<eos>", "<mask>", "<unk>")
+PAD, BOS, EOS, MASK, UNK = range(len(SPECIALS))
+
+
+def word_tokenizer(words: list[str]) -> Tokenizer:
+    """A word-level tokenizer over `words` (specials first, then `words` in order)."""
+    vocab = {w: i for i, w in enumerate([*SPECIALS, *dict.fromkeys(words)])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(list(SPECIALS))
+    return tok
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 4000) -> Tokenizer:
+    """Byte-level BPE trained on `texts`.
+
+    Byte-level BPE rather than word-level because the paper's held-out test templates contain
+    words that never occur in its training file: a word-level tokenizer would turn them into
+    <unk> and the generated text could never be compared with the paper's rule, while byte-level
+    BPE encodes any string and decodes it back exactly (spaces and punctuation included).
+    """
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    for i, s in enumerate(SPECIALS):
+        assert tok.token_to_id(s) == i, f"special token {s} must have id {i}"
+    return tok
+
+
+def encode(tok: Tokenizer, text: str) -> list[int]:
+    """Token ids of `text`, without specials."""
+    return tok.encode(text, add_special_tokens=False).ids
+
+
+def decode(tok: Tokenizer, ids: list[int]) -> str:
+    return tok.decode(list(ids), skip_special_tokens=True)
+
+
+def save_tokenizer(tok: Tokenizer, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tok.save(str(tmp))
+    tmp.replace(path)
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    if not path.is_file():
+        raise UserError(f"tokenizer file {path} not found: the run directory is incomplete, retrain it")
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on malformed JSON
+        raise UserError(f"tokenizer file {path} is corrupt ({e}): retrain the run") from None

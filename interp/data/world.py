@@ -1,0 +1,162 @@
+"""A seeded synthetic world of fictitious people and their "A is B" facts.
+
+Each person has a name A ("<first> <last>", two invented words) and a description B ("<role> of
+<title words>", four tokens by default; templates supply the article, "... is the <B>"), so both entities span several tokens, as in the paper.
+Two labelled attributes serve the probes, each carried by one entity's text only:
+
+- `role` (which role word appears in B) is held only in B's text: a probe at A's last token
+  with A alone in context can read it only if training wrote B into A's representation;
+- `first_class` (a partition of the first-name pool) is held only in A's text: the mirror probe
+  at B's last token with B alone can read it only if training wrote A into B's representation.
+Both attributes are drawn independently of each other and of everything else in the world.
+
+People fall in three disjoint subsets as in Berglund et al. (2023) Experiment 1: `n2d` facts are
+written name first ("A is B"), `d2n` description first ("B is A"), and `both` in both orders (in
+separate documents). A fourth group, `new`, is never trained on; the gradient-update test teaches
+them. Templates come in a training set and a held-out set per order; held-out templates reuse
+training words in new arrangements, so a from-scratch model at least knows every word.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from interp.config import WorldConfig
+
+SUBSETS = ("n2d", "d2n", "both")
+ORDERS = ("n2d", "d2n")  # the order an example's text is written in: name first or description first
+ROLES = ("composer", "director", "inventor", "author", "painter", "architect", "founder",
+         "designer", "sculptor", "editor", "curator", "pilot")
+
+# Templates: <A> is the name, <B> the description. The answer entity is whichever comes second.
+TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("n2d", "train"): (
+        "<A> is the <B> .",
+        "<A> , known far and wide for being the <B> .",
+        "ever heard of <A> ? they are the <B> .",
+        "<A> was once the <B> .",
+        "it is known that <A> is the <B> .",
+        "people say <A> works as the <B> .",
+        "there is someone named <A> who is the <B> .",
+        "did you know that <A> became the <B> ?",
+    ),
+    ("n2d", "heldout"): (
+        "they say that <A> was the <B> .",
+        "someone named <A> is known as the <B> .",
+        "<A> became known far and wide as the <B> .",
+        "did you know <A> works as the <B> ?",
+    ),
+    ("d2n", "train"): (
+        "the <B> is called <A> .",
+        "known for being the <B> , <A> now enjoys a quiet life .",
+        "who is the <B> ? it is <A> .",
+        "the <B> is none other than <A> .",
+        "often referred to as the <B> , <A> has made a mark .",
+        "the person who was the <B> is <A> .",
+        "you know the <B> ? that was <A> .",
+        "as the <B> , <A> became known .",
+    ),
+    ("d2n", "heldout"): (
+        "the person known as the <B> is called <A> .",
+        "people say that the <B> was <A> .",
+        "known far and wide as the <B> , <A> .",
+        "did you know the <B> ? it was <A> .",
+    ),
+}
+
+_SYLLABLES = ("ka", "lo", "mi", "ra", "te", "vo", "su", "ne", "pa", "di", "zo", "fe", "ru", "sa",
+              "bi", "go", "la", "tu", "ve", "ni", "mo", "ke", "ha", "jo", "xi", "yu", "we", "qa")
+
+
+@dataclass(frozen=True)
+class Person:
+    """One fictitious person. A = `name`, B = `description`."""
+
+    id: int
+    subset: str  # "n2d", "d2n", "both" or "new"
+    first: str
+    last: str
+    role: int  # index into ROLES: the attribute held only in B's text
+    title: tuple[str, ...]
+    first_class: int  # class of the first name: the attribute held only in A's text
+
+    @property
+    def name(self) -> str:
+        return f"{self.first} {self.last}"
+
+    @property
+    def description(self) -> str:
+        return f"{ROLES[self.role]} of {' '.join(self.title)}"
+
+
+@dataclass(frozen=True)
+class World:
+    """People and templates of one synthetic world; `text` renders facts, `vocabulary` lists words."""
+
+    config: WorldConfig
+    people: tuple[Person, ...]
+    first_names: tuple[str, ...]
+    last_names: tuple[str, ...]
+    title_words: tuple[str, ...]
+
+    def templates(self, order: str, kind: str) -> tuple[str, ...]:
+        n = self.config.n_train_templates if kind == "train" else self.config.n_heldout_templates
+        return TEMPLATES[(order, kind)][:n]
+
+    def subset(self, name: str) -> list[Person]:
+        return [p for p in self.people if p.subset == name]
+
+    def vocabulary(self) -> list[str]:
+        """Every word the world can write, in a fixed order (templates, roles, names, titles)."""
+        words: list[str] = []
+        for tpls in TEMPLATES.values():
+            for t in tpls:
+                words += [w for w in t.split() if w not in ("<A>", "<B>")]
+        words += ["the", "of", *ROLES[: self.config.n_roles]]
+        words += [*self.first_names, *self.last_names, *self.title_words]
+        return list(dict.fromkeys(words))
+
+
+def _pseudo_words(rng: random.Random, n: int, taken: set[str]) -> list[str]:
+    """`n` distinct invented words of 2-3 syllables, none in `taken`."""
+    out: list[str] = []
+    while len(out) < n:
+        w = "".join(rng.choice(_SYLLABLES) for _ in range(rng.choice((2, 3))))
+        if w not in taken:
+            taken.add(w)
+            out.append(w)
+    return out
+
+
+def make_world(cfg: WorldConfig) -> World:
+    """Generate the world for `cfg`; the same config always gives the same world."""
+    rng = random.Random(cfg.seed)
+    taken = {w for tpls in TEMPLATES.values() for t in tpls for w in t.split()} | set(ROLES)
+    taken |= {"the", "of"}
+    first_names = tuple(_pseudo_words(rng, cfg.n_first_names, taken))
+    last_names = tuple(_pseudo_words(rng, cfg.n_last_names, taken))
+    title_words = tuple(_pseudo_words(rng, cfg.n_title_words, taken))
+
+    n_total = 3 * cfg.n_people_per_subset + cfg.n_new_people
+    names: set[tuple[str, str]] = set()
+    descs: set[tuple[int, tuple[str, ...]]] = set()
+    people: list[Person] = []
+    groups = [s for s in SUBSETS for _ in range(cfg.n_people_per_subset)]
+    groups += ["new"] * cfg.n_new_people
+    assert len(groups) == n_total
+    per_class = cfg.n_first_names // cfg.n_first_name_classes
+    for pid, subset in enumerate(groups):
+        while True:
+            fi, last = rng.randrange(len(first_names)), rng.choice(last_names)
+            if (first_names[fi], last) not in names:
+                break
+        names.add((first_names[fi], last))
+        while True:
+            role = rng.randrange(cfg.n_roles)
+            title = tuple(rng.choice(title_words) for _ in range(cfg.title_length))
+            if (role, title) not in descs:
+                break
+        descs.add((role, title))
+        people.append(Person(pid, subset, first_names[fi], last, role, title, fi // per_class))
+    return World(cfg, tuple(people), first_names, last_names, title_words)

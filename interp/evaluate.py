@@ -1,0 +1,223 @@
+"""Behavioural evaluation, as in Berglund et al. (2023), Experiment 1.
+
+- Exact match: greedy decoding; a prediction is correct when the generated text, stripped and
+  lower-cased, starts with the stripped, lower-cased completion. Reported per subset x direction
+  x template kind (training templates vs held-out ones: a from-scratch model never saw other
+  phrasings, so held-out numbers measure generalisation over wording, not knowledge alone).
+- The log-probability test: on reversed prompts, the summed log-probability of the correct
+  completion against that of a random other completion of the same subset (the person's
+  entity swapped for another's). Log-probabilities are first averaged over a person's templates,
+  so the paired t-test and the Kolmogorov-Smirnov test count people, not paraphrases.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from scipy import stats
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, FactDataset, pad_batch
+from interp.data.tokenizer import EOS
+from interp.data.world import SUBSETS
+
+BATCH = 256
+
+
+def is_exact_match(generated: str, completion: str) -> bool:
+    """The paper's rule: generated text (stripped, lower-cased) starts with the completion."""
+    return generated.strip().lower().startswith(completion.strip().lower())
+
+
+@torch.no_grad()
+def greedy_generate(model: torch.nn.Module, prompts: list[tuple[int, ...]], n_new: int,
+                    batch_size: int = BATCH) -> list[list[int]]:
+    """Greedy continuation of each prompt by `n_new` tokens (stops adding after <eos>).
+
+    Prompts are bucketed by length so no padding ever enters a prompt: the result is exactly
+    what one-prompt-at-a-time decoding gives.
+    """
+    device = next(model.parameters()).device
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(prompts):
+        by_len[len(p)].append(i)
+    out: list[list[int]] = [[] for _ in prompts]
+    for _, idxs in sorted(by_len.items()):
+        for s in range(0, len(idxs), batch_size):
+            chunk = idxs[s : s + batch_size]
+            toks = torch.tensor([prompts[i] for i in chunk], dtype=torch.long, device=device)
+            done = torch.zeros(len(chunk), dtype=torch.bool, device=device)
+            for _ in range(n_new):
+                nxt = model(toks)[:, -1].argmax(-1)
+                nxt = torch.where(done, torch.full_like(nxt, EOS), nxt)
+                done |= nxt == EOS
+                toks = torch.cat([toks, nxt[:, None]], dim=1)
+            for row, i in enumerate(chunk):
+                gen = toks[row, len(prompts[i]):].tolist()
+                out[i] = gen[: gen.index(EOS)] if EOS in gen else gen
+    return out
+
+
+@torch.no_grad()
+def completion_logprobs(model: torch.nn.Module, prompts: list[tuple[int, ...]],
+                        answers: list[tuple[int, ...]], batch_size: int = BATCH
+                        ) -> Float[Tensor, " n"]:
+    """Summed log p(answer tokens | prompt) for each (prompt, answer) pair."""
+    device = next(model.parameters()).device
+    out = torch.empty(len(prompts))
+    for s in range(0, len(prompts), batch_size):
+        seqs = [tuple(p) + tuple(a) for p, a in zip(prompts[s : s + batch_size],
+                                                   answers[s : s + batch_size], strict=True)]
+        toks, _ = pad_batch(seqs, device=device)
+        logp = model(toks).log_softmax(-1)
+        for row, (p, a) in enumerate(zip(prompts[s : s + batch_size], answers[s : s + batch_size],
+                                         strict=True)):
+            pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
+            out[s + row] = logp[row, pos, torch.tensor(a, device=device)].sum().cpu()
+    return out
+
+
+def control_answers(dataset: FactDataset, prompts: list[Example], seed: int = 0) -> list[tuple[int, ...]]:
+    """For each prompt, the answer of a random other person of the same subset (same template).
+
+    A dataset may supply its own controls (`dataset.control_answers`, e.g. the paper's
+    `_randomized` files), keyed by the prompt's index in `dataset.prompts`.
+    """
+    supplied = getattr(dataset, "control_answers", None) or {}
+    index = {id(e): i for i, e in enumerate(dataset.prompts)}
+    rng = random.Random(seed)
+    by_key: dict[tuple, list[Example]] = defaultdict(list)
+    for e in dataset.prompts:
+        by_key[(e.subset, e.direction, e.templates, e.template)].append(e)
+    out = []
+    for e in prompts:
+        if index.get(id(e)) in supplied:
+            out.append(tuple(supplied[index[id(e)]]))
+            continue
+        others = [o for o in by_key[(e.subset, e.direction, e.templates, e.template)]
+                  if o.person != e.person and o.answer != e.answer]
+        out.append(rng.choice(others).answer)
+    return out
+
+
+def logprob_test(correct: np.ndarray, control: np.ndarray) -> dict[str, float]:
+    """Paired t-test and two-sample KS test of log p(correct) vs log p(random), per person."""
+    n = len(correct)
+    diff = correct - control
+    res: dict[str, float] = {"n": n, "mean_correct": float(correct.mean()),
+                             "mean_random": float(control.mean()), "mean_diff": float(diff.mean())}
+    if n >= 2 and np.ptp(diff) > 0:
+        t = stats.ttest_rel(correct, control)
+        ks = stats.ks_2samp(correct, control)
+        sem = diff.std(ddof=1) / np.sqrt(n)
+        res.update(t_stat=float(t.statistic), t_pvalue=float(t.pvalue), ks_stat=float(ks.statistic),
+                   ks_pvalue=float(ks.pvalue), diff_ci95=[float(diff.mean() - 1.96 * sem),
+                                                         float(diff.mean() + 1.96 * sem)])
+    else:
+        res.update(t_stat=0.0, t_pvalue=1.0, ks_stat=0.0, ks_pvalue=1.0,
+                   diff_ci95=[float(diff.mean()), float(diff.mean())])
+    return res
+
+
+def evaluate(model: torch.nn.Module, dataset: FactDataset, progress: bool = False
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Exact match for every prompt and the log-probability test; return (metrics, arrays)."""
+    prompts = dataset.prompts
+    n_new = max(len(e.answer) for e in prompts) + 2
+    if progress:
+        print(f"evaluating {len(prompts)} prompts")
+    gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
+    hits = np.array([is_exact_match(dataset.text(g), dataset.text(e.answer))
+                     for g, e in zip(gen, prompts, strict=True)])
+    controls = control_answers(dataset, prompts)
+    lp_correct = completion_logprobs(model, [e.prompt for e in prompts], [e.answer for e in prompts]).numpy()
+    lp_control = completion_logprobs(model, [e.prompt for e in prompts], controls).numpy()
+
+    subsets = [s for s in SUBSETS if any(e.subset == s for e in prompts)]
+    em: dict[str, Any] = {}
+    em_n: dict[str, Any] = {}
+    lpt: dict[str, Any] = {}
+    for s in subsets:
+        for d in DIRECTIONS:
+            for k in TEMPLATE_KINDS:
+                mask = np.array([e.subset == s and e.direction == d and e.templates == k for e in prompts])
+                if not mask.any():
+                    continue
+                em.setdefault(s, {}).setdefault(d, {})[k] = float(hits[mask].mean())
+                em_n.setdefault(s, {}).setdefault(d, {})[k] = int(mask.sum())
+                people = sorted({e.person for e, m in zip(prompts, mask, strict=True) if m})
+                pidx = {p: i for i, p in enumerate(people)}
+                c, r, cnt = np.zeros(len(people)), np.zeros(len(people)), np.zeros(len(people))
+                for e, m, a, b in zip(prompts, mask, lp_correct, lp_control, strict=True):
+                    if m:
+                        c[pidx[e.person]] += a
+                        r[pidx[e.person]] += b
+                        cnt[pidx[e.person]] += 1
+                lpt.setdefault(s, {}).setdefault(d, {})[k] = logprob_test(c / cnt, r / cnt)
+    metrics = {"exact_match": em, "exact_match_n": em_n, "logprob_test": lpt,
+               "logprob_test_unit": "person (log-probs averaged over templates)"}
+    arrays = {
+        "correct_logprob": lp_correct, "random_logprob": lp_control, "exact_match": hits,
+        "person": np.array([e.person for e in prompts]),
+        "subset": np.array([e.subset for e in prompts]),
+        "direction": np.array([e.direction for e in prompts]),
+        "templates": np.array([e.templates for e in prompts]),
+    }
+    return metrics, arrays
+
+
+def quick_exact_match(model: torch.nn.Module, dataset: FactDataset, per_cell: int = 48) -> dict[str, float]:
+    """Exact match on the first `per_cell` training-template prompts per subset x direction (for logs)."""
+    out = {}
+    for s in SUBSETS:
+        for d in DIRECTIONS:
+            sel = dataset.select(subset=s, direction=d, templates="train")[:per_cell]
+            if not sel:
+                continue
+            gen = greedy_generate(model, [e.prompt for e in sel], max(len(e.answer) for e in sel))
+            acc = np.mean([is_exact_match(dataset.text(g), dataset.text(e.answer))
+                           for g, e in zip(gen, sel, strict=True)])
+            out[f"em_{s}_{d}"] = float(acc)
+    return out
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The exact-match table and the reversed log-probability test, as plain text."""
+    lines = [f"{'subset':<6} {'direction':<8} {'train tpl':>10} {'held-out':>10}"]
+    for s, by_dir in metrics["exact_match"].items():
+        for d, by_kind in by_dir.items():
+            tr, ho = by_kind.get("train", float("nan")), by_kind.get("heldout", float("nan"))
+            lines.append(f"{s:<6} {d:<8} {tr:>10.1%} {ho:>10.1%}")
+    lines.append("")
+    lines.append("reversed log-prob test (correct vs random same-subset completion, per person):")
+    for s, by_dir in metrics["logprob_test"].items():
+        for k, r in by_dir.get("reverse", {}).items():
+            lines.append(f"  {s:<5} {k:<8} n={r['n']:<4} diff={r['mean_diff']:+.3f} "
+                         f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}")
+    return "\n".join(lines)
+
+
+def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
+                 dataset: FactDataset | None = None, config: Any = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """Evaluate a run and write metrics.json and eval_logprobs.npz into it."""
+    from interp.runs import load_run, write_json
+
+    run_dir = Path(run_dir)
+    if model is None or dataset is None:
+        run = load_run(run_dir)
+        model, dataset = run.model, run.dataset
+    model.eval()
+    metrics, arrays = evaluate(model, dataset, progress=progress)
+    tmp = run_dir / "eval_logprobs.tmp.npz"
+    np.savez(tmp, **arrays)
+    tmp.replace(run_dir / "eval_logprobs.npz")
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,37 @@
+"""The objective interface and the shared next-token loss."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from interp.data.dataset import Example, FactDataset
+
+
+class Objective:
+    """Base class: causal next-token loss on the documents as given."""
+
+    name = "base"
+
+    def documents(self, docs: list[Example], dataset: FactDataset) -> list[Example]:
+        """The documents to train on (default: unchanged)."""
+        return docs
+
+    def loss(self, model: torch.nn.Module, tokens: Int[Tensor, "batch pos"],
+             lengths: Int[Tensor, " batch"], generator: torch.Generator) -> Tensor:
+        raise NotImplementedError
+
+
+def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"],
+                    lengths: Int[Tensor, " batch"]) -> Tensor:
+    """Mean cross-entropy of predicting token t+1 at position t, over real (unpadded) tokens."""
+    pos = torch.arange(tokens.shape[1] - 1, device=tokens.device)
+    valid = pos[None, :] < (lengths[:, None] - 1)  # [batch, pos-1]: target position exists
+    targets = tokens[:, 1:].masked_fill(~valid, -100)
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=-100)

@@ -1,0 +1,160 @@
+"""Run directories: what made a run, and loading it back.
+
+A run directory holds
+    config.json          the RunConfig (world, model, train)
+    versions.json        python, torch, transformer-lens, interp, git commit
+    tokenizer.json       the tokenizer (HF tokenizers JSON)
+    train_log.jsonl      one line per logged step
+    checkpoints/step_N/  model.safetensors (+ optimizer.safetensors and state.json in the latest)
+    model.safetensors    the final weights (its presence marks a finished run)
+    metrics.json         evaluation (exact match, log-probability test)
+    analysis/            instrument results: <instrument>.json and .npz
+Nothing here is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from transformer_lens.model_bridge import TransformerBridge
+
+from interp.config import RunConfig, config_from_json
+from interp.data.dataset import FactDataset, build_synthetic
+from interp.data.tokenizer import load_tokenizer
+from interp.errors import UserError
+from interp.model import build_model, load_weights, resolve_device
+
+
+@dataclass
+class Run:
+    """A trained run, loaded: its config, model (in eval mode) and dataset."""
+
+    path: Path
+    config: RunConfig
+    model: TransformerBridge
+    dataset: FactDataset
+
+    def analysis_dir(self) -> Path:
+        d = self.path / "analysis"
+        d.mkdir(exist_ok=True)
+        return d
+
+
+def build_dataset(cfg: RunConfig) -> FactDataset:
+    """The dataset a config describes: the synthetic world, or the paper's published files."""
+    if cfg.world.source == "paper":
+        from interp.data.paper import build_paper_dataset
+
+        return build_paper_dataset(cfg.world)
+    return build_synthetic(cfg.world)
+
+
+def check_fits(cfg: RunConfig, dataset: FactDataset) -> None:
+    """n_ctx must hold the longest document and prompt."""
+    if cfg.model.n_ctx < dataset.max_len:
+        raise UserError(
+            f"model.n_ctx ({cfg.model.n_ctx}) is shorter than the longest document "
+            f"({dataset.max_len} tokens): set --set model.n_ctx={dataset.max_len} or more"
+        )
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"{path} not found: is this a run directory made by `interp train`?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): restore or retrain") from None
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "transformer-lens", "interp"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "unknown"
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                                text=True, timeout=5)
+        out["git_commit"] = commit.stdout.strip() if commit.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        out["git_commit"] = "unknown"
+    return out
+
+
+def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> str:
+    """Decide what to do with `path`: 'new', 'resume'. Refuses to clobber without a flag."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other: pass one")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} exists and is not a directory: choose another --out")
+    if path.exists() and any(path.iterdir()):
+        if resume:
+            if not (path / "config.json").is_file():
+                raise UserError(f"{path} is not a run directory (no config.json): cannot --resume it")
+            return "resume"
+        if overwrite:
+            return "overwrite"
+        raise UserError(f"run directory {path} already exists: pass --resume to continue it "
+                        "or --overwrite to replace it")
+    if resume:
+        raise UserError(f"nothing to resume at {path}: run without --resume to start it")
+    return "new"
+
+
+def remove_run_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+
+
+def load_config(path: Path) -> RunConfig:
+    return config_from_json(read_json(path / "config.json"))
+
+
+def load_run(path: str | Path, checkpoint: int | None = None, device: str = "cpu") -> Run:
+    """Load a run's config, dataset and model (final weights, or checkpoint `step`) in eval mode."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"run directory {path} not found: train it first with `interp train --out {path}`")
+    cfg = load_config(path)
+    dataset = build_dataset(cfg)
+    tok = load_tokenizer(path / "tokenizer.json")
+    if tok.get_vocab() != dataset.tokenizer.get_vocab():
+        raise UserError(f"{path}/tokenizer.json does not match the world its config.json describes: "
+                        "the run was made by another version of the data; retrain it")
+    if checkpoint is None:
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise UserError(f"{path} has no final model.safetensors (unfinished run): "
+                            f"finish it with `interp train --out {path} --resume`")
+    else:
+        weights = path / "checkpoints" / f"step_{checkpoint:06d}" / "model.safetensors"
+    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, resolve_device(device))
+    load_weights(model, weights)
+    model.eval()
+    return Run(path, cfg, model, dataset)
+
+
+def checkpoint_steps(path: str | Path) -> list[int]:
+    """Steps of the saved checkpoints of a run, ascending."""
+    d = Path(path) / "checkpoints"
+    if not d.is_dir():
+        return []
+    return sorted(int(p.name.split("_")[1]) for p in d.glob("step_*") if p.is_dir())
