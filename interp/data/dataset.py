@@ -73,6 +73,9 @@ class FactDataset:
     new_docs: list[Example] = field(default_factory=list)
     new_prompts: list[Example] = field(default_factory=list)
     world: World | None = None
+    # Supplied log-prob controls, keyed by index in `prompts` (the paper's `_randomized` files);
+    # prompts without one get a random same-subset answer (interp.evaluate.control_answers).
+    control_answers: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def d_vocab(self) -> int:
