@@ -118,7 +118,7 @@ def latest_resumable(run_dir: Path) -> int | None:
 
 def fit(model: TransformerBridge, docs: list[Example], cfg: TrainConfig, *,
         run_dir: Path | None = None, start_step: int = 0, dataset: FactDataset | None = None,
-        progress: bool = True, optimizer_state: Path | None = None) -> list[dict[str, float]]:
+        progress: bool = True, optimizer_state: Path | None = None) -> list[dict[str, int | float]]:
     """Train `model` in place on `docs` from `start_step` to `cfg.steps`; return the log lines.
 
     With `run_dir`, writes checkpoints every `cfg.checkpoint_every` steps and appends to
