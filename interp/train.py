@@ -18,6 +18,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -134,7 +135,7 @@ def fit(model: TransformerBridge, docs: list[Example], cfg: TrainConfig, *,
     if optimizer_state is not None:
         _load_optimizer(opt, optimizer_state)
     model.train()
-    log: list[dict[str, float]] = []
+    log: list[dict[str, Any]] = []
     log_file = open(run_dir / "train_log.jsonl", "a") if run_dir else None  # noqa: SIM115
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
                desc=f"train {cfg.objective}", disable=not progress, dynamic_ncols=True)
@@ -155,7 +156,7 @@ def fit(model: TransformerBridge, docs: list[Example], cfg: TrainConfig, *,
             opt.step()
             done = step + 1
             if done % LOG_EVERY == 0 or done == cfg.steps:
-                line: dict[str, float] = {"step": done, "loss": loss.item(), "lr": lr,
+                line: dict[str, Any] = {"step": done, "loss": loss.item(), "lr": lr,
                                           "elapsed_s": round(time.perf_counter() - t0, 3)}
                 if dataset is not None and cfg.eval_every and done % cfg.eval_every == 0:
                     from interp.evaluate import quick_exact_match

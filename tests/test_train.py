@@ -1,0 +1,74 @@
+"""Training: the reversal curse appears on the tiny world; same seed, same bits; a killed run
+resumes to the bitwise-same weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+import interp.train as T
+from interp.config import apply_overrides, load_config
+from interp.train import train_run
+
+
+def test_tiny_world_shows_reversal_curse(tiny_run_dir):
+    m = json.loads((tiny_run_dir / "metrics.json").read_text())["exact_match"]
+    for s in ("n2d", "d2n"):
+        same, rev = m[s]["same"]["train"], m[s]["reverse"]["train"]
+        assert same >= 0.9 and rev <= 0.1, f"{s}: same {same:.2f}, reverse {rev:.2f}"
+    assert m["both"]["reverse"]["train"] >= 0.9, f"both reverse {m['both']['reverse']['train']}"
+    log = [json.loads(x) for x in (tiny_run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"], f"loss {log[0]['loss']} -> {log[-1]['loss']}"
+
+
+def test_reversed_logprob_test_not_significant_for_one_direction_facts(tiny_run_dir):
+    lpt = json.loads((tiny_run_dir / "metrics.json").read_text())["logprob_test"]
+    for s in ("n2d", "d2n"):
+        p = lpt[s]["reverse"]["train"]["t_pvalue"]
+        assert p > 0.01, f"{s} reversed log-prob t-test p={p}: the model should not know reverse"
+    assert lpt["both"]["reverse"]["train"]["t_pvalue"] < 1e-3, "positive control: both subset"
+
+
+def _small(seed: int = 0):
+    return apply_overrides(load_config("tiny"), ["train.steps=60", "train.checkpoint_every=20",
+                                                 f"train.seed={seed}"])
+
+
+def _weights(run):
+    return load_file(str(run / "model.safetensors"))
+
+
+def test_same_seed_same_bits(tmp_path):
+    a = train_run(_small(), tmp_path / "a", progress=False)
+    b = train_run(_small(), tmp_path / "b", progress=False)
+    wa, wb = _weights(a), _weights(b)
+    assert all((wa[k] == wb[k]).all() for k in wa), "same seed gave different weights"
+    assert (a / "metrics.json").read_text() == (b / "metrics.json").read_text()
+    c = train_run(_small(seed=1), tmp_path / "c", progress=False)
+    assert any(not (wa[k] == _weights(c)[k]).all() for k in wa), "seed does not change weights"
+
+
+def test_killed_run_resumes_to_same_weights(tmp_path, monkeypatch):
+    full = train_run(_small(), tmp_path / "full", progress=False)
+
+    real = T.save_checkpoint
+
+    def killed_after_40(run_dir, step, model, opt):
+        real(run_dir, step, model, opt)
+        if step == 40:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(T, "save_checkpoint", killed_after_40)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(_small(), tmp_path / "killed", progress=False)
+    monkeypatch.setattr(T, "save_checkpoint", real)
+    assert not (tmp_path / "killed" / "model.safetensors").exists()
+    resumed = train_run(None, tmp_path / "killed", resume=True, progress=False)
+    wf, wr = _weights(full), _weights(resumed)
+    diffs = {k: float((wf[k] - wr[k]).abs().max()) for k in wf if not (wf[k] == wr[k]).all()}
+    assert not diffs, f"resumed run differs from uninterrupted: {diffs}"
+    assert (full / "metrics.json").read_text() == (resumed / "metrics.json").read_text()
+    steps = [json.loads(x)["step"] for x in (resumed / "train_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)), "log has duplicated steps after resume"

@@ -1,0 +1,69 @@
+"""The synthetic world: determinism, disjoint subsets, spans that point at the entities."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from interp.config import WorldConfig, load_config
+from interp.data.dataset import build_synthetic, entity_alone
+from interp.data.world import SUBSETS, TEMPLATES, make_world
+
+
+def test_world_is_deterministic_and_seeded():
+    a, b = make_world(WorldConfig(seed=3)), make_world(WorldConfig(seed=3))
+    c = make_world(WorldConfig(seed=4))
+    assert a.people == b.people
+    assert a.people != c.people
+
+
+def test_subsets_disjoint_and_entities_unique():
+    w = make_world(WorldConfig())
+    assert Counter(p.subset for p in w.people) == {"n2d": 120, "d2n": 120, "both": 120, "new": 40}
+    assert len({p.name for p in w.people}) == len(w.people)
+    assert len({p.description for p in w.people}) == len(w.people)
+    assert all(len(p.name.split()) >= 2 and len(p.description.split()) >= 3 for p in w.people)
+
+
+def test_heldout_templates_use_only_trained_words():
+    trained = {w for o in ("n2d", "d2n") for t in TEMPLATES[(o, "train")] for w in t.split()}
+    for o in ("n2d", "d2n"):
+        for t in TEMPLATES[(o, "heldout")]:
+            unseen = set(t.split()) - trained
+            assert not unseen, f"held-out template {t!r} uses untrained words {unseen}"
+            assert t not in TEMPLATES[(o, "train")]
+
+
+def test_spans_point_at_entities_and_prompts_end_before_answer():
+    ds = build_synthetic(load_config("tiny").world)
+    people = {p.id: p for p in ds.people}
+    for e in ds.train_docs + ds.prompts:
+        p = people[e.person]
+        assert ds.text(e.tokens[slice(*e.a_span)]) == p.name
+        assert ds.text(e.tokens[slice(*e.b_span)]) == p.description
+        answer = p.description if e.order == "n2d" else p.name
+        if e.kind == "prompt":
+            assert ds.text(e.answer) == answer
+    for p in ds.people[:5]:
+        a, b = entity_alone(ds, p, "a"), entity_alone(ds, p, "b")
+        assert ds.text(a.tokens[slice(*a.a_span)]) == p.name
+        assert ds.text(b.tokens[slice(*b.b_span)]) == p.description
+
+
+def test_prompt_directions_follow_training_order():
+    ds = build_synthetic(load_config("tiny").world)
+    for s in SUBSETS:
+        same = {e.order for e in ds.select(subset=s, direction="same")}
+        rev = {e.order for e in ds.select(subset=s, direction="reverse")}
+        assert same == {"d2n" if s == "d2n" else "n2d"} and rev != same
+        trained = {d.order for d in ds.train_docs if d.subset == s}
+        assert trained == ({"n2d", "d2n"} if s == "both" else same)
+
+
+def test_attributes_only_in_their_entity():
+    w = make_world(WorldConfig())
+    for p in w.people:
+        role_word = p.description.split()[0]
+        assert role_word not in p.name.split()
+    # first-name class and role are drawn independently: every class meets several roles
+    pairs = Counter((p.first_class, p.role) for p in w.people)
+    assert len(pairs) > 0.8 * w.config.n_first_name_classes * w.config.n_roles
