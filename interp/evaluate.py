@@ -107,7 +107,7 @@ def control_answers(dataset: FactDataset, prompts: list[Example], seed: int = 0)
     return out
 
 
-def logprob_test(correct: np.ndarray, control: np.ndarray) -> dict[str, float]:
+def logprob_test(correct: np.ndarray, control: np.ndarray) -> dict[str, Any]:
     """Paired t-test and two-sample KS test of log p(correct) vs log p(random), per person."""
     n = len(correct)
     diff = correct - control
