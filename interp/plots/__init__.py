@@ -1,0 +1,22 @@
+"""Figures. One module per figure family; every function reads saved results (metrics.json,
+analysis/*.json, *.npz) from run directories and writes PNG and PDF. Nothing is recomputed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save(fig: plt.Figure, out: str | Path) -> list[Path]:
+    """Save `fig` as out.png and out.pdf (any suffix on `out` is replaced); close it."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths

@@ -1,0 +1,206 @@
+"""The study report: figures per objective, tables with n and 95% intervals over seeds.
+
+Reads only what the runs saved (metrics.json, analysis/*.json); draws each instrument's figure
+with its own plot function; writes `report.md` and a self-contained `report.html` (figures
+inline as base64 PNG). Every number is a mean over seeds with its Student-t 95% interval and n,
+and each instrument's table lists its controls beside its headline numbers, because the
+instruments put both in their `summary`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from interp.stats import fmt_ci
+
+# Figure name -> (plot module, function, instrument whose result it needs or "" for behaviour).
+FIGURES: dict[str, tuple[str, str, str]] = {
+    "exact_match": ("interp.plots.behaviour", "plot_exact_match", ""),
+    "reversed_logprobs": ("interp.plots.behaviour", "plot_logprob_hist", ""),
+    "lens": ("interp.plots.lens", "plot_lens", "lens"),
+    "patching": ("interp.plots.patching", "plot_patching", "patching"),
+    "probing": ("interp.plots.probing", "plot_probing", "probing"),
+    "update": ("interp.plots.updates", "plot_updates", "update"),
+    "dynamics": ("interp.plots.dynamics", "plot_dynamics", "dynamics"),
+    "selective": ("interp.plots.selective", "plot_selective", "selective"),
+}
+
+CAPTIONS: dict[str, str] = {
+    "exact_match": "Exact match per subset and direction (the paper's Table 1): same direction vs reversed, "
+                   "on training and held-out templates.",
+    "reversed_logprobs": "Reversed prompts: log p(correct) vs log p(random same-subset completion) "
+                         "(the paper's Figure 4). Both is the positive control.",
+    "lens": "Logit lens: rank of the answer's first token per layer at A's last token, B's last token "
+            "and the final prompt position, forward vs reverse.",
+    "patching": "Activation patching (causal tracing): normalised restoration per layer x position, "
+                "with the raw clean-minus-corrupted logit difference beside it.",
+    "probing": "Linear probes per layer: B's attribute from A alone and A's attribute from B alone, "
+               "with random-init and random-label controls and chance.",
+    "update": "The gradient-update test: change of log p(B | A-prompt) vs log p(A | B-prompt) after a "
+              "step on 'A is B', against controls, and where the update lands.",
+    "dynamics": "Training dynamics: exact match, probes and lens over checkpoints.",
+    "selective": "Selective prediction: accuracy-coverage curves per confidence score.",
+}
+
+
+def _group(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for r in run_dirs:
+        cfg = json.loads((r / "config.json").read_text())
+        groups[cfg["train"]["objective"]].append(r)
+    return dict(groups)
+
+
+def _summaries(runs: list[Path], filename: str) -> list[dict[str, float]]:
+    out = []
+    for r in runs:
+        p = r / "analysis" / filename
+        if p.is_file():
+            out.append(json.loads(p.read_text()).get("summary", {}))
+    return out
+
+
+def exact_match_rows(groups: dict[str, list[Path]]) -> list[list[str]]:
+    rows = []
+    metrics = {o: [json.loads((r / "metrics.json").read_text()) for r in rs] for o, rs in groups.items()}
+    first = next(iter(metrics.values()))[0]
+    for s, by_dir in first["exact_match"].items():
+        for d, by_kind in by_dir.items():
+            for k in by_kind:
+                rows.append([f"{s} {d} ({k} templates)"] +
+                            [fmt_ci([m["exact_match"][s][d][k] for m in ms], pct=True)
+                             for ms in metrics.values()])
+    for s in first["logprob_test"]:
+        for k in ("train", "heldout"):
+            if k in first["logprob_test"][s].get("reverse", {}):
+                rows.append([f"{s} reversed log-prob diff, correct - random ({k})"] +
+                            [fmt_ci([m["logprob_test"][s]["reverse"][k]["mean_diff"] for m in ms])
+                             for ms in metrics.values()])
+                rows.append([f"{s} reversed t-test p ({k}), per seed"] +
+                            [", ".join(f"{m['logprob_test'][s]['reverse'][k]['t_pvalue']:.2g}" for m in ms)
+                             for ms in metrics.values()])
+    return rows
+
+
+def summary_rows(groups: dict[str, list[Path]], filename: str) -> list[list[str]]:
+    per_obj = {o: _summaries(rs, filename) for o, rs in groups.items()}
+    keys: list[str] = []
+    for sums in per_obj.values():
+        for s in sums:
+            keys += [k for k, v in s.items() if isinstance(v, int | float) and k not in keys]
+    rows = []
+    for k in keys:
+        cells = []
+        for sums in per_obj.values():
+            vals = [float(s[k]) for s in sums if isinstance(s.get(k), int | float)]
+            cells.append(fmt_ci(vals, digits=3) if vals else "n/a")
+        rows.append([k, *cells])
+    return rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def draw_figures(groups: dict[str, list[Path]], fig_dir: Path) -> dict[str, dict[str, Path]]:
+    """Every figure for every objective: {objective: {figure name: png path}}."""
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    drawn: dict[str, dict[str, Path]] = {}
+    for objective, runs in groups.items():
+        for name, (module, func, instrument) in FIGURES.items():
+            filename = f"{instrument}.json" if instrument else "metrics.json"
+            have = [r for r in runs if (r / ("analysis/" + filename if instrument else filename)).is_file()]
+            if not have:
+                continue
+            try:
+                plot = getattr(importlib.import_module(module), func)
+            except (ModuleNotFoundError, AttributeError):
+                continue
+            paths = plot(have, fig_dir / f"{objective}_{name}")
+            drawn.setdefault(objective, {})[name] = Path(paths[0])
+    if len(groups) > 1:
+        from interp.plots.comparison import plot_comparison
+
+        paths = plot_comparison(groups, fig_dir / "objectives_comparison")
+        drawn.setdefault("all", {})["objectives_comparison"] = Path(paths[0])
+    return drawn
+
+
+def write_report(out: Path, run_dirs: list[Path], plan: Any, *, figures_dir: str | Path | None = None,
+                 wall_seconds: float = 0.0) -> Path:
+    """Write OUT/figures/*, OUT/report.md and OUT/report.html; copy figures to `figures_dir`."""
+    from interp.study import INSTRUMENTS
+
+    groups = _group(run_dirs)
+    objectives = list(groups)
+    fig_dir = out / "figures"
+    drawn = draw_figures(groups, fig_dir)
+    header = ["", *[f"{o} (n={len(groups[o])})" for o in objectives]]
+    md = ["# Reversal-curse study report", "",
+          f"Runs: {len(run_dirs)} ({', '.join(objectives)} x seeds {list(plan.seeds)}), "
+          f"run preset `{plan.run_preset}`. Every cell: mean [95% interval over seeds] (n seeds). "
+          f"Study wall time this invocation: {wall_seconds:.0f} s.", "",
+          "## Behaviour: exact match and the reversed log-probability test", "",
+          _md_table(header, exact_match_rows(groups)), ""]
+    for name, (_, filename, _) in INSTRUMENTS.items():
+        rows = summary_rows(groups, filename)
+        if rows:
+            md += [f"## {name}", "", _md_table(header, rows), ""]
+    md += ["## Figures", ""]
+    for objective, figs in drawn.items():
+        for name, png in figs.items():
+            rel = png.relative_to(out)
+            md += [f"### {objective}: {name}", "", CAPTIONS.get(name, ""), "", f"![{objective} {name}]({rel})", ""]
+    (out / "report.md").write_text("\n".join(md))
+    (out / "report.html").write_text(_html(md, out))
+    if figures_dir is not None:
+        dst = Path(figures_dir)
+        dst.mkdir(parents=True, exist_ok=True)
+        for p in fig_dir.glob("*.png"):
+            shutil.copy2(p, dst / p.name)
+        shutil.copy2(out / "report.md", dst / "report.md")
+    return out / "report.md"
+
+
+def _html(md_lines: list[str], out: Path) -> str:
+    """A minimal markdown-to-HTML rendering of the report with figures inline (base64)."""
+    body: list[str] = []
+    table: list[str] = []
+
+    def flush() -> None:
+        if table:
+            rows = [r.strip("|").split("|") for r in table if not set(r) <= {"|", "-"}]
+            h = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
+            b = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>"
+                        for r in rows[1:])
+            body.append(f"<table><tr>{h}</tr>{b}</table>")
+            table.clear()
+
+    for block in md_lines:
+        for line in block.split("\n"):
+            if line.startswith("|"):
+                table.append(line)
+                continue
+            flush()
+            if line.startswith("![") and "](" in line:
+                src = out / line[line.index("](") + 2 : -1]
+                data = base64.b64encode(src.read_bytes()).decode()
+                body.append(f'<img src="data:image/png;base64,{data}" style="max-width:100%">')
+            elif line.startswith("#"):
+                level = len(line) - len(line.lstrip("#"))
+                body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+            elif line.strip():
+                body.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>interp study</title><style>{style}</style></head><body>{''.join(body)}</body></html>"

@@ -1,0 +1,206 @@
+"""The study pipeline: every run the study needs, every instrument on each, figures and a report.
+
+    config -> runs (objectives x seeds, cached by config hash) -> analyses on disk -> figures -> report
+
+Caching and restarts. A run lives in `OUT/runs/<objective>_s<seed>_<config hash>`: a finished run
+(final weights and metrics) is reused, an unfinished one is resumed from its latest checkpoint
+(bitwise the same as an uninterrupted run), and an analysis whose JSON exists with the same
+options is reused. Every file is written atomically, so a study killed at any point and started
+again finishes with the same numbers and no corrupted files; a second invocation only redraws
+the figures and the report.
+
+The same `execute_run` is the unit of work of `interp sweep`, locally or on Slurm.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from interp.config import RunConfig, apply_overrides, from_dict, load_config
+from interp.errors import UserError
+
+# Instrument name -> (module with run_analysis, the JSON it writes, default options).
+INSTRUMENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "lens": ("interp.analysis.lens", "lens.json", {}),
+    "patching": ("interp.analysis.patching", "patching.json", {}),
+    "probing": ("interp.analysis.probing", "probing.json", {}),
+    "update": ("interp.analysis.updates", "update.json", {}),
+    "dynamics": ("interp.analysis.dynamics", "dynamics.json", {}),
+    "selective": ("interp.analysis.selective", "selective.json", {}),
+}
+
+OBJECTIVE_ORDER = ("causal", "reverse_entity", "reverse_token", "bico", "mlm_u")
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What a study runs: a run preset, the objectives and seeds to train, the instruments."""
+
+    run_preset: str
+    objectives: tuple[str, ...]
+    seeds: tuple[int, ...]
+    instruments: tuple[str, ...]
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+
+    def configs(self) -> list[RunConfig]:
+        base = load_config(self.run_preset, overrides=list(self.overrides))
+        return [apply_overrides(base, [f"train.objective={o}", f"train.seed={s}"])
+                for o in self.objectives for s in self.seeds]
+
+
+STUDY_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {"run_preset": "default", "seeds": (0, 1, 2)},
+    "tiny": {"run_preset": "tiny", "seeds": (0, 1)},
+}
+
+
+def available_instruments() -> tuple[str, ...]:
+    out = []
+    for name, (module, _, _) in INSTRUMENTS.items():
+        try:
+            importlib.import_module(module)
+            out.append(name)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+    return tuple(out)
+
+
+def available_objectives() -> tuple[str, ...]:
+    from interp.objectives import OBJECTIVES
+
+    return tuple(o for o in OBJECTIVE_ORDER if o in OBJECTIVES)
+
+
+def make_plan(preset: str = "default", overrides: list[str] | None = None,
+              objectives: list[str] | None = None, seeds: list[int] | None = None,
+              instruments: list[str] | None = None) -> StudyPlan:
+    if preset not in STUDY_PRESETS:
+        raise UserError(f"unknown study preset {preset!r}: use one of {sorted(STUDY_PRESETS)}")
+    p = STUDY_PRESETS[preset]
+    known_obj, known_ins = available_objectives(), available_instruments()
+    for o in objectives or []:
+        if o not in known_obj:
+            raise UserError(f"unknown objective {o!r}: use one of {known_obj}")
+    for i in instruments or []:
+        if i not in known_ins:
+            raise UserError(f"unknown instrument {i!r}: use one of {known_ins}")
+    return StudyPlan(run_preset=p["run_preset"],
+                     objectives=tuple(objectives or known_obj),
+                     seeds=tuple(seeds if seeds is not None else p["seeds"]),
+                     instruments=tuple(instruments or known_ins),
+                     overrides=tuple(overrides or ()))
+
+
+def run_name(cfg: RunConfig) -> str:
+    return f"{cfg.train.objective}_s{cfg.train.seed}_{cfg.hash()}"
+
+
+def _analysis_cached(run_dir: Path, filename: str, options: dict[str, Any]) -> bool:
+    path = run_dir / "analysis" / filename
+    if not path.is_file():
+        return False
+    try:
+        saved = json.loads(path.read_text()).get("options", {})
+    except json.JSONDecodeError:
+        return False
+    return all(saved.get(k) == v for k, v in options.items())
+
+
+def execute_run(cfg_dict: dict[str, Any], run_dir: str, instruments: tuple[str, ...],
+                device: str = "cpu", threads: int = 0) -> dict[str, Any]:
+    """Train (or resume, or reuse) one run and run the instruments it lacks. Returns its status.
+
+    Module-level and argument-only so a process pool or a Slurm job can run it.
+    """
+    import torch
+
+    from interp.runs import load_run
+    from interp.train import train_run
+
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    cfg = from_dict(cfg_dict)
+    out = Path(run_dir)
+    done = (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+    trained = False
+    if not done:
+        resume = out.is_dir() and (out / "config.json").is_file()
+        if out.is_dir() and not resume:
+            import shutil
+
+            shutil.rmtree(out)  # an init that died before config.json: nothing worth keeping
+        train_run(cfg if not resume else None, out, resume=resume, progress=False)
+        trained = True
+    ran = []
+    todo = [i for i in instruments if not _analysis_cached(out, INSTRUMENTS[i][1], INSTRUMENTS[i][2])]
+    if todo:
+        run = load_run(out, device=device)
+        for name in todo:
+            module, _, options = INSTRUMENTS[name]
+            importlib.import_module(module).run_analysis(run, progress=False, **options)
+            ran.append(name)
+    return {"run_dir": str(out), "trained": trained, "analyses": ran,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def execute_all(jobs_spec: list[tuple[dict[str, Any], str]], instruments: tuple[str, ...],
+                jobs: int = 1, device: str = "cpu", progress: bool = True,
+                desc: str = "runs") -> list[dict[str, Any]]:
+    """Run `execute_run` over (config, run_dir) pairs on `jobs` local processes."""
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // max(1, jobs))
+    results: list[dict[str, Any]] = []
+    bar = tqdm(total=len(jobs_spec), desc=desc, disable=not progress, dynamic_ncols=True)
+    if jobs <= 1:
+        for cfg, rd in jobs_spec:
+            results.append(execute_run(cfg, rd, instruments, device, threads))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futs = [pool.submit(execute_run, cfg, rd, instruments, device, threads)
+                    for cfg, rd in jobs_spec]
+            for f in as_completed(futs):
+                results.append(f.result())
+                bar.update()
+    bar.close()
+    return results
+
+
+def run_study(plan: StudyPlan, out: str | Path, *, jobs: int = 1, device: str = "cpu",
+              figures_dir: str | Path | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> Path:
+    """Run the whole study into `out`; write figures and report.md / report.html there."""
+    from interp.model import resolve_device
+    from interp.report import write_report
+
+    device = resolve_device(device)
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    spec = []
+    for cfg in plan.configs():
+        cfg = apply_overrides(cfg, [f"train.device={device}"])
+        spec.append((cfg.to_dict(), str(out / "runs" / run_name(cfg))))
+    log(f"study: {len(spec)} runs ({', '.join(plan.objectives)} x seeds {list(plan.seeds)}), "
+        f"instruments {', '.join(plan.instruments)}, {jobs} job(s) on {device}")
+    results = execute_all(spec, plan.instruments, jobs=jobs, device=device, progress=progress)
+    trained = sum(r["trained"] for r in results)
+    analysed = sum(len(r["analyses"]) for r in results)
+    log(f"trained {trained} run(s), ran {analysed} analyse(s), reused the rest")
+    report = write_report(out, [Path(rd) for _, rd in spec], plan, figures_dir=figures_dir,
+                          wall_seconds=time.perf_counter() - t0)
+    log(f"report: {report}")
+    return report

@@ -1,0 +1,135 @@
+"""Sweeps: a grid over seeds, model sizes, weight decay and objectives, each cell a run of the same
+code path as the study (`interp.study.execute_run`), on local processes or on Slurm via submitit.
+
+Weight decay and the seed matter for reversal ability in from-scratch models (Kim et al. 2025),
+so the default grid crosses them with the objectives. Results are aggregated over seeds into one
+table (CSV and JSON, mean and 95% interval per cell) and a figure of reverse accuracy and probe
+selectivity against weight decay, per objective.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from interp.config import apply_overrides, load_config
+from interp.errors import UserError
+from interp.runs import write_json
+from interp.stats import mean_ci
+from interp.study import execute_all, execute_run, run_name
+
+# Grid axis -> config key. A grid file is JSON: {"preset": "tiny", "seeds": [0, 1], ...}.
+AXES = {"seeds": "train.seed", "objectives": "train.objective", "weight_decay": "train.weight_decay",
+        "d_model": "model.d_model", "n_layers": "model.n_layers"}
+DEFAULT_GRID: dict[str, Any] = {"preset": "default", "seeds": [0, 1, 2], "objectives": ["causal", "reverse_entity"],
+                                "weight_decay": [0.0, 0.1, 0.5]}
+
+
+def load_grid(path: str | None, **flags: Any) -> dict[str, Any]:
+    grid = dict(DEFAULT_GRID)
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"grid file {p} not found: check the path")
+        try:
+            grid.update(json.loads(p.read_text()))
+        except json.JSONDecodeError as e:
+            raise UserError(f"grid file {p} is not valid JSON ({e.msg}, line {e.lineno})") from None
+    grid.update({k: v for k, v in flags.items() if v is not None})
+    unknown = set(grid) - set(AXES) - {"preset", "instruments", "set"}
+    if unknown:
+        raise UserError(f"unknown grid keys {sorted(unknown)}: use {sorted(AXES)}, preset, instruments, set")
+    return grid
+
+
+def grid_configs(grid: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(cell parameters, config dict) for every point of the grid. Validates every config first."""
+    base = load_config(grid.get("preset", "default"), overrides=list(grid.get("set", [])))
+    axes = [a for a in AXES if a in grid]
+    out = []
+    for values in itertools.product(*[grid[a] for a in axes]):
+        cell = dict(zip(axes, values, strict=True))
+        cfg = apply_overrides(base, [f"{AXES[a]}={v}" for a, v in cell.items()])
+        out.append((cell, cfg.to_dict()))
+    return out
+
+
+def run_sweep(grid: dict[str, Any], out: str | Path, *, executor: str = "local", jobs: int = 1,
+              slurm: dict[str, Any] | None = None, progress: bool = True) -> Path:
+    """Run every cell (cached like the study), then aggregate into OUT/sweep.csv, .json and a figure."""
+    from interp.config import from_dict
+    from interp.study import available_instruments
+
+    out = Path(out)
+    cells = grid_configs(grid)
+    instruments = tuple(grid.get("instruments", ["probing"]))
+    known = available_instruments()
+    for i in instruments:
+        if i not in known:
+            raise UserError(f"unknown instrument {i!r}: use one of {known}")
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    spec = [(cfg, str(out / "runs" / run_name(from_dict(cfg)))) for _, cfg in cells]
+    if executor == "local":
+        execute_all(spec, instruments, jobs=jobs, progress=progress, desc="sweep")
+    elif executor in ("slurm", "submitit-local"):
+        import submitit
+
+        folder = out / "submitit"
+        if executor == "slurm":
+            ex: Any = submitit.AutoExecutor(folder=folder, cluster="slurm")
+            s = slurm or {}
+            ex.update_parameters(slurm_partition=s.get("partition"), timeout_min=s.get("time", 60),
+                                 gpus_per_node=s.get("gpus", 0), cpus_per_task=s.get("cpus", 2),
+                                 slurm_array_parallelism=s.get("array_parallelism", 16))
+        else:
+            ex = submitit.LocalExecutor(folder=folder)
+            ex.update_parameters(timeout_min=60)
+        device = "cuda" if executor == "slurm" and (slurm or {}).get("gpus") else "cpu"
+        jobs_ = ex.map_array(execute_run, [c for c, _ in spec], [r for _, r in spec],
+                             [instruments] * len(spec), [device] * len(spec))
+        for j in jobs_:
+            j.result()
+    else:
+        raise UserError(f"unknown executor {executor!r}: use local, slurm or submitit-local")
+    return aggregate(cells, [Path(r) for _, r in spec], out)
+
+
+def _cell_metrics(run_dir: Path) -> dict[str, float]:
+    m = json.loads((run_dir / "metrics.json").read_text())
+    row = {f"em_{s}_{d}_train": m["exact_match"][s][d]["train"]
+           for s in m["exact_match"] for d in m["exact_match"][s]}
+    probe = run_dir / "analysis" / "probing.json"
+    if probe.is_file():
+        summ = json.loads(probe.read_text())["summary"]
+        row.update({k: v for k, v in summ.items() if k.startswith(("probe_a_to_b", "probe_b_to_a",
+                                                                   "selectivity_a", "selectivity_b"))
+                    and "_mlp_" not in k and "prompt" not in k})
+    return row
+
+
+def aggregate(cells: list[tuple[dict[str, Any], dict[str, Any]]], run_dirs: list[Path], out: Path) -> Path:
+    groups: dict[tuple, list[dict[str, float]]] = defaultdict(list)
+    for (cell, _), rd in zip(cells, run_dirs, strict=True):
+        key = tuple((k, v) for k, v in cell.items() if k != "seeds")
+        groups[key].append(_cell_metrics(rd))
+    rows = []
+    for key, ms in groups.items():
+        row: dict[str, Any] = dict(key)
+        row["n_seeds"] = len(ms)
+        for metric in ms[0]:
+            m, lo, hi, _ = mean_ci([x[metric] for x in ms if metric in x])
+            row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = m, lo, hi
+        rows.append(row)
+    write_json(out / "sweep.json", rows)
+    with open(out / "sweep.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    from interp.plots.sweep import plot_sweep
+
+    plot_sweep(rows, out / "sweep")
+    return out / "sweep.csv"
