@@ -257,3 +257,24 @@ def test_train_and_evaluate_reads_the_right_completions(tmp_path):
     first = ds.select(subset="n2d", direction="reverse", templates="heldout")[0]
     assert ds.text(first.answer) == " Daphne Barrington", ds.text(first.answer)
     assert ds.text(ds.control_answers[ds.prompts.index(first)]) == " Selena Granger"
+
+    # The figure and table read these saved results back (nothing recomputed).
+    from interp.plots.paper import plot_paper_exp1, table1
+
+    t = table1([out])
+    assert t["n2d.reverse.heldout"]["exact_match"] == [em["n2d"]["reverse"]["heldout"]], t
+    assert t["d2n.same.heldout"]["paper"] == 96.7 and t["n2d.same.train"]["paper"] is None
+    paths = plot_paper_exp1([out], tmp_path / "fig" / "paper_exp1")
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 10_000
+                                                               for p in paths)
+
+
+def test_paper_figure_refuses_other_runs(tmp_path):
+    from interp.plots.paper import table1
+
+    (tmp_path / "config.json").write_text('{"world": {"source": "synthetic"}}')
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(UserError, match="not trained on the paper's data"):
+        table1([tmp_path])
+    with pytest.raises(UserError, match="evaluate the run first"):
+        table1([tmp_path / "missing"])
