@@ -1,0 +1,30 @@
+"""Plot the gradient-update test for one or more runs (seeds).
+
+    python experiments/plot_updates.py RUN_DIR... --out figures/updates
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from interp.errors import UserError
+from interp.plots.updates import plot_updates
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs with analysis/update.npz")
+    p.add_argument("--out", default="figures/updates", help="output path without suffix")
+    args = p.parse_args(argv)
+    try:
+        for path in plot_updates(args.run_dirs, args.out):
+            print(f"wrote {path}")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The gradient-update test in one figure: what one step on "A is B" changes, and where.
+
+Reads `analysis/update.json` and `analysis/update.npz` from one or more run directories (seeds of
+one config; facts are pooled across runs) and draws six panels:
+(a) Delta log p of the whole answer, forward (B | "A is the") and reverse (A | "the B is
+    called"), per fact, next to its two controls (other people's answers in the same prompts;
+    the same answer in other people's prompts), with paired t-test p-values;
+(b) the same for the answer's first token only (free of the within-name bigram);
+(c, d) per layer, Delta h projected on the other entity's unembedding direction at A's last
+    token (-> B's first token) and at B's last token (-> A's first token), against random-token
+    directions, with the entity alone (c) and inside the prompts (d);
+(e) the relative size of the change, |Delta h| / |h|, per layer at A's and B's last tokens;
+(f) per parameter group: its share of |Delta theta|^2, the fraction of the forward gain lost when
+    its update alone is reverted, and the fraction kept when only its update is applied.
+Never recomputes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from interp.errors import UserError  # noqa: E402
+from interp.runs import read_json  # noqa: E402
+
+DIRECTION_LABEL = {"same": "forward\nlog p(B | A ...)", "reverse": "reverse\nlog p(A | B ...)"}
+KINDS = (("correct", "correct answer", "tab:blue"),
+         ("control", "control: other answers,\nsame prompts", "tab:gray"),
+         ("cue_control", "control: same answer,\nother prompts", "tab:orange"))
+ENTITY_STYLE = {0: dict(color="tab:blue", label="at A's last token, on B's 1st-token direction"),
+                1: dict(color="tab:red", label="at B's last token, on A's 1st-token direction")}
+
+
+def load_update(run_dirs: Sequence[str | Path]) -> tuple[list[dict[str, Any]],
+                                                         list[dict[str, np.ndarray]]]:
+    """update.json and update.npz of every run, with a one-line fix when one is missing."""
+    results, arrays = [], []
+    for d in run_dirs:
+        path = Path(d) / "analysis" / "update.npz"
+        if not path.is_file():
+            raise UserError(f"{path} not found: run `interp update {d}` first")
+        results.append(read_json(Path(d) / "analysis" / "update.json"))
+        with np.load(path, allow_pickle=False) as z:
+            arrays.append({k: z[k] for k in z.files})
+    groups = {tuple(a["groups"]) for a in arrays}
+    if len(groups) != 1:
+        raise UserError("the runs have different parameter groups (different n_layers?): "
+                        "plot runs of one config together")
+    return results, arrays
+
+
+def mean_ci(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% t-interval over `axis`; the interval collapses for one value."""
+    values = np.asarray(values, dtype=float)
+    n = values.shape[axis]
+    mean = values.mean(axis=axis)
+    if n < 2:
+        return mean, mean, mean
+    half = stats.t.ppf(0.975, n - 1) * values.std(axis=axis, ddof=1) / np.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def _p_text(p: float) -> str:
+    return "p<1e-4" if p < 1e-4 else f"p={p:.2g}"
+
+
+def _delta_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]], tokens: str,
+                 title: str) -> None:
+    """Per-fact Delta log p (points), mean (bar) with its 95% CI, for both directions."""
+    directions = [str(d) for d in arrays[0]["directions"]]
+    width = 0.26
+    rng = np.random.default_rng(0)
+    everything = np.concatenate([a[f"score_{tokens}_{k}"].ravel() for a in arrays
+                                 for k, _, _ in KINDS])
+    span = float(np.ptp(everything)) or 1.0
+    top_all = float(everything.max())
+    for di in range(len(directions)):
+        vals = {k: np.concatenate([a[f"score_{tokens}_{k}"][:, di] for a in arrays])
+                for k, _, _ in KINDS}
+        for ki, (k, label, color) in enumerate(KINDS):
+            x = di + (ki - 1) * width
+            m, lo, hi = mean_ci(vals[k])
+            ax.bar(x, m, width * 0.9, color=color, alpha=0.35,
+                   label=label if di == 0 else None)
+            ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], color=color, capsize=3, lw=1.5)
+            ax.scatter(x + rng.uniform(-width / 4, width / 4, len(vals[k])), vals[k], s=10,
+                       color=color, zorder=3)
+        top = max(v.max() for v in vals.values())
+        for ki, k in ((1, "control"), (2, "cue_control")):
+            p = stats.ttest_rel(vals["correct"], vals[k]).pvalue if len(vals[k]) > 1 else 1.0
+            ax.text(di + (ki - 1) * width, top + span * (0.03 + 0.07 * (ki - 1)),
+                    f"vs {_p_text(float(p))}", ha="center", fontsize=7, color=KINDS[ki][2])
+    ax.set_ylim(top=top_all + span * 0.3)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(directions)), [DIRECTION_LABEL[d] for d in directions])
+    ax.set_ylabel("Delta log p after the update (nats)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper right", title="p: paired t-test vs correct, over facts",
+              title_fontsize=7)
+
+
+def _projection_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]], context: int,
+                      title: str, metric: str = "proj") -> None:
+    layers = [str(x) for x in arrays[0]["layers"]]
+    x = np.arange(len(layers))
+    for e, style in ENTITY_STYLE.items():
+        real = np.concatenate([a[metric][:, context, e] for a in arrays])  # [facts, layer]
+        ctrl = np.concatenate([a[f"{metric}_control"][:, context, e] for a in arrays])
+        m, lo, hi = mean_ci(real)
+        ax.plot(x, m, marker="o", lw=2, **style)
+        ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15)
+        m, lo, hi = mean_ci(ctrl)
+        ax.plot(x, m, ls="--", lw=1.2, color=style["color"],
+                label="  control: random tokens' directions")
+        ax.fill_between(x, lo, hi, color=style["color"], alpha=0.07)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, layers)
+    ax.set_xlabel("residual stream depth (embed = before block 0; Ll = after block l)")
+    ax.set_ylabel("Delta h . u(other entity's 1st token)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def _norm_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
+    layers = [str(x) for x in arrays[0]["layers"]]
+    x = np.arange(len(layers))
+    names = {0: "A's last token", 1: "B's last token"}
+    for c, (ctx, ls) in enumerate((("alone", "-"), ("in prompts", ":"))):
+        for e in (0, 1):
+            vals = np.concatenate([a["dh_rel"][:, c, e] for a in arrays])
+            m, lo, hi = mean_ci(vals)
+            ax.plot(x, m, ls=ls, marker="o", color=ENTITY_STYLE[e]["color"],
+                    label=f"{names[e]}, {ctx}")
+            ax.fill_between(x, lo, hi, color=ENTITY_STYLE[e]["color"], alpha=0.1)
+    ax.set_xticks(x, layers)
+    ax.set_xlabel("residual stream depth")
+    ax.set_ylabel("|Delta h| / |h|")
+    ax.set_ylim(bottom=0)
+    ax.set_title("(e) size of the change in the residual stream", fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def _group_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
+    groups = [str(g) for g in arrays[0]["groups"]]
+    share = np.mean([(a["group_norm"] ** 2).sum(0) / (a["group_norm"] ** 2).sum()
+                     for a in arrays], axis=0)
+    full = [a["full_correct"][:, 0].mean() for a in arrays]
+    revert = np.mean([(a["full_correct"][:, None, 0] - a["revert"][:, :, 0]).mean(0) / f
+                      for a, f in zip(arrays, full, strict=True)], axis=0)
+    only = np.mean([a["only"][:, :, 0].mean(0) / f for a, f in zip(arrays, full, strict=True)],
+                   axis=0)
+    y = np.arange(len(groups))
+    h = 0.27
+    ax.barh(y - h, share, h, color="tab:gray", label="share of |Delta theta|^2")
+    ax.barh(y, revert, h, color="tab:red", label="forward gain lost when this group is reverted")
+    ax.barh(y + h, only, h, color="tab:green", label="forward gain kept with only this group")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, groups)
+    ax.invert_yaxis()
+    ax.set_xlabel("fraction (of the total squared norm / of the full update's forward gain)")
+    ax.set_title("(f) which parameters carry the update", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def plot_updates(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
+    """Draw the figure for `run_dirs` (seeds of one config); write out.png and out.pdf."""
+    results, arrays = load_update(run_dirs)
+    o = results[0]["options"]
+    n_facts = sum(len(a["facts"]) for a in arrays)
+    fig, axes = plt.subplots(2, 3, figsize=(18, 10.5))
+    _delta_panel(axes[0, 0], arrays, "full", "(a) Delta log p of the whole answer")
+    _delta_panel(axes[0, 1], arrays, "first",
+                 "(b) Delta log p of the answer's first token\n(role word forward, first name in "
+                 "reverse)")
+    _projection_panel(axes[0, 2], arrays, 0,
+                      "(c) where the change points: entity alone ('<bos> A' / '<bos> B')")
+    _projection_panel(axes[1, 0], arrays, 1,
+                      "(d) the same inside the prompts\n(A in forward prompts, B in reverse ones)")
+    _norm_panel(axes[1, 1], arrays)
+    _group_panel(axes[1, 2], arrays)
+    lr = ", ".join(sorted({str(r["options"]["lr"]) for r in results}))
+    fig.suptitle(f"Gradient-update test: {o['steps']} {o['optimizer']} step(s) (lr {lr}) on each "
+                 f"new fact 'A is B' from the trained weights; {n_facts} facts, "
+                 f"{len(arrays)} run(s); means with 95% t-intervals over facts", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
+    for p in paths:
+        fig.savefig(p, dpi=130)
+    plt.close(fig)
+    return paths
