@@ -1,0 +1,215 @@
+"""Selective prediction (ASPIRE): metrics, beam search, soft-prompt self-evaluation, analysis."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from interp.analysis import selective as S
+from interp.data.dataset import pad_batch
+from interp.evaluate import completion_logprobs, greedy_generate
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tiny models run many small ops: one thread avoids oversubscription on shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def test_auroc_separating_random_and_undefined():
+    rng = np.random.default_rng(0)
+    correct = rng.random(20_000) < 0.3
+    perfect = S.auroc(correct + rng.random(len(correct)) * 0.5, correct)
+    assert perfect == 1.0, f"a perfectly separating score must give AUROC 1, got {perfect}"
+    inverted = S.auroc(-correct.astype(float), correct)
+    assert inverted == 0.0, f"an inverted score must give AUROC 0, got {inverted}"
+    rand = S.auroc(rng.random(len(correct)), correct)
+    assert abs(rand - 0.5) < 0.02, f"a random score must give AUROC ~0.5, got {rand:.4f}"
+    const = S.auroc(np.zeros(len(correct)), correct)
+    assert const == 0.5, f"a constant score (all ties) must give AUROC 0.5, got {const}"
+    assert math.isnan(S.auroc(rng.random(10), np.zeros(10, dtype=bool))), "one class -> NaN"
+
+
+def test_accuracy_coverage_end_point_ties_and_oracle():
+    rng = np.random.default_rng(1)
+    correct = rng.random(500) < 0.4
+    score = rng.integers(0, 5, size=500).astype(float)  # many ties
+    cov, acc = S.accuracy_coverage(score, correct)
+    assert cov[-1] == 1.0 and abs(acc[-1] - correct.mean()) < 1e-12, (
+        f"at full coverage accuracy must be plain accuracy: {acc[-1]} vs {correct.mean()}")
+    perm = rng.permutation(500)
+    _, acc_perm = S.accuracy_coverage(score[perm], correct[perm])
+    assert np.allclose(acc, acc_perm), "the curve must not depend on the order of tied answers"
+    const = S.auacc(np.zeros(500), correct)
+    assert abs(const - correct.mean()) < 1e-12, f"constant score: AUACC {const} != accuracy"
+    oracle = S.auacc(correct.astype(float), correct)
+    rand = S.auacc(rng.random(500), correct)
+    assert oracle > rand + 0.2, f"oracle AUACC {oracle:.3f} must beat a random score's {rand:.3f}"
+    assert abs(rand - correct.mean()) < 0.08, (
+        f"random AUACC {rand:.3f} vs accuracy {correct.mean():.3f}")
+
+
+# --- splits, beam search, soft prompt -----------------------------------------------------------
+
+
+def test_split_people_disjoint_and_stratified(tiny_run):
+    qs = [e for e in tiny_run.dataset.prompts if e.templates == "train"]
+    people = S.split_people(qs, 0.25, 0.25, seed=0)
+    sets = {k: set(v) for k, v in people.items()}
+    for a in S.SPLITS:
+        for b in S.SPLITS:
+            if a < b:
+                assert not sets[a] & sets[b], f"{a} and {b} share people {sets[a] & sets[b]}"
+    assert set().union(*sets.values()) == {e.person for e in qs}, "every person lands in a split"
+    subset_of = {e.person: e.subset for e in qs}
+    for split, ps in people.items():
+        assert {subset_of[p] for p in ps} == {"n2d", "d2n", "both"}, f"{split} lacks a subset"
+    assert S.split_people(qs, 0.25, 0.25, seed=0) == people, "the split must be seeded"
+    assert S.split_people(qs, 0.25, 0.25, seed=1) != people, "another seed, another split"
+
+
+def test_beam_search_one_beam_is_greedy_and_scores_are_logprobs(tiny_run):
+    model, ds = tiny_run.model, tiny_run.dataset
+    qs = ds.prompts[::5]
+    n_new = [len(e.answer) for e in qs]
+    beams1 = S.beam_search(model, [e.prompt for e in qs], n_new, beams=1)
+    for n in sorted(set(n_new)):
+        idx = [i for i, k in enumerate(n_new) if k == n]
+        greedy = greedy_generate(model, [qs[i].prompt for i in idx], n)
+        got = [list(beams1[i][0].tokens) for i in idx]
+        bad = sum(a != b for a, b in zip(got, greedy, strict=True))
+        assert got == greedy, f"1 beam != greedy decoding for {bad} of {len(idx)} prompts"
+
+    beams3 = S.beam_search(model.original_model, [e.prompt for e in qs], n_new, beams=3)
+    full = [(i, c) for i, cs in enumerate(beams3) for c in cs if c.length == n_new[i]]
+    recomputed = completion_logprobs(model, [qs[i].prompt for i, _ in full],
+                                     [c.tokens for _, c in full]).numpy()
+    claimed = np.array([c.logprob for _, c in full])
+    assert np.allclose(claimed, recomputed, atol=1e-4), (
+        f"beam log-probs disagree with a fresh forward pass: max diff "
+        f"{np.abs(claimed - recomputed).max():.2e}")
+    for cs in beams3:
+        assert len({c.tokens for c in cs}) == 3, "beams must be distinct"
+        lp = [c.logprob for c in cs]
+        assert lp == sorted(lp, reverse=True), f"beams must come best first: {lp}"
+
+
+def test_soft_prompt_of_real_embeddings_reproduces_model_logits(tiny_run):
+    """Soft vectors equal to real tokens' embeddings must give the model's own logits, at the
+    right position, for rows of different lengths (so placement and positions are right)."""
+    net = tiny_run.model.original_model
+    qs = tiny_run.dataset.prompts[:40:3]
+    suffix = (7, 18, 9)  # three real token ids used as the "soft prompt"
+    soft = net.tok_embed.weight[list(suffix)].detach()
+    toks, lens = pad_batch([e.tokens for e in qs])
+    with torch.no_grad():
+        got = S.soft_prompt_logits(net, soft, toks, lens)
+        ref_toks, ref_lens = pad_batch([e.tokens + suffix for e in qs])
+        ref = net(ref_toks)[torch.arange(len(qs)), ref_lens - 1]
+    diff = (got - ref).abs().max().item()
+    assert diff < 1e-4, f"soft-prompt logits differ from the token run by {diff:.2e}"
+    assert len(set(lens.tolist())) > 1, "the check needs rows of different lengths"
+
+
+# --- self-evaluation training -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def answers(tiny_run):
+    qs = [e for e in tiny_run.dataset.prompts if e.templates == "train"]
+    people = S.split_people(qs, 0.25, 0.25, seed=0)
+    ans = S.answer_questions(tiny_run.model.original_model, tiny_run.dataset, qs, beams=3)
+    return ans, people
+
+
+def test_self_eval_learns_an_easy_label_and_lowers_its_loss(tiny_run, answers):
+    """Positive control: label 'the answer is a name' (readable from the tokens) must be learned
+    and generalise to new people; with the real labels, training must lower the loss."""
+    net = tiny_run.model.original_model
+    ans, people = answers
+    opts = S.SelectiveOptions(max_epochs=6, patience=6, batch_size=32)
+    tr, va, te = (ans.rows(people[s], False) for s in S.SPLITS)
+
+    def is_name(rows):
+        return np.array([len(ans.questions[q].answer) == 2 for q in rows.question])
+
+    fit = S.train_self_eval(net, (tr.seqs, is_name(tr)), (va.seqs, is_name(va)), (7, 18), opts, 0)
+    with torch.no_grad():
+        margin = S._margins(net, fit.soft, te.seqs, (7, 18)).numpy().astype(float)
+    auc = S.auroc(margin, is_name(te))
+    best = fit.train_loss[fit.best_epoch]
+    assert best < 0.3 * fit.train_loss[0] and best < 0.25, (
+        f"easy label: loss {fit.train_loss[0]:.3f} -> {best:.3f} (history {fit.train_loss})")
+    assert auc > 0.95, f"easy label must generalise to held-out people: AUROC {auc:.3f}"
+
+    real = S.train_self_eval(net, (tr.seqs, tr.correct), (va.seqs, va.correct), (7, 18),
+                             replace(opts, max_epochs=4), 0)
+    assert min(real.train_loss[1:]) < real.train_loss[0], (
+        f"self-evaluation training must lower its loss: {real.train_loss}")
+    assert all(p.requires_grad for p in net.parameters()), "frozen() must restore requires_grad"
+
+
+# --- the analysis, CLI and figure ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny_run_dir, tmp_path_factory):
+    """A private copy of the tiny run, analysed once through the CLI (small training budget)."""
+    from interp.cli import main
+
+    run_dir = tmp_path_factory.mktemp("selective") / "tiny"
+    shutil.copytree(tiny_run_dir, run_dir)
+    status = main(["selective", str(run_dir), "--beams", "3", "--max-epochs", "4",
+                   "--patience", "4", "--no-progress"])
+    assert status == 0
+    return run_dir
+
+
+def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys):
+    res = json.loads((analysed / "analysis" / "selective.json").read_text())
+    s = res["summary"]
+    assert all(isinstance(v, float) for v in s.values()), "summary must be a flat dict of floats"
+    for name in (*S.SCORES, *S.CONTROLS):
+        for st in S.SETS:
+            assert f"auroc_{name}_{st}" in s and f"auacc_{name}_{st}" in s, (name, st)
+    assert res["options"]["beams"] == 3
+    people = res["splits"]["people"]
+    assert not (set(people["train"]) & set(people["test"])), "train and test share people"
+    # The tiny model answers every forward training-template question right: AUROC undefined.
+    if s["accuracy_forward"] == 1.0:
+        assert math.isnan(s["auroc_likelihood_forward"]), s["auroc_likelihood_forward"]
+        assert "auroc_likelihood_forward" in res["undefined"], res["undefined"]
+    for st in S.SETS:
+        assert abs(s[f"auroc_oracle_{st}"] - 1.0) < 1e-12 or math.isnan(s[f"auroc_oracle_{st}"])
+        for name in S.SCORES:
+            assert s[f"auacc_{name}_{st}"] <= s[f"auacc_oracle_{st}"] + 1e-12, (name, st)
+    # The measured fact on the tiny world: its own likelihood separates right from wrong.
+    assert s["auroc_likelihood_mixed"] > 0.9, f"likelihood AUROC {s['auroc_likelihood_mixed']}"
+    assert s["accuracy_mixed"] > s["accuracy_reverse"], (s["accuracy_mixed"], s["accuracy_reverse"])
+    with np.load(analysed / "analysis" / "selective.npz") as z:
+        acc = z["accuracy_mixed_likelihood"]
+        assert abs(acc[-1] - s["accuracy_mixed"]) < 1e-12, "curve end point must be accuracy"
+        assert abs(acc.mean() - s["auacc_likelihood_mixed"]) < 1e-12
+    table = S.format_table(res)
+    assert "likelihood" in table and "reverse AUROC" in table
+    print(table)
+
+
+def test_plot_selective_writes_png_and_pdf(analysed, tmp_path):
+    from interp.plots.selective import plot_selective
+
+    paths = plot_selective([analysed, analysed], tmp_path / "fig" / "selective")
+    for p in paths:
+        assert p.is_file() and p.stat().st_size > 10_000, f"{p} missing or empty"
