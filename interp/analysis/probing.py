@@ -1,0 +1,408 @@
+"""Linear probing: does the representation of one entity carry an attribute of the other?
+
+Method. A linear probe (Alain & Bengio 2016) is a logistic-regression classifier trained on a
+model's activations to predict a label; if a *linear* read-out of the activation predicts the
+label on inputs it was not trained on, the activation encodes the label in a form the model's
+later linear maps could use. Here the probes test the reversal-curse hypothesis directly
+(Berglund et al. 2023, SCIENCE.md section 4): a next-token update on "A is B" should write B
+into A's representation, and nothing should write A into B's.
+
+- `a_to_b`: input "<bos> A" (the name alone), activation at A's last token, label = B's
+  attribute (`Person.role`, the role word that only B's text holds);
+- `b_to_a`: input "<bos> B" (the description alone), activation at B's last token, label = A's
+  attribute (`Person.first_class`, the first-name class that only A's text holds).
+
+The probes are the cross-entity ones on purpose: the description text contains the role word
+itself, so B's own activations trivially hold `role` and A's own activations trivially hold
+`first_class`; only A -> role and B -> first_class can be read off a representation that training
+wrote the other entity into. Activations are taken at every depth of the residual stream (layer
+0 = the embeddings, `blocks.0.hook_resid_pre`; layer l+1 = `blocks.l.hook_resid_post`) and at
+every MLP output (`blocks.l.hook_mlp_out`, stored at layer l+1, "after block l"), per subset
+(n2d, d2n, both). Every subset and both directions go through the same code: the analysis never
+looks at which direction a person was trained in. The hypothesis predicts, for a causal model,
+role readable from A for n2d and both people and not for d2n, first-name class readable from B
+for d2n and both and not for n2d; the code does not know this prediction. One asymmetry of the
+inputs is worth knowing: "<bos> A" is exactly the start of the n2d template "<A> is the <B> .",
+while in training B always follows "the", which "<bos> B" omits.
+
+Evaluation is k-fold cross-validation over people within a subset (seeded, stratified by label):
+every person is tested exactly once by a probe that never saw that person, so a probe can only
+succeed through a direction shared across people, not by memorising individuals. Accuracy pools
+the test predictions of all folds. Features are standardised with statistics of the training
+fold only.
+
+Reference site. The same probes also read the residual stream at the final position of a question
+whose answer is the other entity (`prompt_final`: training template 0, "<bos> A is the" for
+A -> role and "<bos> the B is called" for B -> first-name class), for every subset alike. Where
+the model answers the question, the attribute must be there by the last layer, so this site
+shows that a probe of this size finds the attribute when the model holds it, and where the
+entity-alone probes are at chance it tells apart "the fact is not stored" from "the fact is
+retrieved later, at the question's final position, not written into the entity's own tokens".
+
+Controls.
+- Random initialisation: the same probes on the run's own initial weights (`build_model` with
+  `train.seed`, i.e. the model before its first step). Anything it decodes comes from the input
+  tokens, not from training.
+- Random labels (Hewitt & Liang 2019, "Designing and Interpreting Probes with Control Tasks"):
+  the trained model's activations with each person's label replaced by a seeded permutation of
+  the subset's labels (same class counts, so the same chance level). Selectivity = real-task
+  accuracy minus control-task accuracy at the real task's best layer. Because people are
+  disjoint across folds, the control task can exceed chance only if information leaks between
+  train and test: it checks the pipeline and shows the spread of chance at this sample size.
+- Chance: the majority-class rate of the real labels in the subset, the best a label-blind
+  guess can do. A probe that has learned nothing scores nearer the proportional chance
+  sum_c p_c^2 (guessing in proportion to the classes), which is also recorded; the random-label
+  control is the empirical version of that null, with the same folds and the same probe.
+"Best" accuracies take the maximum over layers for the real task and for every control alike,
+so the selection bias of a maximum over layers is the same on both sides of a comparison.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
+
+from interp.data.dataset import FactDataset, entity_alone, pad_batch
+from interp.data.world import SUBSETS, Person
+from interp.errors import UserError
+from interp.model import build_model
+from interp.runs import Run, write_json
+
+SITES = ("resid", "mlp_out", "prompt_final")
+PROBE_DIRECTIONS = ("a_to_b", "b_to_a")
+CONDITIONS = ("trained", "randinit", "randlabel")
+ENTITY = {"a_to_b": "a", "b_to_a": "b"}  # which entity is the input of each probe direction
+LABEL = {"a_to_b": "role", "b_to_a": "first_class"}  # the other entity's attribute it predicts
+ANSWER_ORDER = {"a_to_b": "n2d", "b_to_a": "d2n"}  # prompt order whose answer holds the attribute
+SITE_TAG = {"resid": "", "mlp_out": "mlp_", "prompt_final": "prompt_"}  # in summary keys
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How the probes are fitted and cross-validated."""
+
+    folds: int = 5  # k of k-fold cross-validation over people within a subset
+    C: float = 1.0  # inverse L2 strength of the logistic regression (on standardised features)
+    seed: int = 0  # seed of the fold assignment and of the random-label control
+
+    def validate(self, n_people: int) -> None:
+        if self.folds < 2:
+            raise UserError(f"--folds must be at least 2, got {self.folds}")
+        if self.folds > n_people:
+            raise UserError(f"--folds {self.folds} exceeds the {n_people} people per subset: "
+                            f"use --folds {n_people} or fewer")
+        if self.C <= 0:
+            raise UserError(f"--C must be positive, got {self.C}")
+
+
+def person_folds(people: Int[np.ndarray, " n"], k: int, seed: int,
+                 strata: Int[np.ndarray, " n"] | None = None
+                 ) -> list[tuple[Int[np.ndarray, " n_train"], Int[np.ndarray, " n_test"]]]:
+    """Split rows into k folds by person: (train rows, test rows) per fold.
+
+    Distinct people are shuffled with `seed` and dealt round-robin into k folds; every row of a
+    person lands in the same fold, so no person is ever in both train and test, and every person
+    is tested exactly once. With `strata` (one value per row, constant within a person: the
+    label), people are dealt stratum by stratum, so every fold keeps about the subset's class
+    proportions. Without stratification a small-sample probe that knows nothing scores *below*
+    chance, because the classes a test fold over-represents are under-represented in its
+    training fold.
+    """
+    people_arr = np.asarray(people)
+    unique = np.unique(people_arr)
+    if not 2 <= k <= len(unique):
+        raise UserError(f"cannot split {len(unique)} people into {k} folds: use 2..{len(unique)}")
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        groups = [rng.permutation(unique)]
+    else:
+        first_row = {p: i for i, p in reversed(list(enumerate(people_arr.tolist())))}
+        stratum = np.array([np.asarray(strata)[first_row[p]] for p in unique.tolist()])
+        groups = [rng.permutation(unique[stratum == v]) for v in np.unique(stratum)]
+    order = np.concatenate(groups)  # people, stratum after stratum; dealt round-robin below
+    fold_of = {int(p): i % k for i, p in enumerate(order)}
+    assignment = np.array([fold_of[int(p)] for p in people_arr])
+    return [(np.flatnonzero(assignment != f), np.flatnonzero(assignment == f)) for f in range(k)]
+
+
+def fit_probe(x_train: Float[np.ndarray, "n_train d"], y_train: Int[np.ndarray, " n_train"],
+              x_test: Float[np.ndarray, "n_test d"], C: float = 1.0) -> Int[np.ndarray, " n_test"]:
+    """Fit a standardised L2 logistic-regression probe on the training rows; predict the test rows.
+
+    A training fold with a single class predicts that class (there is nothing to fit).
+    """
+    classes = np.unique(y_train)
+    if len(classes) == 1:
+        return np.full(len(x_test), classes[0], dtype=np.int64)
+    scaler = StandardScaler().fit(x_train)
+    clf = LogisticRegression(C=C, max_iter=2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(scaler.transform(x_train), y_train)
+    return clf.predict(scaler.transform(x_test)).astype(np.int64)
+
+
+def cross_validated_correct(x: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"],
+                            people: Int[np.ndarray, " n"], k: int, seed: int, C: float = 1.0
+                            ) -> Bool[np.ndarray, " n"]:
+    """For every row, whether the probe of the fold that held its person out predicts it right.
+
+    Folds are over people and stratified by the labels `y` (see `person_folds`).
+    """
+    correct = np.zeros(len(y), dtype=bool)
+    for train, test in person_folds(people, k, seed, strata=y):
+        correct[test] = fit_probe(x[train], y[train], x[test], C) == y[test]
+    return correct
+
+
+@torch.no_grad()
+def entity_activations(model: TransformerBridge, dataset: FactDataset, people: Sequence[Person],
+                       which: str) -> dict[str, Float[Tensor, "layer person d_model"]]:
+    """Activations at the entity's last token, the entity alone as input ("<bos> A" / "<bos> B").
+
+    Returns {"resid": [n_layers + 1, ...] (0 = embeddings, l + 1 = after block l),
+             "mlp_out": [n_layers + 1, ...] (0 = NaN: no MLP before the first block)}.
+    """
+    examples = [entity_alone(dataset, p, which) for p in people]
+    last = torch.tensor([e.a_last if which == "a" else e.b_last for e in examples])
+    device = next(model.parameters()).device
+    tokens, _ = pad_batch([e.tokens for e in examples], device=device)
+    n_layers = model.cfg.n_layers
+    names = ["blocks.0.hook_resid_pre"]
+    names += [f"blocks.{l}.hook_{h}" for l in range(n_layers) for h in ("resid_post", "mlp_out")]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    rows = torch.arange(len(examples))
+
+    def at_last(name: str) -> Float[Tensor, "person d_model"]:
+        return cache[name][rows, last.to(device)].float().cpu()
+
+    resid = torch.stack([at_last("blocks.0.hook_resid_pre")]
+                        + [at_last(f"blocks.{l}.hook_resid_post") for l in range(n_layers)])
+    mlp = [at_last(f"blocks.{l}.hook_mlp_out") for l in range(n_layers)]
+    mlp_out = torch.stack([torch.full_like(mlp[0], float("nan")), *mlp])
+    return {"resid": resid, "mlp_out": mlp_out}
+
+
+@torch.no_grad()
+def prompt_activations(model: TransformerBridge, dataset: FactDataset, people: Sequence[Person],
+                       order: str, template: int = 0
+                       ) -> dict[str, Float[Tensor, "layer person d_model"]]:
+    """Residual stream at the final position of each person's training-template prompt of `order`
+    (whose answer is the other entity): {"prompt_final": [n_layers + 1, person, d_model]}."""
+    index = {(e.person, e.order): e for e in dataset.prompts
+             if e.templates == "train" and e.template == template}
+    missing = [p.id for p in people if (p.id, order) not in index]
+    if missing:
+        raise UserError(f"people {missing[:3]} have no {order} training prompt {template}: "
+                        "the dataset lacks the prompts probing needs; rebuild the run")
+    examples = [index[(p.id, order)] for p in people]
+    device = next(model.parameters()).device
+    tokens, _ = pad_batch([e.prompt for e in examples], device=device)
+    final = torch.tensor([e.prompt_len - 1 for e in examples], device=device)
+    n_layers = model.cfg.n_layers
+    names = ["blocks.0.hook_resid_pre", *[f"blocks.{l}.hook_resid_post" for l in range(n_layers)]]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    rows = torch.arange(len(examples), device=device)
+    return {"prompt_final": torch.stack([cache[n][rows, final].float().cpu() for n in names])}
+
+
+def labels(people: Sequence[Person], direction: str) -> Int[np.ndarray, " person"]:
+    """The other entity's attribute for each person: role for a_to_b, first_class for b_to_a."""
+    return np.array([getattr(p, LABEL[direction]) for p in people], dtype=np.int64)
+
+
+def control_labels(y: Int[np.ndarray, " n"], seed: int) -> Int[np.ndarray, " n"]:
+    """Hewitt & Liang's control task at the person level: a seeded permutation of the labels."""
+    return np.random.default_rng(seed).permutation(y)
+
+
+def majority_rate(y: Int[np.ndarray, " n"]) -> float:
+    """Chance level: accuracy of always guessing the most frequent label."""
+    return float(np.bincount(y).max() / len(y))
+
+
+def probe_people(dataset: FactDataset) -> dict[str, list[Person]]:
+    """The trained people of each subset; refuses datasets without the synthetic attributes."""
+    if dataset.world is None or not dataset.people:
+        raise UserError("probing needs the synthetic world's attributes (role, first-name class): "
+                        "run it on a run with world.source=synthetic")
+    return {s: [p for p in dataset.people if p.subset == s] for s in SUBSETS}
+
+
+def probe_model(model: TransformerBridge, dataset: FactDataset, by_subset: dict[str, list[Person]],
+                opts: ProbeOptions, control: bool = False, sites: Sequence[str] = SITES
+                ) -> Float[np.ndarray, "site direction subset layer person"]:
+    """Cross-validated probes of one model at every site x direction x subset x layer.
+
+    Returns, per person, 1.0 / 0.0 for a right / wrong held-out prediction (NaN where the site
+    has no activation: mlp_out at layer 0). With `control`, the labels are the random-label
+    control task's (`control_labels`, seeded by `opts.seed`, the direction and the subset).
+    """
+    n_layers = model.cfg.n_layers
+    n_people = len(by_subset[SUBSETS[0]])
+    out = np.full((len(sites), len(PROBE_DIRECTIONS), len(SUBSETS), n_layers + 1, n_people), np.nan)
+    for di, d in enumerate(PROBE_DIRECTIONS):
+        for si, s in enumerate(SUBSETS):
+            people = by_subset[s]
+            y = labels(people, d)
+            if control:
+                y = control_labels(y, seed=opts.seed * 1_000 + 10 * di + si)
+            pid = np.array([p.id for p in people])
+            feats = entity_activations(model, dataset, people, ENTITY[d])
+            if "prompt_final" in sites:
+                feats |= prompt_activations(model, dataset, people, ANSWER_ORDER[d])
+            for ti, site in enumerate(sites):
+                for layer in range(1 if site == "mlp_out" else 0, n_layers + 1):
+                    x = feats[site][layer].double().numpy()
+                    out[ti, di, si, layer] = cross_validated_correct(x, y, pid, opts.folds,
+                                                                     opts.seed, opts.C)
+    return out
+
+
+def check_people(dataset: FactDataset, opts: ProbeOptions) -> dict[str, list[Person]]:
+    """The people to probe per subset, validated against the options (same count per subset)."""
+    by_subset = probe_people(dataset)
+    n_people = min(len(v) for v in by_subset.values())
+    opts.validate(n_people)
+    if any(len(v) != n_people for v in by_subset.values()):
+        raise UserError("probing expects the same number of people in every subset")
+    return by_subset
+
+
+def proportional_chance(y: Int[np.ndarray, " n"]) -> float:
+    """Expected accuracy of guessing each class with its frequency: sum_c p_c^2."""
+    p = np.bincount(y) / len(y)
+    return float((p**2).sum())
+
+
+def chance_levels(by_subset: dict[str, list[Person]], proportional: bool = False
+                  ) -> Float[np.ndarray, "direction subset"]:
+    """Majority-class rate (with `proportional`, sum_c p_c^2) of each probe's labels, per subset."""
+    rate = proportional_chance if proportional else majority_rate
+    return np.array([[rate(labels(by_subset[s], d)) for s in SUBSETS] for d in PROBE_DIRECTIONS])
+
+
+def run_analysis(run: Run, *, folds: int = 5, C: float = 1.0, seed: int = 0,
+                 progress: bool = True) -> dict[str, Any]:
+    """Probe the trained model and both controls; write analysis/probing.json and .npz.
+
+    Arrays (in the .npz) are indexed [condition, site, direction, subset, layer] with the names
+    in CONDITIONS, SITES, PROBE_DIRECTIONS, SUBSETS and layer 0..n_layers (0 = embeddings; the
+    mlp_out row at layer 0 is NaN). `correct` adds a last axis over the people of the subset
+    (`people` holds their ids): 1 / 0 for each person's held-out prediction right / wrong.
+    """
+    opts = ProbeOptions(folds=folds, C=C, seed=seed)
+    by_subset = check_people(run.dataset, opts)
+    cfg, ds = run.config, run.dataset
+    n_layers = cfg.model.n_layers
+    device = next(run.model.parameters()).device
+    randinit = build_model(cfg.model, ds.d_vocab, cfg.train.seed, str(device))
+    randinit.eval()
+    jobs = {"trained": (run.model, False), "randinit": (randinit, False),
+            "randlabel": (run.model, True)}
+    bar = tqdm(CONDITIONS, desc="probing", disable=not progress, dynamic_ncols=True)
+    correct = np.stack([probe_model(jobs[c][0], ds, by_subset, opts, control=jobs[c][1])
+                        for c in bar])  # [condition, site, direction, subset, layer, person]
+    acc = correct.mean(-1)
+    chance = chance_levels(by_subset)
+    chance_prop = chance_levels(by_subset, proportional=True)
+    person_ids = np.array([[p.id for p in by_subset[s]] for s in SUBSETS])
+    n_people = person_ids.shape[1]
+
+    result = {
+        "options": asdict(opts),
+        "n_people_per_subset": n_people,
+        "layers": "0 = embeddings (resid_pre of block 0); l + 1 = after block l "
+                  "(resid_post / mlp_out of block l)",
+        "accuracy": _nested(acc, n_layers),
+        "chance": {d: {s: float(chance[i, j]) for j, s in enumerate(SUBSETS)}
+                   for i, d in enumerate(PROBE_DIRECTIONS)},
+        "chance_proportional": {d: {s: float(chance_prop[i, j]) for j, s in enumerate(SUBSETS)}
+                                for i, d in enumerate(PROBE_DIRECTIONS)},
+        "best_layer": {site: {d: {s: int(np.nanargmax(acc[0, ti, di, si]))
+                                  for si, s in enumerate(SUBSETS)}
+                              for di, d in enumerate(PROBE_DIRECTIONS)}
+                       for ti, site in enumerate(SITES)},
+        "summary": summarise(acc, chance),
+    }
+    out = run.analysis_dir()
+    tmp = out / "probing.tmp.npz"
+    np.savez(tmp, accuracy=acc, correct=correct, chance=chance, chance_proportional=chance_prop,
+             people=person_ids,
+             conditions=np.array(CONDITIONS), sites=np.array(SITES),
+             directions=np.array(PROBE_DIRECTIONS), subsets=np.array(SUBSETS))
+    tmp.replace(out / "probing.npz")
+    write_json(out / "probing.json", result)
+    return result
+
+
+def _nested(acc: Float[np.ndarray, "condition site direction subset layer"], n_layers: int
+            ) -> dict[str, Any]:
+    """Accuracies as {condition: {site: {direction: {subset: [per layer]}}}}; mlp_out from layer 1.
+    """
+    first = {site: 1 if site == "mlp_out" else 0 for site in SITES}
+    return {c: {site: {d: {s: [float(v) for v in acc[ci, ti, di, si, first[site]:]]
+                           for si, s in enumerate(SUBSETS)}
+                       for di, d in enumerate(PROBE_DIRECTIONS)}
+                for ti, site in enumerate(SITES)}
+            for ci, c in enumerate(CONDITIONS)}
+
+
+def summarise(acc: Float[np.ndarray, "condition site direction subset layer"],
+              chance: Float[np.ndarray, "direction subset"]) -> dict[str, float]:
+    """Flat headline numbers: best-layer accuracy per site x direction x subset, and controls.
+
+    Keys (resid; the mlp_out ones insert `mlp_`, e.g. `probe_mlp_a_to_b_n2d_best`, the
+    prompt_final ones `prompt_`):
+    probe_{dir}_{subset}_best, control_randinit_{dir}_{subset}_best,
+    control_randlabel_{dir}_{subset}_best, selectivity_{dir}_{subset} (real minus random-label
+    accuracy at the real task's best layer), chance_{dir}_{subset}, and chance_{dir} (mean over
+    subsets).
+    """
+    out: dict[str, float] = {}
+    for ti, site in enumerate(SITES):
+        tag = SITE_TAG[site]
+        for di, d in enumerate(PROBE_DIRECTIONS):
+            for si, s in enumerate(SUBSETS):
+                real, rinit, rlab = acc[0, ti, di, si], acc[1, ti, di, si], acc[2, ti, di, si]
+                best = int(np.nanargmax(real))
+                out[f"probe_{tag}{d}_{s}_best"] = float(np.nanmax(real))
+                out[f"control_randinit_{tag}{d}_{s}_best"] = float(np.nanmax(rinit))
+                out[f"control_randlabel_{tag}{d}_{s}_best"] = float(np.nanmax(rlab))
+                out[f"selectivity_{tag}{d}_{s}"] = float(real[best] - rlab[best])
+    for di, d in enumerate(PROBE_DIRECTIONS):
+        for si, s in enumerate(SUBSETS):
+            out[f"chance_{d}_{s}"] = float(chance[di, si])
+        out[f"chance_{d}"] = float(chance[di].mean())
+    return out
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """A plain-text table of best-layer accuracies with their controls and chance."""
+    sm = result["summary"]
+    lines = [f"{'site':<12} {'probe':<22} {'subset':<6} {'trained':>8} {'rand-init':>9} "
+             f"{'rand-label':>10} {'chance':>7} {'select.':>8}"]
+    for site, tag in SITE_TAG.items():
+        for d in PROBE_DIRECTIONS:
+            name = "A -> role (B's attr)" if d == "a_to_b" else "B -> first (A's attr)"
+            for s in SUBSETS:
+                lines.append(
+                    f"{site:<12} {name:<22} {s:<6} {sm[f'probe_{tag}{d}_{s}_best']:>8.1%} "
+                    f"{sm[f'control_randinit_{tag}{d}_{s}_best']:>9.1%} "
+                    f"{sm[f'control_randlabel_{tag}{d}_{s}_best']:>10.1%} "
+                    f"{sm[f'chance_{d}_{s}']:>7.1%} {sm[f'selectivity_{tag}{d}_{s}']:>+8.1%}")
+    lines.append(f"({result['n_people_per_subset']} people per subset, "
+                 f"{result['options']['folds']}-fold cross-validation over people; best layer)")
+    return "\n".join(lines)

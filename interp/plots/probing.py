@@ -1,0 +1,101 @@
+"""Probe accuracy by layer: the trained model against its two controls and chance.
+
+Reads `analysis/probing.json` from one or more run directories (seeds of one config) and draws a
+grid: rows = site x probe direction (entity alone: residual stream, MLP output; the reference
+site: a question's final position; A -> B's role, B -> A's first-name class), columns = subsets
+(n2d, d2n, both). With several runs each line is the
+mean over runs with a 95% t-interval band. Never recomputes a probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from interp import stats
+from interp.errors import UserError
+from interp.plots import save
+from interp.runs import read_json
+
+SUBSETS = ("n2d", "d2n", "both")
+ROWS = tuple((site, d) for site in ("resid", "mlp_out", "prompt_final")
+             for d in ("a_to_b", "b_to_a"))
+ROW_LABEL = {"a_to_b": "A alone -> B's role", "b_to_a": "B alone -> A's first-name class"}
+SITE_LABEL = {"resid": "entity alone: residual", "mlp_out": "entity alone: MLP output",
+              "prompt_final": "reference: question's final pos."}
+ROW_LABEL_PROMPT = {"a_to_b": "'A is the' -> B's role",
+                    "b_to_a": "'the B is called' -> A's class"}
+CONDITION_STYLE = {
+    "trained": dict(color="tab:blue", lw=2.2, marker="o", label="trained model"),
+    "randinit": dict(color="tab:orange", lw=1.5, ls="--", marker="s", ms=4,
+                     label="control: random init"),
+    "randlabel": dict(color="tab:gray", lw=1.5, ls=":", marker="^", ms=4,
+                      label="control: random labels"),
+}
+
+
+def mean_ci_curves(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% t-interval over runs (axis 0) of each point of `curves` [run, point]."""
+    m = np.array([stats.mean_ci(list(col))[:3] for col in np.asarray(curves, float).T])
+    return m[:, 0], m[:, 1], m[:, 2]
+
+
+def load_results(run_dirs: Sequence[str | Path], name: str) -> list[dict[str, Any]]:
+    """analysis/<name>.json of every run, with a one-line fix when one is missing."""
+    out = []
+    for d in run_dirs:
+        path = Path(d) / "analysis" / f"{name}.json"
+        if not path.is_file():
+            command = "probe" if name == "probing" else name
+            raise UserError(f"{path} not found: run `interp {command} {d}` first")
+        out.append(read_json(path))
+    return out
+
+
+def plot_probing(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
+    """Draw probe accuracy by layer for the runs in `run_dirs`; write out.png and out.pdf."""
+    results = load_results(run_dirs, "probing")
+    n_runs = len(results)
+    n_people = results[0]["n_people_per_subset"]
+    folds = results[0]["options"]["folds"]
+    fig, axes = plt.subplots(len(ROWS), len(SUBSETS), figsize=(12, 16), sharey=True,
+                             squeeze=False)
+    for r, (site, direction) in enumerate(ROWS):
+        for c, subset in enumerate(SUBSETS):
+            ax = axes[r, c]
+            for cond, style in CONDITION_STYLE.items():
+                curves = np.array([res["accuracy"][cond][site][direction][subset]
+                                   for res in results])  # [run, layer]
+                start = 1 if site == "mlp_out" else 0
+                x = np.arange(start, start + curves.shape[1])
+                mean, lo, hi = mean_ci_curves(curves)
+                ax.plot(x, mean, **style)
+                if n_runs > 1:
+                    ax.fill_between(x, lo, hi, color=style["color"], alpha=0.18, lw=0)
+            chance = np.mean([res["chance"][direction][subset] for res in results])
+            ax.axhline(chance, color="black", lw=1, ls="-.", label="chance (majority class)")
+            n_layers = len(results[0]["accuracy"]["trained"]["resid"][direction][subset]) - 1
+            ax.set_xticks(range(n_layers + 1), ["emb", *[str(i) for i in range(1, n_layers + 1)]])
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(alpha=0.3)
+            if r == 0:
+                ax.set_title(f"subset {subset}", fontsize=12)
+            if c == 0:
+                row = (ROW_LABEL_PROMPT if site == "prompt_final" else ROW_LABEL)[direction]
+                ax.set_ylabel(f"{SITE_LABEL[site]}\n{row}\nheld-out accuracy", fontsize=9)
+            if r == len(ROWS) - 1:
+                ax.set_xlabel("blocks applied (emb = embeddings)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
+    seeds = f"mean and 95% interval over {n_runs} runs" if n_runs > 1 else "one run"
+    fig.suptitle("Linear probes for the other entity's attribute: at the entity's last token with "
+                 "the entity alone as input,\nand (reference) at the final position of a question "
+                 f"whose answer is the other entity\n{n_people} people per subset, {folds}-fold "
+                 f"cross-validation over people; {seeds}", fontsize=12)
+    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    return save(fig, out)
+
