@@ -59,6 +59,7 @@ from scipy.stats import rankdata
 from torch import Tensor
 from torch.nn import functional as F
 from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
 
 from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import EOS, encode
@@ -226,6 +227,12 @@ def beam_search(model: Callable[[Tensor], Tensor], prompts: list[tuple[int, ...]
 # Self-evaluation with a learned soft prompt
 
 
+def _token_embedding(net: torch.nn.Module) -> Any:
+    """The token embedding of the TL-native model (`model.original_model.tok_embed`, wrapped by
+    the bridge as an EmbeddingBridge): called on ids it embeds them; `.weight` is the table."""
+    return net.tok_embed
+
+
 @contextlib.contextmanager
 def frozen(module: torch.nn.Module) -> Iterator[None]:
     """Turn off gradients of `module`'s parameters inside the block, restoring them after."""
@@ -256,7 +263,8 @@ def soft_prompt_logits(net: torch.nn.Module, soft: Float[Tensor, "n_soft d_model
     ids[:, : min(t, width)] = tokens[:, :width]
     rel = torch.arange(width, device=tokens.device)[None] - lengths[:, None]  # (batch, width)
     is_soft = (rel >= 0) & (rel < n_soft)
-    embeds = torch.where(is_soft[..., None], soft[rel.clamp(0, n_soft - 1)], net.tok_embed(ids))
+    tok_embeds = _token_embedding(net)(ids)
+    embeds = torch.where(is_soft[..., None], soft[rel.clamp(0, n_soft - 1)], tok_embeds)
     logits = net(inputs_embeds=embeds)  # (batch, width, d_vocab)
     return logits[torch.arange(b, device=tokens.device), lengths + n_soft - 1]
 
@@ -315,8 +323,9 @@ def train_self_eval(net: torch.nn.Module, train: tuple[list[tuple[int, ...]], np
                         "evaluation has nothing to learn; use more --beams or another --seed")
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
-    init_ids = torch.randint(5, net.tok_embed.weight.shape[0], (opts.n_soft,), generator=g)
-    soft = net.tok_embed.weight[init_ids.to(device)].detach().clone().requires_grad_(True)
+    table = _token_embedding(net).weight
+    init_ids = torch.randint(5, table.shape[0], (opts.n_soft,), generator=g)
+    soft = table[init_ids.to(device)].detach().clone().requires_grad_(True)
     y = torch.tensor(labels, dtype=torch.bool, device=device)
     vy = torch.tensor(vlabels, dtype=torch.bool, device=device)
     w_pos = float(1 - labels.mean())  # each class carries half of the weight
@@ -360,7 +369,7 @@ def train_self_eval(net: torch.nn.Module, train: tuple[list[tuple[int, ...]], np
 
 
 @torch.no_grad()
-def final_hidden(model: torch.nn.Module, seqs: list[tuple[int, ...]], batch_size: int = BATCH
+def final_hidden(model: TransformerBridge, seqs: list[tuple[int, ...]], batch_size: int = BATCH
                  ) -> Float[np.ndarray, "n d_model"]:
     """The last block's resid_post at the last token of each sequence (the last answer token)."""
     name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
@@ -631,7 +640,7 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
               **{f"score_{k}": v for k, v in scores.items()}}
     out = run.analysis_dir()
     tmp = out / f"{NAME}.tmp.npz"
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(out / f"{NAME}.npz")
     write_json(out / f"{NAME}.json", result)
     return result

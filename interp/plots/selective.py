@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -20,7 +21,8 @@ import numpy as np  # noqa: E402
 
 from interp.errors import UserError  # noqa: E402
 
-STYLE = {  # widths decrease in drawing order so that coinciding curves stay visible
+# Widths decrease in drawing order so that coinciding curves stay visible.
+STYLE: dict[str, dict[str, Any]] = {
     "likelihood": dict(color="tab:blue", lw=10, alpha=0.35),
     "entropy": dict(color="tab:orange", lw=6.5, alpha=0.7),
     "probe": dict(color="tab:green", lw=2),
