@@ -12,10 +12,17 @@ Test-time use is always causal, left-to-right generation.
 from __future__ import annotations
 
 from interp.objectives.base import Objective
+from interp.objectives.bico import BicoObjective
 from interp.objectives.causal import CausalObjective
+from interp.objectives.mlm_u import MlmUObjective
+from interp.objectives.reverse import ReverseEntityObjective, ReverseTokenObjective
 
 OBJECTIVES: dict[str, type[Objective]] = {
-    "causal": CausalObjective,
+    "causal": CausalObjective,  # next-token prediction: the reversal curse's setting
+    "reverse_entity": ReverseEntityObjective,  # + entity-preserving reversals (Golovneva 2024)
+    "reverse_token": ReverseTokenObjective,  # + token-reversed copies (Golovneva 2024's weaker one)
+    "bico": BicoObjective,  # half next-token, half 15% masked bidirectional (Lv et al. 2023)
+    "mlm_u": MlmUObjective,  # half next-token, half U(0,1)-rate masked bidirectional (Kitouni 2024)
 }
 
 
