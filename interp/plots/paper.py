@@ -35,6 +35,15 @@ KINDS = {"heldout": "held-out templates", "train": "training templates"}
 PAPER_TABLE1: dict[tuple[str, str], float] = {("d2n", "same"): 96.7, ("n2d", "same"): 50.0,
                                                ("d2n", "reverse"): 0.0, ("n2d", "reverse"): 0.0}
 
+# Facts about the published files that the reader of the figure needs (visible in the files).
+NOTES = (
+    "Notes on the published test files. Both, reversed, held-out: each completion carries the "
+    "rest of the sentence (' Mason Caldwell has found their calling.'), so exact match needs the "
+    "unseen template's tail, not only the name.\n"
+    "DescriptionToName, reversed, held-out: each _randomized completion is another line's "
+    "description worded for another template ('composed ...' after 'was once'), so a wording "
+    "mismatch, not knowledge of the person, can separate correct from randomized.")
+
 
 def load_metrics(run_dirs: list[str | Path]) -> list[dict[str, Any]]:
     """metrics.json of every run; refuses runs not evaluated or not trained on the paper's data."""
@@ -183,6 +192,7 @@ def plot_paper_exp1(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
                 ax.legend(fontsize=7, loc="center left")
             if row == 2 and col == 0:
                 ax.legend(fontsize=7, loc="center left")
+    fig.text(0.01, 0.055, NOTES, fontsize=7.5, va="top", color="0.25")
     fig.suptitle("Reversal curse, Experiment 1 (Berglund et al. 2023) on the published data: "
                  "small GPT trained from scratch vs GPT-3-175B fine-tuned", fontsize=12)
     return save(fig, out)
