@@ -1,0 +1,72 @@
+"""The study pipeline and sweeps: cached runs, restart after a kill, report with intervals,
+and the sweep through submitit's local executor (the Slurm code path, run locally)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from interp.config import apply_overrides, load_config
+from interp.study import execute_run, make_plan, run_name, run_study
+
+
+def _seed_run(tiny_run_dir: Path, runs: Path) -> Path:
+    """Place the session's tiny run where the study expects it (same config, same hash)."""
+    cfg = apply_overrides(load_config("tiny"), ["train.objective=causal", "train.seed=0"])
+    dst = runs / run_name(cfg)
+    shutil.copytree(tiny_run_dir, dst)
+    shutil.rmtree(dst / "analysis", ignore_errors=True)
+    return dst
+
+
+def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path):
+    out = tmp_path / "study"
+    run = _seed_run(tiny_run_dir, out / "runs")
+    plan = make_plan("tiny", objectives=["causal"], seeds=[0], instruments=["probing"])
+    report = run_study(plan, out, jobs=1, device="cpu", progress=False, log=lambda s: None)
+    text = report.read_text()
+    assert "(n=1)" in text and "probe_a_to_b_n2d_best" in text, text[:500]
+    assert (out / "report.html").read_text().count("data:image/png;base64") >= 2
+    first = json.loads((run / "analysis" / "probing.json").read_text())["summary"]
+    # a second invocation reuses everything
+    mtime = (run / "analysis" / "probing.json").stat().st_mtime_ns
+    status = execute_run(plan.configs()[0].to_dict(), str(run), ("probing",))
+    assert not status["trained"] and not status["analyses"], status
+    assert (run / "analysis" / "probing.json").stat().st_mtime_ns == mtime
+    # a study killed after training but before its analysis: rerun gives the same numbers
+    (run / "analysis" / "probing.json").unlink()
+    run_study(plan, out, jobs=1, device="cpu", progress=False, log=lambda s: None)
+    again = json.loads((run / "analysis" / "probing.json").read_text())["summary"]
+    assert again == first
+
+
+def test_study_resumes_a_run_killed_mid_training(tmp_path):
+    cfg = apply_overrides(load_config("tiny"), ["train.steps=60", "train.checkpoint_every=20"])
+    full = tmp_path / "full"
+    execute_run(cfg.to_dict(), str(full), ())
+    killed = tmp_path / "killed"
+    execute_run(cfg.to_dict(), str(killed), ())
+    for p in ("model.safetensors", "metrics.json", "eval_logprobs.npz"):
+        (killed / p).unlink()
+    shutil.rmtree(killed / "checkpoints" / "step_000060")
+    status = execute_run(cfg.to_dict(), str(killed), ())
+    assert status["trained"]
+    assert (full / "model.safetensors").read_bytes() == (killed / "model.safetensors").read_bytes()
+    assert (full / "metrics.json").read_text() == (killed / "metrics.json").read_text()
+
+
+def test_sweep_through_submitit_local_executor(tiny_run_dir, tmp_path):
+    from interp.sweep import load_grid, run_sweep
+
+    out = tmp_path / "sweep"
+    _seed_run(tiny_run_dir, out / "runs")
+    grid = load_grid(None, preset="tiny", seeds=[0], objectives=["causal"], weight_decay=[0.1, 0.0],
+                     instruments=["probing"], set=["train.steps=150"])
+    # train.steps=150 changes the hash: both cells train through submitit's local executor
+    table = run_sweep(grid, out, executor="submitit-local", progress=False)
+    rows = json.loads((out / "sweep.json").read_text())
+    assert len(rows) == 2 and {r["weight_decay"] for r in rows} == {0.0, 0.1}, rows
+    assert all(0 <= r["em_n2d_same_train"] <= 1 and r["n_seeds"] == 1 for r in rows)
+    assert table.is_file() and (out / "sweep.png").is_file()
+    assert any((out / "submitit").iterdir()), "submitit wrote no job folder"
