@@ -123,6 +123,27 @@ def test_soft_prompt_of_real_embeddings_reproduces_model_logits(tiny_run):
     assert len(set(lens.tolist())) > 1, "the check needs rows of different lengths"
 
 
+def test_prefix_cache_equals_the_plain_forward_pass_and_its_gradient(tiny_run):
+    """The cached path (prefix keys/values computed once, only soft positions run) must give the
+    plain forward pass's logits and soft-prompt gradient, on rows of different lengths and on a
+    subset of rows in another order."""
+    net = tiny_run.model.original_model
+    seqs = [e.tokens for e in tiny_run.dataset.prompts[:60:2]]
+    assert S._cacheable(net), "the tiny model must take the cached path"
+    cache = S.prefix_cache(net, seqs)
+    rows = [5, 0, 17, 3, 29, 11]
+    soft = (torch.randn(3, net.cfg.d_model, generator=torch.Generator().manual_seed(0))
+            .requires_grad_(True))
+    got = S.cached_soft_logits(net, soft, cache, torch.tensor(rows))
+    (g_got,) = torch.autograd.grad(got[:, 7].sum(), soft)
+    toks, lens = pad_batch([seqs[i] for i in rows])
+    ref = S.soft_prompt_logits(net, soft, toks, lens)
+    (g_ref,) = torch.autograd.grad(ref[:, 7].sum(), soft)
+    diff, gdiff = (got - ref).abs().max().item(), (g_got - g_ref).abs().max().item()
+    assert diff < 1e-4 and gdiff < 1e-4, f"cached vs plain: logits {diff:.2e}, grad {gdiff:.2e}"
+    assert len(set(lens.tolist())) > 1, "the check needs rows of different lengths"
+
+
 # --- self-evaluation training -------------------------------------------------------------------
 
 

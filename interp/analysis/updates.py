@@ -56,8 +56,9 @@ way it was trained; "causal" forces plain next-token prediction.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -127,14 +128,25 @@ class UpdateOptions:
 # Parameters: snapshot, restore, groups.
 
 
+_TRAINABLE: weakref.WeakKeyDictionary[TransformerBridge, dict[str, torch.nn.Parameter]] = (
+    weakref.WeakKeyDictionary())
+
+
 def trainable(model: TransformerBridge) -> dict[str, torch.nn.Parameter]:
-    """The model's parameters under their TransformerLens state-dict names (aliases dropped)."""
+    """The model's parameters under their TransformerLens state-dict names (aliases dropped).
+
+    Memoised per model: the bridge's `state_dict` translates every key (about 10 ms a call) and
+    the update test asks thousands of times; the Parameter objects themselves never change.
+    """
+    if model in _TRAINABLE:
+        return dict(_TRAINABLE[model])
     out, seen = {}, set()
     for k, v in model.state_dict(keep_vars=True).items():
         if isinstance(v, torch.nn.Parameter) and v.requires_grad and v.data_ptr() not in seen:
             seen.add(v.data_ptr())
             out[k] = v
-    return out
+    _TRAINABLE[model] = out
+    return dict(out)
 
 
 def snapshot(model: TransformerBridge) -> dict[str, Tensor]:
@@ -335,13 +347,10 @@ def pair_logprobs(model: TransformerBridge, lay: Layout, pairs: Sequence[tuple[i
                   ) -> Float[np.ndarray, "pair direction template"]:
     """Summed log p(answer of k | each prompt of m) for each pair (m, k), both directions."""
     T = lay.n_templates
-    out = np.zeros((len(pairs), len(DIRECTIONS), T))
-    for di, d in enumerate(DIRECTIONS):
-        prompts = [pr for m, _ in pairs for pr in lay.frame(m, d)]
-        answers = [lay.answers[(k, d)] for _, k in pairs for _ in range(T)]
-        lp = completion_logprobs(model.original_model, prompts, answers).numpy()
-        out[:, di] = lp.reshape(len(pairs), T)
-    return out
+    prompts = [pr for d in DIRECTIONS for m, _ in pairs for pr in lay.frame(m, d)]
+    answers = [lay.answers[(k, d)] for d in DIRECTIONS for _, k in pairs for _ in range(T)]
+    lp = completion_logprobs(model.original_model, prompts, answers).numpy()  # one batched pass
+    return lp.reshape(len(DIRECTIONS), len(pairs), T).transpose(1, 0, 2)
 
 
 def first_token_table(model: TransformerBridge, lay: Layout
@@ -367,9 +376,33 @@ def fact_logprobs(model: TransformerBridge, lay: Layout, k: int
     lp = pair_logprobs(model, lay, pairs).reshape(3, K, len(DIRECTIONS), lay.n_templates)
     lp = lp.transpose(0, 2, 3, 1)  # [measure, direction, template, person]
     first = first_token_table(model, lay)
-    return {"row_full": lp[0], "col_full": lp[1], "own_full": lp[2],
-            "row_first": first[k], "col_first": first[:, :, :, k].transpose(1, 2, 0),
+    return {"row_full": lp[0], "col_full": lp[1], "own_full": lp[2], **_first_measures(first, k)}
+
+
+def _first_measures(first: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    K = first.shape[0]
+    return {"row_first": first[k], "col_first": first[:, :, :, k].transpose(1, 2, 0),
             "own_first": np.stack([first[m, :, :, m] for m in range(K)], axis=-1)}
+
+
+def all_fact_logprobs(model: TransformerBridge, lay: Layout
+                      ) -> Callable[[int], dict[str, Float[np.ndarray, "direction template person"]]]:
+    """`fact_logprobs(model, lay, k)` for every k at once, from one K x K table of the model.
+
+    The untouched model is the same before every fact (weights are restored bitwise), so its
+    measures are slices of one table: a third of the update test's forward passes saved.
+    """
+    K, D, T = len(lay.pool), len(DIRECTIONS), lay.n_templates
+    full = pair_logprobs(model, lay, [(m, j) for m in range(K) for j in range(K)])
+    full = full.reshape(K, K, D, T)  # [prompt person, answer person, direction, template]
+    first = first_token_table(model, lay)
+    diag = np.arange(K)
+
+    def at(k: int) -> dict[str, np.ndarray]:
+        return {"row_full": full[k].transpose(1, 2, 0), "col_full": full[:, k].transpose(1, 2, 0),
+                "own_full": full[diag, diag].transpose(1, 2, 0), **_first_measures(first, k)}
+
+    return at
 
 
 def correct_logprobs(model: TransformerBridge, lay: Layout, k: int
@@ -482,10 +515,11 @@ def run_analysis(run: Run, *, steps: int = 1, lr: float | None = None, optimizer
                   revert=np.zeros((F, G, D)), only=np.zeros((F, G, D)),
                   full_correct=np.zeros((F, D)), loss_before=np.zeros(F), loss_after=np.zeros(F))
 
+    before_tables = all_fact_logprobs(model, lay)
     for k in tqdm(range(F), desc="update test", disable=not progress, dynamic_ncols=True):
         sites = entity_sites(ds, lay, k)
         h0 = site_activations(model, sites)
-        lp0 = fact_logprobs(model, lay, k)
+        lp0 = before_tables(k)
         base = correct_logprobs(model, lay, k)
         arrays["logp0_correct"][k] = lp0["row_full"][..., k]
         with restored(model) as before:
