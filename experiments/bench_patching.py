@@ -33,9 +33,11 @@ from interp.config import load_config
 from interp.data.dataset import build_synthetic
 from interp.model import build_model
 
-TL_FUNCS = {"resid_pre": tl_patching.get_act_patch_resid_pre,
-            "attn_out": tl_patching.get_act_patch_attn_out,
-            "mlp_out": tl_patching.get_act_patch_mlp_out}
+TL_FUNCS = {
+    "resid_pre": tl_patching.get_act_patch_resid_pre,
+    "attn_out": tl_patching.get_act_patch_attn_out,
+    "mlp_out": tl_patching.get_act_patch_mlp_out,
+}
 
 
 def choose_prompts(ds, n: int, seed: int):  # type: ignore[no-untyped-def]
@@ -50,8 +52,10 @@ def choose_prompts(ds, n: int, seed: int):  # type: ignore[no-untyped-def]
         for t in sorted(by_template):
             if len(prompts) < n:
                 prompts.append(by_template[t].pop(rng.randrange(len(by_template[t]))))
-    partners = [swap_partner(e, pools[(e.subset, e.direction, e.templates, e.template)], rng)
-                for e in prompts]
+    partners = [
+        swap_partner(e, pools[(e.subset, e.direction, e.templates, e.template)], rng)
+        for e in prompts
+    ]
     return prompts, partners
 
 
@@ -98,13 +102,17 @@ def tl_batched(model, prompts, partners, device):  # type: ignore[no-untyped-def
 
 
 def max_diff(ours, tl, prompts) -> float:  # type: ignore[no-untyped-def]
-    return max(float((ours.patched[i, j, :, : e.prompt_len].cpu() - tl[i][a].cpu()).abs().max())
-               for i, e in enumerate(prompts) for j, a in enumerate(ACTS))
+    return max(
+        float((ours.patched[i, j, :, : e.prompt_len].cpu() - tl[i][a].cpu()).abs().max())
+        for i, e in enumerate(prompts)
+        for j, a in enumerate(ACTS)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--prompts", type=int, default=8, help="real prompts to patch (default 8)")
     p.add_argument("--batch-size", type=int, default=512, help="our rows per forward pass")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -120,10 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     prompts, partners = choose_prompts(ds, args.prompts, args.seed)
     n_cells = sum(len(ACTS) * cfg.model.n_layers * e.prompt_len for e in prompts)
-    print(f"model: default preset shape (n_layers={cfg.model.n_layers}, d_model="
-          f"{cfg.model.d_model}, d_vocab={ds.d_vocab}), untrained; {len(prompts)} prompts, "
-          f"{n_cells} cells (3 activations x layers x positions); device {args.device}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"model: default preset shape (n_layers={cfg.model.n_layers}, d_model="
+        f"{cfg.model.d_model}, d_vocab={ds.d_vocab}), untrained; {len(prompts)} prompts, "
+        f"{n_cells} cells (3 activations x layers x positions); device {args.device}, "
+        f"{torch.get_num_threads()} threads"
+    )
 
     def timed(fn):  # type: ignore[no-untyped-def]
         if args.device.startswith("cuda"):
@@ -143,10 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     tl_batch, t_tlb = timed(lambda: tl_batched(model, prompts, partners, args.device))
     d_loop, d_batch = max_diff(ours, tl_loop, prompts), max_diff(ours, tl_batch, prompts)
     print(f"ours (batched cells, batch {args.batch_size}):     {t_ours:8.2f} s")
-    print(f"TL loop, one prompt at a time:        {t_tl:8.2f} s   ratio {t_tl / t_ours:6.1f}x   "
-          f"max |diff| {d_loop:.2e}")
-    print(f"TL loop, batched over each template:  {t_tlb:8.2f} s   ratio {t_tlb / t_ours:6.1f}x   "
-          f"max |diff| {d_batch:.2e}")
+    print(
+        f"TL loop, one prompt at a time:        {t_tl:8.2f} s   ratio {t_tl / t_ours:6.1f}x   "
+        f"max |diff| {d_loop:.2e}"
+    )
+    print(
+        f"TL loop, batched over each template:  {t_tlb:8.2f} s   ratio {t_tlb / t_ours:6.1f}x   "
+        f"max |diff| {d_batch:.2e}"
+    )
     ok = t_tl / t_ours >= 10
     print(f"speed bar (>= 10x TL's per-prompt loop): {'met' if ok else 'NOT met'}")
     return 0 if max(d_loop, d_batch) < 1e-4 else 1

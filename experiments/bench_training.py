@@ -47,10 +47,14 @@ class Block(nn.Module):
 class PlainGPT(nn.Module):
     """nanoGPT-style reference: learned positions, pre-LN blocks, final LN, untied unembedding."""
 
-    def __init__(self, d_vocab: int, n_layers: int, d_model: int, n_heads: int, d_mlp: int, n_ctx: int):
+    def __init__(
+        self, d_vocab: int, n_layers: int, d_model: int, n_heads: int, d_mlp: int, n_ctx: int
+    ):
         super().__init__()
         self.embed, self.pos = nn.Embedding(d_vocab, d_model), nn.Embedding(n_ctx, d_model)
-        self.blocks = nn.ModuleList([Block(d_model, n_heads, d_mlp, n_ctx) for _ in range(n_layers)])
+        self.blocks = nn.ModuleList(
+            [Block(d_model, n_heads, d_mlp, n_ctx) for _ in range(n_layers)]
+        )
         self.ln_f = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, d_vocab, bias=False)
 
@@ -61,7 +65,9 @@ class PlainGPT(nn.Module):
         return self.head(self.ln_f(x))
 
 
-def plain_loop(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor, cfg, steps: int) -> float:
+def plain_loop(
+    model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor, cfg, steps: int
+) -> float:
     opt = make_optimizer(model, cfg)
     t0 = time.perf_counter()
     for step in range(steps):
@@ -72,8 +78,11 @@ def plain_loop(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor, cf
         b = b[:, : int(ln.max())]
         logits = model(b)
         valid = torch.arange(b.shape[1] - 1)[None] < (ln[:, None] - 1)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                               b[:, 1:].masked_fill(~valid, -100).reshape(-1), ignore_index=-100)
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]),
+            b[:, 1:].masked_fill(~valid, -100).reshape(-1),
+            ignore_index=-100,
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -82,17 +91,23 @@ def plain_loop(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor, cf
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--preset", default="default")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    cfg = apply_overrides(load_config(a.preset), [f"train.steps={a.steps}", "train.eval_every=0",
-                                                  "train.checkpoint_every=0"])
+    cfg = apply_overrides(
+        load_config(a.preset),
+        [f"train.steps={a.steps}", "train.eval_every=0", "train.checkpoint_every=0"],
+    )
     ds = build_dataset(cfg)
     tokens, lengths = pad_batch([d.tokens for d in ds.train_docs])
-    n_tokens = sum(int(lengths[batch_indices(s, len(tokens), cfg.train.batch_size, cfg.train.seed)].sum())
-                   for s in range(a.steps))
+    n_tokens = sum(
+        int(lengths[batch_indices(s, len(tokens), cfg.train.batch_size, cfg.train.seed)].sum())
+        for s in range(a.steps)
+    )
     m = cfg.model
     ours_t, plain_t = [], []
     for _ in range(a.repeats):
@@ -104,9 +119,11 @@ def main() -> None:
         plain = PlainGPT(ds.d_vocab, m.n_layers, m.d_model, m.n_heads, m.d_mlp, m.n_ctx)
         plain_t.append(plain_loop(plain, tokens, lengths, cfg.train, a.steps))
     ours, ref = n_tokens / min(ours_t), n_tokens / min(plain_t)
-    print(f"preset {a.preset}: {a.steps} steps x batch {cfg.train.batch_size}, {n_tokens} tokens, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"  interp fit (TransformerBridge's native module): {ours:,.0f} tokens/s (best of {a.repeats})")
+    print(
+        f"preset {a.preset}: {a.steps} steps x batch {cfg.train.batch_size}, {n_tokens} tokens, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    print(f"  interp fit (raw_forward of the bridge): {ours:,.0f} tokens/s (best of {a.repeats})")
     print(f"  plain PyTorch GPT, same shape and batch:       {ref:,.0f} tokens/s")
     print(f"  ratio interp / plain = {ours / ref:.2f}x (bar: >= 0.9x)")
 

@@ -1,6 +1,6 @@
 """Draw the behavioural figures (exact match bars, reversed log-prob histograms) from runs.
 
-    python experiments/plot_behaviour.py RUN_DIR [RUN_DIR ...] --out figures/
+python experiments/plot_behaviour.py RUN_DIR [RUN_DIR ...] --out figures/
 """
 
 import argparse
@@ -13,5 +13,7 @@ if __name__ == "__main__":
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--out", type=Path, default=Path("figures"))
     a = ap.parse_args()
-    for p in plot_exact_match(a.runs, a.out / "exact_match") + plot_logprob_hist(a.runs, a.out / "reversed_logprobs"):
+    for p in plot_exact_match(a.runs, a.out / "exact_match") + plot_logprob_hist(
+        a.runs, a.out / "reversed_logprobs"
+    ):
         print(p)

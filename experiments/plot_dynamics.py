@@ -15,8 +15,9 @@ from interp.plots.dynamics import plot_dynamics
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="runs with analysis/dynamics.json")
+    p.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="runs with analysis/dynamics.json"
+    )
     p.add_argument("--out", default="figures/dynamics", help="output path without suffix")
     args = p.parse_args(argv)
     try:

@@ -1,6 +1,6 @@
 """Plot activation-patching heatmaps for one or more runs (seeds) of one config.
 
-    python experiments/plot_patching.py RUN_DIR... --out figures/patching [--subset n2d]
+python experiments/plot_patching.py RUN_DIR... --out figures/patching [--subset n2d]
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from interp.plots.patching import plot_patching
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="runs with analysis/patching.json")
+    p.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="runs with analysis/patching.json"
+    )
     p.add_argument("--out", default="figures/patching", help="output path without suffix")
     p.add_argument("--subset", default="n2d", help="subset to draw: n2d, d2n or both")
     args = p.parse_args(argv)

@@ -1,6 +1,6 @@
 """Probe accuracy by layer for one or more runs (seeds of one config).
 
-    python experiments/plot_probing.py RUN_DIR [RUN_DIR ...] --out figures/probing
+python experiments/plot_probing.py RUN_DIR [RUN_DIR ...] --out figures/probing
 """
 
 from __future__ import annotations

@@ -17,10 +17,12 @@ from interp.plots.selective import plot_selective
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="runs analysed by `interp selective`")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="runs analysed by `interp selective`"
+    )
     p.add_argument("--out", default="figures/selective", help="output path without extension")
     args = p.parse_args(argv)
     try:

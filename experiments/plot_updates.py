@@ -1,6 +1,6 @@
 """Plot the gradient-update test for one or more runs (seeds).
 
-    python experiments/plot_updates.py RUN_DIR... --out figures/updates
+python experiments/plot_updates.py RUN_DIR... --out figures/updates
 """
 
 from __future__ import annotations

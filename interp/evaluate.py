@@ -22,11 +22,11 @@ import torch
 from jaxtyping import Float
 from scipy import stats
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, FactDataset, pad_batch
 from interp.data.tokenizer import EOS
 from interp.data.world import SUBSETS
+from interp.model import raw_forward
 
 BATCH = 256
 
@@ -37,14 +37,16 @@ def is_exact_match(generated: str, completion: str) -> bool:
 
 
 @torch.no_grad()
-def greedy_generate(model: torch.nn.Module, prompts: list[tuple[int, ...]], n_new: int,
-                    batch_size: int = BATCH) -> list[list[int]]:
+def greedy_generate(
+    model: torch.nn.Module, prompts: list[tuple[int, ...]], n_new: int, batch_size: int = BATCH
+) -> list[list[int]]:
     """Greedy continuation of each prompt by `n_new` tokens (stops adding after <eos>).
 
     Prompts are bucketed by length so no padding ever enters a prompt: the result is exactly
-    what one-prompt-at-a-time decoding gives.
+    what one-prompt-at-a-time decoding gives. Runs through `raw_forward` (no hook dispatch).
     """
     device = next(model.parameters()).device
+    model = raw_forward(model)
     by_len: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         by_len[len(p)].append(i)
@@ -60,31 +62,40 @@ def greedy_generate(model: torch.nn.Module, prompts: list[tuple[int, ...]], n_ne
                 done |= nxt == EOS
                 toks = torch.cat([toks, nxt[:, None]], dim=1)
             for row, i in enumerate(chunk):
-                gen = toks[row, len(prompts[i]):].tolist()
+                gen = toks[row, len(prompts[i]) :].tolist()
                 out[i] = gen[: gen.index(EOS)] if EOS in gen else gen
     return out
 
 
 @torch.no_grad()
-def completion_logprobs(model: torch.nn.Module, prompts: list[tuple[int, ...]],
-                        answers: list[tuple[int, ...]], batch_size: int = BATCH
-                        ) -> Float[Tensor, " n"]:
+def completion_logprobs(
+    model: torch.nn.Module,
+    prompts: list[tuple[int, ...]],
+    answers: list[tuple[int, ...]],
+    batch_size: int = BATCH,
+) -> Float[Tensor, " n"]:
     """Summed log p(answer tokens | prompt) for each (prompt, answer) pair."""
     device = next(model.parameters()).device
+    model = raw_forward(model)
     out = torch.empty(len(prompts))
     for s in range(0, len(prompts), batch_size):
-        seqs = [tuple(p) + tuple(a) for p, a in zip(prompts[s : s + batch_size],
-                                                   answers[s : s + batch_size], strict=True)]
+        seqs = [
+            tuple(p) + tuple(a)
+            for p, a in zip(prompts[s : s + batch_size], answers[s : s + batch_size], strict=True)
+        ]
         toks, _ = pad_batch(seqs, device=device)
         logp = model(toks).log_softmax(-1)
-        for row, (p, a) in enumerate(zip(prompts[s : s + batch_size], answers[s : s + batch_size],
-                                         strict=True)):
+        for row, (p, a) in enumerate(
+            zip(prompts[s : s + batch_size], answers[s : s + batch_size], strict=True)
+        ):
             pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
             out[s + row] = logp[row, pos, torch.tensor(a, device=device)].sum().cpu()
     return out
 
 
-def control_answers(dataset: FactDataset, prompts: list[Example], seed: int = 0) -> list[tuple[int, ...]]:
+def control_answers(
+    dataset: FactDataset, prompts: list[Example], seed: int = 0
+) -> list[tuple[int, ...]]:
     """For each prompt, the answer of a random other person of the same subset (same template).
 
     A dataset may supply its own controls (`dataset.control_answers`, e.g. the paper's
@@ -101,8 +112,11 @@ def control_answers(dataset: FactDataset, prompts: list[Example], seed: int = 0)
         if index.get(id(e)) in supplied:
             out.append(tuple(supplied[index[id(e)]]))
             continue
-        others = [o for o in by_key[(e.subset, e.direction, e.templates, e.template)]
-                  if o.person != e.person and o.answer != e.answer]
+        others = [
+            o
+            for o in by_key[(e.subset, e.direction, e.templates, e.template)]
+            if o.person != e.person and o.answer != e.answer
+        ]
         out.append(rng.choice(others).answer)
     return out
 
@@ -111,33 +125,53 @@ def logprob_test(correct: np.ndarray, control: np.ndarray) -> dict[str, Any]:
     """Paired t-test and two-sample KS test of log p(correct) vs log p(random), per person."""
     n = len(correct)
     diff = correct - control
-    res: dict[str, float] = {"n": n, "mean_correct": float(correct.mean()),
-                             "mean_random": float(control.mean()), "mean_diff": float(diff.mean())}
+    res: dict[str, float] = {
+        "n": n,
+        "mean_correct": float(correct.mean()),
+        "mean_random": float(control.mean()),
+        "mean_diff": float(diff.mean()),
+    }
     if n >= 2 and np.ptp(diff) > 0:
         t = stats.ttest_rel(correct, control)
         ks = stats.ks_2samp(correct, control)
         sem = diff.std(ddof=1) / np.sqrt(n)
-        res.update(t_stat=float(t.statistic), t_pvalue=float(t.pvalue), ks_stat=float(ks.statistic),
-                   ks_pvalue=float(ks.pvalue), diff_ci95=[float(diff.mean() - 1.96 * sem),
-                                                         float(diff.mean() + 1.96 * sem)])
+        res.update(
+            t_stat=float(t.statistic),
+            t_pvalue=float(t.pvalue),
+            ks_stat=float(ks.statistic),
+            ks_pvalue=float(ks.pvalue),
+            diff_ci95=[float(diff.mean() - 1.96 * sem), float(diff.mean() + 1.96 * sem)],
+        )
     else:
-        res.update(t_stat=0.0, t_pvalue=1.0, ks_stat=0.0, ks_pvalue=1.0,
-                   diff_ci95=[float(diff.mean()), float(diff.mean())])
+        res.update(
+            t_stat=0.0,
+            t_pvalue=1.0,
+            ks_stat=0.0,
+            ks_pvalue=1.0,
+            diff_ci95=[float(diff.mean()), float(diff.mean())],
+        )
     return res
 
 
-def evaluate(model: torch.nn.Module, dataset: FactDataset, progress: bool = False
-             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def evaluate(
+    model: torch.nn.Module, dataset: FactDataset, progress: bool = False
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Exact match for every prompt and the log-probability test; return (metrics, arrays)."""
     prompts = dataset.prompts
     n_new = max(len(e.answer) for e in prompts) + 2
     if progress:
         print(f"evaluating {len(prompts)} prompts")
     gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
-    hits = np.array([is_exact_match(dataset.text(g), dataset.text(e.answer))
-                     for g, e in zip(gen, prompts, strict=True)])
+    hits = np.array(
+        [
+            is_exact_match(dataset.text(g), dataset.text(e.answer))
+            for g, e in zip(gen, prompts, strict=True)
+        ]
+    )
     controls = control_answers(dataset, prompts)
-    lp_correct = completion_logprobs(model, [e.prompt for e in prompts], [e.answer for e in prompts]).numpy()
+    lp_correct = completion_logprobs(
+        model, [e.prompt for e in prompts], [e.answer for e in prompts]
+    ).numpy()
     lp_control = completion_logprobs(model, [e.prompt for e in prompts], controls).numpy()
 
     subsets = [s for s in SUBSETS if any(e.subset == s for e in prompts)]
@@ -147,7 +181,9 @@ def evaluate(model: torch.nn.Module, dataset: FactDataset, progress: bool = Fals
     for s in subsets:
         for d in DIRECTIONS:
             for k in TEMPLATE_KINDS:
-                mask = np.array([e.subset == s and e.direction == d and e.templates == k for e in prompts])
+                mask = np.array(
+                    [e.subset == s and e.direction == d and e.templates == k for e in prompts]
+                )
                 if not mask.any():
                     continue
                 em.setdefault(s, {}).setdefault(d, {})[k] = float(hits[mask].mean())
@@ -161,10 +197,16 @@ def evaluate(model: torch.nn.Module, dataset: FactDataset, progress: bool = Fals
                         r[pidx[e.person]] += b
                         cnt[pidx[e.person]] += 1
                 lpt.setdefault(s, {}).setdefault(d, {})[k] = logprob_test(c / cnt, r / cnt)
-    metrics = {"exact_match": em, "exact_match_n": em_n, "logprob_test": lpt,
-               "logprob_test_unit": "person (log-probs averaged over templates)"}
+    metrics = {
+        "exact_match": em,
+        "exact_match_n": em_n,
+        "logprob_test": lpt,
+        "logprob_test_unit": "person (log-probs averaged over templates)",
+    }
     arrays = {
-        "correct_logprob": lp_correct, "random_logprob": lp_control, "exact_match": hits,
+        "correct_logprob": lp_correct,
+        "random_logprob": lp_control,
+        "exact_match": hits,
         "person": np.array([e.person for e in prompts]),
         "subset": np.array([e.subset for e in prompts]),
         "direction": np.array([e.direction for e in prompts]),
@@ -173,8 +215,12 @@ def evaluate(model: torch.nn.Module, dataset: FactDataset, progress: bool = Fals
     return metrics, arrays
 
 
-def quick_exact_match(model: torch.nn.Module, dataset: FactDataset, per_cell: int = 48) -> dict[str, float]:
-    """Exact match on the first `per_cell` training-template prompts per subset x direction (for logs)."""
+def quick_exact_match(
+    model: torch.nn.Module, dataset: FactDataset, per_cell: int = 48
+) -> dict[str, float]:
+    """Exact match on the first `per_cell` training-template prompts per subset x direction.
+
+    For the training log."""
     out = {}
     for s in SUBSETS:
         for d in DIRECTIONS:
@@ -182,8 +228,12 @@ def quick_exact_match(model: torch.nn.Module, dataset: FactDataset, per_cell: in
             if not sel:
                 continue
             gen = greedy_generate(model, [e.prompt for e in sel], max(len(e.answer) for e in sel))
-            acc = np.mean([is_exact_match(dataset.text(g), dataset.text(e.answer))
-                           for g, e in zip(gen, sel, strict=True)])
+            acc = np.mean(
+                [
+                    is_exact_match(dataset.text(g), dataset.text(e.answer))
+                    for g, e in zip(gen, sel, strict=True)
+                ]
+            )
             out[f"em_{s}_{d}"] = float(acc)
     return out
 
@@ -199,14 +249,21 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines.append("reversed log-prob test (correct vs random same-subset completion, per person):")
     for s, by_dir in metrics["logprob_test"].items():
         for k, r in by_dir.get("reverse", {}).items():
-            lines.append(f"  {s:<5} {k:<8} n={r['n']:<4} diff={r['mean_diff']:+.3f} "
-                         f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}")
+            lines.append(
+                f"  {s:<5} {k:<8} n={r['n']:<4} diff={r['mean_diff']:+.3f} "
+                f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}"
+            )
     return "\n".join(lines)
 
 
-def evaluate_run(run_dir: str | Path, *, model: torch.nn.Module | None = None,
-                 dataset: FactDataset | None = None, config: Any = None,
-                 progress: bool = False) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    model: torch.nn.Module | None = None,
+    dataset: FactDataset | None = None,
+    config: Any = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Evaluate a run and write metrics.json and eval_logprobs.npz into it."""
     from interp.runs import load_run, write_json
 

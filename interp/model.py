@@ -2,8 +2,13 @@
 
 `build_model` boots `TransformerBridge.boot_native` from a `ModelConfig`, so every hook that
 TransformerLens users know (`blocks.{l}.hook_resid_pre`, `hook_attn_out`, `hook_mlp_out`, ...) is
-there for the instruments. Training calls the wrapped `NativeModel` (`model.original_model`),
-which shares the same parameters but skips the hook machinery: same function, fewer Python calls.
+there for the instruments. Under the bridge, even `model.original_model` (TL's `NativeModel`)
+has every submodule wrapped in a hook-dispatching bridge component, so training and the heavy
+analysis loops call `raw_forward(model)`: the same arithmetic as `NativeModel.forward`, on the
+same parameters, through the plain `nn.Linear` / `nn.LayerNorm` modules under the wrappers
+(`tests/test_train.py` checks it against the bridge's logits, masks and bidirectional attention
+included). Models it does not cover (gated MLPs, attention-only, soft caps) use
+`model.original_model` unchanged.
 
 Weights are saved as safetensors under TransformerLens's parameter names (`embed.weight`,
 `blocks.0.attn.q.weight`, ...). Loading checks every key and shape against the config and never
@@ -13,10 +18,13 @@ unpickles anything.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -42,7 +50,9 @@ def bridge_config(cfg: ModelConfig, d_vocab: int, seed: int) -> TransformerBridg
     )
 
 
-def build_model(cfg: ModelConfig, d_vocab: int, seed: int, device: str = "cpu") -> TransformerBridge:
+def build_model(
+    cfg: ModelConfig, d_vocab: int, seed: int, device: str = "cpu"
+) -> TransformerBridge:
     """A freshly initialised model; the same (cfg, d_vocab, seed) gives bitwise the same weights."""
     torch.manual_seed(seed)
     model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed))
@@ -73,7 +83,9 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"weights file {path} is truncated or corrupt ({e}): retrain or restore it") from None
+        raise UserError(
+            f"weights file {path} is truncated or corrupt ({e}): retrain or restore it"
+        ) from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     extra = sorted(set(state) - set(expected))
@@ -90,3 +102,125 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
             )
     device = next(model.parameters()).device
     model.load_state_dict({k: v.to(device) for k, v in state.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# The forward pass without hook dispatch.
+
+
+def raw(m: torch.nn.Module) -> Any:
+    """The module a bridge component wraps (the module itself when it wraps nothing)."""
+    return getattr(m, "original_component", m)
+
+
+def supports_raw(net: torch.nn.Module) -> bool:
+    """True when `raw_forward` computes exactly what `net` (a NativeModel) computes."""
+    layers = getattr(net, "layers", None)
+    if layers is None or not hasattr(net, "ln_out") or not hasattr(net, "tok_embed"):
+        return False
+    if float(getattr(net, "output_logits_soft_cap", -1.0)) > 0:
+        return False
+    for block in layers:
+        att, b = raw(block.attn), raw(block)
+        if (
+            not isinstance(getattr(att, "causal", None), bool)
+            or float(att.attn_scores_soft_cap) > 0
+        ):
+            return False
+        if b.cfg.attn_only or not hasattr(raw(block.mlp), "fc_in"):
+            return False
+    return True
+
+
+def qkv(att: Any, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries, keys, values of a NativeAttention (rotary applied): [batch, head, pos, d_head]."""
+    b, s, _ = x.shape
+    q = raw(att.q)(x).view(b, s, att.n_heads, att.d_head).transpose(1, 2)
+    k = raw(att.k)(x).view(b, s, att.n_kv_heads, att.d_head).transpose(1, 2)
+    v = raw(att.v)(x).view(b, s, att.n_kv_heads, att.d_head).transpose(1, 2)
+    if att.rotary is not None:
+        q, k = att.rotary.apply_rope(q, k, position_ids=positions)
+    return q, k, v
+
+
+def attend(att: Any, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor) -> Tensor:
+    """NativeAttention's arithmetic on given keys and values; `blocked` is True where masked
+    (a fully masked query row gives a zero update, as in TL)."""
+    if att.kv_repeats > 1:
+        k = k.repeat_interleave(att.kv_repeats, dim=1)
+        v = v.repeat_interleave(att.kv_repeats, dim=1)
+    scores = torch.matmul(q, k.transpose(-2, -1)) / att.scale
+    pattern = F.softmax(scores.masked_fill(blocked, float("-inf")), dim=-1).masked_fill(blocked, 0)
+    b, _, s, _ = q.shape
+    return raw(att.o)(torch.matmul(pattern, v).transpose(1, 2).reshape(b, s, -1))
+
+
+def mlp(block: torch.nn.Module, h: Tensor) -> Tensor:
+    """The block's MLP applied to its second normalisation of `h`."""
+    m = raw(block.mlp)
+    return raw(m.fc_out)(m.act(raw(m.fc_in)(raw(block.ln2)(h))))
+
+
+def embed_positions(net: torch.nn.Module, x: Tensor, positions: Tensor) -> Tensor:
+    pos = getattr(net, "pos", None)
+    return x if pos is None else x + raw(pos)(positions)
+
+
+def _blocked(att: Any, seq: int, attention_mask: Tensor | None, device: torch.device) -> Tensor:
+    if att.causal:
+        blocked = torch.triu(torch.ones(seq, seq, dtype=torch.bool, device=device), diagonal=1)
+    else:
+        blocked = torch.zeros(seq, seq, dtype=torch.bool, device=device)
+    if attention_mask is None:
+        return blocked
+    if attention_mask.dim() == 2:  # [batch, seq], 1 = attend
+        return blocked | ~attention_mask.bool()[:, None, None, :]
+    if attention_mask.dim() == 4:
+        extra = attention_mask if attention_mask.dtype is torch.bool else attention_mask < -1.0
+        return blocked | extra
+    raise ValueError(f"attention_mask must be 2D or 4D, got shape {tuple(attention_mask.shape)}")
+
+
+class RawForward(torch.nn.Module):
+    """`NativeModel.forward` computed on the raw modules under the bridge's wrappers.
+
+    Call it like the native model: `logits = fast(tokens)` or
+    `fast(tokens, attention_mask=keep)` or `fast(inputs_embeds=x)`. It owns no parameters of its
+    own (the native model is its only child), and it reads each attention module's `causal`
+    flag at call time, so `interp.objectives.masking.bidirectional` works on it unchanged.
+    """
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(
+        self,
+        input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+    ) -> Tensor:
+        net = self.net
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids or inputs_embeds")
+        h = raw(net.tok_embed)(input_ids) if input_ids is not None else inputs_embeds
+        assert h is not None
+        b, seq = h.shape[:2]
+        if seq > net.cfg.n_ctx:
+            raise ValueError(f"input length {seq} exceeds n_ctx={net.cfg.n_ctx}")
+        if position_ids is None:
+            position_ids = torch.arange(seq, device=h.device).unsqueeze(0).expand(b, -1)
+        h = embed_positions(net, h, position_ids)
+        for block in net.layers:
+            att = raw(block.attn)
+            q, k, v = qkv(att, raw(block.ln1)(h), position_ids)
+            h = h + attend(att, q, k, v, _blocked(att, seq, attention_mask, h.device))
+            h = h + mlp(block, h)
+        return raw(net.head)(raw(net.ln_out)(h))
+
+
+def raw_forward(model: torch.nn.Module) -> torch.nn.Module:
+    """The fastest exact forward pass of a kit model (a bridge or its `original_model`)."""
+    net = getattr(model, "original_model", model)
+    return RawForward(net) if supports_raw(net) else net

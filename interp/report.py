@@ -33,18 +33,18 @@ FIGURES: dict[str, tuple[str, str, str]] = {
 }
 
 CAPTIONS: dict[str, str] = {
-    "exact_match": "Exact match per subset and direction (the paper's Table 1): same direction vs reversed, "
-                   "on training and held-out templates.",
+    "exact_match": "Exact match per subset and direction (the paper's Table 1): same direction vs "
+    "reversed, on training and held-out templates.",
     "reversed_logprobs": "Reversed prompts: log p(correct) vs log p(random same-subset completion) "
-                         "(the paper's Figure 4). Both is the positive control.",
-    "lens": "Logit lens: rank of the answer's first token per layer at A's last token, B's last token "
-            "and the final prompt position, forward vs reverse.",
-    "patching": "Activation patching (causal tracing): normalised restoration per layer x position, "
-                "with the raw clean-minus-corrupted logit difference beside it.",
-    "probing": "Linear probes per layer: B's attribute from A alone and A's attribute from B alone, "
-               "with random-init and random-label controls and chance.",
-    "update": "The gradient-update test: change of log p(B | A-prompt) vs log p(A | B-prompt) after a "
-              "step on 'A is B', against controls, and where the update lands.",
+    "(the paper's Figure 4). Both is the positive control.",
+    "lens": "Logit lens: rank of the answer's first token per layer at A's last token, "
+    "B's last token and the final prompt position, forward vs reverse.",
+    "patching": "Activation patching (causal tracing): normalised restoration per layer x "
+    "position, with the raw clean-minus-corrupted logit difference beside it.",
+    "probing": "Linear probes per layer: B's attribute from A alone and A's attribute from B "
+    "alone, with random-init and random-label controls and chance.",
+    "update": "The gradient-update test: change of log p(B | A-prompt) vs log p(A | B-prompt) "
+    "after a step on 'A is B', against controls, and where the update lands.",
     "dynamics": "Training dynamics: exact match, probes and lens over checkpoints.",
     "selective": "Selective prediction: accuracy-coverage curves per confidence score.",
 }
@@ -69,23 +69,39 @@ def _summaries(runs: list[Path], filename: str) -> list[dict[str, float]]:
 
 def exact_match_rows(groups: dict[str, list[Path]]) -> list[list[str]]:
     rows = []
-    metrics = {o: [json.loads((r / "metrics.json").read_text()) for r in rs] for o, rs in groups.items()}
+    metrics = {
+        o: [json.loads((r / "metrics.json").read_text()) for r in rs] for o, rs in groups.items()
+    }
     first = next(iter(metrics.values()))[0]
     for s, by_dir in first["exact_match"].items():
         for d, by_kind in by_dir.items():
             for k in by_kind:
-                rows.append([f"{s} {d} ({k} templates)"] +
-                            [fmt_ci([m["exact_match"][s][d][k] for m in ms], pct=True)
-                             for ms in metrics.values()])
+                rows.append(
+                    [f"{s} {d} ({k} templates)"]
+                    + [
+                        fmt_ci([m["exact_match"][s][d][k] for m in ms], pct=True)
+                        for ms in metrics.values()
+                    ]
+                )
     for s in first["logprob_test"]:
         for k in ("train", "heldout"):
             if k in first["logprob_test"][s].get("reverse", {}):
-                rows.append([f"{s} reversed log-prob diff, correct - random ({k})"] +
-                            [fmt_ci([m["logprob_test"][s]["reverse"][k]["mean_diff"] for m in ms])
-                             for ms in metrics.values()])
-                rows.append([f"{s} reversed t-test p ({k}), per seed"] +
-                            [", ".join(f"{m['logprob_test'][s]['reverse'][k]['t_pvalue']:.2g}" for m in ms)
-                             for ms in metrics.values()])
+                rows.append(
+                    [f"{s} reversed log-prob diff, correct - random ({k})"]
+                    + [
+                        fmt_ci([m["logprob_test"][s]["reverse"][k]["mean_diff"] for m in ms])
+                        for ms in metrics.values()
+                    ]
+                )
+                rows.append(
+                    [f"{s} reversed t-test p ({k}), per seed"]
+                    + [
+                        ", ".join(
+                            f"{m['logprob_test'][s]['reverse'][k]['t_pvalue']:.2g}" for m in ms
+                        )
+                        for ms in metrics.values()
+                    ]
+                )
     return rows
 
 
@@ -118,7 +134,11 @@ def draw_figures(groups: dict[str, list[Path]], fig_dir: Path) -> dict[str, dict
     for objective, runs in groups.items():
         for name, (module, func, instrument) in FIGURES.items():
             filename = f"{instrument}.json" if instrument else "metrics.json"
-            have = [r for r in runs if (r / ("analysis/" + filename if instrument else filename)).is_file()]
+            have = [
+                r
+                for r in runs
+                if (r / ("analysis/" + filename if instrument else filename)).is_file()
+            ]
             if not have:
                 continue
             try:
@@ -135,8 +155,14 @@ def draw_figures(groups: dict[str, list[Path]], fig_dir: Path) -> dict[str, dict
     return drawn
 
 
-def write_report(out: Path, run_dirs: list[Path], plan: Any, *, figures_dir: str | Path | None = None,
-                 wall_seconds: float = 0.0) -> Path:
+def write_report(
+    out: Path,
+    run_dirs: list[Path],
+    plan: Any,
+    *,
+    figures_dir: str | Path | None = None,
+    wall_seconds: float = 0.0,
+) -> Path:
     """Write OUT/figures/*, OUT/report.md and OUT/report.html; copy figures to `figures_dir`."""
     from interp.study import INSTRUMENTS
 
@@ -145,12 +171,18 @@ def write_report(out: Path, run_dirs: list[Path], plan: Any, *, figures_dir: str
     fig_dir = out / "figures"
     drawn = draw_figures(groups, fig_dir)
     header = ["", *[f"{o} (n={len(groups[o])})" for o in objectives]]
-    md = ["# Reversal-curse study report", "",
-          f"Runs: {len(run_dirs)} ({', '.join(objectives)} x seeds {list(plan.seeds)}), "
-          f"run preset `{plan.run_preset}`. Every cell: mean [95% interval over seeds] (n seeds). "
-          f"Study wall time this invocation: {wall_seconds:.0f} s.", "",
-          "## Behaviour: exact match and the reversed log-probability test", "",
-          _md_table(header, exact_match_rows(groups)), ""]
+    md = [
+        "# Reversal-curse study report",
+        "",
+        f"Runs: {len(run_dirs)} ({', '.join(objectives)} x seeds {list(plan.seeds)}), "
+        f"run preset `{plan.run_preset}`. Every cell: mean [95% interval over seeds] (n seeds). "
+        f"Study wall time this invocation: {wall_seconds:.0f} s.",
+        "",
+        "## Behaviour: exact match and the reversed log-probability test",
+        "",
+        _md_table(header, exact_match_rows(groups)),
+        "",
+    ]
     for name, (_, filename, _) in INSTRUMENTS.items():
         rows = summary_rows(groups, filename)
         if rows:
@@ -159,7 +191,14 @@ def write_report(out: Path, run_dirs: list[Path], plan: Any, *, figures_dir: str
     for objective, figs in drawn.items():
         for name, png in figs.items():
             rel = png.relative_to(out)
-            md += [f"### {objective}: {name}", "", CAPTIONS.get(name, ""), "", f"![{objective} {name}]({rel})", ""]
+            md += [
+                f"### {objective}: {name}",
+                "",
+                CAPTIONS.get(name, ""),
+                "",
+                f"![{objective} {name}]({rel})",
+                "",
+            ]
     (out / "report.md").write_text("\n".join(md))
     (out / "report.html").write_text(_html(md, out))
     if figures_dir is not None:
@@ -180,8 +219,10 @@ def _html(md_lines: list[str], out: Path) -> str:
         if table:
             rows = [r.strip("|").split("|") for r in table if not set(r) <= {"|", "-"}]
             h = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
-            b = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>"
-                        for r in rows[1:])
+            b = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>"
+                for r in rows[1:]
+            )
             body.append(f"<table><tr>{h}</tr>{b}</table>")
             table.clear()
 
@@ -201,6 +242,9 @@ def _html(md_lines: list[str], out: Path) -> str:
             elif line.strip():
                 body.append(f"<p>{html.escape(line)}</p>")
     flush()
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}"
-             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>interp study</title><style>{style}</style></head><body>{''.join(body)}</body></html>"
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}"
+    )
+    head = f"<meta charset='utf-8'><title>interp study</title><style>{style}</style>"
+    return f"<!doctype html><html><head>{head}</head><body>{''.join(body)}</body></html>"

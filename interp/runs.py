@@ -79,7 +79,9 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): restore or retrain") from None
+        raise UserError(
+            f"{path} is not valid JSON ({e.msg} at line {e.lineno}): restore or retrain"
+        ) from None
 
 
 def versions() -> dict[str, str]:
@@ -91,8 +93,9 @@ def versions() -> dict[str, str]:
             out[pkg] = "unknown"
     try:
         here = Path(__file__).resolve().parent
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                                text=True, timeout=5)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
         out["git_commit"] = commit.stdout.strip() if commit.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         out["git_commit"] = "unknown"
@@ -108,12 +111,16 @@ def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> str:
     if path.exists() and any(path.iterdir()):
         if resume:
             if not (path / "config.json").is_file():
-                raise UserError(f"{path} is not a run directory (no config.json): cannot --resume it")
+                raise UserError(
+                    f"{path} is not a run directory (no config.json): cannot --resume it"
+                )
             return "resume"
         if overwrite:
             return "overwrite"
-        raise UserError(f"run directory {path} already exists: pass --resume to continue it "
-                        "or --overwrite to replace it")
+        raise UserError(
+            f"run directory {path} already exists: pass --resume to continue it "
+            "or --overwrite to replace it"
+        )
     if resume:
         raise UserError(f"nothing to resume at {path}: run without --resume to start it")
     return "new"
@@ -132,18 +139,24 @@ def load_run(path: str | Path, checkpoint: int | None = None, device: str = "cpu
     """Load a run's config, dataset and model (final weights, or checkpoint `step`) in eval mode."""
     path = Path(path)
     if not path.is_dir():
-        raise UserError(f"run directory {path} not found: train it first with `interp train --out {path}`")
+        raise UserError(
+            f"run directory {path} not found: train it first with `interp train --out {path}`"
+        )
     cfg = load_config(path)
     dataset = build_dataset(cfg)
     tok = load_tokenizer(path / "tokenizer.json")
     if tok.get_vocab() != dataset.tokenizer.get_vocab():
-        raise UserError(f"{path}/tokenizer.json does not match the world its config.json describes: "
-                        "the run was made by another version of the data; retrain it")
+        raise UserError(
+            f"{path}/tokenizer.json does not match the world its config.json describes: "
+            "the run was made by another version of the data; retrain it"
+        )
     if checkpoint is None:
         weights = path / "model.safetensors"
         if not weights.is_file():
-            raise UserError(f"{path} has no final model.safetensors (unfinished run): "
-                            f"finish it with `interp train --out {path} --resume`")
+            raise UserError(
+                f"{path} has no final model.safetensors (unfinished run): "
+                f"finish it with `interp train --out {path} --resume`"
+            )
     else:
         weights = path / "checkpoints" / f"step_{checkpoint:06d}" / "model.safetensors"
     model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, resolve_device(device))

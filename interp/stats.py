@@ -33,3 +33,19 @@ def fmt_ci(values: Sequence[float], pct: bool = False, digits: int = 2) -> str:
     if pct:
         return f"{100 * m:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (n={n})"
     return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={n})"
+
+
+def mean_ci_axis(
+    values: np.ndarray, axis: int = 0, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, low, high) over `axis` of an array (e.g. [run, layer] curves), elementwise.
+
+    The same Student-t interval as `mean_ci`; it collapses to the mean for one value.
+    """
+    values = np.asarray(values, dtype=float)
+    n = values.shape[axis]
+    mean = values.mean(axis=axis)
+    if n < 2:
+        return mean, mean, mean
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(axis=axis, ddof=1) / np.sqrt(n)
+    return mean, mean - half, mean + half

@@ -1,6 +1,6 @@
 """The study pipeline: every run the study needs, every instrument on each, figures and a report.
 
-    config -> runs (objectives x seeds, cached by config hash) -> analyses on disk -> figures -> report
+    config -> runs (objectives x seeds, cached by config hash) -> analyses -> figures -> report
 
 Caching and restarts. A run lives in `OUT/runs/<objective>_s<seed>_<config hash>`: a finished run
 (final weights and metrics) is reused, an unfinished one is resumed from its latest checkpoint
@@ -45,22 +45,56 @@ OBJECTIVE_ORDER = ("causal", "reverse_entity", "reverse_token", "bico", "mlm_u")
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """What a study runs: a run preset, the objectives and seeds to train, the instruments."""
+    """What a study runs: a run preset, the objectives and seeds to train, the instruments.
+
+    `scope` limits an instrument to some objectives (instruments it does not name run on every
+    objective); `options` are instrument options that differ from their defaults.
+    """
 
     run_preset: str
     objectives: tuple[str, ...]
     seeds: tuple[int, ...]
     instruments: tuple[str, ...]
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    scope: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def configs(self) -> list[RunConfig]:
         base = load_config(self.run_preset, overrides=list(self.overrides))
-        return [apply_overrides(base, [f"train.objective={o}", f"train.seed={s}"])
-                for o in self.objectives for s in self.seeds]
+        return [
+            apply_overrides(base, [f"train.objective={o}", f"train.seed={s}"])
+            for o in self.objectives
+            for s in self.seeds
+        ]
+
+    def instruments_for(self, objective: str) -> tuple[str, ...]:
+        return tuple(i for i in self.instruments if objective in self.scope.get(i, (objective,)))
 
 
+# The default study: the baseline and the three mitigations the science asks about (the weaker
+# `reverse_token` stays available with --objectives), 3 seeds, every instrument that compares
+# objectives (behaviour, probes, update test) on every objective, and the per-model deep dives
+# (lens, patching, dynamics) on the causal baseline, selective prediction on it and on
+# reverse training. Sized to finish in about 10 minutes on 2 CPU cores (install excluded).
 STUDY_PRESETS: dict[str, dict[str, Any]] = {
-    "default": {"run_preset": "default", "seeds": (0, 1, 2)},
+    "default": {
+        "run_preset": "default",
+        "seeds": (0, 1, 2),
+        "objectives": ("causal", "reverse_entity", "bico", "mlm_u"),
+        "scope": {
+            "lens": ("causal",),
+            "patching": ("causal",),
+            "dynamics": ("causal",),
+            "selective": ("causal", "reverse_entity"),
+        },
+        # Lighter than the CLI defaults, for time: 20 of the 40 new facts are updated on in the
+        # update test (all 40 still serve as controls); patching uses 16 prompts per subset x
+        # query and 3 noise draws.
+        "options": {
+            "update": {"n_facts": 20},
+            "patching": {"max_prompts": 16, "noise_samples": 3},
+        },
+    },
     "tiny": {"run_preset": "tiny", "seeds": (0, 1)},
 }
 
@@ -83,9 +117,13 @@ def available_objectives() -> tuple[str, ...]:
     return tuple(o for o in OBJECTIVE_ORDER if o in OBJECTIVES)
 
 
-def make_plan(preset: str = "default", overrides: list[str] | None = None,
-              objectives: list[str] | None = None, seeds: list[int] | None = None,
-              instruments: list[str] | None = None) -> StudyPlan:
+def make_plan(
+    preset: str = "default",
+    overrides: list[str] | None = None,
+    objectives: list[str] | None = None,
+    seeds: list[int] | None = None,
+    instruments: list[str] | None = None,
+) -> StudyPlan:
     if preset not in STUDY_PRESETS:
         raise UserError(f"unknown study preset {preset!r}: use one of {sorted(STUDY_PRESETS)}")
     p = STUDY_PRESETS[preset]
@@ -96,11 +134,16 @@ def make_plan(preset: str = "default", overrides: list[str] | None = None,
     for i in instruments or []:
         if i not in known_ins:
             raise UserError(f"unknown instrument {i!r}: use one of {known_ins}")
-    return StudyPlan(run_preset=p["run_preset"],
-                     objectives=tuple(objectives or known_obj),
-                     seeds=tuple(seeds if seeds is not None else p["seeds"]),
-                     instruments=tuple(instruments or known_ins),
-                     overrides=tuple(overrides or ()))
+    default_obj = tuple(o for o in p.get("objectives", known_obj) if o in known_obj)
+    return StudyPlan(
+        run_preset=p["run_preset"],
+        objectives=tuple(objectives or default_obj),
+        seeds=tuple(seeds if seeds is not None else p["seeds"]),
+        instruments=tuple(instruments or known_ins),
+        overrides=tuple(overrides or ()),
+        scope=dict(p.get("scope", {})),
+        options=dict(p.get("options", {})),
+    )
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -118,11 +161,18 @@ def _analysis_cached(run_dir: Path, filename: str, options: dict[str, Any]) -> b
     return all(saved.get(k) == v for k, v in options.items())
 
 
-def execute_run(cfg_dict: dict[str, Any], run_dir: str, instruments: tuple[str, ...],
-                device: str = "cpu", threads: int = 0) -> dict[str, Any]:
+def execute_run(
+    cfg_dict: dict[str, Any],
+    run_dir: str,
+    instruments: tuple[str, ...],
+    device: str = "cpu",
+    threads: int = 0,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Train (or resume, or reuse) one run and run the instruments it lacks. Returns its status.
 
-    Module-level and argument-only so a process pool or a Slurm job can run it.
+    `options` (instrument -> options) override the instruments' defaults. Module-level and
+    argument-only so a process pool or a Slurm job can run it.
     """
     import torch
 
@@ -130,7 +180,12 @@ def execute_run(cfg_dict: dict[str, Any], run_dir: str, instruments: tuple[str, 
     from interp.train import train_run
 
     if threads:
+        # Every thread pool, not only torch's: BLAS under numpy/scikit-learn (the probes) spinning
+        # on cores the other job owns made the probes ~7x slower in a 2-job study.
+        from threadpoolctl import threadpool_limits
+
         torch.set_num_threads(threads)
+        threadpool_limits(threads)
     t0 = time.perf_counter()
     cfg = from_dict(cfg_dict)
     out = Path(run_dir)
@@ -145,33 +200,59 @@ def execute_run(cfg_dict: dict[str, Any], run_dir: str, instruments: tuple[str, 
         train_run(cfg if not resume else None, out, resume=resume, progress=False)
         trained = True
     ran = []
-    todo = [i for i in instruments if not _analysis_cached(out, INSTRUMENTS[i][1], INSTRUMENTS[i][2])]
+    opts = {i: {**INSTRUMENTS[i][2], **(options or {}).get(i, {})} for i in instruments}
+    todo = [i for i in instruments if not _analysis_cached(out, INSTRUMENTS[i][1], opts[i])]
     if todo:
         run = load_run(out, device=device)
         for name in todo:
-            module, _, options = INSTRUMENTS[name]
-            importlib.import_module(module).run_analysis(run, progress=False, **options)
+            importlib.import_module(INSTRUMENTS[name][0]).run_analysis(
+                run, progress=False, **opts[name]
+            )
             ran.append(name)
-    return {"run_dir": str(out), "trained": trained, "analyses": ran,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    return {
+        "run_dir": str(out),
+        "trained": trained,
+        "analyses": ran,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
-def execute_all(jobs_spec: list[tuple[dict[str, Any], str]], instruments: tuple[str, ...],
-                jobs: int = 1, device: str = "cpu", progress: bool = True,
-                desc: str = "runs") -> list[dict[str, Any]]:
-    """Run `execute_run` over (config, run_dir) pairs on `jobs` local processes."""
+def execute_all(
+    jobs_spec: list[tuple[dict[str, Any], str]],
+    instruments: tuple[str, ...],
+    jobs: int = 1,
+    device: str = "cpu",
+    progress: bool = True,
+    desc: str = "runs",
+    per_run: list[tuple[str, ...]] | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Run `execute_run` over (config, run_dir) pairs on `jobs` local processes.
+
+    `per_run` gives each run its own instruments (default: `instruments` for all). The runs
+    with the most instruments are submitted first, so the pool ends with short jobs.
+    """
     cores = os.cpu_count() or 1
     threads = max(1, cores // max(1, jobs))
+    todo = [
+        (cfg, rd, (per_run[i] if per_run is not None else instruments))
+        for i, (cfg, rd) in enumerate(jobs_spec)
+    ]
+    todo.sort(key=lambda t: -len(t[2]))  # stable: same-size runs keep their order
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(jobs_spec), desc=desc, disable=not progress, dynamic_ncols=True)
     if jobs <= 1:
-        for cfg, rd in jobs_spec:
-            results.append(execute_run(cfg, rd, instruments, device, threads))
+        for cfg, rd, ins in todo:
+            results.append(execute_run(cfg, rd, ins, device, threads, options))
             bar.update()
     else:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(threads))  # read by the spawned workers' imports
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futs = [pool.submit(execute_run, cfg, rd, instruments, device, threads)
-                    for cfg, rd in jobs_spec]
+            futs = [
+                pool.submit(execute_run, cfg, rd, ins, device, threads, options)
+                for cfg, rd, ins in todo
+            ]
             for f in as_completed(futs):
                 results.append(f.result())
                 bar.update()
@@ -179,9 +260,16 @@ def execute_all(jobs_spec: list[tuple[dict[str, Any], str]], instruments: tuple[
     return results
 
 
-def run_study(plan: StudyPlan, out: str | Path, *, jobs: int = 1, device: str = "cpu",
-              figures_dir: str | Path | None = None, progress: bool = True,
-              log: Callable[[str], None] = print) -> Path:
+def run_study(
+    plan: StudyPlan,
+    out: str | Path,
+    *,
+    jobs: int = 1,
+    device: str = "cpu",
+    figures_dir: str | Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Run the whole study into `out`; write figures and report.md / report.html there."""
     from interp.model import resolve_device
     from interp.report import write_report
@@ -190,17 +278,37 @@ def run_study(plan: StudyPlan, out: str | Path, *, jobs: int = 1, device: str = 
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    spec = []
+    spec, per_run = [], []
     for cfg in plan.configs():
         cfg = apply_overrides(cfg, [f"train.device={device}"])
         spec.append((cfg.to_dict(), str(out / "runs" / run_name(cfg))))
-    log(f"study: {len(spec)} runs ({', '.join(plan.objectives)} x seeds {list(plan.seeds)}), "
-        f"instruments {', '.join(plan.instruments)}, {jobs} job(s) on {device}")
-    results = execute_all(spec, plan.instruments, jobs=jobs, device=device, progress=progress)
+        per_run.append(plan.instruments_for(cfg.train.objective))
+    scoped = "; ".join(
+        f"{i} on {', '.join(o)}" for i, o in plan.scope.items() if i in plan.instruments
+    )
+    log(
+        f"study: {len(spec)} runs ({', '.join(plan.objectives)} x seeds {list(plan.seeds)}), "
+        f"instruments {', '.join(plan.instruments)}{f' ({scoped})' if scoped else ''}, "
+        f"{jobs} job(s) on {device}"
+    )
+    results = execute_all(
+        spec,
+        plan.instruments,
+        jobs=jobs,
+        device=device,
+        progress=progress,
+        per_run=per_run,
+        options=plan.options,
+    )
     trained = sum(r["trained"] for r in results)
     analysed = sum(len(r["analyses"]) for r in results)
     log(f"trained {trained} run(s), ran {analysed} analyse(s), reused the rest")
-    report = write_report(out, [Path(rd) for _, rd in spec], plan, figures_dir=figures_dir,
-                          wall_seconds=time.perf_counter() - t0)
+    report = write_report(
+        out,
+        [Path(rd) for _, rd in spec],
+        plan,
+        figures_dir=figures_dir,
+        wall_seconds=time.perf_counter() - t0,
+    )
     log(f"report: {report}")
     return report

@@ -23,10 +23,19 @@ from interp.stats import mean_ci
 from interp.study import execute_all, execute_run, run_name
 
 # Grid axis -> config key. A grid file is JSON: {"preset": "tiny", "seeds": [0, 1], ...}.
-AXES = {"seeds": "train.seed", "objectives": "train.objective", "weight_decay": "train.weight_decay",
-        "d_model": "model.d_model", "n_layers": "model.n_layers"}
-DEFAULT_GRID: dict[str, Any] = {"preset": "default", "seeds": [0, 1, 2], "objectives": ["causal", "reverse_entity"],
-                                "weight_decay": [0.0, 0.1, 0.5]}
+AXES = {
+    "seeds": "train.seed",
+    "objectives": "train.objective",
+    "weight_decay": "train.weight_decay",
+    "d_model": "model.d_model",
+    "n_layers": "model.n_layers",
+}
+DEFAULT_GRID: dict[str, Any] = {
+    "preset": "default",
+    "seeds": [0, 1, 2],
+    "objectives": ["causal", "reverse_entity"],
+    "weight_decay": [0.0, 0.1, 0.5],
+}
 
 
 def load_grid(path: str | None, **flags: Any) -> dict[str, Any]:
@@ -42,7 +51,9 @@ def load_grid(path: str | None, **flags: Any) -> dict[str, Any]:
     grid.update({k: v for k, v in flags.items() if v is not None})
     unknown = set(grid) - set(AXES) - {"preset", "instruments", "set"}
     if unknown:
-        raise UserError(f"unknown grid keys {sorted(unknown)}: use {sorted(AXES)}, preset, instruments, set")
+        raise UserError(
+            f"unknown grid keys {sorted(unknown)}: use {sorted(AXES)}, preset, instruments, set"
+        )
     return grid
 
 
@@ -58,9 +69,16 @@ def grid_configs(grid: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, A
     return out
 
 
-def run_sweep(grid: dict[str, Any], out: str | Path, *, executor: str = "local", jobs: int = 1,
-              slurm: dict[str, Any] | None = None, progress: bool = True) -> Path:
-    """Run every cell (cached like the study), then aggregate into OUT/sweep.csv, .json and a figure."""
+def run_sweep(
+    grid: dict[str, Any],
+    out: str | Path,
+    *,
+    executor: str = "local",
+    jobs: int = 1,
+    slurm: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run every cell (cached like the study); aggregate into OUT/sweep.csv, .json and a figure."""
     from interp.config import from_dict
     from interp.study import available_instruments
 
@@ -82,15 +100,24 @@ def run_sweep(grid: dict[str, Any], out: str | Path, *, executor: str = "local",
         if executor == "slurm":
             ex: Any = submitit.AutoExecutor(folder=folder, cluster="slurm")
             s = slurm or {}
-            ex.update_parameters(slurm_partition=s.get("partition"), timeout_min=s.get("time", 60),
-                                 gpus_per_node=s.get("gpus", 0), cpus_per_task=s.get("cpus", 2),
-                                 slurm_array_parallelism=s.get("array_parallelism", 16))
+            ex.update_parameters(
+                slurm_partition=s.get("partition"),
+                timeout_min=s.get("time", 60),
+                gpus_per_node=s.get("gpus", 0),
+                cpus_per_task=s.get("cpus", 2),
+                slurm_array_parallelism=s.get("array_parallelism", 16),
+            )
         else:
             ex = submitit.LocalExecutor(folder=folder)
             ex.update_parameters(timeout_min=60)
         device = "cuda" if executor == "slurm" and (slurm or {}).get("gpus") else "cpu"
-        jobs_ = ex.map_array(execute_run, [c for c, _ in spec], [r for _, r in spec],
-                             [instruments] * len(spec), [device] * len(spec))
+        jobs_ = ex.map_array(
+            execute_run,
+            [c for c, _ in spec],
+            [r for _, r in spec],
+            [instruments] * len(spec),
+            [device] * len(spec),
+        )
         for j in jobs_:
             j.result()
     else:
@@ -100,18 +127,29 @@ def run_sweep(grid: dict[str, Any], out: str | Path, *, executor: str = "local",
 
 def _cell_metrics(run_dir: Path) -> dict[str, float]:
     m = json.loads((run_dir / "metrics.json").read_text())
-    row = {f"em_{s}_{d}_train": m["exact_match"][s][d]["train"]
-           for s in m["exact_match"] for d in m["exact_match"][s]}
+    row = {
+        f"em_{s}_{d}_train": m["exact_match"][s][d]["train"]
+        for s in m["exact_match"]
+        for d in m["exact_match"][s]
+    }
     probe = run_dir / "analysis" / "probing.json"
     if probe.is_file():
         summ = json.loads(probe.read_text())["summary"]
-        row.update({k: v for k, v in summ.items() if k.startswith(("probe_a_to_b", "probe_b_to_a",
-                                                                   "selectivity_a", "selectivity_b"))
-                    and "_mlp_" not in k and "prompt" not in k})
+        row.update(
+            {
+                k: v
+                for k, v in summ.items()
+                if k.startswith(("probe_a_to_b", "probe_b_to_a", "selectivity_a", "selectivity_b"))
+                and "_mlp_" not in k
+                and "prompt" not in k
+            }
+        )
     return row
 
 
-def aggregate(cells: list[tuple[dict[str, Any], dict[str, Any]]], run_dirs: list[Path], out: Path) -> Path:
+def aggregate(
+    cells: list[tuple[dict[str, Any], dict[str, Any]]], run_dirs: list[Path], out: Path
+) -> Path:
     groups: dict[tuple, list[dict[str, float]]] = defaultdict(list)
     for (cell, _), rd in zip(cells, run_dirs, strict=True):
         key = tuple((k, v) for k, v in cell.items() if k != "seeds")

@@ -6,8 +6,8 @@ initialisation from `train.seed`, the batch order from a permutation per epoch s
 needs only the weights, the AdamW moments and the step, and `--resume` from the latest
 checkpoint reproduces an uninterrupted run bitwise on the CPU.
 
-The loop calls the wrapped TL-native module (`model.original_model`), which holds the same
-parameters as the bridge without its hook dispatch; the instruments use the bridge.
+The loop calls `interp.model.raw_forward(model)`: the TL-native model's arithmetic on the same
+parameters without the bridge's hook dispatch; the instruments use the bridge.
 """
 
 from __future__ import annotations
@@ -29,10 +29,17 @@ from interp.config import RunConfig, TrainConfig
 from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import save_tokenizer
 from interp.errors import UserError
-from interp.model import build_model, load_weights, resolve_device, save_weights
+from interp.model import build_model, load_weights, raw_forward, resolve_device, save_weights
 from interp.objectives import get_objective
-from interp.runs import (build_dataset, check_fits, prepare_run_dir, read_json, remove_run_dir,
-                         versions, write_json)
+from interp.runs import (
+    build_dataset,
+    check_fits,
+    prepare_run_dir,
+    read_json,
+    remove_run_dir,
+    versions,
+    write_json,
+)
 
 LOG_EVERY = 10
 
@@ -50,13 +57,15 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     """AdamW; weight decay on matrices only (not biases, norms), as in nanoGPT."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
 def batch_indices(step: int, n_docs: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Document indices of batch `step`: a fresh permutation each epoch, a function of (seed, epoch)."""
+    """Document indices of batch `step`: a fresh permutation per epoch, from (seed, epoch)."""
     per_epoch = max(1, n_docs // batch_size)
     epoch, i = divmod(step, per_epoch)
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -74,7 +83,9 @@ def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     tensors = {}
     for idx, state in opt.state_dict()["state"].items():
         for k, v in state.items():
-            tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous() if torch.is_tensor(v) else torch.tensor(v)
+            tensors[f"{idx}.{k}"] = (
+                v.detach().cpu().contiguous() if torch.is_tensor(v) else torch.tensor(v)
+            )
     save_file(tensors, str(path))
 
 
@@ -89,8 +100,10 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
     opt.load_state_dict(sd)
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
-    """Write checkpoints/step_N atomically (temp dir, then rename); keep AdamW state in the latest only."""
+def save_checkpoint(
+    run_dir: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer
+) -> None:
+    """Write checkpoints/step_N atomically (temp dir, then rename); AdamW state in the latest."""
     ckdir = run_dir / "checkpoints"
     ckdir.mkdir(exist_ok=True)
     final = ckdir / f"step_{step:06d}"
@@ -112,14 +125,29 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, opt: torch
 
 def latest_resumable(run_dir: Path) -> int | None:
     ckdir = run_dir / "checkpoints"
-    steps = sorted(int(p.name.split("_")[1]) for p in ckdir.glob("step_*")
-                   if (p / "optimizer.safetensors").exists()) if ckdir.is_dir() else []
+    steps = (
+        sorted(
+            int(p.name.split("_")[1])
+            for p in ckdir.glob("step_*")
+            if (p / "optimizer.safetensors").exists()
+        )
+        if ckdir.is_dir()
+        else []
+    )
     return steps[-1] if steps else None
 
 
-def fit(model: TransformerBridge, docs: list[Example], cfg: TrainConfig, *,
-        run_dir: Path | None = None, start_step: int = 0, dataset: FactDataset | None = None,
-        progress: bool = True, optimizer_state: Path | None = None) -> list[dict[str, int | float]]:
+def fit(
+    model: TransformerBridge,
+    docs: list[Example],
+    cfg: TrainConfig,
+    *,
+    run_dir: Path | None = None,
+    start_step: int = 0,
+    dataset: FactDataset | None = None,
+    progress: bool = True,
+    optimizer_state: Path | None = None,
+) -> list[dict[str, int | float]]:
     """Train `model` in place on `docs` from `start_step` to `cfg.steps`; return the log lines.
 
     With `run_dir`, writes checkpoints every `cfg.checkpoint_every` steps and appends to
@@ -130,15 +158,22 @@ def fit(model: TransformerBridge, docs: list[Example], cfg: TrainConfig, *,
         docs = objective.documents(docs, dataset)
     device = next(model.parameters()).device
     tokens, lengths = pad_batch([d.tokens for d in docs], device=device)
-    net = model.original_model  # same parameters, no hook dispatch
+    net = raw_forward(model)  # same parameters and function, no hook dispatch
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = make_optimizer(model, cfg)
     if optimizer_state is not None:
         _load_optimizer(opt, optimizer_state)
     model.train()
     log: list[dict[str, Any]] = []
     log_file = open(run_dir / "train_log.jsonl", "a") if run_dir else None  # noqa: SIM115
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps,
-               desc=f"train {cfg.objective}", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        range(start_step, cfg.steps),
+        initial=start_step,
+        total=cfg.steps,
+        desc=f"train {cfg.objective}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     t0 = time.perf_counter()
     try:
         for step in bar:
@@ -148,16 +183,22 @@ def fit(model: TransformerBridge, docs: list[Example], cfg: TrainConfig, *,
             idx = batch_indices(step, len(docs), cfg.batch_size, cfg.seed)
             b_tokens, b_lengths = tokens[idx.to(device)], lengths[idx.to(device)]
             width = int(b_lengths.max())
-            loss = objective.loss(net, b_tokens[:, :width], b_lengths, step_generator(cfg.seed, step))
+            loss = objective.loss(
+                net, b_tokens[:, :width], b_lengths, step_generator(cfg.seed, step)
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             done = step + 1
             if done % LOG_EVERY == 0 or done == cfg.steps:
-                line: dict[str, Any] = {"step": done, "loss": loss.item(), "lr": lr,
-                                          "elapsed_s": round(time.perf_counter() - t0, 3)}
+                line: dict[str, Any] = {
+                    "step": done,
+                    "loss": loss.item(),
+                    "lr": lr,
+                    "elapsed_s": round(time.perf_counter() - t0, 3),
+                }
                 if dataset is not None and cfg.eval_every and done % cfg.eval_every == 0:
                     from interp.evaluate import quick_exact_match
 
@@ -185,8 +226,15 @@ def _truncate_log(run_dir: Path, step: int) -> None:
         path.write_text("".join(k + "\n" for k in keep))
 
 
-def train_run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-              progress: bool = True, evaluate: bool = True) -> Path:
+def train_run(
+    cfg: RunConfig | None,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    evaluate: bool = True,
+) -> Path:
     """Train a run into directory `out` (see interp.runs for its layout) and evaluate it.
 
     Every check on the input happens before anything is written. With `resume`, the config is
@@ -199,8 +247,10 @@ def train_run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, o
 
         saved = config_from_json(read_json(out / "config.json"))
         if cfg is not None and cfg.hash() != saved.hash():
-            raise UserError(f"the config given differs from {out}/config.json: resume with "
-                            "no --preset/--config/--set, or train a new run")
+            raise UserError(
+                f"the config given differs from {out}/config.json: resume with "
+                "no --preset/--config/--set, or train a new run"
+            )
         cfg = saved
     if cfg is None:
         raise UserError("a new run needs a config: pass --preset or --config")
@@ -233,8 +283,16 @@ def train_run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, o
             out.rmdir()  # an empty directory the user made
         os.replace(tmp, out)
 
-    fit(model, dataset.train_docs, cfg.train, run_dir=out, start_step=start, dataset=dataset,
-        progress=progress, optimizer_state=opt_state)
+    fit(
+        model,
+        dataset.train_docs,
+        cfg.train,
+        run_dir=out,
+        start_step=start,
+        dataset=dataset,
+        progress=progress,
+        optimizer_state=opt_state,
+    )
     save_weights(model, out / "model.safetensors")
     if evaluate:
         from interp.evaluate import evaluate_run

@@ -20,7 +20,8 @@ def test_dynamics_on_tiny_run(tiny_run_copy, tmp_path, capsys):
     em = arrays["exact_match"]  # [step, subset, direction]
     same = em[:, :, 0].mean(1)
     assert same[0] < 0.1 and same[-1] > 0.9 and same[-1] > same[0] + 0.8, (
-        f"same-direction exact match should rise from ~0 at init to ~1: {same.round(2)}")
+        f"same-direction exact match should rise from ~0 at init to ~1: {same.round(2)}"
+    )
     # The last checkpoint is the final model: exact match equals the run's own evaluation.
     metrics = json.loads((tiny_run_copy / "metrics.json").read_text())["exact_match"]
     for i, s in enumerate(res["axes"]["subset"]):

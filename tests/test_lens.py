@@ -50,8 +50,9 @@ def test_logit_lens_at_last_layer_equals_model_logits(tiny_run):
         lens = lens_stack(model, residual_stack(model, toks))  # [layer, batch, pos, d_vocab]
     diff = (lens[-1] - logits).abs().max().item()
     diff_native = (lens[-1] - native).abs().max().item()
-    assert diff <= 1e-4 and diff_native <= 1e-4, \
+    assert diff <= 1e-4 and diff_native <= 1e-4, (
         f"last-layer lens vs logits: {diff}, vs native model {diff_native}"
+    )
     # A layer that is not the last must differ, or the lens is reading the output everywhere.
     assert (lens[0] - logits).abs().max().item() > 1.0
 
@@ -96,23 +97,26 @@ def test_ranks_match_argsort_and_positions_come_from_spans(tiny_run):
     ref = (order == torch.tensor(targets[:, 0])[:, None]).float().argmax(-1) + 1
     k = POSITIONS.index("final")
     np.testing.assert_array_equal(ranks[:, 0, k, -1], ref.numpy())
-    np.testing.assert_allclose(logps[:, 0, k, -1],
-                               logp[torch.arange(len(exs)), targets[:, 0]].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        logps[:, 0, k, -1], logp[torch.arange(len(exs)), targets[:, 0]].numpy(), atol=1e-5
+    )
     absent = np.isnan(ranks[:, 0, :2, 0])
     np.testing.assert_array_equal(absent, where[:, :2] < 0)
 
 
 def test_tuned_lens_beats_logit_lens_at_layer_0(tiny_run):
-    lens, info = fit_tuned_lens(tiny_run.model, tiny_run.dataset.train_docs,
-                                TunedLensOptions(steps=100), progress=False)
+    lens, info = fit_tuned_lens(
+        tiny_run.model, tiny_run.dataset.train_docs, TunedLensOptions(steps=100), progress=False
+    )
     logit, tuned = info["kl_logit_heldout"], info["kl_tuned_heldout"]
     msg = f"held-out KL per layer: logit lens {logit}, tuned lens {tuned}"
     assert tuned[0] < 0.5 * logit[0], msg
     assert all(t <= lo + 1e-4 for t, lo in zip(tuned, logit, strict=True)), msg
     assert abs(logit[-1]) < 1e-5 and abs(tuned[-1]) < 1e-5, msg  # the last layer is the model
     assert lens.weight.abs().max() > 0, "the translators never moved"
-    assert all(not p.requires_grad or p.grad is None for p in tiny_run.model.parameters()), \
+    assert all(not p.requires_grad or p.grad is None for p in tiny_run.model.parameters()), (
         "fitting the lens left gradients on the model"
+    )
 
 
 def test_analysis_effect_and_random_init_control(tiny_run_copy):
@@ -143,8 +147,21 @@ def test_analysis_effect_and_random_init_control(tiny_run_copy):
 def test_cli_tuned_saves_safetensors_and_plot(tiny_run_copy, tmp_path, capsys):
     from interp.cli import main
 
-    assert main(["lens", str(tiny_run_copy), "--tuned", "--tuned-steps", "60",
-                 "--templates", "heldout", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "lens",
+                str(tiny_run_copy),
+                "--tuned",
+                "--tuned-steps",
+                "60",
+                "--templates",
+                "heldout",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out
     assert "n2d    same" in table and "tuned" in table, table
     result = json.loads((tiny_run_copy / "analysis" / "lens.json").read_text())

@@ -19,10 +19,19 @@ def test_walkthrough_notebook_runs(tiny_run_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("INTERP_NOTEBOOK_RUN", str(run))
     monkeypatch.setenv("INTERP_NOTEBOOK_PRESET", "tiny")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "strip outputs before committing"
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
-                   env=dict(os.environ)).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "strip outputs before committing"
+    )
+    NotebookClient(
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+        env=dict(os.environ),
+    ).execute()
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors, errors
     for name in ("lens", "patching", "probing", "update", "dynamics", "selective"):
         assert (run / "analysis" / f"{name}.json").is_file(), f"notebook did not run {name}"

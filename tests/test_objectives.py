@@ -87,6 +87,7 @@ def _exact_match(run_dir, subset: str, direction: str) -> float:
 
 # --- training --------------------------------------------------------------------------------
 
+
 def test_registry_names_every_objective():
     assert set(OBJECTIVES) == {"causal", *MITIGATIONS}
     for name, cls in OBJECTIVES.items():
@@ -144,10 +145,13 @@ def test_trained_masking_model_is_causal_at_test_time(trained, objective, tiny_d
 def test_masking_objective_is_bitwise_deterministic(objective, tiny_config, tiny_dataset):
     from interp.model import build_model
 
-    cfg = apply_overrides(tiny_config, [f"train.objective={objective}", "train.steps=12",
-                                        "train.checkpoint_every=0"])
-    masked_steps = sum(get_objective(objective).is_masked_step(step_generator(cfg.train.seed, s))
-                       for s in range(cfg.train.steps))
+    cfg = apply_overrides(
+        tiny_config, [f"train.objective={objective}", "train.steps=12", "train.checkpoint_every=0"]
+    )
+    masked_steps = sum(
+        get_objective(objective).is_masked_step(step_generator(cfg.train.seed, s))
+        for s in range(cfg.train.steps)
+    )
     assert 0 < masked_steps < cfg.train.steps, f"{masked_steps} masked steps of 12: need both kinds"
 
     def train(seed: int):
@@ -163,6 +167,7 @@ def test_masking_objective_is_bitwise_deterministic(objective, tiny_config, tiny
 
 
 # --- bidirectional attention -----------------------------------------------------------------
+
 
 def test_bidirectional_lets_early_positions_see_later_tokens(fresh_model, tiny_dataset):
     net = fresh_model.original_model
@@ -211,8 +216,10 @@ def test_bidirectional_padding_is_invisible(fresh_model, tiny_dataset):
     from interp.objectives.masking import masked_prediction_loss
 
     net = fresh_model.original_model
-    docs = sorted(tiny_dataset.train_docs, key=lambda d: len(d.tokens))[:1] + \
-        sorted(tiny_dataset.train_docs, key=lambda d: -len(d.tokens))[:1]
+    docs = (
+        sorted(tiny_dataset.train_docs, key=lambda d: len(d.tokens))[:1]
+        + sorted(tiny_dataset.train_docs, key=lambda d: -len(d.tokens))[:1]
+    )
     toks, lens = pad_batch([d.tokens for d in docs])
     short = int(lens.min())
     assert short < toks.shape[1]
@@ -231,6 +238,7 @@ def test_bidirectional_padding_is_invisible(fresh_model, tiny_dataset):
 
 
 # --- masks and targets -----------------------------------------------------------------------
+
 
 def test_sample_mask_respects_bos_padding_and_rate():
     g = torch.Generator().manual_seed(0)
@@ -302,6 +310,7 @@ def test_masked_steps_use_bidirectional_masked_inputs(tiny_dataset, fresh_model)
 
 # --- reversal --------------------------------------------------------------------------------
 
+
 def test_entity_preserving_reversal_keeps_entities_in_order(tiny_dataset):
     tok = tiny_dataset.tokenizer
     for d in tiny_dataset.train_docs:
@@ -313,10 +322,16 @@ def test_entity_preserving_reversal_keeps_entities_in_order(tiny_dataset):
         assert (r.a_span[0] < r.b_span[0]) != (d.a_span[0] < d.b_span[0]), "A and B did not swap"
         assert r.order != d.order and r.prompt_len == max(r.a_span[0], r.b_span[0])
         # outside the entities, the words run backwards
-        outside = [t for i, t in enumerate(d.tokens[1:-1], 1)
-                   if not (d.a_span[0] <= i < d.a_span[1] or d.b_span[0] <= i < d.b_span[1])]
-        r_outside = [t for i, t in enumerate(r.tokens[1:-1], 1)
-                     if not (r.a_span[0] <= i < r.a_span[1] or r.b_span[0] <= i < r.b_span[1])]
+        outside = [
+            t
+            for i, t in enumerate(d.tokens[1:-1], 1)
+            if not (d.a_span[0] <= i < d.a_span[1] or d.b_span[0] <= i < d.b_span[1])
+        ]
+        r_outside = [
+            t
+            for i, t in enumerate(r.tokens[1:-1], 1)
+            if not (r.a_span[0] <= i < r.a_span[1] or r.b_span[0] <= i < r.b_span[1])
+        ]
         assert r_outside == outside[::-1]
         assert reverse_entity_preserving(r, tok) == d, "reversing twice must give the document back"
     docs = get_objective("reverse_entity").documents(tiny_dataset.train_docs, tiny_dataset)
@@ -339,8 +354,9 @@ def test_reversal_is_word_by_word_with_subword_tokens():
     from interp.data.dataset import Example
     from interp.objectives.reverse import entity_units
 
-    texts = ["Daphne Barrington is the director of A Journey Through Time ."] * 3 + \
-        ["the unforgettable bartholomew ."] * 3
+    texts = ["Daphne Barrington is the director of A Journey Through Time ."] * 3 + [
+        "the unforgettable bartholomew ."
+    ] * 3
     tok = train_tokenizer(texts, vocab_size=300)
     ids = tok.encode("the unforgettable bartholomew .", add_special_tokens=False).ids
     starts = word_starts(tok, ids)

@@ -22,14 +22,16 @@ from interp.data.paper import (
 from interp.data.tokenizer import EOS, encode
 from interp.errors import UserError
 
-needs_data = pytest.mark.skipif(not (PAPER_DATA / f"{TRAIN_FILE}.jsonl").is_file(),
-                                reason=f"paper data not at {PAPER_DATA}")
+needs_data = pytest.mark.skipif(
+    not (PAPER_DATA / f"{TRAIN_FILE}.jsonl").is_file(), reason=f"paper data not at {PAPER_DATA}"
+)
 
 
 @pytest.fixture(scope="module")
 def paper_ds():
-    return build_paper_dataset(from_dict({"world": {"source": "paper",
-                                                    "data_dir": str(PAPER_DATA)}}).world)
+    return build_paper_dataset(
+        from_dict({"world": {"source": "paper", "data_dir": str(PAPER_DATA)}}).world
+    )
 
 
 def _heldout(ds, stem):
@@ -44,6 +46,7 @@ def _heldout(ds, stem):
 
 
 # ---- JSONL reader and writer ---------------------------------------------------------------
+
 
 def test_jsonl_rejects_bad_files(tmp_path):
     bad = tmp_path / "bad.jsonl"
@@ -77,9 +80,16 @@ def test_synthetic_world_roundtrips_through_jsonl(tmp_path, tiny_config):
     ds = build_synthetic(tiny_config.world)
     paths = write_dataset(ds, tmp_path)
     names = {p.stem for p in paths}
-    assert {"all_prompts_train", "p2d_prompts_train", "d2p_prompts_train", "both_prompts_train",
-            "p2d_reverse_prompts_test", "d2p_reverse_prompts_test", "both_prompts_test",
-            "p2d_reverse_prompts_test_train_templates"} <= names, names
+    assert {
+        "all_prompts_train",
+        "p2d_prompts_train",
+        "d2p_prompts_train",
+        "both_prompts_train",
+        "p2d_reverse_prompts_test",
+        "d2p_reverse_prompts_test",
+        "both_prompts_test",
+        "p2d_reverse_prompts_test_train_templates",
+    } <= names, names
     docs = read_jsonl(tmp_path / "all_prompts_train.jsonl")
     assert len(docs) == len(ds.train_docs)
     for r, e in zip(docs, ds.train_docs, strict=True):
@@ -106,6 +116,7 @@ def test_synthetic_world_roundtrips_through_jsonl(tmp_path, tiny_config):
 
 
 # ---- the paper's data ------------------------------------------------------------------------
+
 
 def test_missing_data_dir_says_where_to_get_it(tmp_path):
     cfg = from_dict({"world": {"source": "paper", "data_dir": str(tmp_path / "nowhere")}})
@@ -150,14 +161,18 @@ def test_paper_data_loads_with_exact_boundaries(paper_ds):
         b = ds.text(e.tokens[e.b_span[0] : e.b_span[1]]).strip()
         assert a.count(" ") == 1 and a[0].isupper() and a not in b, (a, b, ds.text(e.tokens))
         assert len(b) > 15 and (e.b_span[1] <= e.a_span[0] or e.a_span[1] <= e.b_span[0]), (a, b)
-    counts = {(s, d, k): len(ds.select(subset=s, direction=d, templates=k))
-              for s in ("n2d", "d2n", "both") for d in ("same", "reverse")
-              for k in ("train", "heldout")}
+    counts = {
+        (s, d, k): len(ds.select(subset=s, direction=d, templates=k))
+        for s in ("n2d", "d2n", "both")
+        for d in ("same", "reverse")
+        for k in ("train", "heldout")
+    }
     assert all(v == 300 for (_, _, k), v in counts.items() if k == "heldout"), counts
     assert all(v == 150 for (_, _, k), v in counts.items() if k == "train"), counts
     # The tokenizer is deterministic: building again gives the same vocabulary.
-    again = build_paper_dataset(from_dict({"world": {"source": "paper",
-                                                     "data_dir": str(PAPER_DATA)}}).world)
+    again = build_paper_dataset(
+        from_dict({"world": {"source": "paper", "data_dir": str(PAPER_DATA)}}).world
+    )
     assert again.tokenizer.get_vocab() == ds.tokenizer.get_vocab()
 
 
@@ -185,8 +200,13 @@ def test_training_template_prompts_are_worded_like_training_lines(paper_ds):
                 assert answer == " " + canon[e.person], (prompt, answer)
                 assert names[e.person] in prompt, (prompt, answer)
             # The template words come from a training line of the other subset's first person.
-            donor = [ln for ln in train if ln.template == e.template and ln.order == e.order
-                     and subset_of[ln.person] == e.order]
+            donor = [
+                ln
+                for ln in train
+                if ln.template == e.template
+                and ln.order == e.order
+                and subset_of[ln.person] == e.order
+            ]
             assert donor, e.template
             ln = donor[0]
             entity = ln.description if e.order == "d2n" else ln.name
@@ -207,10 +227,21 @@ def test_train_and_evaluate_reads_the_right_completions(tmp_path):
     from interp.runs import load_run
     from interp.train import train_run
 
-    cfg = apply_overrides(load_config("paper_exp1"), [
-        f"world.data_dir={PAPER_DATA}", "model.n_layers=1", "model.d_model=32", "model.n_heads=2",
-        "model.d_mlp=64", "train.steps=4", "train.batch_size=16", "train.warmup_steps=1",
-        "train.eval_every=0", "train.checkpoint_every=0"])
+    cfg = apply_overrides(
+        load_config("paper_exp1"),
+        [
+            f"world.data_dir={PAPER_DATA}",
+            "model.n_layers=1",
+            "model.d_model=32",
+            "model.n_heads=2",
+            "model.d_mlp=64",
+            "train.steps=4",
+            "train.batch_size=16",
+            "train.warmup_steps=1",
+            "train.eval_every=0",
+            "train.checkpoint_every=0",
+        ],
+    )
     out = train_run(cfg, tmp_path / "run", progress=False, evaluate=False)
     run = load_run(out)  # the run directory reloads: config, tokenizer and weights agree
     ds, model = run.dataset, run.model
@@ -230,9 +261,14 @@ def test_train_and_evaluate_reads_the_right_completions(tmp_path):
             cells[cell].append(i)
     assert len(cells) == 12 and all(len(v) == 2 for v in cells.values()), cells
     order = sorted(keep | {i for v in cells.values() for i in v})
-    small = FactDataset(ds.tokenizer, [], [ds.prompts[i] for i in order],
-                        control_answers={j: ds.control_answers[i] for j, i in enumerate(order)
-                                         if i in ds.control_answers})
+    small = FactDataset(
+        ds.tokenizer,
+        [],
+        [ds.prompts[i] for i in order],
+        control_answers={
+            j: ds.control_answers[i] for j, i in enumerate(order) if i in ds.control_answers
+        },
+    )
     metrics = evaluate_run(out, model=model, dataset=small)
     em = metrics["exact_match"]
     for s in ("n2d", "d2n", "both"):
@@ -265,8 +301,9 @@ def test_train_and_evaluate_reads_the_right_completions(tmp_path):
     assert t["n2d.reverse.heldout"]["exact_match"] == [em["n2d"]["reverse"]["heldout"]], t
     assert t["d2n.same.heldout"]["paper"] == 96.7 and t["n2d.same.train"]["paper"] is None
     paths = plot_paper_exp1([out], tmp_path / "fig" / "paper_exp1")
-    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 10_000
-                                                               for p in paths)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(
+        p.stat().st_size > 10_000 for p in paths
+    )
 
 
 def test_paper_figure_refuses_other_runs(tmp_path):

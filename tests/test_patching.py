@@ -14,9 +14,11 @@ from transformer_lens import patching as tl_patching
 from interp.analysis import patching as P
 from interp.model import build_model
 
-TL_FUNCS = {"resid_pre": tl_patching.get_act_patch_resid_pre,
-            "attn_out": tl_patching.get_act_patch_attn_out,
-            "mlp_out": tl_patching.get_act_patch_mlp_out}
+TL_FUNCS = {
+    "resid_pre": tl_patching.get_act_patch_resid_pre,
+    "attn_out": tl_patching.get_act_patch_attn_out,
+    "mlp_out": tl_patching.get_act_patch_mlp_out,
+}
 
 
 def forward_prompts(ds, n=4, seed=0):
@@ -41,8 +43,9 @@ def tl_swap_grid(model, e, q, clean, corrupted, act):
     wrong = torch.tensor([[q.answer[0]]])
 
     def metric(logits):
-        return P.patching_metric(logits, final, right, wrong, clean.reshape(1),
-                                 corrupted.reshape(1))[0]
+        return P.patching_metric(
+            logits, final, right, wrong, clean.reshape(1), corrupted.reshape(1)
+        )[0]
 
     return TL_FUNCS[act](model, corr_toks, cache, metric)
 
@@ -73,13 +76,22 @@ def test_swap_matches_transformer_lens_on_trained_run(tiny_run):
     final, right = torch.tensor([e.prompt_len - 1]), torch.tensor([e.answer[0]])
     wrong = torch.tensor([[q.answer[0]]])
     for act in P.ACTS:
-        ours = P.get_act_patch(model, torch.tensor([q.prompt]), cache, act,
-                               lambda lg: P.answer_score(lg, final.expand(len(lg)),
-                                                         right.expand(len(lg)),
-                                                         wrong.expand(len(lg), -1)),
-                               batch_size=5)
-        tl = TL_FUNCS[act](model, torch.tensor([q.prompt]), cache,
-                           lambda lg: P.answer_score(lg, final, right, wrong)[0])
+        ours = P.get_act_patch(
+            model,
+            torch.tensor([q.prompt]),
+            cache,
+            act,
+            lambda lg: P.answer_score(
+                lg, final.expand(len(lg)), right.expand(len(lg)), wrong.expand(len(lg), -1)
+            ),
+            batch_size=5,
+        )
+        tl = TL_FUNCS[act](
+            model,
+            torch.tensor([q.prompt]),
+            cache,
+            lambda lg: P.answer_score(lg, final, right, wrong)[0],
+        )
         diff = float((ours - tl).abs().max())
         assert diff <= 1e-5, f"get_act_patch({act}) vs TL: max |diff| {diff:.2e}"
 
@@ -126,6 +138,7 @@ def test_noise_matches_transformer_lens(tiny_run):
 
 def test_broken_patch_is_caught(tiny_run, monkeypatch):
     """Patching the position after the intended one must fail the comparison with TL."""
+
     def off_by_one(act, rows, pos, clean):
         act[rows, (pos + 1).clamp(max=act.shape[1] - 1)] = clean
         return act
@@ -147,8 +160,9 @@ def test_clean_into_clean_gives_one(tiny_run):
     wrong = P._first(partners, torch.device("cpu"))[:, None]
 
     def metric(logits, run):
-        return P.patching_metric(logits, final[run], right[run], wrong[run],
-                                 trace.clean[run], trace.corrupted[run])
+        return P.patching_metric(
+            logits, final[run], right[run], wrong[run], trace.clean[run], trace.corrupted[run]
+        )
 
     grid = P.patch_cells(model, toks, cache, names, metric, lengths=lengths, batch_size=16)
     valid = grid[~grid.isnan()]
@@ -214,8 +228,9 @@ def test_run_analysis_and_plot(tiny_run_copy, tmp_path):
 def test_cli_patch(tiny_run_copy, capsys):
     from interp.cli import main
 
-    code = main(["patch", str(tiny_run_copy), "--corruption", "swap", "--max-prompts", "4",
-                 "--no-progress"])
+    code = main(
+        ["patch", str(tiny_run_copy), "--corruption", "swap", "--max-prompts", "4", "--no-progress"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "n2d forward swap" in out and "patching.json" in out, out
     res = json.loads((tiny_run_copy / "analysis" / "patching.json").read_text())
@@ -225,8 +240,9 @@ def test_cli_patch(tiny_run_copy, capsys):
     assert "--batch-size" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", [dict(corruptions=("blur",)), dict(templates="x"),
-                                 dict(max_prompts=-1)])
+@pytest.mark.parametrize(
+    "bad", [dict(corruptions=("blur",)), dict(templates="x"), dict(max_prompts=-1)]
+)
 def test_bad_options(bad):
     from interp.errors import UserError
 

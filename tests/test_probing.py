@@ -57,15 +57,20 @@ def test_folds_never_share_a_person_and_test_everyone_once():
                     assert not shared, f"k={k} seed={seed}: people {shared} in train and test"
                     assert len(train) + len(test) == len(people)
                 if s is not None:  # stratified: each fold's per-class person count within 1
-                    counts = np.array([[len(set(people[test][strata[test] == c])) for c in range(4)]
-                                       for _, test in folds])
+                    counts = np.array(
+                        [
+                            [len(set(people[test][strata[test] == c])) for c in range(4)]
+                            for _, test in folds
+                        ]
+                    )
                     assert (counts.max(0) - counts.min(0) <= 1).all(), f"unbalanced: {counts}"
     a = person_folds(people, 5, 0)
     b = person_folds(people, 5, 0)
     c = person_folds(people, 5, 1)
     assert all((t1 == t2).all() for (_, t1), (_, t2) in zip(a, b, strict=True)), "not seeded"
-    assert any(len(t1) != len(t3) or (t1 != t3).any()
-               for (_, t1), (_, t3) in zip(a, c, strict=True)), "the seed changes nothing"
+    assert any(
+        len(t1) != len(t3) or (t1 != t3).any() for (_, t1), (_, t3) in zip(a, c, strict=True)
+    ), "the seed changes nothing"
 
 
 def test_random_label_control_is_at_chance_across_people_and_catches_leakage():
@@ -97,8 +102,10 @@ def test_activations_read_the_entity_context(tiny_run):
     assert np.isnan(mlp[0]).all() and not np.isnan(mlp[1:]).any()
     own_role = labels(people, "a_to_b")
     resid = feats["resid"].double().numpy()
-    acc = [cross_validated_correct(resid[layer], own_role, pid, 5, 0).mean()
-           for layer in range(n_layers + 1)]
+    acc = [
+        cross_validated_correct(resid[layer], own_role, pid, 5, 0).mean()
+        for layer in range(n_layers + 1)
+    ]
     assert acc[-1] > 0.7, f"B's own role should be decodable after the blocks: {acc}"
     assert acc[0] < 0.45, f"the last title word's embedding alone should not give the role: {acc}"
 
@@ -121,9 +128,16 @@ def test_probe_pipeline_on_tiny_run(tiny_run_copy, tmp_path, capsys):
     assert res["options"] == {"folds": 4, "C": 1.0, "seed": 0}
     sm = res["summary"]
     assert all(isinstance(v, float) and np.isfinite(v) for v in sm.values()), sm
-    for key in ("probe_a_to_b_n2d_best", "probe_b_to_a_d2n_best", "probe_prompt_a_to_b_n2d_best",
-                "control_randinit_a_to_b_both_best", "control_randlabel_mlp_b_to_a_n2d_best",
-                "selectivity_a_to_b_n2d", "chance_a_to_b", "chance_b_to_a"):
+    for key in (
+        "probe_a_to_b_n2d_best",
+        "probe_b_to_a_d2n_best",
+        "probe_prompt_a_to_b_n2d_best",
+        "control_randinit_a_to_b_both_best",
+        "control_randlabel_mlp_b_to_a_n2d_best",
+        "selectivity_a_to_b_n2d",
+        "chance_a_to_b",
+        "chance_b_to_a",
+    ):
         assert key in sm, f"missing {key}"
     # The random-label control sits at chance (people are disjoint across folds): between the
     # proportional chance sum p_c^2 of a probe that learned nothing and the majority rate.
@@ -131,7 +145,8 @@ def test_probe_pipeline_on_tiny_run(tiny_run_copy, tmp_path, capsys):
     majority, proportional = np.mean(arrays["chance"]), np.mean(arrays["chance_proportional"])
     assert proportional - 0.1 < randlabel < majority + 0.05, (
         f"random-label control {randlabel:.3f} should be at chance: proportional "
-        f"{proportional:.3f}, majority {majority:.3f}")
+        f"{proportional:.3f}, majority {majority:.3f}"
+    )
     with pytest.raises(SystemExit):
         main(["probe", str(tiny_run_copy), "--folds", "x"])
     assert main(["probe", str(tiny_run_copy), "--folds", "1", "--no-progress"]) == 2

@@ -48,7 +48,8 @@ def test_accuracy_coverage_end_point_ties_and_oracle():
     score = rng.integers(0, 5, size=500).astype(float)  # many ties
     cov, acc = S.accuracy_coverage(score, correct)
     assert cov[-1] == 1.0 and abs(acc[-1] - correct.mean()) < 1e-12, (
-        f"at full coverage accuracy must be plain accuracy: {acc[-1]} vs {correct.mean()}")
+        f"at full coverage accuracy must be plain accuracy: {acc[-1]} vs {correct.mean()}"
+    )
     perm = rng.permutation(500)
     _, acc_perm = S.accuracy_coverage(score[perm], correct[perm])
     assert np.allclose(acc, acc_perm), "the curve must not depend on the order of tied answers"
@@ -58,7 +59,8 @@ def test_accuracy_coverage_end_point_ties_and_oracle():
     rand = S.auacc(rng.random(500), correct)
     assert oracle > rand + 0.2, f"oracle AUACC {oracle:.3f} must beat a random score's {rand:.3f}"
     assert abs(rand - correct.mean()) < 0.08, (
-        f"random AUACC {rand:.3f} vs accuracy {correct.mean():.3f}")
+        f"random AUACC {rand:.3f} vs accuracy {correct.mean():.3f}"
+    )
 
 
 # --- splits, beam search, soft prompt -----------------------------------------------------------
@@ -94,12 +96,14 @@ def test_beam_search_one_beam_is_greedy_and_scores_are_logprobs(tiny_run):
 
     beams3 = S.beam_search(model.original_model, [e.prompt for e in qs], n_new, beams=3)
     full = [(i, c) for i, cs in enumerate(beams3) for c in cs if c.length == n_new[i]]
-    recomputed = completion_logprobs(model, [qs[i].prompt for i, _ in full],
-                                     [c.tokens for _, c in full]).numpy()
+    recomputed = completion_logprobs(
+        model, [qs[i].prompt for i, _ in full], [c.tokens for _, c in full]
+    ).numpy()
     claimed = np.array([c.logprob for _, c in full])
     assert np.allclose(claimed, recomputed, atol=1e-4), (
         f"beam log-probs disagree with a fresh forward pass: max diff "
-        f"{np.abs(claimed - recomputed).max():.2e}")
+        f"{np.abs(claimed - recomputed).max():.2e}"
+    )
     for cs in beams3:
         assert len({c.tokens for c in cs}) == 3, "beams must be distinct"
         lp = [c.logprob for c in cs]
@@ -129,11 +133,12 @@ def test_prefix_cache_equals_the_plain_forward_pass_and_its_gradient(tiny_run):
     subset of rows in another order."""
     net = tiny_run.model.original_model
     seqs = [e.tokens for e in tiny_run.dataset.prompts[:60:2]]
-    assert S._cacheable(net), "the tiny model must take the cached path"
+    assert S.supports_raw(net), "the tiny model must take the cached path"
     cache = S.prefix_cache(net, seqs)
     rows = [5, 0, 17, 3, 29, 11]
-    soft = (torch.randn(3, net.cfg.d_model, generator=torch.Generator().manual_seed(0))
-            .requires_grad_(True))
+    soft = torch.randn(
+        3, net.cfg.d_model, generator=torch.Generator().manual_seed(0)
+    ).requires_grad_(True)
     got = S.cached_soft_logits(net, soft, cache, torch.tensor(rows))
     (g_got,) = torch.autograd.grad(got[:, 7].sum(), soft)
     toks, lens = pad_batch([seqs[i] for i in rows])
@@ -172,13 +177,16 @@ def test_self_eval_learns_an_easy_label_and_lowers_its_loss(tiny_run, answers):
     auc = S.auroc(margin, is_name(te))
     best = fit.train_loss[fit.best_epoch]
     assert best < 0.3 * fit.train_loss[0] and best < 0.25, (
-        f"easy label: loss {fit.train_loss[0]:.3f} -> {best:.3f} (history {fit.train_loss})")
+        f"easy label: loss {fit.train_loss[0]:.3f} -> {best:.3f} (history {fit.train_loss})"
+    )
     assert auc > 0.95, f"easy label must generalise to held-out people: AUROC {auc:.3f}"
 
-    real = S.train_self_eval(net, (tr.seqs, tr.correct), (va.seqs, va.correct), (7, 18),
-                             replace(opts, max_epochs=4), 0)
+    real = S.train_self_eval(
+        net, (tr.seqs, tr.correct), (va.seqs, va.correct), (7, 18), replace(opts, max_epochs=4), 0
+    )
     assert min(real.train_loss[1:]) < real.train_loss[0], (
-        f"self-evaluation training must lower its loss: {real.train_loss}")
+        f"self-evaluation training must lower its loss: {real.train_loss}"
+    )
     assert all(p.requires_grad for p in net.parameters()), "frozen() must restore requires_grad"
 
 
@@ -192,8 +200,19 @@ def analysed(tiny_run_dir, tmp_path_factory):
 
     run_dir = tmp_path_factory.mktemp("selective") / "tiny"
     shutil.copytree(tiny_run_dir, run_dir)
-    status = main(["selective", str(run_dir), "--beams", "3", "--max-epochs", "4",
-                   "--patience", "4", "--no-progress"])
+    status = main(
+        [
+            "selective",
+            str(run_dir),
+            "--beams",
+            "3",
+            "--max-epochs",
+            "4",
+            "--patience",
+            "4",
+            "--no-progress",
+        ]
+    )
     assert status == 0
     return run_dir
 

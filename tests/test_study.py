@@ -61,8 +61,15 @@ def test_sweep_through_submitit_local_executor(tiny_run_dir, tmp_path):
 
     out = tmp_path / "sweep"
     _seed_run(tiny_run_dir, out / "runs")
-    grid = load_grid(None, preset="tiny", seeds=[0], objectives=["causal"], weight_decay=[0.1, 0.0],
-                     instruments=["probing"], set=["train.steps=150"])
+    grid = load_grid(
+        None,
+        preset="tiny",
+        seeds=[0],
+        objectives=["causal"],
+        weight_decay=[0.1, 0.0],
+        instruments=["probing"],
+        set=["train.steps=150"],
+    )
     # train.steps=150 changes the hash: both cells train through submitit's local executor
     table = run_sweep(grid, out, executor="submitit-local", progress=False)
     rows = json.loads((out / "sweep.json").read_text())

@@ -49,14 +49,16 @@ def tiny_run_copy_module(tiny_run_dir, tmp_path_factory):
 def test_forward_step_raises_the_fact_beyond_both_controls(analysed):
     _, result, _, _, _ = analysed
     s = result["summary"]
-    numbers = (f"forward Delta log p {s['delta_logp_forward_mean']:.3f}, other answers "
-               f"{s['delta_logp_forward_control_mean']:.3f} (p={s['delta_logp_forward_p']:.2g}), "
-               f"same answer in other prompts {s['delta_logp_forward_cue_control_mean']:.3f} "
-               f"(p={s['delta_logp_forward_cue_p']:.2g}); reverse "
-               f"{s['delta_logp_reverse_mean']:.3f} vs {s['delta_logp_reverse_control_mean']:.3f}"
-               f" (p={s['delta_logp_reverse_p']:.2g}), cue {s['delta_logp_reverse_cue_p']:.2g}; "
-               f"update loss {s['update_loss_before_mean']:.3f} -> "
-               f"{s['update_loss_after_mean']:.3f}")
+    numbers = (
+        f"forward Delta log p {s['delta_logp_forward_mean']:.3f}, other answers "
+        f"{s['delta_logp_forward_control_mean']:.3f} (p={s['delta_logp_forward_p']:.2g}), "
+        f"same answer in other prompts {s['delta_logp_forward_cue_control_mean']:.3f} "
+        f"(p={s['delta_logp_forward_cue_p']:.2g}); reverse "
+        f"{s['delta_logp_reverse_mean']:.3f} vs {s['delta_logp_reverse_control_mean']:.3f}"
+        f" (p={s['delta_logp_reverse_p']:.2g}), cue {s['delta_logp_reverse_cue_p']:.2g}; "
+        f"update loss {s['update_loss_before_mean']:.3f} -> "
+        f"{s['update_loss_after_mean']:.3f}"
+    )
     assert s["update_loss_after_mean"] < s["update_loss_before_mean"], numbers
     assert s["delta_logp_forward_mean"] > 0, numbers
     assert s["delta_logp_forward_mean"] > s["delta_logp_forward_control_mean"] + 1.0, numbers
@@ -81,8 +83,12 @@ def test_group_norms_partition_the_update(analysed):
     keys = [k for ks in groups.values() for k in ks]
     assert sorted(keys) == sorted(trainable(run.model)), "groups must cover each parameter once"
     sq = (a["group_norm"] ** 2).sum(1)
-    np.testing.assert_allclose(sq, a["total_norm"] ** 2, rtol=1e-9,
-                               err_msg="group norms must add up in squares to the update norm")
+    np.testing.assert_allclose(
+        sq,
+        a["total_norm"] ** 2,
+        rtol=1e-9,
+        err_msg="group norms must add up in squares to the update norm",
+    )
     assert abs(sum(g["norm_sq_share"] for g in result["groups"]) - 1) < 1e-9
 
 
@@ -97,7 +103,8 @@ def test_sgd_update_norm_is_lr_times_gradient_norm(analysed):
     grads = torch.autograd.grad(loss, list(trainable(model).values()))
     gnorm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
     assert abs(a["total_norm"][0] - lr * gnorm) < 1e-4 * lr * gnorm, (
-        f"update norm {a['total_norm'][0]:.6g} != lr * |grad| = {lr * gnorm:.6g}")
+        f"update norm {a['total_norm'][0]:.6g} != lr * |grad| = {lr * gnorm:.6g}"
+    )
     assert abs(a["loss_before"][0] - loss.item()) < 1e-5, (a["loss_before"][0], loss.item())
 
 
@@ -106,10 +113,17 @@ def test_outputs_on_disk(analysed):
     saved = json.loads((run.analysis_dir() / "update.json").read_text())
     assert saved["summary"] == pytest.approx(result["summary"], nan_ok=True)
     assert all(isinstance(v, float) for v in saved["summary"].values())
-    for key in ("delta_logp_forward_mean", "delta_logp_forward_control_mean",
-                "delta_logp_forward_p", "delta_logp_reverse_mean",
-                "delta_logp_reverse_control_mean", "delta_logp_reverse_p", "proj_a_to_b_mean",
-                "proj_b_to_a_mean", "top_group_revert_fraction_forward"):
+    for key in (
+        "delta_logp_forward_mean",
+        "delta_logp_forward_control_mean",
+        "delta_logp_forward_p",
+        "delta_logp_reverse_mean",
+        "delta_logp_reverse_control_mean",
+        "delta_logp_reverse_p",
+        "proj_a_to_b_mean",
+        "proj_b_to_a_mean",
+        "top_group_revert_fraction_forward",
+    ):
         assert key in saved["summary"], key
     assert saved["options"]["steps"] == 1 and saved["top_group_revert"] in a["groups"]
     n_new = sum(p.subset == "new" for p in run.dataset.people)
@@ -125,12 +139,21 @@ def test_group_effects_add_up_in_the_linear_regime(tiny_run, tmp_path):
         full, only, revert = z["full_correct"], z["only"], z["revert"]
     for di, d in enumerate(DIRECTIONS):
         summed = only[:, :, di].sum(1)
-        np.testing.assert_allclose(summed, full[:, di], rtol=0.05, atol=1e-4,
-                                   err_msg=f"{d}: sum of group-alone effects {summed} vs full "
-                                           f"{full[:, di]}")
+        np.testing.assert_allclose(
+            summed,
+            full[:, di],
+            rtol=0.05,
+            atol=1e-4,
+            err_msg=f"{d}: sum of group-alone effects {summed} vs full {full[:, di]}",
+        )
         lost = full[:, None, di] - revert[:, :, di]
-        np.testing.assert_allclose(lost, only[:, :, di], rtol=0.1, atol=2e-4,
-                                   err_msg=f"{d}: revert loss vs group-alone effect")
+        np.testing.assert_allclose(
+            lost,
+            only[:, :, di],
+            rtol=0.1,
+            atol=2e-4,
+            err_msg=f"{d}: revert loss vs group-alone effect",
+        )
     assert (np.abs(full[:, 0]) > 1e-3).all(), f"forward effect too small to test: {full[:, 0]}"
 
 
@@ -139,7 +162,8 @@ def test_adamw_update_also_teaches_the_fact(tiny_run, tmp_path):
     s = run_analysis(run, optimizer="adamw", n_facts=3, progress=False)["summary"]
     assert s["delta_logp_forward_mean"] > s["delta_logp_forward_control_mean"], (
         f"AdamW: forward {s['delta_logp_forward_mean']:.3f} vs control "
-        f"{s['delta_logp_forward_control_mean']:.3f}")
+        f"{s['delta_logp_forward_control_mean']:.3f}"
+    )
 
 
 def test_unembed_direction_is_what_the_final_norm_and_unembedding_read(tiny_run):
@@ -168,15 +192,19 @@ def test_unembed_direction_is_what_the_final_norm_and_unembedding_read(tiny_run)
             expected = float(w.norm()) / (sigma**2 + 1e-5) ** 0.5
             assert abs(rate - expected) < 0.02 * expected, (
                 f"token {int(t)}: logit rises at {rate:.4f} per unit along u, expected "
-                f"{expected:.4f}")
+                f"{expected:.4f}"
+            )
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--steps", "0"], "--steps must be >= 1"),
-    (["--lr", "-1"], "--lr must be > 0"),
-    (["--n-facts", "999"], "--n-facts must be in 1.."),
-    (["--objective", "telepathy"], "--objective 'telepathy' unknown"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--lr", "-1"], "--lr must be > 0"),
+        (["--n-facts", "999"], "--n-facts must be in 1.."),
+        (["--objective", "telepathy"], "--objective 'telepathy' unknown"),
+    ],
+)
 def test_bad_options_fail_in_one_line(capsys, tiny_run_dir, args, needle):
     rc = main(["update", str(tiny_run_dir), "--no-progress", *args])
     err = capsys.readouterr().err.strip()

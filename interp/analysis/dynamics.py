@@ -72,22 +72,28 @@ def model_at(run: Run, step: int) -> TransformerBridge:
     weights)."""
     device = str(next(run.model.parameters()).device)
     if step == 0:
-        return build_model(run.config.model, run.dataset.d_vocab, run.config.train.seed,
-                           device).eval()
+        return build_model(
+            run.config.model, run.dataset.d_vocab, run.config.train.seed, device
+        ).eval()
     if step in checkpoint_steps(run.path):
         return load_run(run.path, checkpoint=step, device=device).model
     return load_run(run.path, device=device).model
 
 
 @torch.no_grad()
-def exact_match(model: TransformerBridge, dataset: FactDataset, templates: str
-                ) -> Float[np.ndarray, "subset direction"]:
+def exact_match(
+    model: TransformerBridge, dataset: FactDataset, templates: str
+) -> Float[np.ndarray, "subset direction"]:
     """Greedy exact match on every prompt of `templates`, per subset x direction."""
     prompts = [e for e in dataset.prompts if e.templates == templates and e.subset in SUBSETS]
     n_new = max(len(e.answer) for e in prompts) + 1
     gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
-    hits = np.array([is_exact_match(dataset.text(g), dataset.text(e.answer))
-                     for g, e in zip(gen, prompts, strict=True)])
+    hits = np.array(
+        [
+            is_exact_match(dataset.text(g), dataset.text(e.answer))
+            for g, e in zip(gen, prompts, strict=True)
+        ]
+    )
     out = np.full((len(SUBSETS), len(DIRECTIONS)), np.nan)
     for i, s in enumerate(SUBSETS):
         for j, d in enumerate(DIRECTIONS):
@@ -97,18 +103,26 @@ def exact_match(model: TransformerBridge, dataset: FactDataset, templates: str
     return out
 
 
-def entity_position_ranks(median_rank: Float[np.ndarray, "subset direction target position layer"],
-                          dataset: FactDataset
-                          ) -> Float[np.ndarray, "subset direction target layer"]:
+def entity_position_ranks(
+    median_rank: Float[np.ndarray, "subset direction target position layer"], dataset: FactDataset
+) -> Float[np.ndarray, "subset direction target layer"]:
     """Median rank at the last token of the entity each prompt holds (A for n2d-order prompts,
     B for d2n-order ones): the cell of `median_rank` that is not empty."""
     a, b = POSITIONS.index("a_last"), POSITIONS.index("b_last")
-    return np.where(np.isnan(median_rank[:, :, :, a]), median_rank[:, :, :, b],
-                    median_rank[:, :, :, a])
+    return np.where(
+        np.isnan(median_rank[:, :, :, a]), median_rank[:, :, :, b], median_rank[:, :, :, a]
+    )
 
 
-def run_analysis(run: Run, *, folds: int = 5, C: float = 1.0, seed: int = 0,
-                 templates: str = "train", progress: bool = True) -> dict[str, Any]:
+def run_analysis(
+    run: Run,
+    *,
+    folds: int = 5,
+    C: float = 1.0,
+    seed: int = 0,
+    templates: str = "train",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Exact match, probes and the logit lens at every checkpoint; write analysis/dynamics.json
     and .npz. Arrays are indexed by checkpoint first (`steps`), then as in each instrument."""
     opts = DynamicsOptions(folds=folds, C=C, seed=seed, templates=templates)
@@ -121,16 +135,20 @@ def run_analysis(run: Run, *, folds: int = 5, C: float = 1.0, seed: int = 0,
     if not checkpoint_steps(run.path):
         raise UserError(f"{run.path} has no checkpoints: train with train.checkpoint_every > 0")
     prompts = [e for e in ds.prompts if e.templates == templates and e.subset in SUBSETS]
-    targets = np.stack([np.array([e.answer[0] for e in prompts]),
-                        control_targets(prompts, seed)], axis=1)  # [prompt, target]
+    targets = np.stack(
+        [np.array([e.answer[0] for e in prompts]), control_targets(prompts, seed)], axis=1
+    )  # [prompt, target]
 
     em, probe, control, lens_final, lens_entity = [], [], [], [], []
     for step in tqdm(steps, desc="checkpoints", disable=not progress, dynamic_ncols=True):
         model = model_at(run, step)
         em.append(exact_match(model, ds, templates))
         probe.append(np.nanmean(probe_model(model, ds, by_subset, popts, sites=("resid",))[0], -1))
-        control.append(np.nanmean(probe_model(model, ds, by_subset, popts, control=True,
-                                              sites=("resid",))[0], -1))
+        control.append(
+            np.nanmean(
+                probe_model(model, ds, by_subset, popts, control=True, sites=("resid",))[0], -1
+            )
+        )
         ranks, logps = score_prompts(model, prompts, targets)
         stats, _ = cell_stats(ranks, logps, prompts)
         med = stats["median_rank"]  # [subset, direction, target, position, layer]
@@ -149,13 +167,19 @@ def run_analysis(run: Run, *, folds: int = 5, C: float = 1.0, seed: int = 0,
     result = {
         "options": asdict(opts),
         "steps": steps,
-        "axes": {"subset": list(SUBSETS), "direction": list(DIRECTIONS),
-                 "probe_direction": list(PROBE_DIRECTIONS), "target": list(TARGETS)},
+        "axes": {
+            "subset": list(SUBSETS),
+            "direction": list(DIRECTIONS),
+            "probe_direction": list(PROBE_DIRECTIONS),
+            "target": list(TARGETS),
+        },
         "n_people_per_subset": len(by_subset[SUBSETS[0]]),
         "d_vocab": ds.d_vocab,
         "chance_rank": (ds.d_vocab + 1) / 2,
-        "chance": {d: {s: float(chance[i, j]) for j, s in enumerate(SUBSETS)}
-                   for i, d in enumerate(PROBE_DIRECTIONS)},
+        "chance": {
+            d: {s: float(chance[i, j]) for j, s in enumerate(SUBSETS)}
+            for i, d in enumerate(PROBE_DIRECTIONS)
+        },
         "curves": curves(arrays),
         "milestones": milestones(arrays),
         "summary": summarise(arrays, chance),
@@ -175,10 +199,16 @@ def _list(x: np.ndarray) -> list[float]:
 def curves(a: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per-step curves as nested dicts (the figure reads these)."""
     ans, ctl = TARGETS.index("answer"), TARGETS.index("random_entity")
-    out: dict[str, Any] = {"exact_match": {}, "probe_best": {}, "probe_last_layer": {},
-                           "probe_control_best": {}, "lens_final_rank": {},
-                           "lens_final_rank_control": {}, "lens_entity_best_rank": {},
-                           "lens_entity_best_rank_control": {}}
+    out: dict[str, Any] = {
+        "exact_match": {},
+        "probe_best": {},
+        "probe_last_layer": {},
+        "probe_control_best": {},
+        "lens_final_rank": {},
+        "lens_final_rank_control": {},
+        "lens_entity_best_rank": {},
+        "lens_entity_best_rank_control": {},
+    }
     for i, s in enumerate(SUBSETS):
         for j, d in enumerate(DIRECTIONS):
             key = f"{s}_{d}"
@@ -187,7 +217,8 @@ def curves(a: dict[str, np.ndarray]) -> dict[str, Any]:
             out["lens_final_rank_control"][key] = _list(a["lens_final_rank"][:, i, j, ctl])
             out["lens_entity_best_rank"][key] = _list(a["lens_entity_best_rank"][:, i, j, ans])
             out["lens_entity_best_rank_control"][key] = _list(
-                a["lens_entity_best_rank"][:, i, j, ctl])
+                a["lens_entity_best_rank"][:, i, j, ctl]
+            )
         for k, d in enumerate(PROBE_DIRECTIONS):
             key = f"{d}_{s}"
             out["probe_best"][key] = _list(a["probe"][:, k, i].max(-1))
@@ -206,19 +237,23 @@ def milestones(a: dict[str, np.ndarray]) -> dict[str, int | None]:
     return out
 
 
-def summarise(a: dict[str, np.ndarray], chance: Float[np.ndarray, "direction subset"]
-              ) -> dict[str, float]:
+def summarise(
+    a: dict[str, np.ndarray], chance: Float[np.ndarray, "direction subset"]
+) -> dict[str, float]:
     """Headline numbers at the last checkpoint and at step 0 (the random-init control), and the
     probe accuracy at the checkpoint where same-direction exact match first reached 50%."""
-    out: dict[str, float] = {"n_checkpoints": float(len(a["steps"])),
-                             "last_step": float(a["steps"][-1])}
+    out: dict[str, float] = {
+        "n_checkpoints": float(len(a["steps"])),
+        "last_step": float(a["steps"][-1]),
+    }
     ans, ctl = TARGETS.index("answer"), TARGETS.index("random_entity")
     for i, s in enumerate(SUBSETS):
         for j, d in enumerate(DIRECTIONS):
             out[f"em_{s}_{d}_final"] = float(a["exact_match"][-1, i, j])
             out[f"lens_final_rank_{s}_{d}_final"] = float(a["lens_final_rank"][-1, i, j, ans])
             out[f"control_random_entity_lens_final_rank_{s}_{d}_final"] = float(
-                a["lens_final_rank"][-1, i, j, ctl])
+                a["lens_final_rank"][-1, i, j, ctl]
+            )
         learned = np.flatnonzero(a["exact_match"][:, i, DIRECTIONS.index("same")] >= 0.5)
         for k, d in enumerate(PROBE_DIRECTIONS):
             best = a["probe"][:, k, i].max(-1)  # [step]
@@ -234,8 +269,10 @@ def summarise(a: dict[str, np.ndarray], chance: Float[np.ndarray, "direction sub
 def format_table(result: dict[str, Any]) -> str:
     """Per checkpoint: same/reverse exact match and best-layer probe accuracy, per subset."""
     c = result["curves"]
-    lines = [f"{'step':>6} {'subset':<6} {'EM same':>8} {'EM rev':>7} {'A->role':>8} "
-             f"{'B->first':>9} {'ctl A->r':>9} {'ctl B->f':>9} {'rank fin':>9}"]
+    lines = [
+        f"{'step':>6} {'subset':<6} {'EM same':>8} {'EM rev':>7} {'A->role':>8} "
+        f"{'B->first':>9} {'ctl A->r':>9} {'ctl B->f':>9} {'rank fin':>9}"
+    ]
     for t, step in enumerate(result["steps"]):
         for s in SUBSETS:
             lines.append(
@@ -245,10 +282,12 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{c['probe_best'][f'b_to_a_{s}'][t]:>9.0%} "
                 f"{c['probe_control_best'][f'a_to_b_{s}'][t]:>9.0%} "
                 f"{c['probe_control_best'][f'b_to_a_{s}'][t]:>9.0%} "
-                f"{c['lens_final_rank'][f'{s}_same'][t]:>9.1f}")
-    lines.append(f"(probes: best depth of the residual stream; chance A->role "
-                 f"{np.mean(list(result['chance']['a_to_b'].values())):.0%}, B->first "
-                 f"{np.mean(list(result['chance']['b_to_a'].values())):.0%}; rank fin = median "
-                 f"rank of the answer's first token, same direction, final position, last layer)")
+                f"{c['lens_final_rank'][f'{s}_same'][t]:>9.1f}"
+            )
+    lines.append(
+        f"(probes: best depth of the residual stream; chance A->role "
+        f"{np.mean(list(result['chance']['a_to_b'].values())):.0%}, B->first "
+        f"{np.mean(list(result['chance']['b_to_a'].values())):.0%}; rank fin = median "
+        f"rank of the answer's first token, same direction, final position, last layer)"
+    )
     return "\n".join(lines)
-

@@ -86,8 +86,9 @@ class TunedLens(nn.Module):
     def n_layers(self) -> int:
         return self.weight.shape[0]
 
-    def forward(self, h: Float[Tensor, "*rest d_model"], layer: int
-                ) -> Float[Tensor, "*rest d_model"]:
+    def forward(
+        self, h: Float[Tensor, "*rest d_model"], layer: int
+    ) -> Float[Tensor, "*rest d_model"]:
         if layer == self.n_layers:
             return h
         return h + h @ self.weight[layer] + self.bias[layer]
@@ -98,26 +99,35 @@ class TunedLens(nn.Module):
             raise UserError(
                 f"tuned lens has {self.n_layers} layers x d_model {self.weight.shape[1]}, the "
                 f"model {model.cfg.n_layers} x {model.cfg.d_model}: train a lens for this model "
-                "(interp lens RUN_DIR --tuned)")
+                "(interp lens RUN_DIR --tuned)"
+            )
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        save_file({"weight": self.weight.detach().cpu().contiguous(),
-                   "bias": self.bias.detach().cpu().contiguous()}, str(tmp), metadata=metadata)
+        save_file(
+            {
+                "weight": self.weight.detach().cpu().contiguous(),
+                "bias": self.bias.detach().cpu().contiguous(),
+            },
+            str(tmp),
+            metadata=metadata,
+        )
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> TunedLens:
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"tuned lens {path} not found: "
-                            "make it with `interp lens RUN_DIR --tuned`")
+            raise UserError(
+                f"tuned lens {path} not found: make it with `interp lens RUN_DIR --tuned`"
+            )
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise UserError(f"tuned lens {path} is truncated or corrupt ({e}): "
-                            "retrain it") from None
+            raise UserError(
+                f"tuned lens {path} is truncated or corrupt ({e}): retrain it"
+            ) from None
         if set(state) != {"weight", "bias"} or state["weight"].ndim != 3:
             raise UserError(f"{path} is not a tuned lens (keys {sorted(state)}): retrain it")
         lens = cls(state["weight"].shape[0], state["weight"].shape[1])
@@ -128,12 +138,13 @@ class TunedLens(nn.Module):
 def resid_hook_names(n_layers: int) -> list[str]:
     """Hooks of the accumulated residual stream: every block's resid_pre, the last resid_post."""
     return [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)] + [
-        f"blocks.{n_layers - 1}.hook_resid_post"]
+        f"blocks.{n_layers - 1}.hook_resid_post"
+    ]
 
 
-def residual_stack(model: TransformerBridge,
-                   cache_or_tokens: ActivationCache | Int[Tensor, "batch pos"]
-                   ) -> Float[Tensor, "layer batch pos d_model"]:
+def residual_stack(
+    model: TransformerBridge, cache_or_tokens: ActivationCache | Int[Tensor, "batch pos"]
+) -> Float[Tensor, "layer batch pos d_model"]:
     """The residual stream at every depth (layer 0 = embeddings ... n_layers = final), from a cache
     or by running the tokens (no gradient)."""
     if isinstance(cache_or_tokens, ActivationCache):
@@ -147,9 +158,12 @@ def residual_stack(model: TransformerBridge,
     return stack
 
 
-def lens_stack(model: TransformerBridge, resid: Float[Tensor, "layer *rest d_model"],
-               translator: TunedLens | None = None, layers: Sequence[int] | None = None
-               ) -> Float[Tensor, "layer *rest d_vocab"]:
+def lens_stack(
+    model: TransformerBridge,
+    resid: Float[Tensor, "layer *rest d_model"],
+    translator: TunedLens | None = None,
+    layers: Sequence[int] | None = None,
+) -> Float[Tensor, "layer *rest d_vocab"]:
     """The generic lens: translate each layer's stream, final LayerNorm with its statistics
     recomputed on that stream, unembed. `resid[i]` is the stream at depth `layers[i]` (default
     0..n_layers); `translator=None` is the identity, i.e. the logit lens."""
@@ -164,10 +178,13 @@ def lens_stack(model: TransformerBridge, resid: Float[Tensor, "layer *rest d_mod
     return torch.stack(out)
 
 
-def lens_logits(model: TransformerBridge,
-                cache_or_tokens: ActivationCache | Int[Tensor, "batch pos"], layer: int,
-                positions: int | Int[Tensor, " batch"],
-                translator: TunedLens | None = None) -> Float[Tensor, "batch d_vocab"]:
+def lens_logits(
+    model: TransformerBridge,
+    cache_or_tokens: ActivationCache | Int[Tensor, "batch pos"],
+    layer: int,
+    positions: int | Int[Tensor, " batch"],
+    translator: TunedLens | None = None,
+) -> Float[Tensor, "batch d_vocab"]:
     """Lens logits at depth `layer` (0 = embeddings, n_layers = the model's output), at one
     position per row (an int for all rows, or a tensor of per-row positions). For notebooks:
 
@@ -212,8 +229,9 @@ class TunedLensOptions:
     seed: int = 0  # seed of the held-out split and of the batches
 
 
-def split_docs(docs: Sequence[Example], heldout_frac: float, seed: int
-               ) -> tuple[list[Example], list[Example]]:
+def split_docs(
+    docs: Sequence[Example], heldout_frac: float, seed: int
+) -> tuple[list[Example], list[Example]]:
     """Seeded split of documents into (fit, held-out); at least one of each."""
     idx = list(range(len(docs)))
     random.Random(seed).shuffle(idx)
@@ -222,8 +240,9 @@ def split_docs(docs: Sequence[Example], heldout_frac: float, seed: int
 
 
 @torch.no_grad()
-def doc_streams(model: TransformerBridge, docs: Sequence[Example], progress: bool = False
-                ) -> tuple[Float[Tensor, "layer n d_model"], Float[Tensor, "n d_vocab"]]:
+def doc_streams(
+    model: TransformerBridge, docs: Sequence[Example], progress: bool = False
+) -> tuple[Float[Tensor, "layer n d_model"], Float[Tensor, "n d_vocab"]]:
     """Residual streams at every real (non-pad) position of `docs`, and the model's final
     log-probabilities there."""
     device = next(model.parameters()).device
@@ -233,22 +252,29 @@ def doc_streams(model: TransformerBridge, docs: Sequence[Example], progress: boo
         stack = residual_stack(model, toks)  # [layer, batch, pos, d_model]
         real = torch.arange(toks.shape[1], device=device)[None] < lengths[:, None]  # [batch, pos]
         streams.append(stack[:, real])  # [layer, n_real, d_model]
-        finals.append(lens_stack(model, stack[-1:, real], layers=[model.cfg.n_layers])[0]
-                      .log_softmax(-1))
+        finals.append(
+            lens_stack(model, stack[-1:, real], layers=[model.cfg.n_layers])[0].log_softmax(-1)
+        )
     return torch.cat(streams, dim=1), torch.cat(finals)
 
 
-def kl_to_final(model: TransformerBridge, streams: Float[Tensor, "layer n d_model"],
-                final_logp: Float[Tensor, "n d_vocab"], translator: TunedLens | None = None
-                ) -> Float[Tensor, " layer"]:
+def kl_to_final(
+    model: TransformerBridge,
+    streams: Float[Tensor, "layer n d_model"],
+    final_logp: Float[Tensor, "n d_vocab"],
+    translator: TunedLens | None = None,
+) -> Float[Tensor, " layer"]:
     """Mean over positions of KL(final distribution || lens distribution), per layer (nats)."""
     logp = lens_stack(model, streams, translator).log_softmax(-1)  # [layer, n, d_vocab]
     return (final_logp.exp() * (final_logp - logp)).sum(-1).mean(-1)
 
 
-def fit_tuned_lens(model: TransformerBridge, docs: Sequence[Example],
-                   options: TunedLensOptions = TunedLensOptions(), progress: bool = True
-                   ) -> tuple[TunedLens, dict[str, list[float]]]:
+def fit_tuned_lens(
+    model: TransformerBridge,
+    docs: Sequence[Example],
+    options: TunedLensOptions = TunedLensOptions(),
+    progress: bool = True,
+) -> tuple[TunedLens, dict[str, list[float]]]:
     """Train a tuned lens on `docs` (all real positions) minus a held-out split.
 
     Returns the lens and per-layer KL to the final distribution on the held-out documents for the
@@ -307,19 +333,27 @@ def control_targets(prompts: Sequence[Example], seed: int = 0) -> Int[np.ndarray
         groups.setdefault((e.subset, e.direction, e.templates, e.template), []).append(e)
     out = np.full(len(prompts), -1, dtype=np.int64)
     for i, e in enumerate(prompts):
-        others = [o.answer[0] for o in groups[(e.subset, e.direction, e.templates, e.template)]
-                  if o.person != e.person and o.answer[0] != e.answer[0]]
+        others = [
+            o.answer[0]
+            for o in groups[(e.subset, e.direction, e.templates, e.template)]
+            if o.person != e.person and o.answer[0] != e.answer[0]
+        ]
         if others:
             out[i] = rng.choice(others)
     return out
 
 
 @torch.no_grad()
-def score_prompts(model: TransformerBridge, prompts: Sequence[Example],
-                  targets: Int[np.ndarray, "n target"], translator: TunedLens | None = None,
-                  progress: bool = False, desc: str = "lens"
-                  ) -> tuple[Float[np.ndarray, "n target position layer"],
-                             Float[np.ndarray, "n target position layer"]]:
+def score_prompts(
+    model: TransformerBridge,
+    prompts: Sequence[Example],
+    targets: Int[np.ndarray, "n target"],
+    translator: TunedLens | None = None,
+    progress: bool = False,
+    desc: str = "lens",
+) -> tuple[
+    Float[np.ndarray, "n target position layer"], Float[np.ndarray, "n target position layer"]
+]:
     """1-based rank and log-probability of each target token under the lens, at every named
     position and depth. NaN where the position is not in the prompt or the target is -1."""
     device = next(model.parameters()).device
@@ -348,10 +382,14 @@ def score_prompts(model: TransformerBridge, prompts: Sequence[Example],
     return ranks, logps
 
 
-def cell_stats(ranks: Float[np.ndarray, "n target position layer"],
-               logps: Float[np.ndarray, "n target position layer"], prompts: Sequence[Example]
-               ) -> tuple[dict[str, Float[np.ndarray, "subset direction target position layer"]],
-                          Int[np.ndarray, "subset direction target position"]]:
+def cell_stats(
+    ranks: Float[np.ndarray, "n target position layer"],
+    logps: Float[np.ndarray, "n target position layer"],
+    prompts: Sequence[Example],
+) -> tuple[
+    dict[str, Float[np.ndarray, "subset direction target position layer"]],
+    Int[np.ndarray, "subset direction target position"],
+]:
     """Mean/median rank, mean log-rank, mean probability, mean log-probability per subset x
     direction (NaN for an empty cell), and the number of prompts in each cell."""
     t, k, n_layer = ranks.shape[1:]
@@ -383,9 +421,15 @@ def cell_stats(ranks: Float[np.ndarray, "n target position layer"],
 # The analysis of a run
 
 
-def run_analysis(run: Run, *, tuned: bool = False, templates: str = "train", progress: bool = True,
-                 tuned_options: TunedLensOptions | None = None, control_seed: int = 0
-                 ) -> dict[str, Any]:
+def run_analysis(
+    run: Run,
+    *,
+    tuned: bool = False,
+    templates: str = "train",
+    progress: bool = True,
+    tuned_options: TunedLensOptions | None = None,
+    control_seed: int = 0,
+) -> dict[str, Any]:
     """Logit lens (and with `tuned`, the tuned lens) on the run's test prompts of `templates`.
 
     Writes analysis/lens.json (summary, options, per-layer curves), analysis/lens.npz (the arrays
@@ -399,10 +443,13 @@ def run_analysis(run: Run, *, tuned: bool = False, templates: str = "train", pro
     model.eval()
     prompts = [e for e in ds.prompts if e.templates == templates and e.subset in SUBSETS]
     if not prompts:
-        raise UserError(f"the run has no test prompts on {templates!r} templates: "
-                        f"use --templates {'train' if templates == 'heldout' else 'heldout'}")
-    targets = np.stack([np.array([e.answer[0] for e in prompts]),
-                        control_targets(prompts, control_seed)], axis=1)  # [n, target]
+        raise UserError(
+            f"the run has no test prompts on {templates!r} templates: "
+            f"use --templates {'train' if templates == 'heldout' else 'heldout'}"
+        )
+    targets = np.stack(
+        [np.array([e.answer[0] for e in prompts]), control_targets(prompts, control_seed)], axis=1
+    )  # [n, target]
     n_layers = model.cfg.n_layers
 
     lenses: dict[str, tuple[TransformerBridge, TunedLens | None]] = {"logit": (model, None)}
@@ -410,17 +457,25 @@ def run_analysis(run: Run, *, tuned: bool = False, templates: str = "train", pro
     kl: dict[str, list[float]] = {}
     if tuned:
         lens, info = fit_tuned_lens(model, ds.train_docs, tuned_options, progress)
-        lens.save(run.analysis_dir() / "tuned_lens.safetensors",
-                  metadata={"config_hash": run.config.hash(), **{k: str(v) for k, v in
-                                                                 asdict(tuned_options).items()}})
+        lens.save(
+            run.analysis_dir() / "tuned_lens.safetensors",
+            metadata={
+                "config_hash": run.config.hash(),
+                **{k: str(v) for k, v in asdict(tuned_options).items()},
+            },
+        )
         lenses["tuned"] = (model, lens)
         kl = info
     else:
         _, held = split_docs(ds.train_docs, tuned_options.heldout_frac, tuned_options.seed)
         kl = {"kl_logit_heldout": kl_to_final(model, *doc_streams(model, held)).tolist()}
     with torch.random.fork_rng(devices=[]):  # build_model seeds the global RNG; leave it be
-        random_init = build_model(run.config.model, ds.d_vocab, run.config.train.seed,
-                                  str(next(model.parameters()).device)).eval()
+        random_init = build_model(
+            run.config.model,
+            ds.d_vocab,
+            run.config.train.seed,
+            str(next(model.parameters()).device),
+        ).eval()
     lenses["random_init"] = (random_init, None)
 
     stats_by_lens: dict[str, dict[str, np.ndarray]] = {}
@@ -443,23 +498,37 @@ def run_analysis(run: Run, *, tuned: bool = False, templates: str = "train", pro
             arrays[key] = np.array(values)
 
     result = {
-        "options": {"tuned": tuned, "templates": templates, "control_seed": control_seed,
-                    "tuned_lens": asdict(tuned_options) if tuned else None},
-        "summary": {**summarise(stats_by_lens, counts, kl, n_layers, ds.d_vocab),
-                    **pooled_final_ranks(arrays, list(lenses))},
-        "axes": {"subset": list(SUBSETS), "direction": list(DIRECTIONS), "target": list(TARGETS),
-                 "position": list(POSITIONS), "layer": layer_labels(n_layers),
-                 "lens": list(lenses)},
+        "options": {
+            "tuned": tuned,
+            "templates": templates,
+            "control_seed": control_seed,
+            "tuned_lens": asdict(tuned_options) if tuned else None,
+        },
+        "summary": {
+            **summarise(stats_by_lens, counts, kl, n_layers, ds.d_vocab),
+            **pooled_final_ranks(arrays, list(lenses)),
+        },
+        "axes": {
+            "subset": list(SUBSETS),
+            "direction": list(DIRECTIONS),
+            "target": list(TARGETS),
+            "position": list(POSITIONS),
+            "layer": layer_labels(n_layers),
+            "lens": list(lenses),
+        },
         "d_vocab": ds.d_vocab,
         "chance_rank": (ds.d_vocab + 1) / 2,
         "n_layers": n_layers,
         "n_prompts": len(prompts),
-        "curves": {name: {"median_rank": _nested(st["median_rank"]),
-                          "mean_log_rank": _nested(st["mean_log_rank"])}
-                   for name, st in stats_by_lens.items()},
+        "curves": {
+            name: {
+                "median_rank": _nested(st["median_rank"]),
+                "mean_log_rank": _nested(st["mean_log_rank"]),
+            }
+            for name, st in stats_by_lens.items()
+        },
         "kl_to_final": {k: v for k, v in kl.items() if k.startswith("kl_")},
-        "files": {"arrays": "lens.npz",
-                  "tuned_lens": "tuned_lens.safetensors" if tuned else None},
+        "files": {"arrays": "lens.npz", "tuned_lens": "tuned_lens.safetensors" if tuned else None},
     }
     out = run.analysis_dir()
     tmp = out / "lens.tmp.npz"
@@ -482,12 +551,18 @@ def _nested(a: Float[np.ndarray, "subset direction target position layer"]) -> d
                 for k, p in enumerate(POSITIONS):
                     if not np.isnan(a[i, j, t, k, 0]):
                         out.setdefault(s, {}).setdefault(d, {}).setdefault(tn, {})[p] = [
-                            float(x) for x in a[i, j, t, k]]
+                            float(x) for x in a[i, j, t, k]
+                        ]
     return out
 
 
-def summarise(stats: dict[str, dict[str, np.ndarray]], counts: np.ndarray, kl: dict[str, Any],
-              n_layers: int, d_vocab: int) -> dict[str, float]:
+def summarise(
+    stats: dict[str, dict[str, np.ndarray]],
+    counts: np.ndarray,
+    kl: dict[str, Any],
+    n_layers: int,
+    d_vocab: int,
+) -> dict[str, float]:
     """The flat headline numbers: median rank of the answer's first token at the final position
     and the in-prompt entity's last token (last layer, and best layer for the entity position),
     with the random-entity and random-init controls at the same places, and KL per layer."""
@@ -503,20 +578,25 @@ def summarise(stats: dict[str, dict[str, np.ndarray]], counts: np.ndarray, kl: d
                 med = stats["logit"]["median_rank"][i, j, :, k]  # [target, layer]
                 out[f"{tag}_rank_last_layer_{key}"] = float(med[ans, -1])
                 out[f"{tag}_logprob_last_layer_{key}"] = float(
-                    stats["logit"]["mean_logprob"][i, j, ans, k, -1])
+                    stats["logit"]["mean_logprob"][i, j, ans, k, -1]
+                )
                 out[f"control_random_entity_{tag}_rank_last_layer_{key}"] = float(med[ctl, -1])
                 out[f"control_random_entity_{tag}_logprob_last_layer_{key}"] = float(
-                    stats["logit"]["mean_logprob"][i, j, ctl, k, -1])
+                    stats["logit"]["mean_logprob"][i, j, ctl, k, -1]
+                )
                 out[f"control_random_init_{tag}_rank_last_layer_{key}"] = float(
-                    stats["random_init"]["median_rank"][i, j, ans, k, -1])
+                    stats["random_init"]["median_rank"][i, j, ans, k, -1]
+                )
                 if p != "final":
                     for lens in [x for x in ("logit", "tuned") if x in stats]:
                         m = stats[lens]["median_rank"][i, j, :, k]
                         out[f"{lens}_{tag}_best_rank_{key}"] = float(m[ans].min())
                         out[f"control_random_entity_{lens}_{tag}_best_rank_{key}"] = float(
-                            m[ctl].min())
+                            m[ctl].min()
+                        )
                     out[f"control_random_init_{tag}_best_rank_{key}"] = float(
-                        stats["random_init"]["median_rank"][i, j, ans, k].min())
+                        stats["random_init"]["median_rank"][i, j, ans, k].min()
+                    )
     for name, values in kl.items():
         if name.startswith("kl_") and name.endswith("heldout"):
             which = name.split("_")[1]
@@ -544,30 +624,40 @@ def format_table(result: dict[str, Any]) -> str:
     """A short text table: median rank of the answer's first token, last layer and best layer."""
     s = result["summary"]
     lens_names = ["logit"] + (["tuned"] if result["options"]["tuned"] else [])
-    lines = [f"lens on {result['options']['templates']} templates, {result['n_prompts']} prompts, "
-             f"d_vocab {result['d_vocab']} (chance rank {result['chance_rank']:.0f}); median rank "
-             "of the answer's first token (1 = top), control = random same-subset entity",
-             f"{'subset':<6} {'dir':<8} {'final':>6} {'ctrl':>6} {'rnd-init':>8}   "
-             f"{'entity pos':<10} {'last':>6} " + " ".join(f"{'best ' + n:>10}" for n in lens_names)
-             + f" {'ctrl':>6}"]
+    lines = [
+        f"lens on {result['options']['templates']} templates, {result['n_prompts']} prompts, "
+        f"d_vocab {result['d_vocab']} (chance rank {result['chance_rank']:.0f}); median rank "
+        "of the answer's first token (1 = top), control = random same-subset entity",
+        f"{'subset':<6} {'dir':<8} {'final':>6} {'ctrl':>6} {'rnd-init':>8}   "
+        f"{'entity pos':<10} {'last':>6} "
+        + " ".join(f"{'best ' + n:>10}" for n in lens_names)
+        + f" {'ctrl':>6}",
+    ]
     for sub in SUBSETS:
         for d in DIRECTIONS:
             key = f"{sub}_{d}"
             if f"final_pos_rank_last_layer_{key}" not in s:
                 continue
-            ent = next((p for p in ("a_last", "b_last")
-                        if f"{p}_pos_rank_last_layer_{key}" in s), None)
-            row = (f"{sub:<6} {d:<8} {s[f'final_pos_rank_last_layer_{key}']:>6.1f} "
-                   f"{s[f'control_random_entity_final_pos_rank_last_layer_{key}']:>6.1f} "
-                   f"{s[f'control_random_init_final_pos_rank_last_layer_{key}']:>8.1f}   ")
+            ent = next(
+                (p for p in ("a_last", "b_last") if f"{p}_pos_rank_last_layer_{key}" in s), None
+            )
+            row = (
+                f"{sub:<6} {d:<8} {s[f'final_pos_rank_last_layer_{key}']:>6.1f} "
+                f"{s[f'control_random_entity_final_pos_rank_last_layer_{key}']:>6.1f} "
+                f"{s[f'control_random_init_final_pos_rank_last_layer_{key}']:>8.1f}   "
+            )
             if ent:
                 tag = f"{ent}_pos"
-                row += (f"{ent:<10} {s[f'{tag}_rank_last_layer_{key}']:>6.1f} "
-                        + " ".join(f"{s[f'{n}_{tag}_best_rank_{key}']:>10.1f}" for n in lens_names)
-                        + f" {s[f'control_random_entity_logit_{tag}_best_rank_{key}']:>6.1f}")
+                row += (
+                    f"{ent:<10} {s[f'{tag}_rank_last_layer_{key}']:>6.1f} "
+                    + " ".join(f"{s[f'{n}_{tag}_best_rank_{key}']:>10.1f}" for n in lens_names)
+                    + f" {s[f'control_random_entity_logit_{tag}_best_rank_{key}']:>6.1f}"
+                )
             lines.append(row)
     kls = [(k, v) for k, v in s.items() if k.startswith("kl_")]
     if kls:
-        lines.append("held-out KL to the final distribution (nats): "
-                     + ", ".join(f"{k[3:]}={v:.3f}" for k, v in kls))
+        lines.append(
+            "held-out KL to the final distribution (nats): "
+            + ", ".join(f"{k[3:]}={v:.3f}" for k, v in kls)
+        )
     return "\n".join(lines)

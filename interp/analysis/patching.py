@@ -83,13 +83,14 @@ CORRUPTIONS = ("swap", "noise")
 QUERIES = {"forward": "same", "reverse": "reverse"}  # query name -> dataset direction
 SCORE_UNITS = {
     "swap": "logit(right answer's first token) - logit(corrupting answer's first token), final "
-            "prompt position",
+    "prompt position",
     "noise": "logit(right answer's first token) - mean logit of the other answers' first tokens "
-             "of the subset and query, final prompt position, mean over noise samples",
+    "of the subset and query, final prompt position, mean over noise samples",
 }
 
-RowMetric = Callable[[Float[Tensor, "batch pos d_vocab"], Int[Tensor, " batch"]],
-                     Float[Tensor, " batch"]]
+RowMetric = Callable[
+    [Float[Tensor, "batch pos d_vocab"], Int[Tensor, " batch"]], Float[Tensor, " batch"]
+]
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,9 @@ class PatchOptions:
     def validate(self) -> None:
         bad = [c for c in self.corruptions if c not in CORRUPTIONS]
         if bad or not self.corruptions:
-            raise UserError(f"unknown corruption {bad or list(self.corruptions)}: "
-                            "use swap, noise or both")
+            raise UserError(
+                f"unknown corruption {bad or list(self.corruptions)}: use swap, noise or both"
+            )
         if self.templates not in TEMPLATE_KINDS:
             raise UserError(f"templates must be one of {TEMPLATE_KINDS}, got {self.templates!r}")
         if self.batch_size < 1:
@@ -125,9 +127,12 @@ class PatchOptions:
 # --- the metric -----------------------------------------------------------------------------
 
 
-def answer_score(logits: Float[Tensor, "batch pos d_vocab"], final: Int[Tensor, " batch"],
-                 right: Int[Tensor, " batch"], wrong: Int[Tensor, "batch n_wrong"]
-                 ) -> Float[Tensor, " batch"]:
+def answer_score(
+    logits: Float[Tensor, "batch pos d_vocab"],
+    final: Int[Tensor, " batch"],
+    right: Int[Tensor, " batch"],
+    wrong: Int[Tensor, "batch n_wrong"],
+) -> Float[Tensor, " batch"]:
     """logit[right] - mean logit[wrong] of each row at its final prompt position.
 
     `wrong` holds the alternative answers' first tokens, -1 for padding: one corrupting answer
@@ -140,10 +145,14 @@ def answer_score(logits: Float[Tensor, "batch pos d_vocab"], final: Int[Tensor, 
     return last[rows, right] - alt
 
 
-def patching_metric(logits: Float[Tensor, "batch pos d_vocab"], final: Int[Tensor, " batch"],
-                    right: Int[Tensor, " batch"], wrong: Int[Tensor, "batch n_wrong"],
-                    clean: Float[Tensor, " batch"], corrupted: Float[Tensor, " batch"]
-                    ) -> Float[Tensor, " batch"]:
+def patching_metric(
+    logits: Float[Tensor, "batch pos d_vocab"],
+    final: Int[Tensor, " batch"],
+    right: Int[Tensor, " batch"],
+    wrong: Int[Tensor, "batch n_wrong"],
+    clean: Float[Tensor, " batch"],
+    corrupted: Float[Tensor, " batch"],
+) -> Float[Tensor, " batch"]:
     """`answer_score` normalised so the corrupted run scores 0 and the clean run 1."""
     return (answer_score(logits, final, right, wrong) - corrupted) / (clean - corrupted)
 
@@ -162,6 +171,7 @@ def hook_names(n_layers: int, acts: Sequence[str] = ACTS) -> list[str]:
 def _add_noise(noise: Tensor) -> Callable[[Tensor, Any], Tensor]:
     def hook(act: Tensor, hook: Any) -> Tensor:
         return act + noise[:, : act.shape[1]]
+
     return hook
 
 
@@ -174,13 +184,17 @@ def _write_rows(act: Tensor, rows: Tensor, pos: Tensor, clean: Tensor) -> Tensor
 def _patch_hook(rows: Tensor, pos: Tensor, clean: Tensor) -> Callable[[Tensor, Any], Tensor]:
     def hook(act: Tensor, hook: Any) -> Tensor:
         return _write_rows(act, rows, pos, clean)
+
     return hook
 
 
 @torch.no_grad()
-def cache_activations(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
-                      names: Sequence[str], batch_size: int = 512
-                      ) -> dict[str, Float[Tensor, "batch pos d_model"]]:
+def cache_activations(
+    model: TransformerBridge,
+    tokens: Int[Tensor, "batch pos"],
+    names: Sequence[str],
+    batch_size: int = 512,
+) -> dict[str, Float[Tensor, "batch pos d_model"]]:
     """The activations at hook points `names` of a (right-padded) batch, chunked."""
     out: dict[str, list[Tensor]] = defaultdict(list)
     wanted = list(names)
@@ -192,9 +206,13 @@ def cache_activations(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]
 
 
 @torch.no_grad()
-def run_metric(model: TransformerBridge, tokens: Int[Tensor, "run pos"], metric: RowMetric,
-               embed_noise: Float[Tensor, "run pos d_model"] | None = None,
-               batch_size: int = 512) -> Float[Tensor, " run"]:
+def run_metric(
+    model: TransformerBridge,
+    tokens: Int[Tensor, "run pos"],
+    metric: RowMetric,
+    embed_noise: Float[Tensor, "run pos d_model"] | None = None,
+    batch_size: int = 512,
+) -> Float[Tensor, " run"]:
     """`metric` of each unpatched run (the clean or corrupted baseline)."""
     out = []
     for s in range(0, tokens.shape[0], batch_size):
@@ -206,14 +224,20 @@ def run_metric(model: TransformerBridge, tokens: Int[Tensor, "run pos"], metric:
 
 
 @torch.no_grad()
-def patch_cells(model: TransformerBridge, corrupted_tokens: Int[Tensor, "run pos"],
-                clean_cache: Mapping[str, Float[Tensor, "source pos d_model"]],
-                names: Sequence[str], metric: RowMetric, *,
-                lengths: Int[Tensor, " run"] | None = None,
-                source: Int[Tensor, " run"] | None = None,
-                embed_noise: Float[Tensor, "run pos d_model"] | None = None,
-                batch_size: int = 512, progress: bool = False, desc: str = "patching"
-                ) -> Float[Tensor, "run hook pos"]:
+def patch_cells(
+    model: TransformerBridge,
+    corrupted_tokens: Int[Tensor, "run pos"],
+    clean_cache: Mapping[str, Float[Tensor, "source pos d_model"]],
+    names: Sequence[str],
+    metric: RowMetric,
+    *,
+    lengths: Int[Tensor, " run"] | None = None,
+    source: Int[Tensor, " run"] | None = None,
+    embed_noise: Float[Tensor, "run pos d_model"] | None = None,
+    batch_size: int = 512,
+    progress: bool = False,
+    desc: str = "patching",
+) -> Float[Tensor, "run hook pos"]:
     """Patch every (hook, position) cell of every corrupted run; return the metric per cell.
 
     Run r is the corrupted input `corrupted_tokens[r]` (plus `embed_noise[r]` on the token
@@ -229,9 +253,15 @@ def patch_cells(model: TransformerBridge, corrupted_tokens: Int[Tensor, "run pos
     source = torch.arange(n_runs, device=device) if source is None else source
     names = list(names)
     # Enumerate the valid cells (run, hook, pos), run-major so a batch holds few distinct runs.
-    grid = torch.stack(torch.meshgrid(torch.arange(n_runs, device=device),
-                                      torch.arange(len(names), device=device),
-                                      torch.arange(n_pos, device=device), indexing="ij"), -1)
+    grid = torch.stack(
+        torch.meshgrid(
+            torch.arange(n_runs, device=device),
+            torch.arange(len(names), device=device),
+            torch.arange(n_pos, device=device),
+            indexing="ij",
+        ),
+        -1,
+    )
     cells = grid.reshape(-1, 3)  # cell 3
     cells = cells[cells[:, 2] < lengths[cells[:, 0]]]
     out = torch.full((n_runs, len(names), n_pos), float("nan"), device=device)
@@ -252,12 +282,14 @@ def patch_cells(model: TransformerBridge, corrupted_tokens: Int[Tensor, "run pos
     return out
 
 
-def get_act_patch(model: TransformerBridge, corrupted_tokens: Int[Tensor, "1 pos"],
-                  clean_cache: ActivationCache | Mapping[str, Float[Tensor, "1 pos d_model"]],
-                  act: str,
-                  patching_metric: Callable[[Float[Tensor, "batch pos d_vocab"]],
-                                            Float[Tensor, " batch"]],
-                  batch_size: int = 512) -> Float[Tensor, "n_layers pos"]:
+def get_act_patch(
+    model: TransformerBridge,
+    corrupted_tokens: Int[Tensor, "1 pos"],
+    clean_cache: ActivationCache | Mapping[str, Float[Tensor, "1 pos d_model"]],
+    act: str,
+    patching_metric: Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, " batch"]],
+    batch_size: int = 512,
+) -> Float[Tensor, "n_layers pos"]:
     """TransformerLens's `get_act_patch_<act>` for one prompt, batched over cells.
 
     `patching_metric` maps logits [batch, pos, d_vocab] to one value per batch row (every row is
@@ -266,8 +298,14 @@ def get_act_patch(model: TransformerBridge, corrupted_tokens: Int[Tensor, "1 pos
     n_layers = model.cfg.n_layers
     names = hook_names(n_layers, [act])
     cache = {n: clean_cache[n] for n in names}
-    out = patch_cells(model, corrupted_tokens, cache, names,
-                      lambda logits, run: patching_metric(logits), batch_size=batch_size)
+    out = patch_cells(
+        model,
+        corrupted_tokens,
+        cache,
+        names,
+        lambda logits, run: patching_metric(logits),
+        batch_size=batch_size,
+    )
     return out[0]
 
 
@@ -297,8 +335,9 @@ class TraceGrids:
         return (self.patched - self.corrupted[:, None, None, None]) / gap
 
 
-def _tokens(examples: Sequence[Example], device: torch.device
-            ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
+def _tokens(
+    examples: Sequence[Example], device: torch.device
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
     return pad_batch([e.prompt for e in examples], device=device)
 
 
@@ -309,14 +348,23 @@ def _first(examples: Sequence[Example], device: torch.device) -> Int[Tensor, " b
 def _check_aligned(a: Sequence[Example], b: Sequence[Example], what: str) -> None:
     for x, y in zip(a, b, strict=True):
         if x.prompt_len != y.prompt_len or entity_span(x) != entity_span(y):
-            raise ValueError(f"{what}: prompts must share length and entity span to patch "
-                             f"position by position ({x.prompt_len} vs {y.prompt_len})")
+            raise ValueError(
+                f"{what}: prompts must share length and entity span to patch "
+                f"position by position ({x.prompt_len} vs {y.prompt_len})"
+            )
 
 
-def trace_swap(model: TransformerBridge, prompts: Sequence[Example],
-               corrupters: Sequence[Example], sources: Sequence[Example] | None = None, *,
-               acts: Sequence[str] = ACTS, batch_size: int = 512, progress: bool = False,
-               desc: str = "swap") -> TraceGrids:
+def trace_swap(
+    model: TransformerBridge,
+    prompts: Sequence[Example],
+    corrupters: Sequence[Example],
+    sources: Sequence[Example] | None = None,
+    *,
+    acts: Sequence[str] = ACTS,
+    batch_size: int = 512,
+    progress: bool = False,
+    desc: str = "swap",
+) -> TraceGrids:
     """Entity swap: patch the clean run of `sources[i]` (default `prompts[i]`) into the run of
     `corrupters[i]` (the same template about another person), scored by the logit difference
     of prompts[i]'s answer over corrupters[i]'s answer (first tokens)."""
@@ -330,8 +378,9 @@ def trace_swap(model: TransformerBridge, prompts: Sequence[Example],
     final, right = lengths - 1, _first(prompts, device)
     wrong = _first(corrupters, device)[:, None]  # prompt 1
 
-    def metric(logits: Float[Tensor, "batch pos d_vocab"], run: Int[Tensor, " batch"]
-               ) -> Float[Tensor, " batch"]:
+    def metric(
+        logits: Float[Tensor, "batch pos d_vocab"], run: Int[Tensor, " batch"]
+    ) -> Float[Tensor, " batch"]:
         return answer_score(logits, final[run], right[run], wrong[run])
 
     n_layers = model.cfg.n_layers
@@ -339,8 +388,17 @@ def trace_swap(model: TransformerBridge, prompts: Sequence[Example],
     clean = run_metric(model, clean_toks, metric, batch_size=batch_size)
     corrupted = run_metric(model, corr_toks, metric, batch_size=batch_size)
     cache = cache_activations(model, src_toks, names, batch_size)
-    cells = patch_cells(model, corr_toks, cache, names, metric, lengths=lengths,
-                        batch_size=batch_size, progress=progress, desc=desc)
+    cells = patch_cells(
+        model,
+        corr_toks,
+        cache,
+        names,
+        metric,
+        lengths=lengths,
+        batch_size=batch_size,
+        progress=progress,
+        desc=desc,
+    )
     patched = cells.reshape(len(prompts), len(acts), n_layers, -1)  # prompt act layer pos
     return TraceGrids(patched, clean, corrupted, lengths)
 
@@ -351,8 +409,9 @@ def embedding_std(model: TransformerBridge, token_ids: Sequence[int]) -> float:
     return float(w.float().std())
 
 
-def entity_noise(prompts: Sequence[Example], samples: int, d_model: int, std: float,
-                 generator: torch.Generator) -> Float[Tensor, "prompt sample pos d_model"]:
+def entity_noise(
+    prompts: Sequence[Example], samples: int, d_model: int, std: float, generator: torch.Generator
+) -> Float[Tensor, "prompt sample pos d_model"]:
     """Gaussian noise N(0, std^2) on each prompt's entity positions, zero elsewhere."""
     n_pos = max(e.prompt_len for e in prompts)
     noise = torch.zeros(len(prompts), samples, n_pos, d_model)
@@ -363,11 +422,18 @@ def entity_noise(prompts: Sequence[Example], samples: int, d_model: int, std: fl
     return noise
 
 
-def trace_noise(model: TransformerBridge, prompts: Sequence[Example],
-                noise: Float[Tensor, "prompt sample pos d_model"], alternatives: Sequence[int],
-                sources: Sequence[Example] | None = None, *, acts: Sequence[str] = ACTS,
-                batch_size: int = 512, progress: bool = False, desc: str = "noise"
-                ) -> TraceGrids:
+def trace_noise(
+    model: TransformerBridge,
+    prompts: Sequence[Example],
+    noise: Float[Tensor, "prompt sample pos d_model"],
+    alternatives: Sequence[int],
+    sources: Sequence[Example] | None = None,
+    *,
+    acts: Sequence[str] = ACTS,
+    batch_size: int = 512,
+    progress: bool = False,
+    desc: str = "noise",
+) -> TraceGrids:
     """ROME's corruption: `noise[i, s]` added to prompt i's token embeddings; patch the clean run
     of `sources[i]` (default `prompts[i]`) into each noised run, scored by the logit of
     prompts[i]'s answer's first token against the mean logit of the `alternatives` (first tokens
@@ -382,18 +448,23 @@ def trace_noise(model: TransformerBridge, prompts: Sequence[Example],
     width = clean_toks.shape[1]
     final, right = lengths - 1, _first(prompts, device)
     alt = sorted(set(alternatives))
-    wrong = torch.tensor([[a if a != e.answer[0] else -1 for a in alt] for e in prompts],
-                         dtype=torch.long, device=device)  # prompt n_alt
+    wrong = torch.tensor(
+        [[a if a != e.answer[0] else -1 for a in alt] for e in prompts],
+        dtype=torch.long,
+        device=device,
+    )  # prompt n_alt
     if bool((wrong < 0).all(1).any()):
         raise ValueError("noise: every prompt needs an alternative answer other than its own")
     prompt_of = torch.arange(n, device=device).repeat_interleave(samples)  # run -> prompt
 
-    def metric(logits: Float[Tensor, "batch pos d_vocab"], run: Int[Tensor, " batch"]
-               ) -> Float[Tensor, " batch"]:
+    def metric(
+        logits: Float[Tensor, "batch pos d_vocab"], run: Int[Tensor, " batch"]
+    ) -> Float[Tensor, " batch"]:
         return answer_score(logits, final[run], right[run], wrong[run])
 
-    def run_metric_(logits: Float[Tensor, "batch pos d_vocab"], run: Int[Tensor, " batch"]
-                    ) -> Float[Tensor, " batch"]:
+    def run_metric_(
+        logits: Float[Tensor, "batch pos d_vocab"], run: Int[Tensor, " batch"]
+    ) -> Float[Tensor, " batch"]:
         return metric(logits, prompt_of[run])
 
     n_layers = model.cfg.n_layers
@@ -403,9 +474,19 @@ def trace_noise(model: TransformerBridge, prompts: Sequence[Example],
     clean = run_metric(model, clean_toks, metric, batch_size=batch_size)
     corrupted = run_metric(model, runs_toks, run_metric_, runs_noise, batch_size)
     cache = cache_activations(model, src_toks, names, batch_size)
-    cells = patch_cells(model, runs_toks, cache, names, run_metric_, lengths=lengths[prompt_of],
-                        source=prompt_of, embed_noise=runs_noise, batch_size=batch_size,
-                        progress=progress, desc=desc)
+    cells = patch_cells(
+        model,
+        runs_toks,
+        cache,
+        names,
+        run_metric_,
+        lengths=lengths[prompt_of],
+        source=prompt_of,
+        embed_noise=runs_noise,
+        batch_size=batch_size,
+        progress=progress,
+        desc=desc,
+    )
     patched = cells.reshape(n, samples, len(acts), n_layers, -1).mean(1)  # prompt act layer pos
     return TraceGrids(patched, clean, corrupted.reshape(n, samples).mean(1), lengths)
 
@@ -425,14 +506,21 @@ def _key(e: Example) -> tuple[str, str, str, int]:
     return (e.subset, e.direction, e.templates, e.template)
 
 
-def swap_partner(e: Example, pool: Sequence[Example], rng: random.Random,
-                 avoid_first: Sequence[int] = ()) -> Example | None:
+def swap_partner(
+    e: Example, pool: Sequence[Example], rng: random.Random, avoid_first: Sequence[int] = ()
+) -> Example | None:
     """A prompt of the same template about another person whose entity has the same token
     length and whose answer's first token is neither e's nor any in `avoid_first`."""
     span = entity_span(e)
-    cands = [o for o in pool if o.person != e.person and entity_span(o) == span
-             and o.prompt_len == e.prompt_len and o.answer[0] != e.answer[0]
-             and o.answer[0] not in avoid_first]
+    cands = [
+        o
+        for o in pool
+        if o.person != e.person
+        and entity_span(o) == span
+        and o.prompt_len == e.prompt_len
+        and o.answer[0] != e.answer[0]
+        and o.answer[0] not in avoid_first
+    ]
     return rng.choice(cands) if cands else None
 
 
@@ -451,8 +539,13 @@ def position_labels(e: Example, fixed_entity_len: bool = True) -> list[str]:
             if fixed_entity_len:
                 out.append(f"{letter}{k + 1}")
             else:
-                out.append(f"{letter}last" if p == end - 1 else f"{letter}first" if k == 0
-                           else f"{letter}mid")
+                out.append(
+                    f"{letter}last"
+                    if p == end - 1
+                    else f"{letter}first"
+                    if k == 0
+                    else f"{letter}mid"
+                )
         elif p == e.prompt_len - 1:
             out.append("final")
         elif p == end:
@@ -473,8 +566,11 @@ def label_order(labels: Sequence[Sequence[str]]) -> list[str]:
     return [x for x in order if x in seen]
 
 
-def by_label(grid: Float[Tensor, "prompt act layer pos"], labels: Sequence[Sequence[str]],
-             order: Sequence[str]) -> Float[np.ndarray, "prompt act layer label"]:
+def by_label(
+    grid: Float[Tensor, "prompt act layer pos"],
+    labels: Sequence[Sequence[str]],
+    order: Sequence[str],
+) -> Float[np.ndarray, "prompt act layer label"]:
     """Average each prompt's cells over the positions of each label (NaN where it has none)."""
     g = grid.detach().cpu().double().numpy()
     out = np.full((*g.shape[:3], len(order)), np.nan)
@@ -503,18 +599,25 @@ def _nan_to_none(a: np.ndarray) -> list[Any]:
     return [_nan_to_none(x) if np.ndim(x) else (None if np.isnan(x) else float(x)) for x in a]
 
 
-def _select(ds: FactDataset, subset: str, direction: str, opts: PatchOptions,
-            rng: random.Random) -> list[Example]:
+def _select(
+    ds: FactDataset, subset: str, direction: str, opts: PatchOptions, rng: random.Random
+) -> list[Example]:
     prompts = ds.select(subset=subset, direction=direction, templates=opts.templates)
     if opts.max_prompts and len(prompts) > opts.max_prompts:
-        prompts = sorted(rng.sample(prompts, opts.max_prompts),
-                         key=lambda e: (e.template, e.person))
+        prompts = sorted(
+            rng.sample(prompts, opts.max_prompts), key=lambda e: (e.template, e.person)
+        )
     return prompts
 
 
-def _summarise_group(trace: TraceGrids, control: TraceGrids | None, control_idx: list[int],
-                     prompts: list[Example], opts: PatchOptions, ds: FactDataset
-                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _summarise_group(
+    trace: TraceGrids,
+    control: TraceGrids | None,
+    control_idx: list[int],
+    prompts: list[Example],
+    opts: PatchOptions,
+    ds: FactDataset,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Mean grids per position name, baselines, best cells and the meaningfulness flag."""
     fixed = len({entity_span(e)[1] - entity_span(e)[0] for e in prompts}) == 1
     labels = [position_labels(e, fixed) for e in prompts]
@@ -543,51 +646,76 @@ def _summarise_group(trace: TraceGrids, control: TraceGrids | None, control_idx:
         "label_counts": [int(c) for c in n_label],
         "clean": {"mean": float(clean.mean()), "per_prompt": clean.tolist()},
         "corrupted": {"mean": float(corrupted.mean()), "per_prompt": corrupted.tolist()},
-        "clean_minus_corrupt": {"mean": g_mean, "mean_over_people": p_mean,
-                                "ci95_over_people": [g_lo, g_hi],
-                                "n_people": len(people),
-                                "frac_prompts_above_min_gap": float(np.mean(gap >= opts.min_gap))},
+        "clean_minus_corrupt": {
+            "mean": g_mean,
+            "mean_over_people": p_mean,
+            "ci95_over_people": [g_lo, g_hi],
+            "n_people": len(people),
+            "frac_prompts_above_min_gap": float(np.mean(gap >= opts.min_gap)),
+        },
         "meaningful": bool(meaningful),
         "effect_raw": {a: mean_effect[i].tolist() for i, a in enumerate(ACTS)},
-        "normalised": {a: (normalised[i].tolist() if meaningful else None)
-                       for i, a in enumerate(ACTS)},
+        "normalised": {
+            a: (normalised[i].tolist() if meaningful else None) for i, a in enumerate(ACTS)
+        },
         "best": {},
     }
     for i, a in enumerate(ACTS):
         src = normalised[i] if meaningful else mean_effect[i]
         layer, j = np.unravel_index(int(np.argmax(src)), src.shape)
-        out["best"][a] = {"value": float(src[layer, j]), "layer": int(layer),
-                          "position": order[j], "units": "normalised" if meaningful else "raw"}
-    arrays = {"meaningful": np.array(meaningful), "normalised": normalised,
-              "effect_raw": mean_effect, "clean": clean,
-              "corrupted": corrupted, "per_prompt_effect": effect,
-              "person": np.array([e.person for e in prompts]),
-              "template": np.array([e.template for e in prompts])}
+        out["best"][a] = {
+            "value": float(src[layer, j]),
+            "layer": int(layer),
+            "position": order[j],
+            "units": "normalised" if meaningful else "raw",
+        }
+    arrays = {
+        "meaningful": np.array(meaningful),
+        "normalised": normalised,
+        "effect_raw": mean_effect,
+        "clean": clean,
+        "corrupted": corrupted,
+        "per_prompt_effect": effect,
+        "person": np.array([e.person for e in prompts]),
+        "template": np.array([e.template for e in prompts]),
+    }
     if control is not None:
         # Control runs exist for the prompts that found a third person (`control_idx`).
-        c_effect = by_label(control.patched - control.corrupted[:, None, None, None],
-                            [labels[i] for i in control_idx], order)
+        c_effect = by_label(
+            control.patched - control.corrupted[:, None, None, None],
+            [labels[i] for i in control_idx],
+            order,
+        )
         c_present = ~np.isnan(c_effect[:, 0, 0, :])
         c_gap = (control.clean - control.corrupted).cpu().double().numpy()
         with np.errstate(invalid="ignore", divide="ignore"):  # a label no control prompt has
             c_norm = (np.nansum(c_effect, axis=0)[0] / c_present.sum(0)) / (
-                (c_gap[:, None] * c_present).sum(0) / c_present.sum(0))  # layer label
+                (c_gap[:, None] * c_present).sum(0) / c_present.sum(0)
+            )  # layer label
         layer, j = np.unravel_index(int(np.nanargmax(c_norm)), c_norm.shape)
         out["control"] = {
             "what": "resid_pre patched from a third person's clean run (wrong source)",
             "n_prompts": int(control.clean.shape[0]),
             "normalised_resid_pre": _nan_to_none(c_norm) if meaningful else None,
-            "best": {"value": float(c_norm[layer, j]), "layer": int(layer),
-                     "position": order[j]} if meaningful else None,
+            "best": {"value": float(c_norm[layer, j]), "layer": int(layer), "position": order[j]}
+            if meaningful
+            else None,
         }
         arrays["control_normalised_resid_pre"] = c_norm
     return out, arrays
 
 
-def _trace_group(run: Run, prompts: list[Example], corruption: str, opts: PatchOptions,
-                 rng: random.Random, gen: torch.Generator, std: float, progress: bool,
-                 desc: str
-                 ) -> tuple[TraceGrids, TraceGrids | None, list[int], list[Example], int]:
+def _trace_group(
+    run: Run,
+    prompts: list[Example],
+    corruption: str,
+    opts: PatchOptions,
+    rng: random.Random,
+    gen: torch.Generator,
+    std: float,
+    progress: bool,
+    desc: str,
+) -> tuple[TraceGrids, TraceGrids | None, list[int], list[Example], int]:
     """Run one corruption on one group.
 
     Returns (trace, control, control_idx, prompts used, n skipped): the control covers the
@@ -599,45 +727,81 @@ def _trace_group(run: Run, prompts: list[Example], corruption: str, opts: PatchO
         used = [(e, q) for e, q in pairs if q is not None]
         skipped = len(prompts) - len(used)
         if not used:
-            raise UserError(f"no swap partner for any prompt of {desc}: the subset needs people "
-                            "with same-length entities and different answers")
+            raise UserError(
+                f"no swap partner for any prompt of {desc}: the subset needs people "
+                "with same-length entities and different answers"
+            )
         prompts = [e for e, _ in used]
         corrupters = [q for _, q in used]
-        trace = trace_swap(model, prompts, corrupters, batch_size=opts.batch_size,
-                           progress=progress, desc=desc)
-        third = [swap_partner(e, pools[_key(e)], rng, avoid_first=(q.answer[0],))
-                 for e, q in used]
+        trace = trace_swap(
+            model, prompts, corrupters, batch_size=opts.batch_size, progress=progress, desc=desc
+        )
+        third = [swap_partner(e, pools[_key(e)], rng, avoid_first=(q.answer[0],)) for e, q in used]
         idx = [i for i, r in enumerate(third) if r is not None]
         control = None
         if idx:
-            control = trace_swap(model, [prompts[i] for i in idx], [corrupters[i] for i in idx],
-                                 [third[i] for i in idx], acts=("resid_pre",),
-                                 batch_size=opts.batch_size, progress=progress,
-                                 desc=desc + " control")
+            control = trace_swap(
+                model,
+                [prompts[i] for i in idx],
+                [corrupters[i] for i in idx],
+                [third[i] for i in idx],
+                acts=("resid_pre",),
+                batch_size=opts.batch_size,
+                progress=progress,
+                desc=desc + " control",
+            )
     else:
         skipped = 0
         d_model = run.config.model.d_model
         noise = entity_noise(prompts, opts.noise_samples, d_model, opts.noise_scale * std, gen)
         e0 = prompts[0]
-        alternatives = [o.answer[0] for o in run.dataset.select(
-            subset=e0.subset, direction=e0.direction, templates=e0.templates)]
-        trace = trace_noise(model, prompts, noise, alternatives, batch_size=opts.batch_size,
-                            progress=progress, desc=desc)
+        alternatives = [
+            o.answer[0]
+            for o in run.dataset.select(
+                subset=e0.subset, direction=e0.direction, templates=e0.templates
+            )
+        ]
+        trace = trace_noise(
+            model,
+            prompts,
+            noise,
+            alternatives,
+            batch_size=opts.batch_size,
+            progress=progress,
+            desc=desc,
+        )
         third = [swap_partner(e, pools[_key(e)], rng) for e in prompts]
         idx = [i for i, r in enumerate(third) if r is not None]
         control = None
         if idx:
-            control = trace_noise(model, [prompts[i] for i in idx], noise[idx], alternatives,
-                                  [third[i] for i in idx], acts=("resid_pre",),
-                                  batch_size=opts.batch_size, progress=progress,
-                                  desc=desc + " control")
+            control = trace_noise(
+                model,
+                [prompts[i] for i in idx],
+                noise[idx],
+                alternatives,
+                [third[i] for i in idx],
+                acts=("resid_pre",),
+                batch_size=opts.batch_size,
+                progress=progress,
+                desc=desc + " control",
+            )
     return trace, control, idx, prompts, skipped
 
 
-def run_analysis(run: Run, *, progress: bool = True, corruptions: Sequence[str] = CORRUPTIONS,
-                 templates: str = "train", batch_size: int = 512, max_prompts: int = 32,
-                 noise_samples: int = 5, noise_scale: float = 3.0, min_gap: float = 1.0,
-                 seed: int = 0, subsets: Sequence[str] = SUBSETS) -> dict[str, Any]:
+def run_analysis(
+    run: Run,
+    *,
+    progress: bool = True,
+    corruptions: Sequence[str] = CORRUPTIONS,
+    templates: str = "train",
+    batch_size: int = 512,
+    max_prompts: int = 32,
+    noise_samples: int = 5,
+    noise_scale: float = 3.0,
+    min_gap: float = 1.0,
+    seed: int = 0,
+    subsets: Sequence[str] = SUBSETS,
+) -> dict[str, Any]:
     """Patch every subset x query (forward, reverse) x corruption; write analysis/patching.json
     and patching.npz, and return the JSON dict.
 
@@ -650,18 +814,29 @@ def run_analysis(run: Run, *, progress: bool = True, corruptions: Sequence[str] 
     so check it), `per_prompt_effect` [prompt, act, layer, label], `clean`, `corrupted`,
     `person`, `template` [prompt], `control_normalised_resid_pre` [layer, label].
     """
-    opts = PatchOptions(corruptions=tuple(corruptions), templates=templates,
-                        batch_size=batch_size, max_prompts=max_prompts,
-                        noise_samples=noise_samples, noise_scale=noise_scale, min_gap=min_gap,
-                        seed=seed)
+    opts = PatchOptions(
+        corruptions=tuple(corruptions),
+        templates=templates,
+        batch_size=batch_size,
+        max_prompts=max_prompts,
+        noise_samples=noise_samples,
+        noise_scale=noise_scale,
+        min_gap=min_gap,
+        seed=seed,
+    )
     opts.validate()
     if not subsets or any(s not in SUBSETS for s in subsets):
         raise UserError(f"subsets must be drawn from {SUBSETS}, got {list(subsets)}")
     model, ds = run.model, run.dataset
     model.eval()
     n_layers = run.config.model.n_layers
-    entity_tokens = [t for e in ds.prompts for span in (e.a_span, e.b_span) if span[0] >= 0
-                     for t in e.tokens[span[0]:span[1]]]
+    entity_tokens = [
+        t
+        for e in ds.prompts
+        for span in (e.a_span, e.b_span)
+        if span[0] >= 0
+        for t in e.tokens[span[0] : span[1]]
+    ]
     std = embedding_std(model, entity_tokens)
     groups: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
@@ -675,8 +850,9 @@ def run_analysis(run: Run, *, progress: bool = True, corruptions: Sequence[str] 
         if not prompts:
             continue
         desc = f"{subset} {query} {corruption}"
-        trace, control, cidx, used, skipped = _trace_group(run, prompts, corruption, opts, rng,
-                                                           gen, std, progress, desc)
+        trace, control, cidx, used, skipped = _trace_group(
+            run, prompts, corruption, opts, rng, gen, std, progress, desc
+        )
         res, arr = _summarise_group(trace, control, cidx, used, opts, ds)
         res = {"direction": QUERIES[query], "n_skipped_no_partner": skipped, **res}
         groups.setdefault(subset, {}).setdefault(query, {})[corruption] = res
@@ -689,9 +865,11 @@ def run_analysis(run: Run, *, progress: bool = True, corruptions: Sequence[str] 
         "score_units": {c: SCORE_UNITS[c] for c in opts.corruptions},
         "noise_std": opts.noise_scale * std if "noise" in opts.corruptions else None,
         "embedding_std": std,
-        "queries": {q: f"direction '{d}' prompts; the corrupted entity is the one the prompt "
-                       "names (A for n2d-order text, B for d2n-order text)"
-                    for q, d in QUERIES.items()},
+        "queries": {
+            q: f"direction '{d}' prompts; the corrupted entity is the one the prompt "
+            "names (A for n2d-order text, B for d2n-order text)"
+            for q, d in QUERIES.items()
+        },
         "groups": groups,
         "summary": summary(groups),
     }
@@ -736,8 +914,10 @@ def summary(groups: dict[str, Any]) -> dict[str, float]:
 
 def format_summary(result: dict[str, Any]) -> str:
     """A short table: per group the baselines, the gap and the best cell per activation."""
-    lines = [f"{'group':<24} {'clean':>7} {'corrupt':>8} {'gap':>7}  best resid_pre / attn_out / "
-             "mlp_out (value @ layer, position)"]
+    lines = [
+        f"{'group':<24} {'clean':>7} {'corrupt':>8} {'gap':>7}  best resid_pre / attn_out / "
+        "mlp_out (value @ layer, position)"
+    ]
     for subset, by_q in result["groups"].items():
         for query, by_c in by_q.items():
             for corruption, g in by_c.items():
@@ -746,15 +926,21 @@ def format_summary(result: dict[str, Any]) -> str:
                     b = g["best"][a]
                     cells.append(f"{b['value']:.2f}@L{b['layer']},{b['position']}")
                 flag = "" if g["meaningful"] else "  [gap not meaningful: raw effects shown]"
-                lines.append(f"{subset + ' ' + query + ' ' + corruption:<24} "
-                             f"{g['clean']['mean']:>7.2f} {g['corrupted']['mean']:>8.2f} "
-                             f"{g['clean_minus_corrupt']['mean']:>7.2f}  {' / '.join(cells)}{flag}")
+                lines.append(
+                    f"{subset + ' ' + query + ' ' + corruption:<24} "
+                    f"{g['clean']['mean']:>7.2f} {g['corrupted']['mean']:>8.2f} "
+                    f"{g['clean_minus_corrupt']['mean']:>7.2f}  {' / '.join(cells)}{flag}"
+                )
     s = result["summary"]
     if "forward_best_restoration" in s:
-        lines.append(f"forward (n2d, swap) best resid_pre restoration: "
-                     f"{s['forward_best_restoration']:.3f}; wrong-source control: "
-                     f"{s.get('forward_control_best_restoration', float('nan')):.3f}")
+        lines.append(
+            f"forward (n2d, swap) best resid_pre restoration: "
+            f"{s['forward_best_restoration']:.3f}; wrong-source control: "
+            f"{s.get('forward_control_best_restoration', float('nan')):.3f}"
+        )
     if "reverse_clean_minus_corrupt" in s:
-        lines.append(f"reverse (n2d, swap) clean - corrupted logit difference: "
-                     f"{s['reverse_clean_minus_corrupt']:.3f}")
+        lines.append(
+            f"reverse (n2d, swap) clean - corrupted logit difference: "
+            f"{s['reverse_clean_minus_corrupt']:.3f}"
+        )
     return "\n".join(lines)

@@ -101,15 +101,17 @@ class ProbeOptions:
         if self.folds < 2:
             raise UserError(f"--folds must be at least 2, got {self.folds}")
         if self.folds > n_people:
-            raise UserError(f"--folds {self.folds} exceeds the {n_people} people per subset: "
-                            f"use --folds {n_people} or fewer")
+            raise UserError(
+                f"--folds {self.folds} exceeds the {n_people} people per subset: "
+                f"use --folds {n_people} or fewer"
+            )
         if self.C <= 0:
             raise UserError(f"--C must be positive, got {self.C}")
 
 
-def person_folds(people: Int[np.ndarray, " n"], k: int, seed: int,
-                 strata: Int[np.ndarray, " n"] | None = None
-                 ) -> list[tuple[Int[np.ndarray, " n_train"], Int[np.ndarray, " n_test"]]]:
+def person_folds(
+    people: Int[np.ndarray, " n"], k: int, seed: int, strata: Int[np.ndarray, " n"] | None = None
+) -> list[tuple[Int[np.ndarray, " n_train"], Int[np.ndarray, " n_test"]]]:
     """Split rows into k folds by person: (train rows, test rows) per fold.
 
     Distinct people are shuffled with `seed` and dealt round-robin into k folds; every row of a
@@ -137,8 +139,12 @@ def person_folds(people: Int[np.ndarray, " n"], k: int, seed: int,
     return [(np.flatnonzero(assignment != f), np.flatnonzero(assignment == f)) for f in range(k)]
 
 
-def fit_probe(x_train: Float[np.ndarray, "n_train d"], y_train: Int[np.ndarray, " n_train"],
-              x_test: Float[np.ndarray, "n_test d"], C: float = 1.0) -> Int[np.ndarray, " n_test"]:
+def fit_probe(
+    x_train: Float[np.ndarray, "n_train d"],
+    y_train: Int[np.ndarray, " n_train"],
+    x_test: Float[np.ndarray, "n_test d"],
+    C: float = 1.0,
+) -> Int[np.ndarray, " n_test"]:
     """Fit a standardised L2 logistic-regression probe on the training rows; predict the test rows.
 
     A training fold with a single class predicts that class (there is nothing to fit).
@@ -154,9 +160,14 @@ def fit_probe(x_train: Float[np.ndarray, "n_train d"], y_train: Int[np.ndarray, 
     return clf.predict(scaler.transform(x_test)).astype(np.int64)
 
 
-def cross_validated_correct(x: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"],
-                            people: Int[np.ndarray, " n"], k: int, seed: int, C: float = 1.0
-                            ) -> Bool[np.ndarray, " n"]:
+def cross_validated_correct(
+    x: Float[np.ndarray, "n d"],
+    y: Int[np.ndarray, " n"],
+    people: Int[np.ndarray, " n"],
+    k: int,
+    seed: int,
+    C: float = 1.0,
+) -> Bool[np.ndarray, " n"]:
     """For every row, whether the probe of the fold that held its person out predicts it right.
 
     Folds are over people and stratified by the labels `y` (see `person_folds`).
@@ -168,8 +179,9 @@ def cross_validated_correct(x: Float[np.ndarray, "n d"], y: Int[np.ndarray, " n"
 
 
 @torch.no_grad()
-def entity_activations(model: TransformerBridge, dataset: FactDataset, people: Sequence[Person],
-                       which: str) -> dict[str, Float[Tensor, "layer person d_model"]]:
+def entity_activations(
+    model: TransformerBridge, dataset: FactDataset, people: Sequence[Person], which: str
+) -> dict[str, Float[Tensor, "layer person d_model"]]:
     """Activations at the entity's last token, the entity alone as input ("<bos> A" / "<bos> B").
 
     Returns {"resid": [n_layers + 1, ...] (0 = embeddings, l + 1 = after block l),
@@ -188,25 +200,36 @@ def entity_activations(model: TransformerBridge, dataset: FactDataset, people: S
     def at_last(name: str) -> Float[Tensor, "person d_model"]:
         return cache[name][rows, last.to(device)].float().cpu()
 
-    resid = torch.stack([at_last("blocks.0.hook_resid_pre")]
-                        + [at_last(f"blocks.{l}.hook_resid_post") for l in range(n_layers)])
+    resid = torch.stack(
+        [at_last("blocks.0.hook_resid_pre")]
+        + [at_last(f"blocks.{l}.hook_resid_post") for l in range(n_layers)]
+    )
     mlp = [at_last(f"blocks.{l}.hook_mlp_out") for l in range(n_layers)]
     mlp_out = torch.stack([torch.full_like(mlp[0], float("nan")), *mlp])
     return {"resid": resid, "mlp_out": mlp_out}
 
 
 @torch.no_grad()
-def prompt_activations(model: TransformerBridge, dataset: FactDataset, people: Sequence[Person],
-                       order: str, template: int = 0
-                       ) -> dict[str, Float[Tensor, "layer person d_model"]]:
+def prompt_activations(
+    model: TransformerBridge,
+    dataset: FactDataset,
+    people: Sequence[Person],
+    order: str,
+    template: int = 0,
+) -> dict[str, Float[Tensor, "layer person d_model"]]:
     """Residual stream at the final position of each person's training-template prompt of `order`
     (whose answer is the other entity): {"prompt_final": [n_layers + 1, person, d_model]}."""
-    index = {(e.person, e.order): e for e in dataset.prompts
-             if e.templates == "train" and e.template == template}
+    index = {
+        (e.person, e.order): e
+        for e in dataset.prompts
+        if e.templates == "train" and e.template == template
+    }
     missing = [p.id for p in people if (p.id, order) not in index]
     if missing:
-        raise UserError(f"people {missing[:3]} have no {order} training prompt {template}: "
-                        "the dataset lacks the prompts probing needs; rebuild the run")
+        raise UserError(
+            f"people {missing[:3]} have no {order} training prompt {template}: "
+            "the dataset lacks the prompts probing needs; rebuild the run"
+        )
     examples = [index[(p.id, order)] for p in people]
     device = next(model.parameters()).device
     tokens, _ = pad_batch([e.prompt for e in examples], device=device)
@@ -236,14 +259,21 @@ def majority_rate(y: Int[np.ndarray, " n"]) -> float:
 def probe_people(dataset: FactDataset) -> dict[str, list[Person]]:
     """The trained people of each subset; refuses datasets without the synthetic attributes."""
     if dataset.world is None or not dataset.people:
-        raise UserError("probing needs the synthetic world's attributes (role, first-name class): "
-                        "run it on a run with world.source=synthetic")
+        raise UserError(
+            "probing needs the synthetic world's attributes (role, first-name class): "
+            "run it on a run with world.source=synthetic"
+        )
     return {s: [p for p in dataset.people if p.subset == s] for s in SUBSETS}
 
 
-def probe_model(model: TransformerBridge, dataset: FactDataset, by_subset: dict[str, list[Person]],
-                opts: ProbeOptions, control: bool = False, sites: Sequence[str] = SITES
-                ) -> Float[np.ndarray, "site direction subset layer person"]:
+def probe_model(
+    model: TransformerBridge,
+    dataset: FactDataset,
+    by_subset: dict[str, list[Person]],
+    opts: ProbeOptions,
+    control: bool = False,
+    sites: Sequence[str] = SITES,
+) -> Float[np.ndarray, "site direction subset layer person"]:
     """Cross-validated probes of one model at every site x direction x subset x layer.
 
     Returns, per person, 1.0 / 0.0 for a right / wrong held-out prediction (NaN where the site
@@ -266,8 +296,9 @@ def probe_model(model: TransformerBridge, dataset: FactDataset, by_subset: dict[
             for ti, site in enumerate(sites):
                 for layer in range(1 if site == "mlp_out" else 0, n_layers + 1):
                     x = feats[site][layer].double().numpy()
-                    out[ti, di, si, layer] = cross_validated_correct(x, y, pid, opts.folds,
-                                                                     opts.seed, opts.C)
+                    out[ti, di, si, layer] = cross_validated_correct(
+                        x, y, pid, opts.folds, opts.seed, opts.C
+                    )
     return out
 
 
@@ -287,15 +318,17 @@ def proportional_chance(y: Int[np.ndarray, " n"]) -> float:
     return float((p**2).sum())
 
 
-def chance_levels(by_subset: dict[str, list[Person]], proportional: bool = False
-                  ) -> Float[np.ndarray, "direction subset"]:
+def chance_levels(
+    by_subset: dict[str, list[Person]], proportional: bool = False
+) -> Float[np.ndarray, "direction subset"]:
     """Majority-class rate (with `proportional`, sum_c p_c^2) of each probe's labels, per subset."""
     rate = proportional_chance if proportional else majority_rate
     return np.array([[rate(labels(by_subset[s], d)) for s in SUBSETS] for d in PROBE_DIRECTIONS])
 
 
-def run_analysis(run: Run, *, folds: int = 5, C: float = 1.0, seed: int = 0,
-                 progress: bool = True) -> dict[str, Any]:
+def run_analysis(
+    run: Run, *, folds: int = 5, C: float = 1.0, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
     """Probe the trained model and both controls; write analysis/probing.json and .npz.
 
     Arrays (in the .npz) are indexed [condition, site, direction, subset, layer] with the names
@@ -310,11 +343,15 @@ def run_analysis(run: Run, *, folds: int = 5, C: float = 1.0, seed: int = 0,
     device = next(run.model.parameters()).device
     randinit = build_model(cfg.model, ds.d_vocab, cfg.train.seed, str(device))
     randinit.eval()
-    jobs = {"trained": (run.model, False), "randinit": (randinit, False),
-            "randlabel": (run.model, True)}
+    jobs = {
+        "trained": (run.model, False),
+        "randinit": (randinit, False),
+        "randlabel": (run.model, True),
+    }
     bar = tqdm(CONDITIONS, desc="probing", disable=not progress, dynamic_ncols=True)
-    correct = np.stack([probe_model(jobs[c][0], ds, by_subset, opts, control=jobs[c][1])
-                        for c in bar])  # [condition, site, direction, subset, layer, person]
+    correct = np.stack(
+        [probe_model(jobs[c][0], ds, by_subset, opts, control=jobs[c][1]) for c in bar]
+    )  # [condition, site, direction, subset, layer, person]
     acc = correct.mean(-1)
     chance = chance_levels(by_subset)
     chance_prop = chance_levels(by_subset, proportional=True)
@@ -325,43 +362,70 @@ def run_analysis(run: Run, *, folds: int = 5, C: float = 1.0, seed: int = 0,
         "options": asdict(opts),
         "n_people_per_subset": n_people,
         "layers": "0 = embeddings (resid_pre of block 0); l + 1 = after block l "
-                  "(resid_post / mlp_out of block l)",
+        "(resid_post / mlp_out of block l)",
         "accuracy": _nested(acc, n_layers),
-        "chance": {d: {s: float(chance[i, j]) for j, s in enumerate(SUBSETS)}
-                   for i, d in enumerate(PROBE_DIRECTIONS)},
-        "chance_proportional": {d: {s: float(chance_prop[i, j]) for j, s in enumerate(SUBSETS)}
-                                for i, d in enumerate(PROBE_DIRECTIONS)},
-        "best_layer": {site: {d: {s: int(np.nanargmax(acc[0, ti, di, si]))
-                                  for si, s in enumerate(SUBSETS)}
-                              for di, d in enumerate(PROBE_DIRECTIONS)}
-                       for ti, site in enumerate(SITES)},
+        "chance": {
+            d: {s: float(chance[i, j]) for j, s in enumerate(SUBSETS)}
+            for i, d in enumerate(PROBE_DIRECTIONS)
+        },
+        "chance_proportional": {
+            d: {s: float(chance_prop[i, j]) for j, s in enumerate(SUBSETS)}
+            for i, d in enumerate(PROBE_DIRECTIONS)
+        },
+        "best_layer": {
+            site: {
+                d: {s: int(np.nanargmax(acc[0, ti, di, si])) for si, s in enumerate(SUBSETS)}
+                for di, d in enumerate(PROBE_DIRECTIONS)
+            }
+            for ti, site in enumerate(SITES)
+        },
         "summary": summarise(acc, chance),
     }
     out = run.analysis_dir()
     tmp = out / "probing.tmp.npz"
-    np.savez(tmp, accuracy=acc, correct=correct, chance=chance, chance_proportional=chance_prop,
-             people=person_ids,
-             conditions=np.array(CONDITIONS), sites=np.array(SITES),
-             directions=np.array(PROBE_DIRECTIONS), subsets=np.array(SUBSETS))
+    np.savez(
+        tmp,
+        accuracy=acc,
+        correct=correct,
+        chance=chance,
+        chance_proportional=chance_prop,
+        people=person_ids,
+        conditions=np.array(CONDITIONS),
+        sites=np.array(SITES),
+        directions=np.array(PROBE_DIRECTIONS),
+        subsets=np.array(SUBSETS),
+    )
     tmp.replace(out / "probing.npz")
     write_json(out / "probing.json", result)
     return result
 
 
-def _nested(acc: Float[np.ndarray, "condition site direction subset layer"], n_layers: int
-            ) -> dict[str, Any]:
-    """Accuracies as {condition: {site: {direction: {subset: [per layer]}}}}; mlp_out from layer 1.
-    """
+def _nested(
+    acc: Float[np.ndarray, "condition site direction subset layer"], n_layers: int
+) -> dict[str, Any]:
+    """Accuracies as {condition: {site: {direction: {subset: [per layer]}}}}.
+
+    mlp_out starts at layer 1."""
     first = {site: 1 if site == "mlp_out" else 0 for site in SITES}
-    return {c: {site: {d: {s: [float(v) for v in acc[ci, ti, di, si, first[site]:]]
-                           for si, s in enumerate(SUBSETS)}
-                       for di, d in enumerate(PROBE_DIRECTIONS)}
-                for ti, site in enumerate(SITES)}
-            for ci, c in enumerate(CONDITIONS)}
+    return {
+        c: {
+            site: {
+                d: {
+                    s: [float(v) for v in acc[ci, ti, di, si, first[site] :]]
+                    for si, s in enumerate(SUBSETS)
+                }
+                for di, d in enumerate(PROBE_DIRECTIONS)
+            }
+            for ti, site in enumerate(SITES)
+        }
+        for ci, c in enumerate(CONDITIONS)
+    }
 
 
-def summarise(acc: Float[np.ndarray, "condition site direction subset layer"],
-              chance: Float[np.ndarray, "direction subset"]) -> dict[str, float]:
+def summarise(
+    acc: Float[np.ndarray, "condition site direction subset layer"],
+    chance: Float[np.ndarray, "direction subset"],
+) -> dict[str, float]:
     """Flat headline numbers: best-layer accuracy per site x direction x subset, and controls.
 
     Keys (resid; the mlp_out ones insert `mlp_`, e.g. `probe_mlp_a_to_b_n2d_best`, the
@@ -392,8 +456,10 @@ def summarise(acc: Float[np.ndarray, "condition site direction subset layer"],
 def format_summary(result: dict[str, Any]) -> str:
     """A plain-text table of best-layer accuracies with their controls and chance."""
     sm = result["summary"]
-    lines = [f"{'site':<12} {'probe':<22} {'subset':<6} {'trained':>8} {'rand-init':>9} "
-             f"{'rand-label':>10} {'chance':>7} {'select.':>8}"]
+    lines = [
+        f"{'site':<12} {'probe':<22} {'subset':<6} {'trained':>8} {'rand-init':>9} "
+        f"{'rand-label':>10} {'chance':>7} {'select.':>8}"
+    ]
     for site, tag in SITE_TAG.items():
         for d in PROBE_DIRECTIONS:
             name = "A -> role (B's attr)" if d == "a_to_b" else "B -> first (A's attr)"
@@ -402,7 +468,10 @@ def format_summary(result: dict[str, Any]) -> str:
                     f"{site:<12} {name:<22} {s:<6} {sm[f'probe_{tag}{d}_{s}_best']:>8.1%} "
                     f"{sm[f'control_randinit_{tag}{d}_{s}_best']:>9.1%} "
                     f"{sm[f'control_randlabel_{tag}{d}_{s}_best']:>10.1%} "
-                    f"{sm[f'chance_{d}_{s}']:>7.1%} {sm[f'selectivity_{tag}{d}_{s}']:>+8.1%}")
-    lines.append(f"({result['n_people_per_subset']} people per subset, "
-                 f"{result['options']['folds']}-fold cross-validation over people; best layer)")
+                    f"{sm[f'chance_{d}_{s}']:>7.1%} {sm[f'selectivity_{tag}{d}_{s}']:>+8.1%}"
+                )
+    lines.append(
+        f"({result['n_people_per_subset']} people per subset, "
+        f"{result['options']['folds']}-fold cross-validation over people; best layer)"
+    )
     return "\n".join(lines)

@@ -65,6 +65,7 @@ from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import EOS, encode
 from interp.errors import UserError
 from interp.evaluate import is_exact_match
+from interp.model import attend, embed_positions, mlp, qkv, raw, raw_forward, supports_raw
 from interp.runs import Run, write_json
 
 NAME = "selective"
@@ -104,8 +105,11 @@ class SelectiveOptions:
             raise UserError(f"--templates must be train, heldout or all, got {self.templates!r}")
         if self.n_soft < 1:
             raise UserError(f"--n-soft must be at least 1, got {self.n_soft}")
-        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
+        if not (
+            0 < self.val_fraction < 1
+            and 0 < self.test_fraction < 1
+            and self.val_fraction + self.test_fraction < 1
+        ):
             raise UserError("--val-fraction and --test-fraction must be in (0, 1) and sum below 1")
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
             raise UserError("--lr, --batch-size, --max-epochs and --patience must be positive")
@@ -129,8 +133,9 @@ def auroc(score: Float[np.ndarray, " n"], correct: Bool[np.ndarray, " n"]) -> fl
     return float(u / (n_pos * n_neg))
 
 
-def accuracy_coverage(score: Float[np.ndarray, " n"], correct: Bool[np.ndarray, " n"]
-                      ) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
+def accuracy_coverage(
+    score: Float[np.ndarray, " n"], correct: Bool[np.ndarray, " n"]
+) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
     """The accuracy-coverage curve: keep the i most confident answers, i = 1..n.
 
     Returns (coverage i/n, accuracy of the kept answers). Tied scores are broken at random in
@@ -175,9 +180,14 @@ class Candidate:
 
 
 @torch.no_grad()
-def beam_search(model: Callable[[Tensor], Tensor], prompts: list[tuple[int, ...]],
-                n_new: list[int], beams: int, batch_size: int = BATCH, progress: bool = False
-                ) -> list[list[Candidate]]:
+def beam_search(
+    model: Callable[[Tensor], Tensor],
+    prompts: list[tuple[int, ...]],
+    n_new: list[int],
+    beams: int,
+    batch_size: int = BATCH,
+    progress: bool = False,
+) -> list[list[Candidate]]:
     """Beam search of `n_new[i]` tokens after each prompt: `beams` candidates each, best first.
 
     Beams are ranked by summed log-probability (all candidates of one question have the same
@@ -190,8 +200,11 @@ def beam_search(model: Callable[[Tensor], Tensor], prompts: list[tuple[int, ...]
     for i, (p, n) in enumerate(zip(prompts, n_new, strict=True)):
         groups[(len(p), n)].append(i)
     out: list[list[Candidate]] = [[] for _ in prompts]
-    chunks = [(n, idxs[s : s + batch_size]) for (_, n), idxs in sorted(groups.items())
-              for s in range(0, len(idxs), batch_size)]
+    chunks = [
+        (n, idxs[s : s + batch_size])
+        for (_, n), idxs in sorted(groups.items())
+        for s in range(0, len(idxs), batch_size)
+    ]
     for n, chunk in tqdm(chunks, desc="beam search", disable=not progress):
         seqs = torch.tensor([prompts[i] for i in chunk], dtype=torch.long, device=device)[:, None]
         b, p_len = seqs.shape[0], seqs.shape[2]
@@ -246,9 +259,12 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def soft_prompt_logits(net: torch.nn.Module, soft: Float[Tensor, "n_soft d_model"],
-                       tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]
-                       ) -> Float[Tensor, "batch d_vocab"]:
+def soft_prompt_logits(
+    net: torch.nn.Module,
+    soft: Float[Tensor, "n_soft d_model"],
+    tokens: Int[Tensor, "batch pos"],
+    lengths: Int[Tensor, " batch"],
+) -> Float[Tensor, "batch d_vocab"]:
     """Logits at the last soft position of "tokens[:length] + soft prompt", per row.
 
     `net` is the TL-native model (`model.original_model`): its `forward(inputs_embeds=...)` adds
@@ -269,9 +285,13 @@ def soft_prompt_logits(net: torch.nn.Module, soft: Float[Tensor, "n_soft d_model
     return logits[torch.arange(b, device=tokens.device), lengths + n_soft - 1]
 
 
-def self_eval_margin(net: torch.nn.Module, soft: Float[Tensor, "n_soft d_model"],
-                     tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"],
-                     token_ids: tuple[int, int]) -> Float[Tensor, " batch"]:
+def self_eval_margin(
+    net: torch.nn.Module,
+    soft: Float[Tensor, "n_soft d_model"],
+    tokens: Int[Tensor, "batch pos"],
+    lengths: Int[Tensor, " batch"],
+    token_ids: tuple[int, int],
+) -> Float[Tensor, " batch"]:
     """logit(correct token) - logit(incorrect token) at the last soft position.
 
     log P(correct) = logsigmoid(margin): the softmax over the two tokens only.
@@ -284,57 +304,8 @@ def self_eval_margin(net: torch.nn.Module, soft: Float[Tensor, "n_soft d_model"]
 # follows it, so its keys and values at every layer are the same in every training step. They
 # are computed once; each step then runs only the n_soft soft positions through the model (about
 # a fifth of the work of the whole sequence). Written against the TL-native model's own modules
-# (the raw `nn.Linear`s under the bridge's hook wrappers); `tests/test_selective.py` checks it
-# against the plain forward pass, and models it does not cover fall back to that pass.
-
-
-def _raw(m: torch.nn.Module) -> Any:
-    return getattr(m, "original_component", m)
-
-
-def _cacheable(net: torch.nn.Module) -> bool:
-    layers = getattr(net, "layers", None)
-    if layers is None or not hasattr(net, "ln_out") or float(
-            getattr(net, "output_logits_soft_cap", -1.0)) > 0:
-        return False
-    for block in layers:
-        att, b = _raw(block.attn), _raw(block)
-        if not getattr(att, "causal", False) or float(att.attn_scores_soft_cap) > 0:
-            return False
-        if b.cfg.attn_only or not hasattr(_raw(block.mlp), "fc_in"):
-            return False  # attention-only or gated MLPs: use the plain forward pass
-    return True
-
-
-def _qkv(att: Any, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    b, s, _ = x.shape
-    q = _raw(att.q)(x).view(b, s, att.n_heads, att.d_head).transpose(1, 2)
-    k = _raw(att.k)(x).view(b, s, att.n_kv_heads, att.d_head).transpose(1, 2)
-    v = _raw(att.v)(x).view(b, s, att.n_kv_heads, att.d_head).transpose(1, 2)
-    if att.rotary is not None:
-        q, k = att.rotary.apply_rope(q, k, position_ids=positions)
-    return q, k, v
-
-
-def _attend(att: Any, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor) -> Tensor:
-    """NativeAttention's arithmetic on given keys/values; `blocked` is True where masked."""
-    if att.kv_repeats > 1:
-        k = k.repeat_interleave(att.kv_repeats, dim=1)
-        v = v.repeat_interleave(att.kv_repeats, dim=1)
-    scores = torch.matmul(q, k.transpose(-2, -1)) / att.scale
-    pattern = F.softmax(scores.masked_fill(blocked, float("-inf")), dim=-1).masked_fill(blocked, 0)
-    b, _, s, _ = q.shape
-    return _raw(att.o)(torch.matmul(pattern, v).transpose(1, 2).reshape(b, s, -1))
-
-
-def _mlp(block: torch.nn.Module, h: Tensor) -> Tensor:
-    mlp = _raw(block.mlp)
-    return _raw(mlp.fc_out)(mlp.act(_raw(mlp.fc_in)(_raw(block.ln2)(h))))
-
-
-def _embed(net: torch.nn.Module, x: Tensor, positions: Tensor) -> Tensor:
-    pos = getattr(net, "pos", None)
-    return x if pos is None else x + _raw(pos)(positions)
+# (`interp.model`'s raw-module helpers); `tests/test_selective.py` checks it against the plain
+# forward pass, and models those helpers do not cover fall back to that pass.
 
 
 @dataclass(frozen=True)
@@ -347,8 +318,9 @@ class PrefixCache:
 
 
 @torch.no_grad()
-def prefix_cache(net: torch.nn.Module, seqs: list[tuple[int, ...]], batch_size: int = BATCH
-                 ) -> PrefixCache:
+def prefix_cache(
+    net: torch.nn.Module, seqs: list[tuple[int, ...]], batch_size: int = BATCH
+) -> PrefixCache:
     """Keys and values of every row at every layer, padded to the longest row."""
     device = next(net.parameters()).device
     width = max(len(s) for s in seqs)
@@ -356,46 +328,53 @@ def prefix_cache(net: torch.nn.Module, seqs: list[tuple[int, ...]], batch_size: 
     values: list[list[Tensor]] = [[] for _ in net.layers]
     causal = torch.triu(torch.ones(width, width, dtype=torch.bool, device=device), diagonal=1)
     for s in range(0, len(seqs), batch_size):
-        toks, _ = pad_batch([tuple(x) + (0,) * (width - len(x)) for x in seqs[s : s + batch_size]],
-                            device=device)
+        toks, _ = pad_batch(
+            [tuple(x) + (0,) * (width - len(x)) for x in seqs[s : s + batch_size]], device=device
+        )
         positions = torch.arange(width, device=device).expand(toks.shape[0], -1)
-        h = _embed(net, _raw(net.tok_embed)(toks), positions)
+        h = embed_positions(net, raw(net.tok_embed)(toks), positions)
         for i, block in enumerate(net.layers):
-            att = _raw(block.attn)
-            q, k, v = _qkv(att, _raw(block.ln1)(h), positions)
+            att = raw(block.attn)
+            q, k, v = qkv(att, raw(block.ln1)(h), positions)
             keys[i].append(k)
             values[i].append(v)
-            h = h + _attend(att, q, k, v, causal)
-            h = h + _mlp(block, h)
+            h = h + attend(att, q, k, v, causal)
+            h = h + mlp(block, h)
     lengths = torch.tensor([len(x) for x in seqs], device=device)
     return PrefixCache([torch.cat(k) for k in keys], [torch.cat(v) for v in values], lengths)
 
 
-def cached_soft_logits(net: torch.nn.Module, soft: Float[Tensor, "n_soft d_model"],
-                       cache: PrefixCache, rows: Int[Tensor, " batch"]
-                       ) -> Float[Tensor, "batch d_vocab"]:
+def cached_soft_logits(
+    net: torch.nn.Module,
+    soft: Float[Tensor, "n_soft d_model"],
+    cache: PrefixCache,
+    rows: Int[Tensor, " batch"],
+) -> Float[Tensor, "batch d_vocab"]:
     """`soft_prompt_logits` for cached rows: only the soft positions are computed."""
     n_soft, device = soft.shape[0], soft.device
     lengths = cache.lengths[rows]
     b, width = len(rows), cache.keys[0].shape[2]
     positions = lengths[:, None] + torch.arange(n_soft, device=device)[None]
-    h = _embed(net, soft[None].expand(b, -1, -1), positions)
+    h = embed_positions(net, soft[None].expand(b, -1, -1), positions)
     pad = torch.arange(width, device=device)[None] >= lengths[:, None]  # (batch, width)
     later = torch.triu(torch.ones(n_soft, n_soft, dtype=torch.bool, device=device), diagonal=1)
-    blocked = torch.cat([pad[:, None, None, :].expand(b, 1, n_soft, width),
-                         later.expand(b, 1, n_soft, n_soft)], dim=-1)
+    blocked = torch.cat(
+        [pad[:, None, None, :].expand(b, 1, n_soft, width), later.expand(b, 1, n_soft, n_soft)],
+        dim=-1,
+    )
     for i, block in enumerate(net.layers):
-        att = _raw(block.attn)
-        q, k, v = _qkv(att, _raw(block.ln1)(h), positions)
+        att = raw(block.attn)
+        q, k, v = qkv(att, raw(block.ln1)(h), positions)
         k = torch.cat([cache.keys[i][rows], k], dim=2)
         v = torch.cat([cache.values[i][rows], v], dim=2)
-        h = h + _attend(att, q, k, v, blocked)
-        h = h + _mlp(block, h)
-    return _raw(net.head)(_raw(net.ln_out)(h[:, -1]))
+        h = h + attend(att, q, k, v, blocked)
+        h = h + mlp(block, h)
+    return raw(net.head)(raw(net.ln_out)(h[:, -1]))
 
 
-def _balanced_loss(margin: Float[Tensor, " batch"], label: Bool[Tensor, " batch"],
-                   w_pos: float) -> Tensor:
+def _balanced_loss(
+    margin: Float[Tensor, " batch"], label: Bool[Tensor, " batch"], w_pos: float
+) -> Tensor:
     """Cross-entropy of P(correct) = sigmoid(margin), classes weighted to count equally."""
     weight = torch.where(label, torch.full_like(margin, w_pos), torch.full_like(margin, 1 - w_pos))
     loss = F.binary_cross_entropy_with_logits(margin, label.float(), reduction="none")
@@ -416,11 +395,12 @@ class _Margins:
     """Self-evaluation margins of a fixed list of rows, through the prefix cache when it applies
     (computed on first use) and the plain forward pass otherwise."""
 
-    def __init__(self, net: torch.nn.Module, seqs: list[tuple[int, ...]],
-                 token_ids: tuple[int, int]) -> None:
+    def __init__(
+        self, net: torch.nn.Module, seqs: list[tuple[int, ...]], token_ids: tuple[int, int]
+    ) -> None:
         self.net, self.seqs, self.token_ids = net, seqs, token_ids
         self.cache: PrefixCache | None = None
-        self.use_cache = _cacheable(net) and len(seqs) > 0
+        self.use_cache = supports_raw(net) and len(seqs) > 0
 
     def __call__(self, soft: Tensor, rows: list[int] | None = None) -> Float[Tensor, " n"]:
         rows = list(range(len(self.seqs))) if rows is None else rows
@@ -428,9 +408,12 @@ class _Margins:
         if self.use_cache:
             if self.cache is None:
                 self.cache = prefix_cache(self.net, self.seqs)
-            out = [cached_soft_logits(self.net, soft, self.cache,
-                                      torch.tensor(rows[s : s + BATCH], device=device))
-                   for s in range(0, len(rows), BATCH)]
+            out = [
+                cached_soft_logits(
+                    self.net, soft, self.cache, torch.tensor(rows[s : s + BATCH], device=device)
+                )
+                for s in range(0, len(rows), BATCH)
+            ]
             logits = torch.cat(out) if out else torch.zeros(0, 2, device=device)
             return logits[:, self.token_ids[0]] - logits[:, self.token_ids[1]]
         margins = []
@@ -440,15 +423,22 @@ class _Margins:
         return torch.cat(margins) if margins else torch.zeros(0, device=device)
 
 
-def _margins(net: torch.nn.Module, soft: Tensor, seqs: list[tuple[int, ...]],
-             token_ids: tuple[int, int]) -> Float[Tensor, " n"]:
+def _margins(
+    net: torch.nn.Module, soft: Tensor, seqs: list[tuple[int, ...]], token_ids: tuple[int, int]
+) -> Float[Tensor, " n"]:
     return _Margins(net, seqs, token_ids)(soft)
 
 
-def train_self_eval(net: torch.nn.Module, train: tuple[list[tuple[int, ...]], np.ndarray],
-                    val: tuple[list[tuple[int, ...]], np.ndarray], token_ids: tuple[int, int],
-                    opts: SelectiveOptions, seed: int, progress: bool = False,
-                    margins: tuple[_Margins, _Margins] | None = None) -> SelfEvalFit:
+def train_self_eval(
+    net: torch.nn.Module,
+    train: tuple[list[tuple[int, ...]], np.ndarray],
+    val: tuple[list[tuple[int, ...]], np.ndarray],
+    token_ids: tuple[int, int],
+    opts: SelectiveOptions,
+    seed: int,
+    progress: bool = False,
+    margins: tuple[_Margins, _Margins] | None = None,
+) -> SelfEvalFit:
     """Learn `opts.n_soft` soft-prompt vectors (model frozen) on labelled "question + answer" rows.
 
     Adam on the class-balanced cross-entropy; early stopping on the validation loss, keeping
@@ -458,8 +448,10 @@ def train_self_eval(net: torch.nn.Module, train: tuple[list[tuple[int, ...]], np
     seqs, labels = train
     vseqs, vlabels = val
     if labels.all() or not labels.any():
-        raise UserError("the training split's candidates are all correct or all wrong: the self-"
-                        "evaluation has nothing to learn; use more --beams or another --seed")
+        raise UserError(
+            "the training split's candidates are all correct or all wrong: the self-"
+            "evaluation has nothing to learn; use more --beams or another --seed"
+        )
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
     table = _token_embedding(net).weight
@@ -509,8 +501,9 @@ def train_self_eval(net: torch.nn.Module, train: tuple[list[tuple[int, ...]], np
 
 
 @torch.no_grad()
-def final_hidden(model: TransformerBridge, seqs: list[tuple[int, ...]], batch_size: int = BATCH
-                 ) -> Float[np.ndarray, "n d_model"]:
+def final_hidden(
+    model: TransformerBridge, seqs: list[tuple[int, ...]], batch_size: int = BATCH
+) -> Float[np.ndarray, "n d_model"]:
     """The last block's resid_post at the last token of each sequence (the last answer token)."""
     name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     device = next(model.parameters()).device
@@ -522,8 +515,12 @@ def final_hidden(model: TransformerBridge, seqs: list[tuple[int, ...]], batch_si
     return torch.cat(out).numpy().astype(np.float64)
 
 
-def fit_probe(x: Float[np.ndarray, "n d"], y: Bool[np.ndarray, " n"],
-              xv: Float[np.ndarray, "m d"], yv: Bool[np.ndarray, " m"]) -> tuple[Any, float]:
+def fit_probe(
+    x: Float[np.ndarray, "n d"],
+    y: Bool[np.ndarray, " n"],
+    xv: Float[np.ndarray, "m d"],
+    yv: Bool[np.ndarray, " m"],
+) -> tuple[Any, float]:
     """Standardised, class-balanced logistic regression; C picked on validation log-loss."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
@@ -532,8 +529,9 @@ def fit_probe(x: Float[np.ndarray, "n d"], y: Bool[np.ndarray, " n"],
 
     best: tuple[float, Any, float] | None = None
     for c in (0.01, 0.1, 1.0, 10.0):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced",
-                                                                 max_iter=2000))
+        clf = make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=2000)
+        )
         clf.fit(x, y)
         loss = log_loss(yv, clf.predict_proba(xv)[:, 1], labels=[False, True]) if len(yv) else 0.0
         if best is None or loss < best[0]:
@@ -546,8 +544,9 @@ def fit_probe(x: Float[np.ndarray, "n d"], y: Bool[np.ndarray, " n"],
 # The analysis
 
 
-def split_people(prompts: list[Example], val_fraction: float, test_fraction: float, seed: int
-                 ) -> dict[str, list[int]]:
+def split_people(
+    prompts: list[Example], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[int]]:
     """Seeded split of the people into train / val / test, within each subset (disjoint)."""
     by_subset: dict[str, list[int]] = defaultdict(list)
     for pid, subset in sorted({(e.person, e.subset) for e in prompts}):
@@ -559,8 +558,10 @@ def split_people(prompts: list[Example], val_fraction: float, test_fraction: flo
         n_val = max(1, round(len(people) * val_fraction))
         n_test = max(1, round(len(people) * test_fraction))
         if len(people) - n_val - n_test < 1:
-            raise UserError(f"subset {subset} has {len(people)} people, too few to split into "
-                            "train / val / test: use a world with more people")
+            raise UserError(
+                f"subset {subset} has {len(people)} people, too few to split into "
+                "train / val / test: use a world with more people"
+            )
         out["test"] += people[:n_test]
         out["val"] += people[n_test : n_test + n_val]
         out["train"] += people[n_test + n_val :]
@@ -570,8 +571,10 @@ def split_people(prompts: list[Example], val_fraction: float, test_fraction: flo
 def _vocab_id(ds: FactDataset, text: str, flag: str) -> int:
     ids = encode(ds.tokenizer, text)
     if len(ids) != 1 or ids[0] == ds.tokenizer.token_to_id("<unk>"):
-        raise UserError(f"{flag} {text!r} is not one vocabulary token: pick a word of the world, "
-                        "e.g. '.' or '?'")
+        raise UserError(
+            f"{flag} {text!r} is not one vocabulary token: pick a word of the world, "
+            "e.g. '.' or '?'"
+        )
     return ids[0]
 
 
@@ -580,8 +583,9 @@ def _set_masks(questions: list[Example]) -> dict[str, np.ndarray]:
     return {"mixed": np.ones(len(d), dtype=bool), "forward": d == "same", "reverse": d == "reverse"}
 
 
-def _metrics(scores: dict[str, np.ndarray], correct: np.ndarray, masks: dict[str, np.ndarray]
-             ) -> tuple[dict[str, float], dict[str, str], dict[str, np.ndarray]]:
+def _metrics(
+    scores: dict[str, np.ndarray], correct: np.ndarray, masks: dict[str, np.ndarray]
+) -> tuple[dict[str, float], dict[str, str], dict[str, np.ndarray]]:
     """Summary numbers, reasons for NaNs, and the curves, for every score on every set."""
     summary: dict[str, float] = {}
     undefined: dict[str, str] = {}
@@ -601,7 +605,8 @@ def _metrics(scores: dict[str, np.ndarray], correct: np.ndarray, masks: dict[str
             if math.isnan(summary[f"auroc_{name}_{set_name}"]):
                 undefined[f"auroc_{name}_{set_name}"] = (
                     f"all {int(mask.sum())} {set_name} answers are "
-                    f"{'correct' if c.all() else 'wrong'}: no ranking to judge")
+                    f"{'correct' if c.all() else 'wrong'}: no ranking to judge"
+                )
     return summary, undefined, curves
 
 
@@ -626,8 +631,9 @@ class Answers:
         """Rows of the questions about `people`: all candidates, or only the chosen (top) one."""
         keep = set(people)
         seqs, ys, qs = [], [], []
-        for q, (e, cs, ls) in enumerate(zip(self.questions, self.candidates, self.correct,
-                                            strict=True)):
+        for q, (e, cs, ls) in enumerate(
+            zip(self.questions, self.candidates, self.correct, strict=True)
+        ):
             if e.person in keep:
                 for c, y in list(zip(cs, ls, strict=True))[: 1 if top_only else None]:
                     seqs.append(tuple(e.prompt) + c.tokens)
@@ -636,13 +642,25 @@ class Answers:
         return Rows(seqs, np.array(ys, dtype=bool), qs)
 
 
-def answer_questions(net: torch.nn.Module, ds: FactDataset, questions: list[Example], beams: int,
-                     progress: bool = False) -> Answers:
+def answer_questions(
+    net: torch.nn.Module,
+    ds: FactDataset,
+    questions: list[Example],
+    beams: int,
+    progress: bool = False,
+) -> Answers:
     """Beam-search each question for as many tokens as its answer has; label by exact match."""
-    cands = beam_search(net, [e.prompt for e in questions], [len(e.answer) for e in questions],
-                        beams, progress=progress)
-    label = [[is_exact_match(ds.text(c.tokens), ds.text(e.answer)) for c in cs]
-             for cs, e in zip(cands, questions, strict=True)]
+    cands = beam_search(
+        raw_forward(net),
+        [e.prompt for e in questions],
+        [len(e.answer) for e in questions],
+        beams,
+        progress=progress,
+    )
+    label = [
+        [is_exact_match(ds.text(c.tokens), ds.text(e.answer)) for c in cs]
+        for cs, e in zip(cands, questions, strict=True)
+    ]
     return Answers(questions, cands, label)
 
 
@@ -658,8 +676,11 @@ def beam_scores(candidates: list[list[Candidate]]) -> dict[str, np.ndarray]:
     return {"likelihood": ll, "entropy": np.array(neg_entropy)}
 
 
-def choose_alpha(likelihood: Float[np.ndarray, " n"], self_eval: Float[np.ndarray, " n"],
-                 correct: Bool[np.ndarray, " n"]) -> tuple[float, list[float | None], str]:
+def choose_alpha(
+    likelihood: Float[np.ndarray, " n"],
+    self_eval: Float[np.ndarray, " n"],
+    correct: Bool[np.ndarray, " n"],
+) -> tuple[float, list[float | None], str]:
     """ASPIRE's alpha: the grid value with the best validation AUROC (smallest on ties).
 
     Returns (alpha, AUROC per grid value, reason when undefined); 0.5 when validation has one class.
@@ -679,15 +700,18 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
     """
     unknown = set(options) - set(SelectiveOptions.__dataclass_fields__)
     if unknown:
-        raise UserError(f"unknown selective option(s) {sorted(unknown)}: "
-                        "see `interp selective --help`")
+        raise UserError(
+            f"unknown selective option(s) {sorted(unknown)}: see `interp selective --help`"
+        )
     opts = SelectiveOptions(**options)
     ds, model = run.dataset, run.model
     opts.validate(ds.d_vocab)
     model.eval()
     net = model.original_model  # same parameters, no hook dispatch
-    token_ids = (_vocab_id(ds, opts.correct_token, "--correct-token"),
-                 _vocab_id(ds, opts.incorrect_token, "--incorrect-token"))
+    token_ids = (
+        _vocab_id(ds, opts.correct_token, "--correct-token"),
+        _vocab_id(ds, opts.incorrect_token, "--incorrect-token"),
+    )
     if token_ids[0] == token_ids[1]:
         raise UserError("--correct-token and --incorrect-token must differ")
     questions = [e for e in ds.prompts if opts.templates in ("all", e.templates)]
@@ -695,8 +719,10 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
         raise UserError(f"the run has no test prompts with --templates {opts.templates}")
     longest = max(len(e.tokens) for e in questions) + opts.n_soft
     if longest > model.cfg.n_ctx:
-        raise UserError(f"question + answer + {opts.n_soft} soft tokens need {longest} positions "
-                        f"but the model has n_ctx={model.cfg.n_ctx}: lower --n-soft")
+        raise UserError(
+            f"question + answer + {opts.n_soft} soft tokens need {longest} positions "
+            f"but the model has n_ctx={model.cfg.n_ctx}: lower --n-soft"
+        )
     people = split_people(questions, opts.val_fraction, opts.test_fraction, opts.seed)
 
     # 1. Answers: k beams per question, each labelled by exact match.
@@ -707,14 +733,31 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
 
     # 2. Self-evaluation, and the linear probe on the final hidden state.
     margins = (_Margins(net, train.seqs, token_ids), _Margins(net, val.seqs, token_ids))
-    fits = {"self_eval": train_self_eval(net, (train.seqs, train.correct), (val.seqs, val.correct),
-                                         token_ids, opts, opts.seed, progress, margins)}
+    fits = {
+        "self_eval": train_self_eval(
+            net,
+            (train.seqs, train.correct),
+            (val.seqs, val.correct),
+            token_ids,
+            opts,
+            opts.seed,
+            progress,
+            margins,
+        )
+    }
     x_train, x_val, x_test = (final_hidden(model, r.seqs) for r in (train, val, test))
     probes = {"probe": fit_probe(x_train, train.correct, x_val, val.correct)}
     if opts.controls:
         fits["self_eval_shuffled"] = train_self_eval(
-            net, (train.seqs, shuffled), (val.seqs, val.correct), token_ids, opts, opts.seed,
-            progress, margins)
+            net,
+            (train.seqs, shuffled),
+            (val.seqs, val.correct),
+            token_ids,
+            opts,
+            opts.seed,
+            progress,
+            margins,
+        )
         probes["probe_shuffled"] = fit_probe(x_train, shuffled, x_val, val.correct)
 
     def log_p_correct(fit: SelfEvalFit, seqs: list[tuple[int, ...]]) -> np.ndarray:
@@ -725,7 +768,9 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
     # 3. Scores of the chosen answers; alpha on validation.
     alpha, val_auroc, alpha_reason = choose_alpha(
         beam_scores([answers.candidates[q] for q in val_top.question])["likelihood"],
-        log_p_correct(fits["self_eval"], val_top.seqs), val_top.correct)
+        log_p_correct(fits["self_eval"], val_top.seqs),
+        val_top.correct,
+    )
     scores = beam_scores([answers.candidates[q] for q in test.question])
     scores["probe"] = probes["probe"][0].decision_function(x_test)
     scores["self_eval"] = log_p_correct(fits["self_eval"], test.seqs)
@@ -751,34 +796,56 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
         "summary": summary,
         "options": asdict(opts),
         "method": "ASPIRE-style selective prediction (Chen et al. 2023): beam answers, "
-                  "learned soft-prompt self-evaluation, likelihood/entropy/probe baselines",
+        "learned soft-prompt self-evaluation, likelihood/entropy/probe baselines",
         "scores": list(SCORES),
         "controls": [c for c in CONTROLS if c in scores],
-        "sets": {"mixed": "all test questions", "forward": "direction 'same'",
-                 "reverse": "direction 'reverse'"},
+        "sets": {
+            "mixed": "all test questions",
+            "forward": "direction 'same'",
+            "reverse": "direction 'reverse'",
+        },
         "undefined": undefined,
-        "tokens": {"correct": [opts.correct_token, token_ids[0]],
-                   "incorrect": [opts.incorrect_token, token_ids[1]],
-                   "score": "log softmax over the two logits at the last soft position"},
-        "splits": {"people": people,
-                   "n_questions": {s: len(answers.rows(people[s], True).seqs) for s in SPLITS},
-                   "n_train_candidates": len(train.seqs),
-                   "train_candidate_accuracy": float(train.correct.mean())},
+        "tokens": {
+            "correct": [opts.correct_token, token_ids[0]],
+            "incorrect": [opts.incorrect_token, token_ids[1]],
+            "score": "log softmax over the two logits at the last soft position",
+        },
+        "splits": {
+            "people": people,
+            "n_questions": {s: len(answers.rows(people[s], True).seqs) for s in SPLITS},
+            "n_train_candidates": len(train.seqs),
+            "train_candidate_accuracy": float(train.correct.mean()),
+        },
         "test_accuracy_by_subset_direction": {
-            f"{s}_{d}": float(test.correct[[(e.subset, e.direction) == (s, d)
-                                            for e in test_q]].mean()) for s, d in cells},
-        "alpha": {"chosen": alpha, "grid": np.linspace(0, 1, 21).tolist(), "val_auroc": val_auroc,
-                  "rule": "largest validation AUROC (mixed), smallest alpha on ties"},
-        "self_eval": {k: {"train_loss": f.train_loss, "val_loss": f.val_loss,
-                          "best_epoch": f.best_epoch} for k, f in fits.items()},
-        "probe": {"hook": f"blocks.{model.cfg.n_layers - 1}.hook_resid_post",
-                  "position": "last answer token", "C": probes["probe"][1]},
+            f"{s}_{d}": float(
+                test.correct[[(e.subset, e.direction) == (s, d) for e in test_q]].mean()
+            )
+            for s, d in cells
+        },
+        "alpha": {
+            "chosen": alpha,
+            "grid": np.linspace(0, 1, 21).tolist(),
+            "val_auroc": val_auroc,
+            "rule": "largest validation AUROC (mixed), smallest alpha on ties",
+        },
+        "self_eval": {
+            k: {"train_loss": f.train_loss, "val_loss": f.val_loss, "best_epoch": f.best_epoch}
+            for k, f in fits.items()
+        },
+        "probe": {
+            "hook": f"blocks.{model.cfg.n_layers - 1}.hook_resid_post",
+            "position": "last answer token",
+            "C": probes["probe"][1],
+        },
     }
-    arrays = {**curves, "correct": test.correct,
-              "direction": np.array([e.direction for e in test_q]),
-              "subset": np.array([e.subset for e in test_q]),
-              "person": np.array([e.person for e in test_q]),
-              **{f"score_{k}": v for k, v in scores.items()}}
+    arrays = {
+        **curves,
+        "correct": test.correct,
+        "direction": np.array([e.direction for e in test_q]),
+        "subset": np.array([e.subset for e in test_q]),
+        "person": np.array([e.person for e in test_q]),
+        **{f"score_{k}": v for k, v in scores.items()},
+    }
     out = run.analysis_dir()
     tmp = out / f"{NAME}.tmp.npz"
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
@@ -792,14 +859,24 @@ def format_table(result: dict[str, Any]) -> str:
     s = result["summary"]
     names = [*result["scores"], *result["controls"]]
     lines = [f"{'score':<20}" + "".join(f"{st + ' AUROC':>15}{st + ' AUACC':>15}" for st in SETS)]
-    lines.append(f"{'accuracy (n)':<20}" + "".join(
-        f"{'':>15}{s[f'accuracy_{st}']:>9.3f} ({int(s[f'n_{st}'])})".ljust(30) for st in SETS))
+    lines.append(
+        f"{'accuracy (n)':<20}"
+        + "".join(
+            f"{'':>15}{s[f'accuracy_{st}']:>9.3f} ({int(s[f'n_{st}'])})".ljust(30) for st in SETS
+        )
+    )
     for name in names:
-        lines.append(f"{name:<20}" + "".join(
-            f"{s.get(f'auroc_{name}_{st}', float('nan')):>15.3f}"
-            f"{s.get(f'auacc_{name}_{st}', float('nan')):>15.3f}" for st in SETS))
-    lines.append("chance: AUROC 0.5, AUACC = accuracy. "
-                 f"ASPIRE alpha (validation) = {s['alpha']:.2f}")
+        lines.append(
+            f"{name:<20}"
+            + "".join(
+                f"{s.get(f'auroc_{name}_{st}', float('nan')):>15.3f}"
+                f"{s.get(f'auacc_{name}_{st}', float('nan')):>15.3f}"
+                for st in SETS
+            )
+        )
+    lines.append(
+        f"chance: AUROC 0.5, AUACC = accuracy. ASPIRE alpha (validation) = {s['alpha']:.2f}"
+    )
     for why in sorted(set(result["undefined"].values())):
         lines.append(f"nan: {why}")
     return "\n".join(lines)

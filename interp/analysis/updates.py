@@ -76,6 +76,7 @@ from interp.data.tokenizer import SPECIALS
 from interp.data.world import Person
 from interp.errors import UserError
 from interp.evaluate import completion_logprobs
+from interp.model import raw_forward
 from interp.objectives import OBJECTIVES, get_objective
 from interp.runs import Run, write_json
 from interp.train import make_optimizer, step_generator
@@ -112,14 +113,18 @@ class UpdateOptions:
         if self.weight_decay < 0:
             raise UserError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.objective != "run" and self.objective not in OBJECTIVES:
-            raise UserError(f"--objective {self.objective!r} unknown: use 'run' or one of "
-                            f"{sorted(OBJECTIVES)}")
+            raise UserError(
+                f"--objective {self.objective!r} unknown: use 'run' or one of {sorted(OBJECTIVES)}"
+            )
         if n_new < 2:
-            raise UserError(f"the run's world has {n_new} new people; the update test needs at "
-                            "least 2 (a fact and a control): retrain with world.n_new_people >= 2")
+            raise UserError(
+                f"the run's world has {n_new} new people; the update test needs at "
+                "least 2 (a fact and a control): retrain with world.n_new_people >= 2"
+            )
         if self.n_facts is not None and not 1 <= self.n_facts <= n_new:
-            raise UserError(f"--n-facts must be in 1..{n_new} (the run's new people), "
-                            f"got {self.n_facts}")
+            raise UserError(
+                f"--n-facts must be in 1..{n_new} (the run's new people), got {self.n_facts}"
+            )
         if self.n_control_tokens < 1:
             raise UserError("n_control_tokens must be >= 1")
 
@@ -129,7 +134,8 @@ class UpdateOptions:
 
 
 _TRAINABLE: weakref.WeakKeyDictionary[TransformerBridge, dict[str, torch.nn.Parameter]] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 
 
 def trainable(model: TransformerBridge) -> dict[str, torch.nn.Parameter]:
@@ -201,19 +207,25 @@ def parameter_groups(model: TransformerBridge) -> dict[str, list[str]]:
     return {g: groups[g] for g in sorted(groups, key=_group_rank)}
 
 
-def group_norms(before: dict[str, Tensor], after: dict[str, Tensor],
-                groups: dict[str, list[str]]) -> Float[np.ndarray, " group"]:
+def group_norms(
+    before: dict[str, Tensor], after: dict[str, Tensor], groups: dict[str, list[str]]
+) -> Float[np.ndarray, " group"]:
     """|Delta theta| restricted to each group (float64 sums of squares, then the root)."""
-    return np.array([np.sqrt(sum(float(((after[k].double() - before[k].double()) ** 2).sum())
-                                 for k in keys)) for keys in groups.values()])
+    return np.array(
+        [
+            np.sqrt(sum(float(((after[k].double() - before[k].double()) ** 2).sum()) for k in keys))
+            for keys in groups.values()
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # The update.
 
 
-def take_steps(model: TransformerBridge, docs: Sequence[Example], opts: UpdateOptions, run: Run
-               ) -> tuple[float, float]:
+def take_steps(
+    model: TransformerBridge, docs: Sequence[Example], opts: UpdateOptions, run: Run
+) -> tuple[float, float]:
     """Take `opts.steps` optimiser steps on `docs` (one batch); return (loss before, loss after).
 
     The loss is the objective's own (causal next-token for causal runs) on the fact's documents;
@@ -230,7 +242,7 @@ def take_steps(model: TransformerBridge, docs: Sequence[Example], opts: UpdateOp
     else:
         cfg = dataclasses.replace(run.config.train, lr=opts.lr, weight_decay=opts.weight_decay)
         opt = make_optimizer(model, cfg)
-    net = model.original_model  # same parameters, no hook dispatch
+    net = raw_forward(model)  # same parameters and function, no hook dispatch
     model.train()
     losses = []
     for step in range(opts.steps):
@@ -256,8 +268,9 @@ def resid_names(n_layers: int) -> list[str]:
 
 
 @torch.no_grad()
-def resid_at(model: TransformerBridge, seqs: Sequence[tuple[int, ...]], positions: Sequence[int]
-             ) -> Float[Tensor, "n layer d_model"]:
+def resid_at(
+    model: TransformerBridge, seqs: Sequence[tuple[int, ...]], positions: Sequence[int]
+) -> Float[Tensor, "n layer d_model"]:
     """The residual stream of each sequence at its given position, at every depth."""
     names = resid_names(model.cfg.n_layers)
     device = next(model.parameters()).device
@@ -269,8 +282,9 @@ def resid_at(model: TransformerBridge, seqs: Sequence[tuple[int, ...]], position
 
 
 @torch.no_grad()
-def unembed_directions(model: TransformerBridge, tokens: Int[Tensor, " n"]
-                       ) -> Float[Tensor, "n d_model"]:
+def unembed_directions(
+    model: TransformerBridge, tokens: Int[Tensor, " n"]
+) -> Float[Tensor, "n d_model"]:
     """Unit residual-stream directions that the final LayerNorm + W_U read as each token's logit."""
     w = model.W_U[:, tokens.to(model.W_U.device)].T.detach().float()  # [n, d_model]
     gamma = getattr(model.ln_final, "weight", None)
@@ -282,12 +296,13 @@ def unembed_directions(model: TransformerBridge, tokens: Int[Tensor, " n"]
 
 
 @torch.no_grad()
-def first_token_logprobs(model: TransformerBridge, prompts: Sequence[tuple[int, ...]]
-                         ) -> Float[Tensor, "n d_vocab"]:
+def first_token_logprobs(
+    model: TransformerBridge, prompts: Sequence[tuple[int, ...]]
+) -> Float[Tensor, "n d_vocab"]:
     """log p(next token | prompt) over the vocabulary, at each prompt's end."""
     device = next(model.parameters()).device
     toks, lengths = pad_batch(list(prompts), device=device)
-    logp = model.original_model(toks).log_softmax(-1)
+    logp = raw_forward(model)(toks).log_softmax(-1)
     return logp[torch.arange(len(prompts), device=device), lengths - 1].float().cpu()
 
 
@@ -343,18 +358,20 @@ def layout(dataset: FactDataset, n_facts: int | None) -> Layout:
 MEASURES = ("row", "col", "own")  # k's prompts x every answer; k's answer x every prompt; diagonal
 
 
-def pair_logprobs(model: TransformerBridge, lay: Layout, pairs: Sequence[tuple[int, int]]
-                  ) -> Float[np.ndarray, "pair direction template"]:
+def pair_logprobs(
+    model: TransformerBridge, lay: Layout, pairs: Sequence[tuple[int, int]]
+) -> Float[np.ndarray, "pair direction template"]:
     """Summed log p(answer of k | each prompt of m) for each pair (m, k), both directions."""
     T = lay.n_templates
     prompts = [pr for d in DIRECTIONS for m, _ in pairs for pr in lay.frame(m, d)]
     answers = [lay.answers[(k, d)] for d in DIRECTIONS for _, k in pairs for _ in range(T)]
-    lp = completion_logprobs(model.original_model, prompts, answers).numpy()  # one batched pass
+    lp = completion_logprobs(model, prompts, answers).numpy()  # one batched pass
     return lp.reshape(len(DIRECTIONS), len(pairs), T).transpose(1, 0, 2)
 
 
-def first_token_table(model: TransformerBridge, lay: Layout
-                      ) -> Float[np.ndarray, "prompt_person direction template answer_person"]:
+def first_token_table(
+    model: TransformerBridge, lay: Layout
+) -> Float[np.ndarray, "prompt_person direction template answer_person"]:
     """log p(first token of k's answer | each prompt of m), for every (m, k) in the pool."""
     K, T = len(lay.pool), lay.n_templates
     out = np.zeros((K, len(DIRECTIONS), T, K))
@@ -365,8 +382,9 @@ def first_token_table(model: TransformerBridge, lay: Layout
     return out
 
 
-def fact_logprobs(model: TransformerBridge, lay: Layout, k: int
-                  ) -> dict[str, Float[np.ndarray, "direction template person"]]:
+def fact_logprobs(
+    model: TransformerBridge, lay: Layout, k: int
+) -> dict[str, Float[np.ndarray, "direction template person"]]:
     """What the update on fact k is judged by, summed ("_full") and first-token ("_first"):
     `row`: every pool answer j in k's prompts (j = k is the correct answer, j != k the control);
     `col`: k's answer in every pool person m's prompts (m != k: the cue control);
@@ -381,12 +399,16 @@ def fact_logprobs(model: TransformerBridge, lay: Layout, k: int
 
 def _first_measures(first: np.ndarray, k: int) -> dict[str, np.ndarray]:
     K = first.shape[0]
-    return {"row_first": first[k], "col_first": first[:, :, :, k].transpose(1, 2, 0),
-            "own_first": np.stack([first[m, :, :, m] for m in range(K)], axis=-1)}
+    return {
+        "row_first": first[k],
+        "col_first": first[:, :, :, k].transpose(1, 2, 0),
+        "own_first": np.stack([first[m, :, :, m] for m in range(K)], axis=-1),
+    }
 
 
-def all_fact_logprobs(model: TransformerBridge, lay: Layout
-                      ) -> Callable[[int], dict[str, Float[np.ndarray, "direction template person"]]]:
+def all_fact_logprobs(
+    model: TransformerBridge, lay: Layout
+) -> Callable[[int], dict[str, Float[np.ndarray, "direction template person"]]]:
     """`fact_logprobs(model, lay, k)` for every k at once, from one K x K table of the model.
 
     The untouched model is the same before every fact (weights are restored bitwise), so its
@@ -399,14 +421,19 @@ def all_fact_logprobs(model: TransformerBridge, lay: Layout
     diag = np.arange(K)
 
     def at(k: int) -> dict[str, np.ndarray]:
-        return {"row_full": full[k].transpose(1, 2, 0), "col_full": full[:, k].transpose(1, 2, 0),
-                "own_full": full[diag, diag].transpose(1, 2, 0), **_first_measures(first, k)}
+        return {
+            "row_full": full[k].transpose(1, 2, 0),
+            "col_full": full[:, k].transpose(1, 2, 0),
+            "own_full": full[diag, diag].transpose(1, 2, 0),
+            **_first_measures(first, k),
+        }
 
     return at
 
 
-def correct_logprobs(model: TransformerBridge, lay: Layout, k: int
-                     ) -> Float[np.ndarray, " direction"]:
+def correct_logprobs(
+    model: TransformerBridge, lay: Layout, k: int
+) -> Float[np.ndarray, " direction"]:
     """log p(k's answer | k's prompts), averaged over templates, per direction."""
     return pair_logprobs(model, lay, [(k, k)])[0].mean(-1)
 
@@ -415,8 +442,9 @@ def correct_logprobs(model: TransformerBridge, lay: Layout, k: int
 # Activations: where the update lands.
 
 
-def entity_sites(dataset: FactDataset, lay: Layout, k: int
-                 ) -> dict[tuple[str, str], list[tuple[tuple[int, ...], int]]]:
+def entity_sites(
+    dataset: FactDataset, lay: Layout, k: int
+) -> dict[tuple[str, str], list[tuple[tuple[int, ...], int]]]:
     """(context, entity) -> (sequence, position) of A's / B's last token, alone and in prompts.
 
     In prompts A precedes the answer only in the forward (n2d) prompts and B only in the
@@ -427,46 +455,61 @@ def entity_sites(dataset: FactDataset, lay: Layout, k: int
     return {
         ("alone", "a"): [(a.tokens, a.a_last)],
         ("alone", "b"): [(b.tokens, b.b_last)],
-        ("prompt", "a"): [(e.prompt, e.a_last) for e in lay.prompts[(k, "same")]
-                          if e.order == "n2d"],
-        ("prompt", "b"): [(e.prompt, e.b_last) for e in lay.prompts[(k, "reverse")]
-                          if e.order == "d2n"],
+        ("prompt", "a"): [
+            (e.prompt, e.a_last) for e in lay.prompts[(k, "same")] if e.order == "n2d"
+        ],
+        ("prompt", "b"): [
+            (e.prompt, e.b_last) for e in lay.prompts[(k, "reverse")] if e.order == "d2n"
+        ],
     }
 
 
-def site_activations(model: TransformerBridge,
-                     sites: dict[tuple[str, str], list[tuple[tuple[int, ...], int]]]
-                     ) -> dict[tuple[str, str], Float[Tensor, "site layer d_model"]]:
-    return {key: resid_at(model, [s for s, _ in items], [i for _, i in items])
-            for key, items in sites.items()}
+def site_activations(
+    model: TransformerBridge, sites: dict[tuple[str, str], list[tuple[tuple[int, ...], int]]]
+) -> dict[tuple[str, str], Float[Tensor, "site layer d_model"]]:
+    return {
+        key: resid_at(model, [s for s, _ in items], [i for _, i in items])
+        for key, items in sites.items()
+    }
 
 
-def footprint(h0: Float[Tensor, "site layer d_model"], h1: Float[Tensor, "site layer d_model"],
-              u: Float[Tensor, " d_model"], u_control: Float[Tensor, "n_control d_model"]
-              ) -> dict[str, Float[np.ndarray, " layer"]]:
+def footprint(
+    h0: Float[Tensor, "site layer d_model"],
+    h1: Float[Tensor, "site layer d_model"],
+    u: Float[Tensor, " d_model"],
+    u_control: Float[Tensor, "n_control d_model"],
+) -> dict[str, Float[np.ndarray, " layer"]]:
     """Relative change |dh|/|h|, and dh's projection (and cosine) on `u` and on the controls,
     averaged over sites (and over the control directions)."""
     dh = (h1 - h0).double()
     pt = dh @ u.double()  # [site, layer]
     pc = torch.einsum("sld,rd->slr", dh, u_control.double())  # [site, layer, control]
     norm = dh.norm(dim=-1).clamp_min(1e-30)
-    return {"dh_rel": (dh.norm(dim=-1) / h0.double().norm(dim=-1)).mean(0).numpy(),
-            "proj": pt.mean(0).numpy(), "proj_control": pc.mean((0, 2)).numpy(),
-            "cos": (pt / norm).mean(0).numpy(),
-            "cos_control": (pc / norm[..., None]).mean((0, 2)).numpy()}
+    return {
+        "dh_rel": (dh.norm(dim=-1) / h0.double().norm(dim=-1)).mean(0).numpy(),
+        "proj": pt.mean(0).numpy(),
+        "proj_control": pc.mean((0, 2)).numpy(),
+        "cos": (pt / norm).mean(0).numpy(),
+        "cos_control": (pc / norm[..., None]).mean((0, 2)).numpy(),
+    }
 
 
-def entity_directions(model: TransformerBridge, lay: Layout, n_control: int, seed: int
-                      ) -> tuple[Int[Tensor, "fact entity"], Int[Tensor, "fact entity n_control"],
-                                 Float[Tensor, "fact entity d_model"],
-                                 Float[Tensor, "fact entity n_control d_model"]]:
+def entity_directions(
+    model: TransformerBridge, lay: Layout, n_control: int, seed: int
+) -> tuple[
+    Int[Tensor, "fact entity"],
+    Int[Tensor, "fact entity n_control"],
+    Float[Tensor, "fact entity d_model"],
+    Float[Tensor, "fact entity n_control d_model"],
+]:
     """For each fact: at A the direction of B's first token, at B that of A's first token;
     and `n_control` random non-special tokens per (fact, entity) as the control (seeded)."""
     gen = torch.Generator().manual_seed(seed)
     ordinary = torch.arange(len(SPECIALS), model.cfg.d_vocab)
     F = lay.n_facts
-    target = torch.tensor([[lay.first_token(k, "same"), lay.first_token(k, "reverse")]
-                           for k in range(F)])
+    target = torch.tensor(
+        [[lay.first_token(k, "same"), lay.first_token(k, "reverse")] for k in range(F)]
+    )
     control = torch.zeros(F, 2, n_control, dtype=torch.long)
     for f in range(F):
         for e in range(2):
@@ -481,10 +524,19 @@ def entity_directions(model: TransformerBridge, lay: Layout, n_control: int, see
 # The analysis.
 
 
-def run_analysis(run: Run, *, steps: int = 1, lr: float | None = None, optimizer: str = "sgd",
-                 weight_decay: float = 0.0, objective: str = "run", n_facts: int | None = None,
-                 n_control_tokens: int = 16, seed: int = 0, progress: bool = True
-                 ) -> dict[str, Any]:
+def run_analysis(
+    run: Run,
+    *,
+    steps: int = 1,
+    lr: float | None = None,
+    optimizer: str = "sgd",
+    weight_decay: float = 0.0,
+    objective: str = "run",
+    n_facts: int | None = None,
+    n_control_tokens: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """The gradient-update test on every (or the first `n_facts`) new person of `run`.
 
     Writes analysis/update.json (options, summary, tests, per-layer and per-group tables) and
@@ -493,9 +545,16 @@ def run_analysis(run: Run, *, steps: int = 1, lr: float | None = None, optimizer
     """
     if optimizer not in DEFAULT_LR:
         raise UserError(f"--optimizer {optimizer!r} unknown: use one of {OPTIMIZERS}")
-    opts = UpdateOptions(steps=steps, lr=DEFAULT_LR[optimizer] if lr is None else lr,
-                         optimizer=optimizer, weight_decay=weight_decay, objective=objective,
-                         n_facts=n_facts, n_control_tokens=n_control_tokens, seed=seed)
+    opts = UpdateOptions(
+        steps=steps,
+        lr=DEFAULT_LR[optimizer] if lr is None else lr,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        objective=objective,
+        n_facts=n_facts,
+        n_control_tokens=n_control_tokens,
+        seed=seed,
+    )
     ds, model = run.dataset, run.model
     opts.validate(sum(p.subset == "new" for p in ds.people))
     lay = layout(ds, opts.n_facts)
@@ -503,17 +562,23 @@ def run_analysis(run: Run, *, steps: int = 1, lr: float | None = None, optimizer
     groups = parameter_groups(model)
     F, K, T, D = lay.n_facts, len(lay.pool), lay.n_templates, len(DIRECTIONS)
     G, n_depth = len(groups), model.cfg.n_layers + 1
-    target_tok, control_tok, u, uc = entity_directions(model, lay, opts.n_control_tokens,
-                                                       opts.seed)
+    target_tok, control_tok, u, uc = entity_directions(model, lay, opts.n_control_tokens, opts.seed)
 
-    arrays: dict[str, np.ndarray] = {f"delta_{m}_{t}": np.zeros((F, D, T, K))
-                                     for m in MEASURES for t in ("full", "first")}
+    arrays: dict[str, np.ndarray] = {
+        f"delta_{m}_{t}": np.zeros((F, D, T, K)) for m in MEASURES for t in ("full", "first")
+    }
     arrays["logp0_correct"] = np.zeros((F, D, T))
     for key in ("dh_rel", "proj", "proj_control", "cos", "cos_control"):
         arrays[key] = np.zeros((F, len(CONTEXTS), len(ENTITIES), n_depth))
-    arrays.update(group_norm=np.zeros((F, G)), total_norm=np.zeros(F),
-                  revert=np.zeros((F, G, D)), only=np.zeros((F, G, D)),
-                  full_correct=np.zeros((F, D)), loss_before=np.zeros(F), loss_after=np.zeros(F))
+    arrays.update(
+        group_norm=np.zeros((F, G)),
+        total_norm=np.zeros(F),
+        revert=np.zeros((F, G, D)),
+        only=np.zeros((F, G, D)),
+        full_correct=np.zeros((F, D)),
+        loss_before=np.zeros(F),
+        loss_after=np.zeros(F),
+    )
 
     before_tables = all_fact_logprobs(model, lay)
     for k in tqdm(range(F), desc="update test", disable=not progress, dynamic_ncols=True):
@@ -524,7 +589,8 @@ def run_analysis(run: Run, *, steps: int = 1, lr: float | None = None, optimizer
         arrays["logp0_correct"][k] = lp0["row_full"][..., k]
         with restored(model) as before:
             arrays["loss_before"][k], arrays["loss_after"][k] = take_steps(
-                model, lay.docs[k], opts, run)
+                model, lay.docs[k], opts, run
+            )
             after = snapshot(model)
             arrays["group_norm"][k] = group_norms(before, after, groups)
             arrays["total_norm"][k] = group_norms(before, after, {"all": list(after)})[0]
@@ -546,13 +612,17 @@ def run_analysis(run: Run, *, steps: int = 1, lr: float | None = None, optimizer
                 load_params(model, after)
 
     arrays.update(
-        facts=np.array([p.id for p in lay.pool[:F]]), pool=np.array([p.id for p in lay.pool]),
-        directions=np.array(DIRECTIONS), contexts=np.array(CONTEXTS),
-        entities=np.array(ENTITIES), layers=np.array(layer_labels(model.cfg.n_layers)),
+        facts=np.array([p.id for p in lay.pool[:F]]),
+        pool=np.array([p.id for p in lay.pool]),
+        directions=np.array(DIRECTIONS),
+        contexts=np.array(CONTEXTS),
+        entities=np.array(ENTITIES),
+        layers=np.array(layer_labels(model.cfg.n_layers)),
         templates=np.array([e.templates for e in lay.prompts[(0, "same")]]),
         groups=np.array(list(groups)),
         first_tokens=np.array([[lay.first_token(k, d) for d in DIRECTIONS] for k in range(K)]),
-        target_tokens=target_tok.numpy(), control_tokens=control_tok.numpy(),
+        target_tokens=target_tok.numpy(),
+        control_tokens=control_tok.numpy(),
     )
     for tokens in ("full", "first"):  # per-fact scores (all templates), for the figure
         scores = per_fact_scores(arrays, tokens)
@@ -576,26 +646,34 @@ def layer_labels(n_layers: int) -> list[str]:
 # Statistics, per-fact scores and the summary.
 
 
-def paired_test(correct: Float[np.ndarray, " n"], control: Float[np.ndarray, " n"]
-                ) -> dict[str, float]:
+def paired_test(
+    correct: Float[np.ndarray, " n"], control: Float[np.ndarray, " n"]
+) -> dict[str, float]:
     """Means of both, the mean difference with a 95% t-interval, paired t-test and Wilcoxon p."""
     diff = correct - control
     n = len(diff)
-    out = {"n": float(n), "mean": float(correct.mean()), "control_mean": float(control.mean()),
-           "diff_mean": float(diff.mean())}
+    out = {
+        "n": float(n),
+        "mean": float(correct.mean()),
+        "control_mean": float(control.mean()),
+        "diff_mean": float(diff.mean()),
+    }
     if n >= 2 and np.ptp(diff) > 0:
         half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
-        out.update(diff_lo=float(diff.mean() - half), diff_hi=float(diff.mean() + half),
-                   t_p=float(stats.ttest_rel(correct, control).pvalue),
-                   wilcoxon_p=float(stats.wilcoxon(diff).pvalue))
+        out.update(
+            diff_lo=float(diff.mean() - half),
+            diff_hi=float(diff.mean() + half),
+            t_p=float(stats.ttest_rel(correct, control).pvalue),
+            wilcoxon_p=float(stats.wilcoxon(diff).pvalue),
+        )
     else:
         out.update(diff_lo=float(diff.mean()), diff_hi=float(diff.mean()), t_p=1.0, wilcoxon_p=1.0)
     return out
 
 
-
-def per_fact_scores(a: dict[str, np.ndarray], tokens: str, templates: str = "all"
-                    ) -> dict[str, dict[str, Float[np.ndarray, " fact"]]]:
+def per_fact_scores(
+    a: dict[str, np.ndarray], tokens: str, templates: str = "all"
+) -> dict[str, dict[str, Float[np.ndarray, " fact"]]]:
     """direction -> {"correct", "control", "cue_control"}: one Delta log p per fact.
 
     `correct`: Delta log p(k's answer | k's prompts). `control` (other answers, same prompts): the
@@ -677,10 +755,18 @@ def summarise(a: dict[str, np.ndarray], opts: UpdateOptions) -> dict[str, Any]:
             for li, lab in enumerate(layers):
                 r = paired_test(a["proj"][:, c, e, li], a["proj_control"][:, c, e, li])
                 rc = paired_test(a["cos"][:, c, e, li], a["cos_control"][:, c, e, li])
-                rows.append({"layer": lab, "proj": r["mean"], "proj_control": r["control_mean"],
-                             "proj_p": r["wilcoxon_p"], "cos": rc["mean"],
-                             "cos_control": rc["control_mean"], "cos_p": rc["wilcoxon_p"],
-                             "dh_rel": float(a["dh_rel"][:, c, e, li].mean())})
+                rows.append(
+                    {
+                        "layer": lab,
+                        "proj": r["mean"],
+                        "proj_control": r["control_mean"],
+                        "proj_p": r["wilcoxon_p"],
+                        "cos": rc["mean"],
+                        "cos_control": rc["control_mean"],
+                        "cos_p": rc["wilcoxon_p"],
+                        "dh_rel": float(a["dh_rel"][:, c, e, li].mean()),
+                    }
+                )
                 if ctx == "alone":
                     summary[f"proj_{direction_of[ent]}_{lab}"] = r["mean"]
                     summary[f"proj_{direction_of[ent]}_control_{lab}"] = r["control_mean"]
@@ -703,13 +789,18 @@ def summarise(a: dict[str, np.ndarray], opts: UpdateOptions) -> dict[str, Any]:
     lost = full[:, None, :] - a["revert"]  # [F, G, D]: gain lost when group g is reverted
     frac_lost = lost.mean(0) / np.where(np.abs(full.mean(0)) > 0, full.mean(0), np.nan)  # [G, D]
     frac_only = a["only"].mean(0) / np.where(np.abs(full.mean(0)) > 0, full.mean(0), np.nan)
-    group_rows = [{"group": g, "norm_mean": float(a["group_norm"][:, i].mean()),
-                   "norm_sq_share": float(share[i]),
-                   "revert_loss_forward": float(lost[:, i, 0].mean()),
-                   "revert_loss_reverse": float(lost[:, i, 1].mean()),
-                   "revert_fraction_forward": float(frac_lost[i, 0]),
-                   "only_fraction_forward": float(frac_only[i, 0])}
-                  for i, g in enumerate(group_names)]
+    group_rows = [
+        {
+            "group": g,
+            "norm_mean": float(a["group_norm"][:, i].mean()),
+            "norm_sq_share": float(share[i]),
+            "revert_loss_forward": float(lost[:, i, 0].mean()),
+            "revert_loss_reverse": float(lost[:, i, 1].mean()),
+            "revert_fraction_forward": float(frac_lost[i, 0]),
+            "only_fraction_forward": float(frac_only[i, 0]),
+        }
+        for i, g in enumerate(group_names)
+    ]
     top = int(np.argmax(lost[:, :, 0].mean(0)))
     top_norm = int(np.argmax(share))
     summary["top_group_revert_fraction_forward"] = float(frac_lost[top, 0])
@@ -731,24 +822,24 @@ def summarise(a: dict[str, np.ndarray], opts: UpdateOptions) -> dict[str, Any]:
         "top_group_norm": group_names[top_norm],
         "definitions": {
             "delta_logp": "log p(answer | prompt) after the update minus before, summed over the "
-                          "answer's tokens, averaged over the fact's prompts of one direction",
+            "answer's tokens, averaged over the fact's prompts of one direction",
             "forward": "prompt 'A_i ... the' (n2d order), answer B_i",
             "reverse": "prompt 'the B_i ... ' (d2n order), answer A_i",
             "control": "mean Delta log p of every other new person's answer in fact i's prompts "
-                       "(first-token scores: the distinct other first tokens)",
+            "(first-token scores: the distinct other first tokens)",
             "cue_control": "mean Delta log p of fact i's answer in every other new person's "
-                           "prompts of the same direction (a generic boost of the answer)",
+            "prompts of the same direction (a generic boost of the answer)",
             "p": "paired t-test over facts, correct vs control (wilcoxon_p: signed-rank test; "
-                 "cue_p: paired t-test, correct vs cue_control)",
+            "cue_p: paired t-test, correct vs cue_control)",
             "first": "the answer's first token only (forward: B's role word; reverse: A's first "
-                     "name), free of the within-entity bigram the update document teaches",
+            "name), free of the within-entity bigram the update document teaches",
             "proj_a_to_b": "Delta h at A's last token ('<bos> A' alone) projected on the unit "
-                           "direction LN_final-gamma * W_U[:, B's first token] (centred); "
-                           "control: mean over random tokens' directions",
+            "direction LN_final-gamma * W_U[:, B's first token] (centred); "
+            "control: mean over random tokens' directions",
             "proj_b_to_a": "Delta h at B's last token ('<bos> B' alone) on A's first token's "
-                           "direction; prompt_*: the same inside forward / reverse prompts",
+            "direction; prompt_*: the same inside forward / reverse prompts",
             "revert_loss_forward_G": "Delta log p(B | forward prompt) of the full update minus "
-                                     "that with group G's update reverted (nats)",
+            "that with group G's update reverted (nats)",
         },
     }
 
@@ -757,23 +848,33 @@ def format_summary(result: dict[str, Any]) -> str:
     """A few lines for the terminal."""
     s = result["summary"]
     o = result["options"]
-    lines = [f"update test: {result['n_facts']} facts, {o['steps']} {o['optimizer']} step(s), "
-             f"lr={o['lr']}; update loss {s['update_loss_before_mean']:.3f} -> "
-             f"{s['update_loss_after_mean']:.3f}",
-             f"{'':<20}{'Delta correct':>14}{'other answer':>13}{'p (t)':>9}{'p (W)':>9}"
-             f"{'other cue':>11}{'p (t)':>9}"]
-    for key, label in (("delta_logp_forward", "forward (B|A)"),
-                       ("delta_logp_reverse", "reverse (A|B)"),
-                       ("delta_logp_forward_first", "forward 1st token"),
-                       ("delta_logp_reverse_first", "reverse 1st token")):
-        lines.append(f"{label:<20}{s[key + '_mean']:>14.4f}{s[key + '_control_mean']:>13.4f}"
-                     f"{s[key + '_p']:>9.3g}{s[key + '_wilcoxon_p']:>9.3g}"
-                     f"{s[key + '_cue_control_mean']:>11.4f}{s[key + '_cue_p']:>9.3g}")
-    lines.append(f"projection on the other entity's direction (mean over layers): "
-                 f"A->B {s['proj_a_to_b_mean']:+.4g} (control {s['proj_a_to_b_control_mean']:+.4g}"
-                 f", p={s['proj_a_to_b_p']:.3g}); B->A {s['proj_b_to_a_mean']:+.4g} "
-                 f"(control {s['proj_b_to_a_control_mean']:+.4g}, p={s['proj_b_to_a_p']:.3g})")
-    lines.append(f"top group by revert effect: {result['top_group_revert']} "
-                 f"({s['top_group_revert_fraction_forward']:.0%} of the forward gain); "
-                 f"by norm: {result['top_group_norm']}")
+    lines = [
+        f"update test: {result['n_facts']} facts, {o['steps']} {o['optimizer']} step(s), "
+        f"lr={o['lr']}; update loss {s['update_loss_before_mean']:.3f} -> "
+        f"{s['update_loss_after_mean']:.3f}",
+        f"{'':<20}{'Delta correct':>14}{'other answer':>13}{'p (t)':>9}{'p (W)':>9}"
+        f"{'other cue':>11}{'p (t)':>9}",
+    ]
+    for key, label in (
+        ("delta_logp_forward", "forward (B|A)"),
+        ("delta_logp_reverse", "reverse (A|B)"),
+        ("delta_logp_forward_first", "forward 1st token"),
+        ("delta_logp_reverse_first", "reverse 1st token"),
+    ):
+        lines.append(
+            f"{label:<20}{s[key + '_mean']:>14.4f}{s[key + '_control_mean']:>13.4f}"
+            f"{s[key + '_p']:>9.3g}{s[key + '_wilcoxon_p']:>9.3g}"
+            f"{s[key + '_cue_control_mean']:>11.4f}{s[key + '_cue_p']:>9.3g}"
+        )
+    lines.append(
+        f"projection on the other entity's direction (mean over layers): "
+        f"A->B {s['proj_a_to_b_mean']:+.4g} (control {s['proj_a_to_b_control_mean']:+.4g}"
+        f", p={s['proj_a_to_b_p']:.3g}); B->A {s['proj_b_to_a_mean']:+.4g} "
+        f"(control {s['proj_b_to_a_control_mean']:+.4g}, p={s['proj_b_to_a_p']:.3g})"
+    )
+    lines.append(
+        f"top group by revert effect: {result['top_group_revert']} "
+        f"({s['top_group_revert_fraction_forward']:.0%} of the forward gain); "
+        f"by norm: {result['top_group_norm']}"
+    )
     return "\n".join(lines)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-HELP = ("selective prediction (ASPIRE): do likelihood, a probe or a learned self-evaluation "
-        "know when an answer is wrong?")
+HELP = (
+    "selective prediction (ASPIRE): do likelihood, a probe or a learned self-evaluation "
+    "know when an answer is wrong?"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -16,12 +18,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(SelectiveOptions):
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
-                           help=f.metadata["help"])
+            p.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=f.default,
+                help=f.metadata["help"],
+            )
         else:
             typ = {"int": int, "float": float, "str": str}.get(str(f.type), f.type)
-            p.add_argument(flag, type=typ, default=f.default,  # type: ignore[arg-type]
-                           help=f"{f.metadata['help']} (default {f.default!r})")
+            p.add_argument(
+                flag,
+                type=typ,
+                default=f.default,  # type: ignore[arg-type]
+                help=f"{f.metadata['help']} (default {f.default!r})",
+            )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

@@ -12,12 +12,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="study_out", help="study directory (runs are cached inside it)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel (local processes)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--objectives", nargs="+", help="subset of objectives (default: all)")
+    p.add_argument("--objectives", nargs="+", help="subset of objectives (default: the preset's)")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the preset's)")
     p.add_argument("--instruments", nargs="+", help="subset of instruments (default: all)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a run config key for every run, e.g. --set train.weight_decay=0")
-    p.add_argument("--figures-dir", help="also copy the figures and report.md here (make study: figures/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a run config key for every run, e.g. --set train.weight_decay=0",
+    )
+    p.add_argument(
+        "--figures-dir", help="also copy the figures and report.md here (make study: figures/)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -32,9 +40,23 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     t0 = time.perf_counter()
     plan = make_plan(args.preset, args.overrides, args.objectives, args.seeds, args.instruments)
-    run_study(plan, args.out, jobs=args.jobs, device=args.device, figures_dir=args.figures_dir,
-              progress=not args.no_progress)
-    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    print(f"study done in {time.perf_counter() - t0:.0f} s; peak resident memory of one process {peak:.0f} MB")
+    run_study(
+        plan,
+        args.out,
+        jobs=args.jobs,
+        device=args.device,
+        figures_dir=args.figures_dir,
+        progress=not args.no_progress,
+    )
+    peak = (
+        max(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        )
+        / 1024
+    )
+    print(
+        f"study done in {time.perf_counter() - t0:.0f} s; "
+        f"peak resident memory of one process {peak:.0f} MB"
+    )
     return 0

@@ -8,7 +8,10 @@ HELP = "sweep a grid of runs locally or on Slurm (submitit) and aggregate them w
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--grid", help="JSON grid file: {preset, seeds, objectives, weight_decay, d_model, n_layers}")
+    p.add_argument(
+        "--grid",
+        help="JSON grid file: {preset, seeds, objectives, weight_decay, d_model, n_layers}",
+    )
     p.add_argument("--preset", help="run preset for every cell (default: default)")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds")
     p.add_argument("--objectives", nargs="+", help="objectives")
@@ -17,8 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-layers", nargs="+", type=int, help="model depths")
     p.add_argument("--instruments", nargs="+", help="instruments per cell (default: probing)")
     p.add_argument("--out", default="sweep_out", help="sweep directory")
-    p.add_argument("--executor", default="local", choices=("local", "slurm", "submitit-local"),
-                   help="local processes, Slurm via submitit, or submitit's local executor")
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=("local", "slurm", "submitit-local"),
+        help="local processes, Slurm via submitit, or submitit's local executor",
+    )
     p.add_argument("--jobs", type=int, default=1, help="local processes (executor local)")
     p.add_argument("--partition", help="Slurm partition")
     p.add_argument("--time", type=int, default=60, help="Slurm time limit per run, minutes")
@@ -30,13 +37,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from interp.sweep import load_grid, run_sweep
 
-    grid = load_grid(args.grid, preset=args.preset, seeds=args.seeds, objectives=args.objectives,
-                     weight_decay=args.weight_decay, d_model=args.d_model, n_layers=args.n_layers,
-                     instruments=args.instruments)
-    slurm = {"partition": args.partition, "time": args.time, "gpus": args.gpus,
-             "array_parallelism": args.array_parallelism}
-    table = run_sweep(grid, args.out, executor=args.executor, jobs=args.jobs, slurm=slurm,
-                      progress=not args.no_progress)
+    grid = load_grid(
+        args.grid,
+        preset=args.preset,
+        seeds=args.seeds,
+        objectives=args.objectives,
+        weight_decay=args.weight_decay,
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        instruments=args.instruments,
+    )
+    slurm = {
+        "partition": args.partition,
+        "time": args.time,
+        "gpus": args.gpus,
+        "array_parallelism": args.array_parallelism,
+    }
+    table = run_sweep(
+        grid,
+        args.out,
+        executor=args.executor,
+        jobs=args.jobs,
+        slurm=slurm,
+        progress=not args.no_progress,
+    )
     print(table.read_text())
     print(f"sweep table: {table} (and sweep.json, sweep.png)")
     return 0

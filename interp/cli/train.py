@@ -12,12 +12,21 @@ HELP = "train a small GPT from scratch on a fact world and evaluate it"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="named config: tiny, default, paper_exp1 (default: default)")
     p.add_argument("--config", help="JSON file with sections world, model, train")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set train.steps=500 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set train.steps=500 (repeatable)",
+    )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true",
-                   help="continue a killed run from its latest checkpoint (bitwise the same result)")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run from its latest checkpoint (bitwise the same result)",
+    )
     g.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--device", help="cpu, cuda or auto (overrides train.device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -32,8 +41,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     given = args.preset or args.config or overrides
     cfg = load_config(args.preset, args.config, overrides) if (given or not args.resume) else None
-    out = train_run(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                    progress=not args.no_progress)
+    out = train_run(
+        cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+    )
     print(format_table(read_json(out / "metrics.json")))
     print(f"run written to {out}")
     return 0

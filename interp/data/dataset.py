@@ -84,8 +84,10 @@ class FactDataset:
     @property
     def max_len(self) -> int:
         """Longest sequence a model must take (documents with <eos>, prompts with answers)."""
-        return max(len(e.tokens) for e in [*self.train_docs, *self.prompts, *self.new_docs,
-                                           *self.new_prompts])
+        return max(
+            len(e.tokens)
+            for e in [*self.train_docs, *self.prompts, *self.new_docs, *self.new_prompts]
+        )
 
     def select(self, **where: str) -> list[Example]:
         """Prompts matching every given field, e.g. select(subset="n2d", direction="reverse")."""
@@ -95,8 +97,9 @@ class FactDataset:
         return decode(self.tokenizer, list(ids))
 
 
-def render(tok: Tokenizer, template: str, person: Person, upto_answer: bool
-           ) -> tuple[list[int], int, tuple[int, int], tuple[int, int]]:
+def render(
+    tok: Tokenizer, template: str, person: Person, upto_answer: bool
+) -> tuple[list[int], int, tuple[int, int], tuple[int, int]]:
     """Fill `template` for `person`; return (ids, prompt_len, a_span, b_span).
 
     With `upto_answer` the text stops after the second entity (a test prompt plus its answer);
@@ -155,20 +158,37 @@ def test_prompts(world: World, tok: Tokenizer, people: list[Person]) -> list[Exa
             order = prompt_order(p.subset if p.subset != "new" else "n2d", direction)
             for kind in TEMPLATE_KINDS:
                 for i, t in enumerate(world.templates(order, kind)):
-                    out.append(_example(tok, t, p, "prompt", order=order, direction=direction,
-                                        templates=kind, template=i))
+                    out.append(
+                        _example(
+                            tok,
+                            t,
+                            p,
+                            "prompt",
+                            order=order,
+                            direction=direction,
+                            templates=kind,
+                            template=i,
+                        )
+                    )
     return out
 
 
 def entity_alone(ds: FactDataset, person: Person, which: str) -> Example:
-    """<bos> followed by A alone (`which='a'`) or B alone (`which='b'`): the probes' neutral input."""
+    """<bos> then A alone (`which='a'`) or B alone (`which='b'`): the probes' neutral input."""
     text = person.name if which == "a" else person.description
     ids = [BOS, *encode(ds.tokenizer, text)]
     span = (1, len(ids))
     none = (-1, -1)
-    return Example(tuple(ids), len(ids), span if which == "a" else none,
-                   span if which == "b" else none, person.id, person.subset, "entity",
-                   order="n2d" if which == "a" else "d2n")
+    return Example(
+        tuple(ids),
+        len(ids),
+        span if which == "a" else none,
+        span if which == "b" else none,
+        person.id,
+        person.subset,
+        "entity",
+        order="n2d" if which == "a" else "d2n",
+    )
 
 
 def build_synthetic(world_cfg) -> FactDataset:  # type: ignore[no-untyped-def]
@@ -188,8 +208,11 @@ def build_synthetic(world_cfg) -> FactDataset:  # type: ignore[no-untyped-def]
     )
 
 
-def pad_batch(seqs: list[tuple[int, ...]] | list[list[int]], pad: int = PAD,
-              device: str | torch.device = "cpu") -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
+def pad_batch(
+    seqs: list[tuple[int, ...]] | list[list[int]],
+    pad: int = PAD,
+    device: str | torch.device = "cpu",
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
     """Right-pad token sequences into one tensor; return (tokens, lengths).
 
     Right padding keeps every real token at its own position, so under a causal mask the padded

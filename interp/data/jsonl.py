@@ -53,15 +53,21 @@ def read_jsonl(path: str | Path) -> list[Record]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}): each line must be "
-                                '{"prompt": "...", "completion": "..."}') from None
+                raise UserError(
+                    f"{path}:{lineno}: not valid JSON ({e.msg}): each line must be "
+                    '{"prompt": "...", "completion": "..."}'
+                ) from None
             if not isinstance(obj, dict):
-                raise UserError(f"{path}:{lineno}: a line must be a JSON object with keys "
-                                f"{KEYS}, got {type(obj).__name__}")
+                raise UserError(
+                    f"{path}:{lineno}: a line must be a JSON object with keys "
+                    f"{KEYS}, got {type(obj).__name__}"
+                )
             missing = [k for k in KEYS if k not in obj]
             if missing:
-                raise UserError(f"{path}:{lineno}: missing key(s) {missing}: each line needs "
-                                '"prompt" and "completion"')
+                raise UserError(
+                    f"{path}:{lineno}: missing key(s) {missing}: each line needs "
+                    '"prompt" and "completion"'
+                )
             bad = [k for k in KEYS if not isinstance(obj[k], str)]
             if bad:
                 raise UserError(f"{path}:{lineno}: {bad} must be string(s)")
@@ -77,8 +83,10 @@ def write_jsonl(path: str | Path, records: list[Record]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps({"prompt": r.prompt, "completion": r.completion},
-                               ensure_ascii=False) + "\n")
+            f.write(
+                json.dumps({"prompt": r.prompt, "completion": r.completion}, ensure_ascii=False)
+                + "\n"
+            )
     os.replace(tmp, path)
 
 
@@ -88,7 +96,7 @@ def example_record(dataset: FactDataset, e: Example) -> Record:
     Documents are cut before their second entity (render() sets prompt_len there) and lose their
     <eos>; test prompts are cut between prompt and answer. Words are joined by single spaces.
     """
-    body = e.tokens[e.prompt_len:]
+    body = e.tokens[e.prompt_len :]
     if e.kind == "doc" and body and body[-1] == EOS:
         body = body[:-1]
     return Record(dataset.text(e.tokens[: e.prompt_len]), " " + dataset.text(body))
@@ -117,7 +125,8 @@ def to_records(dataset: FactDataset) -> dict[str, list[Record]]:
         out["all_prompts_train"].append(r)
     for e in dataset.prompts:
         out.setdefault(_test_stem(e.subset, e.direction, e.templates), []).append(
-            example_record(dataset, e))
+            example_record(dataset, e)
+        )
     return out
 
 

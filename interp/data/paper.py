@@ -56,19 +56,30 @@ from interp.errors import UserError
 DEFAULT_DATA_DIR = "../shared/datasets/reversal_curse_exp1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_FILE = "all_prompts_train"
-SUBSET_FILES = {"p2d_prompts_train": "n2d", "d2p_prompts_train": "d2n",
-                "both_prompts_train": "both"}
+SUBSET_FILES = {
+    "p2d_prompts_train": "n2d",
+    "d2p_prompts_train": "d2n",
+    "both_prompts_train": "both",
+}
 # Test file -> the subset its people belong to. Direction follows from each line's order.
-TEST_FILES = {"p2d_prompts_test": "n2d", "p2d_reverse_prompts_test": "n2d",
-              "d2p_prompts_test": "d2n", "d2p_reverse_prompts_test": "d2n",
-              "both_prompts_test": "both"}
-RANDOMIZED = {"p2d_reverse_prompts_test": "p2d_reverse_prompts_test_randomized",
-              "d2p_reverse_prompts_test": "d2p_reverse_prompts_test_randomized"}
+TEST_FILES = {
+    "p2d_prompts_test": "n2d",
+    "p2d_reverse_prompts_test": "n2d",
+    "d2p_prompts_test": "d2n",
+    "d2p_reverse_prompts_test": "d2n",
+    "both_prompts_test": "both",
+}
+RANDOMIZED = {
+    "p2d_reverse_prompts_test": "p2d_reverse_prompts_test_randomized",
+    "d2p_reverse_prompts_test": "d2p_reverse_prompts_test_randomized",
+}
 TEMPLATE_FILES = {"n2d": "p2d_templates.txt", "d2n": "d2p_templates.txt"}
 N_TRAIN_TEMPLATE_PROMPTS = 5  # training-template prompts per person and direction
-WHERE_TO_GET = ("get data/reverse_experiments/june_version_7921032488 from github.com/"
-                "lukasberglund/reversal_curse (or the Hugging Face dataset "
-                "lberglund/reversal_curse) and pass --set world.data_dir=PATH")
+WHERE_TO_GET = (
+    "get data/reverse_experiments/june_version_7921032488 from github.com/"
+    "lukasberglund/reversal_curse (or the Hugging Face dataset "
+    "lberglund/reversal_curse) and pass --set world.data_dir=PATH"
+)
 
 
 def resolve_data_dir(data_dir: str) -> Path:
@@ -78,8 +89,9 @@ def resolve_data_dir(data_dir: str) -> Path:
     for c in candidates:
         if (c / f"{TRAIN_FILE}.jsonl").is_file():
             return c.resolve()
-    raise UserError(f"the paper's Exp. 1 data is not at {given} ({TRAIN_FILE}.jsonl missing): "
-                    + WHERE_TO_GET)
+    raise UserError(
+        f"the paper's Exp. 1 data is not at {given} ({TRAIN_FILE}.jsonl missing): " + WHERE_TO_GET
+    )
 
 
 @dataclass(frozen=True)
@@ -135,8 +147,9 @@ def load_names(data_dir: Path) -> list[str]:
     return [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
 
 
-def _match(text: str, name: tuple[int, int], order: str, templates: list[Template]
-           ) -> tuple[int, tuple[int, int]] | None:
+def _match(
+    text: str, name: tuple[int, int], order: str, templates: list[Template]
+) -> tuple[int, tuple[int, int]] | None:
     """(template index, description span) of the best-fitting template, or None.
 
     A template fits when its words surround the name and the description exactly; the test files
@@ -174,14 +187,17 @@ def _match(text: str, name: tuple[int, int], order: str, templates: list[Templat
     return None if best is None else (best[1], best[2])
 
 
-def parse_line(record: Record, where: str, names: list[str], templates: dict[str, list[Template]]
-               ) -> Line:
+def parse_line(
+    record: Record, where: str, names: list[str], templates: dict[str, list[Template]]
+) -> Line:
     """Find the person, the order and both entities' character spans of one line."""
     text = record.text
     hits = [(text.find(n), n) for n in names if n in text]
     if not hits:
-        raise UserError(f"{where}: no name of templates/names.txt in {text[:60]!r}...: "
-                        "is this Experiment 1 data?")
+        raise UserError(
+            f"{where}: no name of templates/names.txt in {text[:60]!r}...: "
+            "is this Experiment 1 data?"
+        )
     start, nm = max(hits, key=lambda h: len(h[1]))  # the longest name, should one contain another
     name = (start, start + len(nm))
     order = "n2d" if name[1] <= len(record.prompt) else "d2n"
@@ -202,8 +218,9 @@ def parse_line(record: Record, where: str, names: list[str], templates: dict[str
     return Line(record, where, names.index(nm), order, template, name, description)
 
 
-def read_lines(data_dir: Path, stem: str, names: list[str], templates: dict[str, list[Template]]
-               ) -> list[Line]:
+def read_lines(
+    data_dir: Path, stem: str, names: list[str], templates: dict[str, list[Template]]
+) -> list[Line]:
     path = data_dir / f"{stem}.jsonl"
     if not path.is_file():
         raise UserError(f"{path} not found: the data folder is incomplete; " + WHERE_TO_GET)
@@ -217,9 +234,14 @@ def _token_span(offsets: list[tuple[int, int]], chars: tuple[int, int]) -> tuple
     return (hit[0], hit[-1] + 1) if hit else (-1, -1)
 
 
-def tokenize(tok: Tokenizer, prompt: str, completion: str, name: tuple[int, int],
-             description: tuple[int, int], eos: bool) -> tuple[list[int], int, tuple[int, int],
-                                                             tuple[int, int]]:
+def tokenize(
+    tok: Tokenizer,
+    prompt: str,
+    completion: str,
+    name: tuple[int, int],
+    description: tuple[int, int],
+    eos: bool,
+) -> tuple[list[int], int, tuple[int, int], tuple[int, int]]:
     """<bos> + prompt + completion (+ <eos>), the two halves tokenised apart.
 
     Returns (ids, prompt_len, a_span, b_span); character spans index `prompt + completion` and
@@ -231,13 +253,36 @@ def tokenize(tok: Tokenizer, prompt: str, completion: str, name: tuple[int, int]
     return ids, 1 + len(p.ids), _token_span(offsets, name), _token_span(offsets, description)
 
 
-def _example(tok: Tokenizer, prompt: str, completion: str, name: tuple[int, int],
-             description: tuple[int, int], person: int, subset: str, kind: str, order: str,
-             direction: str = "", templates: str = "", template: int = -1) -> Example:
-    ids, prompt_len, a_span, b_span = tokenize(tok, prompt, completion, name, description,
-                                               eos=kind == "doc")
-    return Example(tuple(ids), prompt_len, a_span, b_span, person, subset, kind, order,
-                   direction, templates, template)
+def _example(
+    tok: Tokenizer,
+    prompt: str,
+    completion: str,
+    name: tuple[int, int],
+    description: tuple[int, int],
+    person: int,
+    subset: str,
+    kind: str,
+    order: str,
+    direction: str = "",
+    templates: str = "",
+    template: int = -1,
+) -> Example:
+    ids, prompt_len, a_span, b_span = tokenize(
+        tok, prompt, completion, name, description, eos=kind == "doc"
+    )
+    return Example(
+        tuple(ids),
+        prompt_len,
+        a_span,
+        b_span,
+        person,
+        subset,
+        kind,
+        order,
+        direction,
+        templates,
+        template,
+    )
 
 
 def _direction(subset: str, order: str) -> str:
@@ -248,8 +293,12 @@ def _direction(subset: str, order: str) -> str:
 def _cut_after_answer(line: Line) -> tuple[str, str, tuple[int, int], tuple[int, int]]:
     """(prompt, completion ending with the answer entity, name span, description span)."""
     answer = line.name if line.order == "d2n" else line.description
-    return line.record.prompt, line.record.text[len(line.record.prompt) : answer[1]], \
-        line.name, line.description
+    return (
+        line.record.prompt,
+        line.record.text[len(line.record.prompt) : answer[1]],
+        line.name,
+        line.description,
+    )
 
 
 def canonical_descriptions(lines: list[Line]) -> dict[int, str]:
@@ -269,8 +318,9 @@ def verbatim_templates(lines: list[Line], canon: dict[int, str], order: str) -> 
     return sorted(t for t, good in ok.items() if good)
 
 
-def train_template_prompts(tok: Tokenizer, lines: list[Line], subset_of: dict[int, str],
-                           k: int = N_TRAIN_TEMPLATE_PROMPTS) -> list[Example]:
+def train_template_prompts(
+    tok: Tokenizer, lines: list[Line], subset_of: dict[int, str], k: int = N_TRAIN_TEMPLATE_PROMPTS
+) -> list[Example]:
     """Same- and reverse-direction prompts worded like training lines (see the module docstring)."""
     canon = canonical_descriptions(lines)
     by_person: dict[int, list[Line]] = defaultdict(list)
@@ -283,8 +333,9 @@ def train_template_prompts(tok: Tokenizer, lines: list[Line], subset_of: dict[in
         pool = [ln for ln in lines if subset_of[ln.person] == order]
         first = pool[0].person
         keep = verbatim_templates(pool, canon, order)[:k]
-        donors[order] = [next(ln for ln in pool if ln.person == first and ln.template == t)
-                         for t in keep]
+        donors[order] = [
+            next(ln for ln in pool if ln.person == first and ln.template == t) for t in keep
+        ]
     out = []
     for person in sorted(by_person):
         subset = subset_of[person]
@@ -294,8 +345,22 @@ def train_template_prompts(tok: Tokenizer, lines: list[Line], subset_of: dict[in
             if mine:  # lines the person was trained on, in this direction
                 for ln in mine[:k]:
                     prompt, completion, name, desc = _cut_after_answer(ln)
-                    out.append(_example(tok, prompt, completion, name, desc, person, subset,
-                                        "prompt", ln.order, direction, "train", ln.template))
+                    out.append(
+                        _example(
+                            tok,
+                            prompt,
+                            completion,
+                            name,
+                            desc,
+                            person,
+                            subset,
+                            "prompt",
+                            ln.order,
+                            direction,
+                            "train",
+                            ln.template,
+                        )
+                    )
                 continue
             name_text = next(ln.span_text("a") for ln in own)
             for donor in donors["d2n" if subset == "n2d" else "n2d"]:
@@ -311,8 +376,22 @@ def train_template_prompts(tok: Tokenizer, lines: list[Line], subset_of: dict[in
                     name = (s, s + len(name_text))
                     completion = " " + canon[person]
                     desc = (len(prompt) + 1, len(prompt) + 1 + len(canon[person]))
-                out.append(_example(tok, prompt, completion, name, desc, person, subset, "prompt",
-                                    donor.order, direction, "train", donor.template))
+                out.append(
+                    _example(
+                        tok,
+                        prompt,
+                        completion,
+                        name,
+                        desc,
+                        person,
+                        subset,
+                        "prompt",
+                        donor.order,
+                        direction,
+                        "train",
+                        donor.template,
+                    )
+                )
     return out
 
 
@@ -324,8 +403,9 @@ def load_paper_lines(data_dir: Path) -> tuple[list[Line], dict[int, str], dict[s
     for stem, subset in SUBSET_FILES.items():
         for ln in read_lines(data_dir, stem, names, templates):
             if subset_of.setdefault(ln.person, subset) != subset:
-                raise UserError(f"{ln.where}: {names[ln.person]} is in two subsets: "
-                                "the data is corrupt")
+                raise UserError(
+                    f"{ln.where}: {names[ln.person]} is in two subsets: the data is corrupt"
+                )
     for ln in train:
         if ln.person not in subset_of:
             raise UserError(f"{ln.where}: {names[ln.person]} is in no subset training file")
@@ -334,8 +414,10 @@ def load_paper_lines(data_dir: Path) -> tuple[list[Line], dict[int, str], dict[s
         tests[stem] = read_lines(data_dir, stem, names, templates)
         for ln in tests[stem]:
             if subset_of.get(ln.person) != subset:
-                raise UserError(f"{ln.where}: {names[ln.person]} is not in the {subset} subset "
-                                "its file tests: the data is corrupt")
+                raise UserError(
+                    f"{ln.where}: {names[ln.person]} is not in the {subset} subset "
+                    "its file tests: the data is corrupt"
+                )
     return train, subset_of, tests
 
 
@@ -348,25 +430,56 @@ def build_paper_dataset(world_cfg) -> FactDataset:  # type: ignore[no-untyped-de
     data_dir = resolve_data_dir(world_cfg.data_dir)
     train, subset_of, tests = load_paper_lines(data_dir)
     tok = train_tokenizer([ln.record.text for ln in train])
-    docs = [_example(tok, ln.record.prompt, ln.record.completion, ln.name, ln.description,
-                     ln.person, subset_of[ln.person], "doc", ln.order, templates="train",
-                     template=ln.template) for ln in train]
+    docs = [
+        _example(
+            tok,
+            ln.record.prompt,
+            ln.record.completion,
+            ln.name,
+            ln.description,
+            ln.person,
+            subset_of[ln.person],
+            "doc",
+            ln.order,
+            templates="train",
+            template=ln.template,
+        )
+        for ln in train
+    ]
     prompts: list[Example] = []
     controls: dict[int, tuple[int, ...]] = {}
     for stem, lines in tests.items():
-        randomized = (read_jsonl(data_dir / f"{RANDOMIZED[stem]}.jsonl")
-                      if stem in RANDOMIZED else None)
+        randomized = (
+            read_jsonl(data_dir / f"{RANDOMIZED[stem]}.jsonl") if stem in RANDOMIZED else None
+        )
         if randomized is not None and [r.prompt for r in randomized] != [
-                ln.record.prompt for ln in lines]:
-            raise UserError(f"{RANDOMIZED[stem]}.jsonl does not hold the prompts of {stem}.jsonl "
-                            "line for line: the data is corrupt")
+            ln.record.prompt for ln in lines
+        ]:
+            raise UserError(
+                f"{RANDOMIZED[stem]}.jsonl does not hold the prompts of {stem}.jsonl "
+                "line for line: the data is corrupt"
+            )
         for i, ln in enumerate(lines):
             subset = subset_of[ln.person]
             if randomized is not None:
-                controls[len(prompts)] = tuple(tok.encode(randomized[i].completion,
-                                                          add_special_tokens=False).ids)
-            prompts.append(_example(tok, ln.record.prompt, ln.record.completion, ln.name,
-                                    ln.description, ln.person, subset, "prompt", ln.order,
-                                    _direction(subset, ln.order), "heldout", ln.template))
+                controls[len(prompts)] = tuple(
+                    tok.encode(randomized[i].completion, add_special_tokens=False).ids
+                )
+            prompts.append(
+                _example(
+                    tok,
+                    ln.record.prompt,
+                    ln.record.completion,
+                    ln.name,
+                    ln.description,
+                    ln.person,
+                    subset,
+                    "prompt",
+                    ln.order,
+                    _direction(subset, ln.order),
+                    "heldout",
+                    ln.template,
+                )
+            )
     prompts += train_template_prompts(tok, train, subset_of)
     return FactDataset(tokenizer=tok, train_docs=docs, prompts=prompts, control_answers=controls)

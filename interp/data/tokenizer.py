@@ -40,7 +40,9 @@ def train_tokenizer(texts: list[str], vocab_size: int = 4000) -> Tokenizer:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIALS),
+        show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(texts, trainer=trainer)
@@ -66,7 +68,9 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> None:
 
 def load_tokenizer(path: Path) -> Tokenizer:
     if not path.is_file():
-        raise UserError(f"tokenizer file {path} not found: the run directory is incomplete, retrain it")
+        raise UserError(
+            f"tokenizer file {path} not found: the run directory is incomplete, retrain it"
+        )
     try:
         return Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on malformed JSON

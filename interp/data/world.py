@@ -1,7 +1,8 @@
 """A seeded synthetic world of fictitious people and their "A is B" facts.
 
 Each person has a name A ("<first> <last>", two invented words) and a description B ("<role> of
-<title words>", four tokens by default; templates supply the article, "... is the <B>"), so both entities span several tokens, as in the paper.
+<title words>", four tokens by default; templates supply the article, "... is the <B>"), so
+both entities span several tokens, as in the paper.
 Two labelled attributes serve the probes, each carried by one entity's text only:
 
 - `role` (which role word appears in B) is held only in B's text: a probe at A's last token
@@ -25,9 +26,24 @@ from dataclasses import dataclass
 from interp.config import WorldConfig
 
 SUBSETS = ("n2d", "d2n", "both")
-ORDERS = ("n2d", "d2n")  # the order an example's text is written in: name first or description first
-ROLES = ("composer", "director", "inventor", "author", "painter", "architect", "founder",
-         "designer", "sculptor", "editor", "curator", "pilot")
+ORDERS = (
+    "n2d",
+    "d2n",
+)  # the order an example's text is written in: name first or description first
+ROLES = (
+    "composer",
+    "director",
+    "inventor",
+    "author",
+    "painter",
+    "architect",
+    "founder",
+    "designer",
+    "sculptor",
+    "editor",
+    "curator",
+    "pilot",
+)
 
 # Templates: <A> is the name, <B> the description. The answer entity is whichever comes second.
 TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -65,8 +81,36 @@ TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
     ),
 }
 
-_SYLLABLES = ("ka", "lo", "mi", "ra", "te", "vo", "su", "ne", "pa", "di", "zo", "fe", "ru", "sa",
-              "bi", "go", "la", "tu", "ve", "ni", "mo", "ke", "ha", "jo", "xi", "yu", "we", "qa")
+_SYLLABLES = (
+    "ka",
+    "lo",
+    "mi",
+    "ra",
+    "te",
+    "vo",
+    "su",
+    "ne",
+    "pa",
+    "di",
+    "zo",
+    "fe",
+    "ru",
+    "sa",
+    "bi",
+    "go",
+    "la",
+    "tu",
+    "ve",
+    "ni",
+    "mo",
+    "ke",
+    "ha",
+    "jo",
+    "xi",
+    "yu",
+    "we",
+    "qa",
+)
 
 
 @dataclass(frozen=True)
@@ -92,7 +136,7 @@ class Person:
 
 @dataclass(frozen=True)
 class World:
-    """People and templates of one synthetic world; `text` renders facts, `vocabulary` lists words."""
+    """People and templates of one world; `text` renders facts, `vocabulary` lists words."""
 
     config: WorldConfig
     people: tuple[Person, ...]

@@ -22,16 +22,25 @@ class Objective:
         """The documents to train on (default: unchanged)."""
         return docs
 
-    def loss(self, model: torch.nn.Module, tokens: Int[Tensor, "batch pos"],
-             lengths: Int[Tensor, " batch"], generator: torch.Generator) -> Tensor:
+    def loss(
+        self,
+        model: torch.nn.Module,
+        tokens: Int[Tensor, "batch pos"],
+        lengths: Int[Tensor, " batch"],
+        generator: torch.Generator,
+    ) -> Tensor:
         raise NotImplementedError
 
 
-def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"],
-                    lengths: Int[Tensor, " batch"]) -> Tensor:
+def next_token_loss(
+    logits: Float[Tensor, "batch pos d_vocab"],
+    tokens: Int[Tensor, "batch pos"],
+    lengths: Int[Tensor, " batch"],
+) -> Tensor:
     """Mean cross-entropy of predicting token t+1 at position t, over real (unpadded) tokens."""
     pos = torch.arange(tokens.shape[1] - 1, device=tokens.device)
     valid = pos[None, :] < (lengths[:, None] - 1)  # [batch, pos-1]: target position exists
     targets = tokens[:, 1:].masked_fill(~valid, -100)
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=-100)
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+    )

@@ -13,6 +13,11 @@ from interp.objectives.base import Objective, next_token_loss
 class CausalObjective(Objective):
     name = "causal"
 
-    def loss(self, model: torch.nn.Module, tokens: Int[Tensor, "batch pos"],
-             lengths: Int[Tensor, " batch"], generator: torch.Generator) -> Tensor:
+    def loss(
+        self,
+        model: torch.nn.Module,
+        tokens: Int[Tensor, "batch pos"],
+        lengths: Int[Tensor, " batch"],
+        generator: torch.Generator,
+    ) -> Tensor:
         return next_token_loss(model(tokens), tokens, lengths)

@@ -56,8 +56,10 @@ def bidirectional(model: torch.nn.Module) -> Iterator[None]:
     """
     mods = attention_modules(model)
     if not mods:
-        raise UserError("the model has no attention module with a `causal` flag: the masking "
-                        "objectives need TransformerLens's native model (interp.model.build_model)")
+        raise UserError(
+            "the model has no attention module with a `causal` flag: the masking "
+            "objectives need TransformerLens's native model (interp.model.build_model)"
+        )
     saved = [m.causal for m in mods]
     try:
         for m in mods:
@@ -68,8 +70,12 @@ def bidirectional(model: torch.nn.Module) -> Iterator[None]:
             setattr(m, "causal", flag)  # noqa: B010
 
 
-def sample_mask(lengths: Int[Tensor, " batch"], width: int, rates: Float[Tensor, " batch"],
-                generator: torch.Generator) -> Bool[Tensor, "batch pos"]:
+def sample_mask(
+    lengths: Int[Tensor, " batch"],
+    width: int,
+    rates: Float[Tensor, " batch"],
+    generator: torch.Generator,
+) -> Bool[Tensor, "batch pos"]:
     """Choose round(rate * n) of each sequence's n maskable tokens (at least 1), uniformly.
 
     Maskable: every real token but <bos> (position 0), <eos> included; padding never. An exact
@@ -88,8 +94,9 @@ def sample_mask(lengths: Int[Tensor, " batch"], width: int, rates: Float[Tensor,
     return (ranks < k[:, None]) & maskable
 
 
-def masked_inputs_and_targets(tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]
-                              ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos-1"]]:
+def masked_inputs_and_targets(
+    tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos-1"]]:
     """Inputs with masked tokens replaced by <mask>; targets for positions 0..pos-2.
 
     `targets[:, t-1]` is token t where t is masked and -100 (ignored) everywhere else, so the
@@ -100,9 +107,12 @@ def masked_inputs_and_targets(tokens: Int[Tensor, "batch pos"], mask: Bool[Tenso
     return inputs, targets
 
 
-def masked_prediction_loss(model: torch.nn.Module, tokens: Int[Tensor, "batch pos"],
-                           lengths: Int[Tensor, " batch"], mask: Bool[Tensor, "batch pos"]
-                           ) -> Tensor:
+def masked_prediction_loss(
+    model: torch.nn.Module,
+    tokens: Int[Tensor, "batch pos"],
+    lengths: Int[Tensor, " batch"],
+    mask: Bool[Tensor, "batch pos"],
+) -> Tensor:
     """Mean cross-entropy of the masked tokens, each predicted at the position before it,
     under bidirectional attention over the (masked) input and a padding mask."""
     inputs, targets = masked_inputs_and_targets(tokens, mask)
@@ -110,8 +120,9 @@ def masked_prediction_loss(model: torch.nn.Module, tokens: Int[Tensor, "batch po
     keep = (pos[None, :] < lengths[:, None]).long()  # [batch, pos]: 1 = real token, 0 = <pad>
     with bidirectional(model):
         logits = model(inputs, attention_mask=keep)
-    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=-100)
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100
+    )
 
 
 class MaskedObjective(Objective):
@@ -130,8 +141,13 @@ class MaskedObjective(Objective):
         """Whether this step's batch is a masked one (the first draw from the step's generator)."""
         return bool(torch.rand((), generator=generator).item() >= self.causal_fraction)
 
-    def loss(self, model: torch.nn.Module, tokens: Int[Tensor, "batch pos"],
-             lengths: Int[Tensor, " batch"], generator: torch.Generator) -> Tensor:
+    def loss(
+        self,
+        model: torch.nn.Module,
+        tokens: Int[Tensor, "batch pos"],
+        lengths: Int[Tensor, " batch"],
+        generator: torch.Generator,
+    ) -> Tensor:
         if not self.is_masked_step(generator):
             return next_token_loss(model(tokens), tokens, lengths)
         rates = self.mask_rates(tokens.shape[0], generator)

@@ -50,7 +50,7 @@ def word_starts(tokenizer: Tokenizer, ids: tuple[int, ...] | list[int]) -> list[
             continue
         before = decode(tokenizer, [ids[i - 1]])
         both = decode(tokenizer, [ids[i - 1], t])
-        added = both[len(before):] if both.startswith(before) else " "
+        added = both[len(before) :] if both.startswith(before) else " "
         starts.append(added[:1].isspace())
     return starts
 
@@ -116,8 +116,14 @@ def reverse_units(ex: Example, units: list[Unit]) -> Example:
     prompt_len = max(s[0] for s in present) if len(present) == 2 else ex.prompt_len
     swap = {"n2d": "d2n", "d2n": "n2d"}
     flipped = swap.get(ex.order, ex.order) if len(present) == 2 else ex.order
-    return replace(ex, tokens=tuple(ex.tokens[p] for p in order), prompt_len=prompt_len,
-                   a_span=a_span, b_span=b_span, order=flipped)
+    return replace(
+        ex,
+        tokens=tuple(ex.tokens[p] for p in order),
+        prompt_len=prompt_len,
+        a_span=a_span,
+        b_span=b_span,
+        order=flipped,
+    )
 
 
 def reverse_entity_preserving(ex: Example, tokenizer: Tokenizer) -> Example:
@@ -138,8 +144,13 @@ class ReverseEntityObjective(Objective):
     def documents(self, docs: list[Example], dataset: FactDataset) -> list[Example]:
         return [*docs, *(reverse_entity_preserving(d, dataset.tokenizer) for d in docs)]
 
-    def loss(self, model: torch.nn.Module, tokens: Int[Tensor, "batch pos"],
-             lengths: Int[Tensor, " batch"], generator: torch.Generator) -> Tensor:
+    def loss(
+        self,
+        model: torch.nn.Module,
+        tokens: Int[Tensor, "batch pos"],
+        lengths: Int[Tensor, " batch"],
+        generator: torch.Generator,
+    ) -> Tensor:
         return next_token_loss(model(tokens), tokens, lengths)
 
 

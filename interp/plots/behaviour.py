@@ -30,10 +30,20 @@ def plot_exact_match(run_dirs: list[str | Path], out: str | Path, title: str = "
             vals = [[m["exact_match"][s][d].get(kind, np.nan) for m in ms] for s in subsets]
             stats = [mean_ci(v) for v in vals]
             means = [100 * s[0] for s in stats]
-            err = np.array([[100 * (s[0] - s[1]) for s in stats], [100 * (s[2] - s[0]) for s in stats]])
+            err = np.array(
+                [[100 * (s[0] - s[1]) for s in stats], [100 * (s[2] - s[0]) for s in stats]]
+            )
             xs = x + (j - 0.5) * 0.38
-            ax.bar(xs, means, 0.36, yerr=err, capsize=3, color=color, alpha=0.8,
-                   label="same direction as training" if d == "same" else "reversed")
+            ax.bar(
+                xs,
+                means,
+                0.36,
+                yerr=err,
+                capsize=3,
+                color=color,
+                alpha=0.8,
+                label="same direction as training" if d == "same" else "reversed",
+            )
             for xi, v in zip(xs, vals, strict=True):
                 ax.scatter([xi] * len(v), [100 * a for a in v], s=10, color="k", zorder=3)
             for xi, mval in zip(xs, means, strict=True):
@@ -46,13 +56,17 @@ def plot_exact_match(run_dirs: list[str | Path], out: str | Path, title: str = "
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, bbox_to_anchor=(0.5, -0.04))
     n = len(ms)
-    fig.suptitle(title or f"Exact match by subset and direction (mean, 95% CI over {n} seed(s); dots = seeds)")
+    fig.suptitle(
+        title
+        or f"Exact match by subset and direction (mean, 95% CI over {n} seed(s); dots = seeds)"
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return save(fig, out)
 
 
-def plot_logprob_hist(run_dirs: list[str | Path], out: str | Path, templates: str = "train",
-                      title: str = "") -> list[Path]:
+def plot_logprob_hist(
+    run_dirs: list[str | Path], out: str | Path, templates: str = "train", title: str = ""
+) -> list[Path]:
     """Histograms of log p(correct completion) vs log p(random same-subset completion) on
     reversed prompts, per subset, pooled over runs; t-test and KS p-values in each panel."""
     runs = [Path(r) for r in run_dirs]
@@ -63,7 +77,9 @@ def plot_logprob_hist(run_dirs: list[str | Path], out: str | Path, templates: st
     for ax, s in zip(np.atleast_1d(axes), subsets, strict=True):
         c, r = [], []
         for a in arrays:
-            mask = (a["subset"] == s) & (a["direction"] == "reverse") & (a["templates"] == templates)
+            mask = (
+                (a["subset"] == s) & (a["direction"] == "reverse") & (a["templates"] == templates)
+            )
             c.append(a["correct_logprob"][mask])
             r.append(a["random_logprob"][mask])
         cc, rr = np.concatenate(c), np.concatenate(r)
@@ -71,14 +87,20 @@ def plot_logprob_hist(run_dirs: list[str | Path], out: str | Path, templates: st
         ax.hist(rr, bins, alpha=0.55, color="tab:gray", label="random name/description")
         ax.hist(cc, bins, alpha=0.55, color="tab:green", label="correct")
         ps = [m["logprob_test"][s]["reverse"][templates] for m in ms]
-        ax.set_title(f"{SUBSET_LABEL.get(s, s)} reversed\n"
-                     f"t-test p={np.median([p['t_pvalue'] for p in ps]):.2g}, "
-                     f"KS p={np.median([p['ks_pvalue'] for p in ps]):.2g} (median over runs)",
-                     fontsize=9)
+        ax.set_title(
+            f"{SUBSET_LABEL.get(s, s)} reversed\n"
+            f"t-test p={np.median([p['t_pvalue'] for p in ps]):.2g}, "
+            f"KS p={np.median([p['ks_pvalue'] for p in ps]):.2g} (median over runs)",
+            fontsize=9,
+        )
         ax.set_xlabel("log p(completion | reversed prompt)")
     np.atleast_1d(axes)[0].set_ylabel("prompts")
     np.atleast_1d(axes)[0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(title or f"Reversed prompts ({templates} templates): is the correct completion "
-                 "more likely than a random one?", fontsize=10)
+    fig.suptitle(
+        title
+        or f"Reversed prompts ({templates} templates): is the correct completion "
+        "more likely than a random one?",
+        fontsize=10,
+    )
     fig.tight_layout()
     return save(fig, out)

@@ -58,10 +58,11 @@ PANELS: dict[str, list[tuple[str, str, str]]] = {
         ("reverse control", "analysis/update.json", "delta_logp_reverse_control_mean"),
     ],
     "selective prediction AUROC (mixed questions)": [
-        ("likelihood", "analysis/selective.json", "auroc_mixed_likelihood"),
-        ("self-eval", "analysis/selective.json", "auroc_mixed_self_eval"),
-        ("probe", "analysis/selective.json", "auroc_mixed_probe"),
-        ("ASPIRE", "analysis/selective.json", "auroc_mixed_aspire"),
+        ("likelihood", "analysis/selective.json", "auroc_likelihood_mixed"),
+        ("self-eval", "analysis/selective.json", "auroc_self_eval_mixed"),
+        ("probe", "analysis/selective.json", "auroc_probe_mixed"),
+        ("ASPIRE", "analysis/selective.json", "auroc_aspire_mixed"),
+        ("self-eval, shuffled labels", "analysis/selective.json", "auroc_self_eval_shuffled_mixed"),
     ],
 }
 
@@ -69,8 +70,11 @@ PANELS: dict[str, list[tuple[str, str, str]]] = {
 def plot_comparison(groups: dict[str, list[Path]], out: str | Path) -> list[Path]:
     """`groups`: objective -> its run directories (seeds)."""
     objectives = list(groups)
-    panels = {t: bars for t, bars in PANELS.items()
-              if any(_values(rs, src, k) for rs in groups.values() for _, src, k in bars)}
+    panels = {
+        t: bars
+        for t, bars in PANELS.items()
+        if any(_values(rs, src, k) for rs in groups.values() for _, src, k in bars)
+    }
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     colors = plt.get_cmap("tab10")
     for ax, (title, bars) in zip(axes[0], panels.items(), strict=True):
@@ -83,8 +87,17 @@ def plot_comparison(groups: dict[str, list[Path]], out: str | Path) -> list[Path
             err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
             xs = x - 0.4 + width * (j + 0.5)
             hatch = "//" if "control" in label or "random" in label else None
-            ax.bar(xs, m, width * 0.95, yerr=np.nan_to_num(err), capsize=2, color=colors(j),
-                   alpha=0.8, label=label, hatch=hatch)
+            ax.bar(
+                xs,
+                m,
+                width * 0.95,
+                yerr=np.nan_to_num(err),
+                capsize=2,
+                color=colors(j),
+                alpha=0.8,
+                label=label,
+                hatch=hatch,
+            )
             for xi, v in zip(xs, vals, strict=True):
                 ax.scatter([xi] * len(v), v, s=8, color="k", zorder=3)
         ax.set_xticks(x, objectives, rotation=20, fontsize=8)
@@ -92,7 +105,9 @@ def plot_comparison(groups: dict[str, list[Path]], out: str | Path) -> list[Path
         ax.axhline(0, color="k", lw=0.5)
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("Objectives compared (mean, 95% CI over seeds; dots = seeds; hatched = controls)",
-                 fontsize=10)
+    fig.suptitle(
+        "Objectives compared (mean, 95% CI over seeds; dots = seeds; hatched = controls)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return save(fig, out)

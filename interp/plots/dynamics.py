@@ -49,43 +49,98 @@ def plot_dynamics(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]
     ax = axes[0, 0]
     for s in SUBSETS:
         for d in ("same", "reverse"):
-            _band(ax, x, stack("exact_match", f"{s}_{d}"), n, color=COLOR[s], ls=DIR_STYLE[d],
-                  marker=MARKER[s], ms=4, label=f"{s} {d}")
-    ax.set(title="Exact match (greedy, training templates)", ylabel="exact match",
-           ylim=(-0.03, 1.03))
+            _band(
+                ax,
+                x,
+                stack("exact_match", f"{s}_{d}"),
+                n,
+                color=COLOR[s],
+                ls=DIR_STYLE[d],
+                marker=MARKER[s],
+                ms=4,
+                label=f"{s} {d}",
+            )
+    ax.set(
+        title="Exact match (greedy, training templates)", ylabel="exact match", ylim=(-0.03, 1.03)
+    )
     ax.legend(fontsize=8, ncol=3, loc="center right", handlelength=3)
 
     ax = axes[0, 1]
     for s in SUBSETS:
         for d, name in (("a_to_b", "A -> B's role"), ("b_to_a", "B -> A's class")):
-            _band(ax, x, stack("probe_best", f"{d}_{s}"), n, color=COLOR[s], ls=DIR_STYLE[d],
-                  marker=MARKER[s], ms=4, label=f"{s}: {name}")
+            _band(
+                ax,
+                x,
+                stack("probe_best", f"{d}_{s}"),
+                n,
+                color=COLOR[s],
+                ls=DIR_STYLE[d],
+                marker=MARKER[s],
+                ms=4,
+                label=f"{s}: {name}",
+            )
     for d, name in (("a_to_b", "A -> role"), ("b_to_a", "B -> class")):
-        ctl = np.array([[r["curves"]["probe_control_best"][f"{d}_{s}"] for s in SUBSETS]
-                        for r in results]).mean(1)  # [run, step]: mean over subsets
-        _band(ax, x, ctl, n, color="tab:gray", ls=DIR_STYLE[d], lw=1.2,
-              label=f"control, random labels: {name}")
+        ctl = np.array(
+            [[r["curves"]["probe_control_best"][f"{d}_{s}"] for s in SUBSETS] for r in results]
+        ).mean(1)  # [run, step]: mean over subsets
+        _band(
+            ax,
+            x,
+            ctl,
+            n,
+            color="tab:gray",
+            ls=DIR_STYLE[d],
+            lw=1.2,
+            label=f"control, random labels: {name}",
+        )
         chance = np.mean([r["chance"][d][s] for r in results for s in SUBSETS])
         ax.axhline(chance, color="black", ls=DIR_STYLE[d], lw=0.8, label=f"chance: {name}")
-    ax.set(title="Entity-alone probes (best depth of the residual stream)",
-           ylabel="held-out accuracy", ylim=(-0.03, 1.03))
+    ax.set(
+        title="Entity-alone probes (best depth of the residual stream)",
+        ylabel="held-out accuracy",
+        ylim=(-0.03, 1.03),
+    )
     ax.legend(fontsize=7, ncol=2, loc="upper left", handlelength=3)
 
     chance_rank = results[0]["chance_rank"]
-    for ax, kind, title, where in ((axes[1, 0], "lens_final_rank",
-                                    "Logit lens at the final prompt position, last layer",
-                                    "upper right"),
-                                   (axes[1, 1], "lens_entity_best_rank",
-                                    "Logit lens at the in-prompt entity's last token, best depth",
-                                    "lower left")):
+    for ax, kind, title, where in (
+        (
+            axes[1, 0],
+            "lens_final_rank",
+            "Logit lens at the final prompt position, last layer",
+            "upper right",
+        ),
+        (
+            axes[1, 1],
+            "lens_entity_best_rank",
+            "Logit lens at the in-prompt entity's last token, best depth",
+            "lower left",
+        ),
+    ):
         for s in SUBSETS:
             for d in ("same", "reverse"):
-                _band(ax, x, stack(kind, f"{s}_{d}"), n, color=COLOR[s], ls=DIR_STYLE[d],
-                      marker=MARKER[s], ms=4, label=f"{s} {d}")
-        ctl = np.array([list(r["curves"][f"{kind}_control"].values())
-                        for r in results]).mean(1)
-        _band(ax, x, ctl, n, color="tab:gray", ls=":", lw=1.5,
-              label="control: random other entity (mean)")
+                _band(
+                    ax,
+                    x,
+                    stack(kind, f"{s}_{d}"),
+                    n,
+                    color=COLOR[s],
+                    ls=DIR_STYLE[d],
+                    marker=MARKER[s],
+                    ms=4,
+                    label=f"{s} {d}",
+                )
+        ctl = np.array([list(r["curves"][f"{kind}_control"].values()) for r in results]).mean(1)
+        _band(
+            ax,
+            x,
+            ctl,
+            n,
+            color="tab:gray",
+            ls=":",
+            lw=1.5,
+            label="control: random other entity (mean)",
+        )
         ax.axhline(chance_rank, color="black", ls="-.", lw=1, label="chance rank")
         ax.set_yscale("log")
         ax.set_ylim(0.8, chance_rank * 2.5)
@@ -95,7 +150,10 @@ def plot_dynamics(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]
         ax.set_xlabel("training step (0 = initialisation)")
         ax.grid(alpha=0.3)
     seeds = f"mean and 95% interval over {n} runs" if n > 1 else "one run"
-    fig.suptitle(f"Training dynamics over {len(steps)} checkpoints; "
-                 f"{results[0]['n_people_per_subset']} people per subset; {seeds}", fontsize=12)
+    fig.suptitle(
+        f"Training dynamics over {len(steps)} checkpoints; "
+        f"{results[0]['n_people_per_subset']} people per subset; {seeds}",
+        fontsize=12,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return save(fig, out)

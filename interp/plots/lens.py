@@ -17,28 +17,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from interp.errors import UserError  # noqa: E402
-from interp.runs import read_json  # noqa: E402
+from interp.errors import UserError
+from interp.plots import plt, save
+from interp.runs import read_json
+from interp.stats import mean_ci_axis as mean_ci
 
 POSITION_STYLE: dict[str, dict[str, Any]] = {
     "a_last": dict(color="tab:blue", label="A's last token"),
     "b_last": dict(color="tab:orange", label="B's last token"),
     "final": dict(color="tab:green", label="final prompt position"),
 }
-LENS_STYLE: dict[str, dict[str, Any]] = {"logit": dict(ls="-", marker="o", lw=2.0),
-                                         "tuned": dict(ls="--", marker="s", lw=1.6)}
+LENS_STYLE: dict[str, dict[str, Any]] = {
+    "logit": dict(ls="-", marker="o", lw=2.0),
+    "tuned": dict(ls="--", marker="s", lw=1.6),
+}
 DIRECTION_LABEL = {"same": "same (trained order)", "reverse": "reverse"}
 
 
-def load_lens_results(run_dirs: Sequence[str | Path]
-                      ) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+def load_lens_results(
+    run_dirs: Sequence[str | Path],
+) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
     """(lens.json, lens.npz arrays) of every run; one-line fix when missing or mismatched."""
     out = []
     for d in run_dirs:
@@ -51,19 +51,11 @@ def load_lens_results(run_dirs: Sequence[str | Path]
     for (res, _), d in zip(out, run_dirs, strict=True):
         same_templates = res["options"]["templates"] == first["options"]["templates"]
         if res["axes"] != first["axes"] or not same_templates:
-            raise UserError(f"{d} has a lens result of another shape or template set than "
-                            f"{run_dirs[0]}: plot runs of one config, analysed the same way")
+            raise UserError(
+                f"{d} has a lens result of another shape or template set than "
+                f"{run_dirs[0]}: plot runs of one config, analysed the same way"
+            )
     return out
-
-
-def mean_ci(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 95% t-interval over axis 0 (the runs); the interval collapses for one run."""
-    n = values.shape[0]
-    mean = values.mean(0)
-    if n < 2:
-        return mean, mean, mean
-    half = stats.t.ppf(0.975, n - 1) * values.std(0, ddof=1) / np.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def plot_lens(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
@@ -89,8 +81,9 @@ def plot_lens(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
         if n_runs > 1:
             ax.fill_between(x, np.exp(lo), np.exp(hi), color=style.get("color"), alpha=0.15, lw=0)
 
-    fig, grid = plt.subplots(len(directions), len(subsets), figsize=(4.2 * len(subsets), 7.5),
-                             sharey=True, squeeze=False)
+    fig, grid = plt.subplots(
+        len(directions), len(subsets), figsize=(4.2 * len(subsets), 7.5), sharey=True, squeeze=False
+    )
     for j, d in enumerate(directions):
         for i, s in enumerate(subsets):
             ax = grid[j, i]
@@ -98,11 +91,20 @@ def plot_lens(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
                 if np.isnan(results[0][1]["logit_mean_log_rank"][i, j, ans, k, 0]):
                     continue  # this entity is not in the prompt
                 for lens in lenses:
-                    draw(ax, curve(lens, i, j, ans, k), color=POSITION_STYLE[p]["color"],
-                         **LENS_STYLE[lens])
+                    draw(
+                        ax,
+                        curve(lens, i, j, ans, k),
+                        color=POSITION_STYLE[p]["color"],
+                        **LENS_STYLE[lens],
+                    )
             for lens in lenses:
-                draw(ax, curve(lens, i, j, ctl, final), color="tab:gray", lw=1.3,
-                     ls=LENS_STYLE[lens]["ls"])
+                draw(
+                    ax,
+                    curve(lens, i, j, ctl, final),
+                    color="tab:gray",
+                    lw=1.3,
+                    ls=LENS_STYLE[lens]["ls"],
+                )
             draw(ax, curve("random_init", i, j, ans, final), color="tab:red", ls=":", lw=1.4)
             ax.axhline(meta["chance_rank"], color="black", ls=":", lw=1)
             n = int(results[0][1]["n"][i, j, ans, final])
@@ -115,30 +117,39 @@ def plot_lens(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
             if j == len(directions) - 1:
                 ax.set_xlabel("blocks applied (emb = embeddings)")
     grid[0, 0].set_ylim(0.8, meta["d_vocab"] * 1.2)
-    handles = [plt.Line2D([], [], color=st["color"], lw=2, label=st["label"])
-               for st in POSITION_STYLE.values()]
-    handles += [plt.Line2D([], [], color="black", label=f"{lens} lens", **LENS_STYLE[lens])
-                for lens in lenses]
-    handles += [plt.Line2D([], [], color="tab:gray", label="control: random same-subset "
-                           "entity's token\n(final pos., line style = lens)"),
-                plt.Line2D([], [], color="tab:red", ls=":", label="control: random-init model "
-                           "(final pos.)"),
-                plt.Line2D([], [], color="black", ls=":", lw=1,
-                           label=f"chance ((d_vocab+1)/2 = {meta['chance_rank']:.0f})")]
+    handles = [
+        plt.Line2D([], [], color=st["color"], lw=2, label=st["label"])
+        for st in POSITION_STYLE.values()
+    ]
+    handles += [
+        plt.Line2D([], [], color="black", label=f"{lens} lens", **LENS_STYLE[lens])
+        for lens in lenses
+    ]
+    handles += [
+        plt.Line2D(
+            [],
+            [],
+            color="tab:gray",
+            label="control: random same-subset entity's token\n(final pos., line style = lens)",
+        ),
+        plt.Line2D(
+            [], [], color="tab:red", ls=":", label="control: random-init model (final pos.)"
+        ),
+        plt.Line2D(
+            [],
+            [],
+            color="black",
+            ls=":",
+            lw=1,
+            label=f"chance ((d_vocab+1)/2 = {meta['chance_rank']:.0f})",
+        ),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=9)
     seeds = f"mean and 95% interval over {n_runs} runs" if n_runs > 1 else "one run"
-    fig.suptitle("Lens: rank of the answer's first token read from the residual stream, by depth\n"
-                 f"{meta['options']['templates']}-template prompts; {seeds}", fontsize=12)
+    fig.suptitle(
+        "Lens: rank of the answer's first token read from the residual stream, by depth\n"
+        f"{meta['options']['templates']}-template prompts; {seeds}",
+        fontsize=12,
+    )
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     return save(fig, out)
-
-
-def save(fig: plt.Figure, out: str | Path) -> list[Path]:
-    """Write `fig` as out.png and out.pdf (any suffix of `out` is replaced); close it."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=130)
-    fig.savefig(paths[1])
-    plt.close(fig)
-    return paths

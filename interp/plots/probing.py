@@ -22,19 +22,24 @@ from interp.plots import save
 from interp.runs import read_json
 
 SUBSETS = ("n2d", "d2n", "both")
-ROWS = tuple((site, d) for site in ("resid", "mlp_out", "prompt_final")
-             for d in ("a_to_b", "b_to_a"))
+ROWS = tuple(
+    (site, d) for site in ("resid", "mlp_out", "prompt_final") for d in ("a_to_b", "b_to_a")
+)
 ROW_LABEL = {"a_to_b": "A alone -> B's role", "b_to_a": "B alone -> A's first-name class"}
-SITE_LABEL = {"resid": "entity alone: residual", "mlp_out": "entity alone: MLP output",
-              "prompt_final": "reference: question's final pos."}
-ROW_LABEL_PROMPT = {"a_to_b": "'A is the' -> B's role",
-                    "b_to_a": "'the B is called' -> A's class"}
+SITE_LABEL = {
+    "resid": "entity alone: residual",
+    "mlp_out": "entity alone: MLP output",
+    "prompt_final": "reference: question's final pos.",
+}
+ROW_LABEL_PROMPT = {"a_to_b": "'A is the' -> B's role", "b_to_a": "'the B is called' -> A's class"}
 CONDITION_STYLE = {
     "trained": dict(color="tab:blue", lw=2.2, marker="o", label="trained model"),
-    "randinit": dict(color="tab:orange", lw=1.5, ls="--", marker="s", ms=4,
-                     label="control: random init"),
-    "randlabel": dict(color="tab:gray", lw=1.5, ls=":", marker="^", ms=4,
-                      label="control: random labels"),
+    "randinit": dict(
+        color="tab:orange", lw=1.5, ls="--", marker="s", ms=4, label="control: random init"
+    ),
+    "randlabel": dict(
+        color="tab:gray", lw=1.5, ls=":", marker="^", ms=4, label="control: random labels"
+    ),
 }
 
 
@@ -62,14 +67,14 @@ def plot_probing(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
     n_runs = len(results)
     n_people = results[0]["n_people_per_subset"]
     folds = results[0]["options"]["folds"]
-    fig, axes = plt.subplots(len(ROWS), len(SUBSETS), figsize=(12, 16), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(len(ROWS), len(SUBSETS), figsize=(12, 16), sharey=True, squeeze=False)
     for r, (site, direction) in enumerate(ROWS):
         for c, subset in enumerate(SUBSETS):
             ax = axes[r, c]
             for cond, style in CONDITION_STYLE.items():
-                curves = np.array([res["accuracy"][cond][site][direction][subset]
-                                   for res in results])  # [run, layer]
+                curves = np.array(
+                    [res["accuracy"][cond][site][direction][subset] for res in results]
+                )  # [run, layer]
                 start = 1 if site == "mlp_out" else 0
                 x = np.arange(start, start + curves.shape[1])
                 mean, lo, hi = mean_ci_curves(curves)
@@ -92,10 +97,12 @@ def plot_probing(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False)
     seeds = f"mean and 95% interval over {n_runs} runs" if n_runs > 1 else "one run"
-    fig.suptitle("Linear probes for the other entity's attribute: at the entity's last token with "
-                 "the entity alone as input,\nand (reference) at the final position of a question "
-                 f"whose answer is the other entity\n{n_people} people per subset, {folds}-fold "
-                 f"cross-validation over people; {seeds}", fontsize=12)
+    fig.suptitle(
+        "Linear probes for the other entity's attribute: at the entity's last token with "
+        "the entity alone as input,\nand (reference) at the final position of a question "
+        f"whose answer is the other entity\n{n_people} people per subset, {folds}-fold "
+        f"cross-validation over people; {seeds}",
+        fontsize=12,
+    )
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
     return save(fig, out)
-

@@ -32,18 +32,25 @@ STYLE: dict[str, dict[str, Any]] = {
     "probe_shuffled": dict(color="tab:green", lw=1, ls=":"),
     "self_eval_shuffled": dict(color="tab:red", lw=1, ls=":"),
 }
-LABEL = {"likelihood": "likelihood", "entropy": "-entropy (beams)", "probe": "linear probe",
-         "self_eval": "self-eval log P(correct)", "aspire": "ASPIRE", "oracle": "oracle",
-         "probe_shuffled": "probe, shuffled labels",
-         "self_eval_shuffled": "self-eval, shuffled labels"}
+LABEL = {
+    "likelihood": "likelihood",
+    "entropy": "-entropy (beams)",
+    "probe": "linear probe",
+    "self_eval": "self-eval log P(correct)",
+    "aspire": "ASPIRE",
+    "oracle": "oracle",
+    "probe_shuffled": "probe, shuffled labels",
+    "self_eval_shuffled": "self-eval, shuffled labels",
+}
 GRID = np.linspace(0, 1, 201)[1:]
 
 
 def _load(run_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
     js, npz = run_dir / "analysis" / "selective.json", run_dir / "analysis" / "selective.npz"
     if not js.is_file() or not npz.is_file():
-        raise UserError(f"{run_dir} has no analysis/selective.json: "
-                        f"run `interp selective {run_dir}` first")
+        raise UserError(
+            f"{run_dir} has no analysis/selective.json: run `interp selective {run_dir}` first"
+        )
     with np.load(npz) as z:
         return json.loads(js.read_text()), {k: z[k] for k in z.files}
 
@@ -64,65 +71,101 @@ def plot_selective(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
     results = [r for r, _ in loaded]
     names = [*results[0]["scores"], *results[0]["controls"]]
     fig = plt.figure(figsize=(15, 10))
-    gs = fig.add_gridspec(2, 3, height_ratios=[3, 2.2], width_ratios=[1, 1, 0.62], hspace=0.28,
-                          wspace=0.22)
+    gs = fig.add_gridspec(
+        2, 3, height_ratios=[3, 2.2], width_ratios=[1, 1, 0.62], hspace=0.28, wspace=0.22
+    )
     for col, set_name in enumerate(("mixed", "reverse")):
         ax = fig.add_subplot(gs[0, col])
         acc = [r["summary"][f"accuracy_{set_name}"] for r in results]
         n = [int(r["summary"][f"n_{set_name}"]) for r in results]
         for name in names:
             key = f"accuracy_{set_name}_{name}"
-            curves = [np.interp(GRID, a[f"coverage_{set_name}"], a[key]) for _, a in loaded
-                      if key in a]
+            curves = [
+                np.interp(GRID, a[f"coverage_{set_name}"], a[key]) for _, a in loaded if key in a
+            ]
             if not curves:
                 continue
             c = np.array(curves)
-            ax.plot(GRID, c.mean(0), label=f"{LABEL.get(name, name)}",
-                    **STYLE.get(name, {}))
+            ax.plot(GRID, c.mean(0), label=f"{LABEL.get(name, name)}", **STYLE.get(name, {}))
             if len(c) > 1:
-                ax.fill_between(GRID, c.mean(0) - c.std(0), c.mean(0) + c.std(0),
-                                color=STYLE.get(name, {}).get("color", "grey"), alpha=0.12)
-        ax.axhline(float(np.mean(acc)), color="grey", ls="-.", lw=1,
-                   label="chance selector (= plain accuracy)")
+                ax.fill_between(
+                    GRID,
+                    c.mean(0) - c.std(0),
+                    c.mean(0) + c.std(0),
+                    color=STYLE.get(name, {}).get("color", "grey"),
+                    alpha=0.12,
+                )
+        ax.axhline(
+            float(np.mean(acc)),
+            color="grey",
+            ls="-.",
+            lw=1,
+            label="chance selector (= plain accuracy)",
+        )
         ax.set_xlim(0, 1)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel("coverage (fraction answered, most confident first)")
         ax.set_ylabel("accuracy of the answered questions")
-        what = ("all test questions (forward + reversed)" if set_name == "mixed"
-                else "reversed questions only")
+        what = (
+            "all test questions (forward + reversed)"
+            if set_name == "mixed"
+            else "reversed questions only"
+        )
         sizes = "/".join(map(str, sorted(set(n))))
         ax.set_title(f"{what}\nn = {sizes} questions per run, {len(results)} run(s)")
         ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     legend_ax = fig.add_subplot(gs[0, 2])
     legend_ax.axis("off")
-    legend_ax.legend(handles, labels, loc="center left", fontsize=10, frameon=False,
-                     title="score (higher = more confident);\ncoinciding curves are drawn nested")
+    legend_ax.legend(
+        handles,
+        labels,
+        loc="center left",
+        fontsize=10,
+        frameon=False,
+        title="score (higher = more confident);\ncoinciding curves are drawn nested",
+    )
     ax = fig.add_subplot(gs[1, :])
     ax.axis("off")
     sets = ("mixed", "forward", "reverse")
     header = ["score"] + [f"{s} {m}" for s in sets for m in ("AUROC", "AUACC")]
-    rows = [["accuracy (coverage 1)"] + [x for s in sets for x in (
-        "", _fmt([r["summary"][f"accuracy_{s}"] for r in results]))]]
+    rows = [
+        ["accuracy (coverage 1)"]
+        + [x for s in sets for x in ("", _fmt([r["summary"][f"accuracy_{s}"] for r in results]))]
+    ]
     for name in names:
-        rows.append([LABEL.get(name, name)] + [
-            _fmt([r["summary"].get(f"{m}_{name}_{s}", np.nan) for r in results])
-            for s in sets for m in ("auroc", "auacc")])
+        rows.append(
+            [LABEL.get(name, name)]
+            + [
+                _fmt([r["summary"].get(f"{m}_{name}_{s}", np.nan) for r in results])
+                for s in sets
+                for m in ("auroc", "auacc")
+            ]
+        )
     table = ax.table(cellText=rows, colLabels=header, loc="center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(9)
     table.scale(1, 1.35)
     alphas = _fmt([r["summary"]["alpha"] for r in results])
-    reasons = sorted({why for r in results for k, why in r["undefined"].items()
-                      if k.startswith("auroc_") or k == "alpha"})
-    note = (f"AUROC chance = 0.5, AUACC chance = accuracy; n/a = undefined (one class only). "
-            f"ASPIRE alpha (validation) = {alphas}; beams = {results[0]['options']['beams']}, "
-            f"templates = {results[0]['options']['templates']}.")
+    reasons = sorted(
+        {
+            why
+            for r in results
+            for k, why in r["undefined"].items()
+            if k.startswith("auroc_") or k == "alpha"
+        }
+    )
+    note = (
+        f"AUROC chance = 0.5, AUACC chance = accuracy; n/a = undefined (one class only). "
+        f"ASPIRE alpha (validation) = {alphas}; beams = {results[0]['options']['beams']}, "
+        f"templates = {results[0]['options']['templates']}."
+    )
     for why in reasons[:4]:
         note += f"\nn/a because {why}"
     ax.set_title(note, fontsize=9, loc="left")
-    fig.suptitle("Selective prediction (ASPIRE): does the model know when its answer is wrong?",
-                 fontsize=13)
+    fig.suptitle(
+        "Selective prediction (ASPIRE): does the model know when its answer is wrong?", fontsize=13
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]

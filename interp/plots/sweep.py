@@ -7,10 +7,12 @@ from typing import Any
 
 from interp.plots import plt, save
 
-PANELS = (("em_n2d_reverse_train", "reverse exact match, n2d (train templates)"),
-          ("em_n2d_same_train", "same-direction exact match, n2d"),
-          ("selectivity_a_to_b_n2d", "probe selectivity: B's attribute from A, n2d"),
-          ("selectivity_b_to_a_d2n", "probe selectivity: A's attribute from B, d2n"))
+PANELS = (
+    ("em_n2d_reverse_train", "reverse exact match, n2d (train templates)"),
+    ("em_n2d_same_train", "same-direction exact match, n2d"),
+    ("selectivity_a_to_b_n2d", "probe selectivity: B's attribute from A, n2d"),
+    ("selectivity_b_to_a_d2n", "probe selectivity: A's attribute from B, d2n"),
+)
 
 
 def plot_sweep(rows: list[dict[str, Any]], out: str | Path) -> list[Path]:
@@ -20,8 +22,9 @@ def plot_sweep(rows: list[dict[str, Any]], out: str | Path) -> list[Path]:
     xkey = "weight_decay" if any("weight_decay" in r for r in rows) else None
     series: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        label = ", ".join(f"{k}={v}" for k, v in r.items()
-                          if k in ("objectives", "d_model", "n_layers"))
+        label = ", ".join(
+            f"{k}={v}" for k, v in r.items() if k in ("objectives", "d_model", "n_layers")
+        )
         series.setdefault(label or "all", []).append(r)
     for ax, (key, title) in zip(axes[0], panels, strict=True):
         for label, rs in series.items():
@@ -36,6 +39,9 @@ def plot_sweep(rows: list[dict[str, Any]], out: str | Path) -> list[Path]:
         ax.set_xlabel(xkey or "cell")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"Sweep (mean, 95% CI over seeds; n = {rows[0].get('n_seeds')} seeds per point)", fontsize=10)
+    fig.suptitle(
+        f"Sweep (mean, 95% CI over seeds; n = {rows[0].get('n_seeds')} seeds per point)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return save(fig, out)

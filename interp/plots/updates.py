@@ -21,26 +21,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from interp.errors import UserError  # noqa: E402
-from interp.runs import read_json  # noqa: E402
+from interp.errors import UserError
+from interp.plots import plt, save
+from interp.runs import read_json
+from interp.stats import mean_ci_axis as mean_ci
 
 DIRECTION_LABEL = {"same": "forward\nlog p(B | A ...)", "reverse": "reverse\nlog p(A | B ...)"}
-KINDS = (("correct", "correct answer", "tab:blue"),
-         ("control", "control: other answers,\nsame prompts", "tab:gray"),
-         ("cue_control", "control: same answer,\nother prompts", "tab:orange"))
-ENTITY_STYLE = {0: dict(color="tab:blue", label="at A's last token, on B's 1st-token direction"),
-                1: dict(color="tab:red", label="at B's last token, on A's 1st-token direction")}
+KINDS = (
+    ("correct", "correct answer", "tab:blue"),
+    ("control", "control: other answers,\nsame prompts", "tab:gray"),
+    ("cue_control", "control: same answer,\nother prompts", "tab:orange"),
+)
+ENTITY_STYLE = {
+    0: dict(color="tab:blue", label="at A's last token, on B's 1st-token direction"),
+    1: dict(color="tab:red", label="at B's last token, on A's 1st-token direction"),
+}
 
 
-def load_update(run_dirs: Sequence[str | Path]) -> tuple[list[dict[str, Any]],
-                                                         list[dict[str, np.ndarray]]]:
+def load_update(
+    run_dirs: Sequence[str | Path],
+) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
     """update.json and update.npz of every run, with a one-line fix when one is missing."""
     results, arrays = [], []
     for d in run_dirs:
@@ -52,63 +55,77 @@ def load_update(run_dirs: Sequence[str | Path]) -> tuple[list[dict[str, Any]],
             arrays.append({k: z[k] for k in z.files})
     groups = {tuple(a["groups"]) for a in arrays}
     if len(groups) != 1:
-        raise UserError("the runs have different parameter groups (different n_layers?): "
-                        "plot runs of one config together")
+        raise UserError(
+            "the runs have different parameter groups (different n_layers?): "
+            "plot runs of one config together"
+        )
     return results, arrays
-
-
-def mean_ci(values: np.ndarray, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 95% t-interval over `axis`; the interval collapses for one value."""
-    values = np.asarray(values, dtype=float)
-    n = values.shape[axis]
-    mean = values.mean(axis=axis)
-    if n < 2:
-        return mean, mean, mean
-    half = stats.t.ppf(0.975, n - 1) * values.std(axis=axis, ddof=1) / np.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def _p_text(p: float) -> str:
     return "p<1e-4" if p < 1e-4 else f"p={p:.2g}"
 
 
-def _delta_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]], tokens: str,
-                 title: str) -> None:
+def _delta_panel(
+    ax: plt.Axes, arrays: list[dict[str, np.ndarray]], tokens: str, title: str
+) -> None:
     """Per-fact Delta log p (points), mean (bar) with its 95% CI, for both directions."""
     directions = [str(d) for d in arrays[0]["directions"]]
     width = 0.26
     rng = np.random.default_rng(0)
-    everything = np.concatenate([a[f"score_{tokens}_{k}"].ravel() for a in arrays
-                                 for k, _, _ in KINDS])
+    everything = np.concatenate(
+        [a[f"score_{tokens}_{k}"].ravel() for a in arrays for k, _, _ in KINDS]
+    )
     span = float(np.ptp(everything)) or 1.0
     top_all = float(everything.max())
     for di in range(len(directions)):
-        vals = {k: np.concatenate([a[f"score_{tokens}_{k}"][:, di] for a in arrays])
-                for k, _, _ in KINDS}
+        vals = {
+            k: np.concatenate([a[f"score_{tokens}_{k}"][:, di] for a in arrays])
+            for k, _, _ in KINDS
+        }
         for ki, (k, label, color) in enumerate(KINDS):
             x = di + (ki - 1) * width
             m, lo, hi = mean_ci(vals[k])
-            ax.bar(x, m, width * 0.9, color=color, alpha=0.35,
-                   label=label if di == 0 else None)
+            ax.bar(x, m, width * 0.9, color=color, alpha=0.35, label=label if di == 0 else None)
             ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], color=color, capsize=3, lw=1.5)
-            ax.scatter(x + rng.uniform(-width / 4, width / 4, len(vals[k])), vals[k], s=10,
-                       color=color, zorder=3)
+            ax.scatter(
+                x + rng.uniform(-width / 4, width / 4, len(vals[k])),
+                vals[k],
+                s=10,
+                color=color,
+                zorder=3,
+            )
         top = max(v.max() for v in vals.values())
         for ki, k in ((1, "control"), (2, "cue_control")):
             p = stats.ttest_rel(vals["correct"], vals[k]).pvalue if len(vals[k]) > 1 else 1.0
-            ax.text(di + (ki - 1) * width, top + span * (0.03 + 0.07 * (ki - 1)),
-                    f"vs {_p_text(float(p))}", ha="center", fontsize=7, color=KINDS[ki][2])
+            ax.text(
+                di + (ki - 1) * width,
+                top + span * (0.03 + 0.07 * (ki - 1)),
+                f"vs {_p_text(float(p))}",
+                ha="center",
+                fontsize=7,
+                color=KINDS[ki][2],
+            )
     ax.set_ylim(top=top_all + span * 0.3)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(directions)), [DIRECTION_LABEL[d] for d in directions])
     ax.set_ylabel("Delta log p after the update (nats)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper right", title="p: paired t-test vs correct, over facts",
-              title_fontsize=7)
+    ax.legend(
+        fontsize=7,
+        loc="upper right",
+        title="p: paired t-test vs correct, over facts",
+        title_fontsize=7,
+    )
 
 
-def _projection_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]], context: int,
-                      title: str, metric: str = "proj") -> None:
+def _projection_panel(
+    ax: plt.Axes,
+    arrays: list[dict[str, np.ndarray]],
+    context: int,
+    title: str,
+    metric: str = "proj",
+) -> None:
     layers = [str(x) for x in arrays[0]["layers"]]
     x = np.arange(len(layers))
     for e, style in ENTITY_STYLE.items():
@@ -118,8 +135,14 @@ def _projection_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]], context
         ax.plot(x, m, marker="o", lw=2, **style)
         ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15)
         m, lo, hi = mean_ci(ctrl)
-        ax.plot(x, m, ls="--", lw=1.2, color=style["color"],
-                label="  control: random tokens' directions")
+        ax.plot(
+            x,
+            m,
+            ls="--",
+            lw=1.2,
+            color=style["color"],
+            label="  control: random tokens' directions",
+        )
         ax.fill_between(x, lo, hi, color=style["color"], alpha=0.07)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, layers)
@@ -137,8 +160,9 @@ def _norm_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
         for e in (0, 1):
             vals = np.concatenate([a["dh_rel"][:, c, e] for a in arrays])
             m, lo, hi = mean_ci(vals)
-            ax.plot(x, m, ls=ls, marker="o", color=ENTITY_STYLE[e]["color"],
-                    label=f"{names[e]}, {ctx}")
+            ax.plot(
+                x, m, ls=ls, marker="o", color=ENTITY_STYLE[e]["color"], label=f"{names[e]}, {ctx}"
+            )
             ax.fill_between(x, lo, hi, color=ENTITY_STYLE[e]["color"], alpha=0.1)
     ax.set_xticks(x, layers)
     ax.set_xlabel("residual stream depth")
@@ -150,13 +174,20 @@ def _norm_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
 
 def _group_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
     groups = [str(g) for g in arrays[0]["groups"]]
-    share = np.mean([(a["group_norm"] ** 2).sum(0) / (a["group_norm"] ** 2).sum()
-                     for a in arrays], axis=0)
+    share = np.mean(
+        [(a["group_norm"] ** 2).sum(0) / (a["group_norm"] ** 2).sum() for a in arrays], axis=0
+    )
     full = [a["full_correct"][:, 0].mean() for a in arrays]
-    revert = np.mean([(a["full_correct"][:, None, 0] - a["revert"][:, :, 0]).mean(0) / f
-                      for a, f in zip(arrays, full, strict=True)], axis=0)
-    only = np.mean([a["only"][:, :, 0].mean(0) / f for a, f in zip(arrays, full, strict=True)],
-                   axis=0)
+    revert = np.mean(
+        [
+            (a["full_correct"][:, None, 0] - a["revert"][:, :, 0]).mean(0) / f
+            for a, f in zip(arrays, full, strict=True)
+        ],
+        axis=0,
+    )
+    only = np.mean(
+        [a["only"][:, :, 0].mean(0) / f for a, f in zip(arrays, full, strict=True)], axis=0
+    )
     y = np.arange(len(groups))
     h = 0.27
     ax.barh(y - h, share, h, color="tab:gray", label="share of |Delta theta|^2")
@@ -177,24 +208,29 @@ def plot_updates(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
     n_facts = sum(len(a["facts"]) for a in arrays)
     fig, axes = plt.subplots(2, 3, figsize=(18, 10.5))
     _delta_panel(axes[0, 0], arrays, "full", "(a) Delta log p of the whole answer")
-    _delta_panel(axes[0, 1], arrays, "first",
-                 "(b) Delta log p of the answer's first token\n(role word forward, first name in "
-                 "reverse)")
-    _projection_panel(axes[0, 2], arrays, 0,
-                      "(c) where the change points: entity alone ('<bos> A' / '<bos> B')")
-    _projection_panel(axes[1, 0], arrays, 1,
-                      "(d) the same inside the prompts\n(A in forward prompts, B in reverse ones)")
+    _delta_panel(
+        axes[0, 1],
+        arrays,
+        "first",
+        "(b) Delta log p of the answer's first token\n(role word forward, first name in reverse)",
+    )
+    _projection_panel(
+        axes[0, 2], arrays, 0, "(c) where the change points: entity alone ('<bos> A' / '<bos> B')"
+    )
+    _projection_panel(
+        axes[1, 0],
+        arrays,
+        1,
+        "(d) the same inside the prompts\n(A in forward prompts, B in reverse ones)",
+    )
     _norm_panel(axes[1, 1], arrays)
     _group_panel(axes[1, 2], arrays)
     lr = ", ".join(sorted({str(r["options"]["lr"]) for r in results}))
-    fig.suptitle(f"Gradient-update test: {o['steps']} {o['optimizer']} step(s) (lr {lr}) on each "
-                 f"new fact 'A is B' from the trained weights; {n_facts} facts, "
-                 f"{len(arrays)} run(s); means with 95% t-intervals over facts", fontsize=12)
+    fig.suptitle(
+        f"Gradient-update test: {o['steps']} {o['optimizer']} step(s) (lr {lr}) on each "
+        f"new fact 'A is B' from the trained weights; {n_facts} facts, "
+        f"{len(arrays)} run(s); means with 95% t-intervals over facts",
+        fontsize=12,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=130)
-    plt.close(fig)
-    return paths
+    return save(fig, out)
