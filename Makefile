@@ -39,11 +39,12 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 figures: $(STAMP)
-	$(BIN)/python experiments/make_figures.py --study $(OUT) --figures-dir figures
+	$(BIN)/python experiments/make_figures.py --study $(OUT) --figures-dir figures --jobs $(JOBS)
 
 bench: $(STAMP)
 	$(BIN)/python experiments/bench_patching.py
 	$(BIN)/python experiments/bench_training.py
+	$(BIN)/python experiments/bench_study.py --jobs $(JOBS)
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -84,12 +84,20 @@ def completion_logprobs(
             for p, a in zip(prompts[s : s + batch_size], answers[s : s + batch_size], strict=True)
         ]
         toks, _ = pad_batch(seqs, device=device)
-        logp = model(toks).log_softmax(-1)
+        logits = model(toks)
+        # every answer token at once: (its row, the position predicting it, the token)
+        rows, pos, tgt = [], [], []
         for row, (p, a) in enumerate(
             zip(prompts[s : s + batch_size], answers[s : s + batch_size], strict=True)
         ):
-            pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
-            out[s + row] = logp[row, pos, torch.tensor(a, device=device)].sum().cpu()
+            rows += [row] * len(a)
+            pos += range(len(p) - 1, len(p) + len(a) - 1)
+            tgt += a
+        index = torch.tensor(rows, device=device)
+        sel = logits[index, torch.tensor(pos, device=device)]
+        lp = sel.gather(1, torch.tensor(tgt, device=device)[:, None])[:, 0] - sel.logsumexp(-1)
+        summed = torch.zeros(len(seqs), dtype=logits.dtype, device=device)
+        out[s : s + len(seqs)] = summed.index_add_(0, index, lp).cpu()
     return out
 
 

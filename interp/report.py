@@ -10,11 +10,15 @@ instruments put both in their `summary`.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import importlib
+import importlib.util
 import json
 import shutil
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +54,8 @@ CAPTIONS: dict[str, str] = {
 }
 
 
-def _group(run_dirs: list[Path]) -> dict[str, list[Path]]:
+def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    """Run directories by training objective (from each config.json), in the given order."""
     groups: dict[str, list[Path]] = defaultdict(list)
     for r in run_dirs:
         cfg = json.loads((r / "config.json").read_text())
@@ -127,31 +132,89 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def draw_figures(groups: dict[str, list[Path]], fig_dir: Path) -> dict[str, dict[str, Path]]:
-    """Every figure for every objective: {objective: {figure name: png path}}."""
+def _inputs(runs: list[Path], instrument: str) -> list[Path]:
+    """The saved files a figure reads: analysis/<instrument>.json/.npz, or the metrics."""
+    names = (
+        [f"analysis/{instrument}.json", f"analysis/{instrument}.npz"]
+        if instrument
+        else ["metrics.json", "eval_logprobs.npz"]
+    )
+    return [r / n for r in runs for n in names if (r / n).is_file()]
+
+
+def _fingerprint(module: str, inputs: list[Path]) -> str:
+    """Hash of the plot module's source and the inputs' paths, sizes and modification times."""
+    spec = importlib.util.find_spec(module)
+    files = [Path(spec.origin)] if spec is not None and spec.origin else []
+    h = hashlib.sha256(module.encode())
+    for p in [*files, *sorted(inputs)]:
+        st = p.stat()
+        h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _draw(module: str, func: str, arg: Any, stem: str) -> str:
+    """Draw one figure (in a worker process); return its PNG path."""
+    plot = getattr(importlib.import_module(module), func)
+    return str(plot(arg, stem)[0])
+
+
+def draw_figures(
+    groups: dict[str, list[Path]], fig_dir: Path, jobs: int = 1
+) -> dict[str, dict[str, Path]]:
+    """Every figure for every objective: {objective: {figure name: png path}}.
+
+    A figure whose inputs (the saved results it reads, and its plot module) are unchanged since
+    it was last drawn is not drawn again (fingerprints in fig_dir/.drawn.json), so re-running a
+    finished study takes seconds. With `jobs` > 1 the figures are drawn on that many processes.
+    """
     fig_dir.mkdir(parents=True, exist_ok=True)
-    drawn: dict[str, dict[str, Path]] = {}
+    memo_path = fig_dir / ".drawn.json"
+    try:
+        memo: dict[str, str] = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    tasks: list[tuple[str, str, str, str, Any, list[Path]]] = []
     for objective, runs in groups.items():
         for name, (module, func, instrument) in FIGURES.items():
-            filename = f"{instrument}.json" if instrument else "metrics.json"
-            have = [
-                r
-                for r in runs
-                if (r / ("analysis/" + filename if instrument else filename)).is_file()
-            ]
-            if not have:
+            have = [r for r in runs if _inputs([r], instrument)]
+            if not have or importlib.util.find_spec(module) is None:
                 continue
-            try:
-                plot = getattr(importlib.import_module(module), func)
-            except (ModuleNotFoundError, AttributeError):
-                continue
-            paths = plot(have, fig_dir / f"{objective}_{name}")
-            drawn.setdefault(objective, {})[name] = Path(paths[0])
+            tasks.append((objective, name, module, func, have, _inputs(have, instrument)))
     if len(groups) > 1:
-        from interp.plots.comparison import plot_comparison
-
-        paths = plot_comparison(groups, fig_dir / "objectives_comparison")
-        drawn.setdefault("all", {})["objectives_comparison"] = Path(paths[0])
+        every = [r for runs in groups.values() for r in runs]
+        inputs = _inputs(every, "") + [p for r in every for p in (r / "analysis").glob("*.json")]
+        tasks.append(
+            ("all", "objectives_comparison", "interp.plots.comparison", "plot_comparison",
+             groups, inputs)
+        )  # fmt: skip
+    drawn: dict[str, dict[str, Path]] = {}
+    todo = []
+    for objective, name, module, func, arg, inputs in tasks:
+        stem = fig_dir / f"{objective}_{name}"
+        key, fp = stem.name, _fingerprint(module, inputs)
+        pdf, png = stem.with_suffix(".pdf"), stem.with_suffix(".png")
+        drawn.setdefault(objective, {})[name] = png
+        if memo.get(key) == fp and png.is_file() and pdf.is_file():
+            continue
+        memo.pop(key, None)
+        todo.append((key, fp, (module, func, arg, str(stem))))
+    if jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(
+            max_workers=min(jobs, len(todo)), mp_context=get_context("spawn")
+        ) as pool:
+            futures = {pool.submit(_draw, *args): (key, fp) for key, fp, args in todo}
+            for fut in as_completed(futures):
+                fut.result()
+                key, fp = futures[fut]
+                memo[key] = fp
+    else:
+        for key, fp, args in todo:
+            _draw(*args)
+            memo[key] = fp
+    tmp = memo_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
+    tmp.replace(memo_path)
     return drawn
 
 
@@ -162,14 +225,15 @@ def write_report(
     *,
     figures_dir: str | Path | None = None,
     wall_seconds: float = 0.0,
+    jobs: int = 1,
 ) -> Path:
     """Write OUT/figures/*, OUT/report.md and OUT/report.html; copy figures to `figures_dir`."""
     from interp.study import INSTRUMENTS
 
-    groups = _group(run_dirs)
+    groups = group_runs(run_dirs)
     objectives = list(groups)
     fig_dir = out / "figures"
-    drawn = draw_figures(groups, fig_dir)
+    drawn = draw_figures(groups, fig_dir, jobs=jobs)
     header = ["", *[f"{o} (n={len(groups[o])})" for o in objectives]]
     md = [
         "# Reversal-curse study report",

@@ -309,6 +309,7 @@ def run_study(
         plan,
         figures_dir=figures_dir,
         wall_seconds=time.perf_counter() - t0,
+        jobs=jobs,
     )
     log(f"report: {report}")
     return report

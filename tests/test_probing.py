@@ -41,6 +41,39 @@ def test_probe_reads_planted_feature_and_not_noise():
     assert abs(null - 0.25) < 0.1, f"probe on pure noise should be at chance 0.25, got {null:.3f}"
 
 
+def test_probe_equals_scikit_learn_logistic_regression():
+    """Our scipy L-BFGS probe is scikit-learn's StandardScaler + LogisticRegression(C): same
+    objective, so the same predictions (up to the solvers' tolerance) on weak and strong signals,
+    and identical predictions when both are solved tightly."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    agree, total = 0, 0
+    for seed, signal, C in [(0, 0.3, 1.0), (1, 1.0, 1.0), (2, 0.5, 0.1), (3, 0.0, 10.0)]:
+        x, y, _ = _planted(n_people=60, d=24, n_classes=5, signal=signal, seed=seed)
+        xtr, ytr, xte = x[:80], y[:80], x[80:]
+        ours = fit_probe(xtr, ytr, xte, C=C)
+        scaler = StandardScaler().fit(xtr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = LogisticRegression(C=C, max_iter=5000).fit(scaler.transform(xtr), ytr)
+        ref = clf.predict(scaler.transform(xte))
+        agree += int((ours == ref).sum())
+        total += len(ref)
+    assert agree / total >= 0.97, f"ours and scikit-learn agree on {agree}/{total} predictions"
+    # Tightly solved, every prediction coincides.
+    x, y, _ = _planted(n_people=60, d=24, n_classes=5, signal=0.5, seed=7)
+    ours = fit_probe(x[:80], y[:80], x[80:], tol=1e-10, max_iter=20_000)
+    scaler = StandardScaler().fit(x[:80])
+    clf = LogisticRegression(C=1.0, tol=1e-10, max_iter=20_000).fit(
+        scaler.transform(x[:80]), y[:80]
+    )
+    ref = clf.predict(scaler.transform(x[80:]))
+    assert (ours == ref).all(), f"tight solve differs: {ours} vs {ref}"
+
+
 def test_folds_never_share_a_person_and_test_everyone_once():
     rng = np.random.default_rng(0)
     people = rng.permutation(np.repeat(np.arange(23), 3))  # 3 rows per person, shuffled

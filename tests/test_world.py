@@ -17,8 +17,9 @@ def test_world_is_deterministic_and_seeded():
 
 
 def test_subsets_disjoint_and_entities_unique():
-    w = make_world(WorldConfig())
-    assert Counter(p.subset for p in w.people) == {"n2d": 120, "d2n": 120, "both": 120, "new": 40}
+    cfg = WorldConfig(n_people_per_subset=37, n_new_people=11)
+    w = make_world(cfg)
+    assert Counter(p.subset for p in w.people) == {"n2d": 37, "d2n": 37, "both": 37, "new": 11}
     assert len({p.name for p in w.people}) == len(w.people)
     assert len({p.description for p in w.people}) == len(w.people)
     assert all(len(p.name.split()) >= 2 and len(p.description.split()) >= 3 for p in w.people)

@@ -59,7 +59,6 @@ so the selection bias of a maximum over layers is the same on both sides of a co
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -67,9 +66,7 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
+from scipy import optimize
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
@@ -139,25 +136,64 @@ def person_folds(
     return [(np.flatnonzero(assignment != f), np.flatnonzero(assignment == f)) for f in range(k)]
 
 
+def _probe_loss(
+    theta: Float[np.ndarray, " params"],
+    x: Float[np.ndarray, "n d"],
+    onehot: Float[np.ndarray, "n k"],
+    alpha: float,
+) -> tuple[float, Float[np.ndarray, " params"]]:
+    """Mean multinomial cross-entropy + alpha/2 ||W||^2 (intercept unpenalised) and its gradient."""
+    n, d = x.shape
+    k = onehot.shape[1]
+    W, b = theta[: k * d].reshape(k, d), theta[k * d :]
+    z = x @ W.T + b
+    z -= z.max(1, keepdims=True)
+    lse = np.log(np.exp(z).sum(1, keepdims=True))
+    loss = float((lse - z)[onehot > 0].sum() / n + 0.5 * alpha * (W * W).sum())
+    g = (np.exp(z - lse) - onehot) / n  # d loss / d logits
+    grad = np.concatenate([(g.T @ x + alpha * W).ravel(), g.sum(0)])
+    return loss, grad
+
+
 def fit_probe(
     x_train: Float[np.ndarray, "n_train d"],
     y_train: Int[np.ndarray, " n_train"],
     x_test: Float[np.ndarray, "n_test d"],
     C: float = 1.0,
+    tol: float = 1e-4,
+    max_iter: int = 2000,
 ) -> Int[np.ndarray, " n_test"]:
     """Fit a standardised L2 logistic-regression probe on the training rows; predict the test rows.
 
-    A training fold with a single class predicts that class (there is nothing to fit).
+    The model and solver of scikit-learn's `StandardScaler` + `LogisticRegression(C=C)`
+    (multinomial over the classes present, objective C * sum of cross-entropies + ||W||^2 / 2
+    with the intercept unpenalised, L-BFGS from zero with gradient tolerance `tol` on the mean
+    loss), written directly against `scipy.optimize`: without scikit-learn's per-call input
+    validation it is about 5x faster on the probes' sizes, and the kit fits thousands of them.
+    A test checks it against scikit-learn. A training fold with a single class predicts that
+    class (there is nothing to fit).
     """
-    classes = np.unique(y_train)
+    classes, y_idx = np.unique(y_train, return_inverse=True)
     if len(classes) == 1:
         return np.full(len(x_test), classes[0], dtype=np.int64)
-    scaler = StandardScaler().fit(x_train)
-    clf = LogisticRegression(C=C, max_iter=2000)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(scaler.transform(x_train), y_train)
-    return clf.predict(scaler.transform(x_test)).astype(np.int64)
+    x_train = np.asarray(x_train, np.float64)
+    mean, std = x_train.mean(0), x_train.std(0)
+    std[std < 10 * np.finfo(np.float64).eps] = 1.0  # constant features, as StandardScaler
+    xs = (x_train - mean) / std
+    n, d = xs.shape
+    k = len(classes)
+    onehot = np.eye(k)[y_idx.reshape(-1)]
+    res = optimize.minimize(
+        _probe_loss,
+        np.zeros(k * d + k),
+        args=(xs, onehot, 1.0 / (C * n)),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
+    )
+    W, b = res.x[: k * d].reshape(k, d), res.x[k * d :]
+    z = ((np.asarray(x_test, np.float64) - mean) / std) @ W.T + b
+    return classes[z.argmax(1)].astype(np.int64)
 
 
 def cross_validated_correct(

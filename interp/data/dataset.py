@@ -218,8 +218,7 @@ def pad_batch(
     Right padding keeps every real token at its own position, so under a causal mask the padded
     tail never changes the real positions' outputs.
     """
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    out = torch.full((len(seqs), int(lengths.max())), pad, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out.to(device), lengths.to(device)
+    lengths = [len(s) for s in seqs]
+    width = max(lengths)
+    out = torch.tensor([[*s, *[pad] * (width - len(s))] for s in seqs], dtype=torch.long)
+    return out.to(device), torch.tensor(lengths, dtype=torch.long).to(device)
