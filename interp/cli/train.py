@@ -15,10 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
-        action="append",
+        action="extend",
+        nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override one config key, e.g. --set train.steps=500 (repeatable)",
+        help="override config keys, e.g. --set train.steps=500 train.seed=1 (repeatable)",
     )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
     g = p.add_mutually_exclusive_group()
