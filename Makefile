@@ -15,10 +15,19 @@ JOBS ?= 2
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# pip's default byte-compiles every installed file (transformers alone is thousands), which
+# takes longer than the rest of the install; --no-compile skips it and the last step compiles
+# only what the kit imports (about 70 s saved on 2 cores).
+PIP := $(BIN)/pip install --quiet --no-compile --disable-pip-version-check
+PRECOMPILE := import importlib, pkgutil, interp; \
+	[importlib.import_module(m.name) for m in pkgutil.walk_packages(interp.__path__, "interp.") \
+	 if not m.name.endswith("__main__")]; \
+	import pytest, sklearn.linear_model, submitit, nbclient, nbformat, ipykernel.kernelapp
+
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(PIP) $(TORCH)
+	$(PIP) -e ".[dev]"
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -c '$(PRECOMPILE)'
 	touch $(STAMP)
 
 install: $(STAMP)

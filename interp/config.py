@@ -39,7 +39,7 @@ class WorldConfig:
     n_roles: int = _f(8, "roles ('composer', ...): the attribute held only in B, max 12")
     n_title_words: int = _f(30, "invented words that make work titles")
     title_length: int = _f(2, "words in a work title (B's multi-token tail)")
-    n_new_people: int = _f(40, "held-out people never trained on (the gradient-update test)")
+    n_new_people: int = _f(20, "held-out people never trained on (the gradient-update test)")
 
 
 @dataclass(frozen=True)

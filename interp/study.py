@@ -114,8 +114,8 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
             "dynamics": ("causal:0",),
             "selective": ("causal", "reverse_entity:0"),
         },
-        # Lighter than the CLI defaults, for time: 10 of the 40 new facts are updated on in the
-        # update test (all 40 still serve as controls); patching uses 16 prompts per subset x
+        # Lighter than the CLI defaults, for time: 10 of the 20 new people are updated on in the
+        # update test (all 20 serve as controls); patching uses 16 prompts per subset x
         # query and 3 noise draws.
         "options": {
             "update": {"n_facts": 10},
