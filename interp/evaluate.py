@@ -86,7 +86,9 @@ def completion_logprobs(
         toks, _ = pad_batch(seqs, device=device)
         logits = model(toks)
         # every answer token at once: (its row, the position predicting it, the token)
-        rows, pos, tgt = [], [], []
+        rows: list[int] = []
+        pos: list[int] = []
+        tgt: list[int] = []
         for row, (p, a) in enumerate(
             zip(prompts[s : s + batch_size], answers[s : s + batch_size], strict=True)
         ):
@@ -133,7 +135,7 @@ def logprob_test(correct: np.ndarray, control: np.ndarray) -> dict[str, Any]:
     """Paired t-test and two-sample KS test of log p(correct) vs log p(random), per person."""
     n = len(correct)
     diff = correct - control
-    res: dict[str, float] = {
+    res: dict[str, Any] = {
         "n": n,
         "mean_correct": float(correct.mean()),
         "mean_random": float(control.mean()),
@@ -282,7 +284,7 @@ def evaluate_run(
     model.eval()
     metrics, arrays = evaluate(model, dataset, progress=progress)
     tmp = run_dir / "eval_logprobs.tmp.npz"
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(run_dir / "eval_logprobs.npz")
     write_json(run_dir / "metrics.json", metrics)
     return metrics

@@ -55,7 +55,7 @@ def build_model(
 ) -> TransformerBridge:
     """A freshly initialised model; the same (cfg, d_vocab, seed) gives bitwise the same weights."""
     torch.manual_seed(seed)
-    model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed))
+    model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed))  # type: ignore[attr-defined]
     return model if device == "cpu" else model.to(device)
 
 
@@ -108,7 +108,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 # The forward pass without hook dispatch.
 
 
-def raw(m: torch.nn.Module) -> Any:
+def raw(m: Any) -> Any:
     """The module a bridge component wraps (the module itself when it wraps nothing)."""
     return getattr(m, "original_component", m)
 
@@ -155,13 +155,13 @@ def attend(att: Any, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor) -> Tensor
     return raw(att.o)(torch.matmul(pattern, v).transpose(1, 2).reshape(b, s, -1))
 
 
-def mlp(block: torch.nn.Module, h: Tensor) -> Tensor:
+def mlp(block: Any, h: Tensor) -> Tensor:
     """The block's MLP applied to its second normalisation of `h`."""
     m = raw(block.mlp)
     return raw(m.fc_out)(m.act(raw(m.fc_in)(raw(block.ln2)(h))))
 
 
-def embed_positions(net: torch.nn.Module, x: Tensor, positions: Tensor) -> Tensor:
+def embed_positions(net: Any, x: Tensor, positions: Tensor) -> Tensor:
     pos = getattr(net, "pos", None)
     return x if pos is None else x + raw(pos)(positions)
 
@@ -201,7 +201,7 @@ class RawForward(torch.nn.Module):
         position_ids: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
     ) -> Tensor:
-        net = self.net
+        net: Any = self.net
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
         h = raw(net.tok_embed)(input_ids) if input_ids is not None else inputs_embeds

@@ -217,7 +217,9 @@ def run_metric(
     out = []
     for s in range(0, tokens.shape[0], batch_size):
         idx = torch.arange(s, min(s + batch_size, tokens.shape[0]), device=tokens.device)
-        hooks = [] if embed_noise is None else [("hook_embed", _add_noise(embed_noise[idx]))]
+        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = (
+            [] if embed_noise is None else [("hook_embed", _add_noise(embed_noise[idx]))]
+        )
         logits = model.run_with_hooks(tokens[idx], fwd_hooks=hooks)
         out.append(metric(logits, idx))
     return torch.cat(out)
@@ -270,7 +272,7 @@ def patch_cells(
         chunk = cells[s : s + batch_size]
         run, hook, pos = chunk.unbind(-1)
         width = int(lengths[run].max())
-        hooks: list[tuple[str, Callable[[Tensor, Any], Tensor]]] = []
+        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = []
         if embed_noise is not None:
             hooks.append(("hook_embed", _add_noise(embed_noise[run, :width])))
         for h in hook.unique().tolist():
@@ -744,7 +746,7 @@ def _trace_group(
                 model,
                 [prompts[i] for i in idx],
                 [corrupters[i] for i in idx],
-                [third[i] for i in idx],
+                [t for t in third if t is not None],
                 acts=("resid_pre",),
                 batch_size=opts.batch_size,
                 progress=progress,
@@ -779,7 +781,7 @@ def _trace_group(
                 [prompts[i] for i in idx],
                 noise[idx],
                 alternatives,
-                [third[i] for i in idx],
+                [t for t in third if t is not None],
                 acts=("resid_pre",),
                 batch_size=opts.batch_size,
                 progress=progress,
@@ -875,7 +877,7 @@ def run_analysis(
     }
     out = run.analysis_dir()
     tmp = out / "patching.tmp.npz"
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(out / "patching.npz")
     write_json(out / "patching.json", result)
     return result

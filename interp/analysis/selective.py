@@ -318,9 +318,7 @@ class PrefixCache:
 
 
 @torch.no_grad()
-def prefix_cache(
-    net: torch.nn.Module, seqs: list[tuple[int, ...]], batch_size: int = BATCH
-) -> PrefixCache:
+def prefix_cache(net: Any, seqs: list[tuple[int, ...]], batch_size: int = BATCH) -> PrefixCache:
     """Keys and values of every row at every layer, padded to the longest row."""
     device = next(net.parameters()).device
     width = max(len(s) for s in seqs)
@@ -345,7 +343,7 @@ def prefix_cache(
 
 
 def cached_soft_logits(
-    net: torch.nn.Module,
+    net: Any,
     soft: Float[Tensor, "n_soft d_model"],
     cache: PrefixCache,
     rows: Int[Tensor, " batch"],

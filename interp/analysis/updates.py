@@ -631,7 +631,7 @@ def run_analysis(
     result = summarise(arrays, opts)
     out = run.analysis_dir()
     tmp = out / "update.tmp.npz"
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(out / "update.npz")
     write_json(out / "update.json", result)
     return result

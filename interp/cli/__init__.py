@@ -30,7 +30,7 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _available() -> dict[str, object]:
+def _available() -> dict[str, Any]:
     mods = {}
     for name, module in COMMANDS.items():
         try:
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=mod.HELP,
-            description=mod.HELP,  # type: ignore[attr-defined]
+            description=mod.HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)  # type: ignore[attr-defined]

@@ -196,7 +196,7 @@ def _hist(
         correct.append(a["correct_logprob"][m])
         rand.append(a["random_logprob"][m])
     c, r = np.concatenate(correct), np.concatenate(rand)
-    bins = np.linspace(min(c.min(), r.min()), max(c.max(), r.max()), 30)
+    bins = np.linspace(min(c.min(), r.min()), max(c.max(), r.max()), 30).tolist()
     ax.hist(
         r,
         bins=bins,

@@ -146,7 +146,7 @@ def plot_patching(
                     color="black" if meaningful else "darkred",
                 )
         cax = fig.add_subplot(gs[len(ACTS), col])
-        cb = fig.colorbar(im, cax=cax, orientation="horizontal")
+        cb = fig.colorbar(im, cax=cax, orientation="horizontal")  # type: ignore[arg-type]
         cb.set_label(
             "restored fraction (0 = corrupted, 1 = clean)"
             if meaningful
@@ -203,7 +203,7 @@ def plot_patching(
             bars.append((real, ctrl))
             names.append(f"{query}\n{corruption}")
     if bars:
-        x = np.arange(len(bars))
+        x = np.arange(len(bars)).astype(float)
         err = (lambda k: [b[k][1] for b in bars]) if n_runs > 1 else (lambda k: None)
         ax.bar(
             x - 0.2,

@@ -132,7 +132,7 @@ def _projection_panel(
         real = np.concatenate([a[metric][:, context, e] for a in arrays])  # [facts, layer]
         ctrl = np.concatenate([a[f"{metric}_control"][:, context, e] for a in arrays])
         m, lo, hi = mean_ci(real)
-        ax.plot(x, m, marker="o", lw=2, **style)
+        ax.plot(x, m, marker="o", lw=2, **style)  # type: ignore[arg-type]
         ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15)
         m, lo, hi = mean_ci(ctrl)
         ax.plot(
