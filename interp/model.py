@@ -143,14 +143,20 @@ def qkv(att: Any, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]
     return q, k, v
 
 
-def attend(att: Any, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor) -> Tensor:
+def attend(
+    att: Any, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor, empty_rows: bool = True
+) -> Tensor:
     """NativeAttention's arithmetic on given keys and values; `blocked` is True where masked
-    (a fully masked query row gives a zero update, as in TL)."""
+    (a fully masked query row gives a zero update, as in TL). `empty_rows=False` promises that
+    no query row is fully masked (a plain causal mask), which skips that fix-up: the result is
+    bitwise the same, since exp(-inf) is exactly 0."""
     if att.kv_repeats > 1:
         k = k.repeat_interleave(att.kv_repeats, dim=1)
         v = v.repeat_interleave(att.kv_repeats, dim=1)
     scores = torch.matmul(q, k.transpose(-2, -1)) / att.scale
-    pattern = F.softmax(scores.masked_fill(blocked, float("-inf")), dim=-1).masked_fill(blocked, 0)
+    pattern = F.softmax(scores.masked_fill(blocked, float("-inf")), dim=-1)
+    if empty_rows:
+        pattern = pattern.masked_fill(blocked, 0)
     b, _, s, _ = q.shape
     return raw(att.o)(torch.matmul(pattern, v).transpose(1, 2).reshape(b, s, -1))
 
@@ -215,7 +221,9 @@ class RawForward(torch.nn.Module):
         for block in net.layers:
             att = raw(block.attn)
             q, k, v = qkv(att, raw(block.ln1)(h), position_ids)
-            h = h + attend(att, q, k, v, _blocked(att, seq, attention_mask, h.device))
+            blocked = _blocked(att, seq, attention_mask, h.device)
+            plain_causal = attention_mask is None and bool(att.causal)
+            h = h + attend(att, q, k, v, blocked, empty_rows=not plain_causal)
             h = h + mlp(block, h)
         return raw(net.head)(raw(net.ln_out)(h))
 
