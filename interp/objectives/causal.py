@@ -3,21 +3,10 @@ curse appears (Berglund et al. 2023). The loss covers prompt and completion alik
 
 from __future__ import annotations
 
-import torch
-from jaxtyping import Int
-from torch import Tensor
-
-from interp.objectives.base import Objective, next_token_loss
+from interp.objectives.base import Objective
 
 
 class CausalObjective(Objective):
-    name = "causal"
+    """The base objective's next-token loss on the documents as given."""
 
-    def loss(
-        self,
-        model: torch.nn.Module,
-        tokens: Int[Tensor, "batch pos"],
-        lengths: Int[Tensor, " batch"],
-        generator: torch.Generator,
-    ) -> Tensor:
-        return next_token_loss(model(tokens), tokens, lengths)
+    name = "causal"

@@ -22,13 +22,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-import torch
-from jaxtyping import Int
 from tokenizers import Tokenizer
-from torch import Tensor
 
 from interp.data.tokenizer import BOS, EOS, decode
-from interp.objectives.base import Objective, next_token_loss
+from interp.objectives.base import Objective
 
 if TYPE_CHECKING:
     from interp.data.dataset import Example, FactDataset
@@ -143,15 +140,6 @@ class ReverseEntityObjective(Objective):
 
     def documents(self, docs: list[Example], dataset: FactDataset) -> list[Example]:
         return [*docs, *(reverse_entity_preserving(d, dataset.tokenizer) for d in docs)]
-
-    def loss(
-        self,
-        model: torch.nn.Module,
-        tokens: Int[Tensor, "batch pos"],
-        lengths: Int[Tensor, " batch"],
-        generator: torch.Generator,
-    ) -> Tensor:
-        return next_token_loss(model(tokens), tokens, lengths)
 
 
 class ReverseTokenObjective(ReverseEntityObjective):
