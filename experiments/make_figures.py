@@ -10,11 +10,10 @@ were drawn are kept unless --force is given. `make figures` runs this on the def
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
-from interp.report import draw_figures, group_runs
+from interp.report import copy_figures, draw_figures, group_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,10 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     drawn = draw_figures(group_runs(runs), fig_dir, jobs=args.jobs)
     pngs = [p for figs in drawn.values() for p in figs.values()]
     if args.figures_dir:
-        dst = Path(args.figures_dir)
-        dst.mkdir(parents=True, exist_ok=True)
-        for p in pngs:
-            shutil.copy2(p, dst / p.name)
+        copy_figures(pngs, args.figures_dir)
     print(
         f"{len(pngs)} figures in {fig_dir}"
         + (f", copied to {args.figures_dir}" if args.figures_dir else "")

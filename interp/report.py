@@ -16,10 +16,8 @@ import importlib
 import importlib.util
 import json
 import shutil
-import sys
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -201,11 +199,10 @@ def draw_figures(
         memo.pop(key, None)
         todo.append((key, fp, (module, func, arg, str(stem))))
     if jobs > 1 and len(todo) > 1:
-        # fork (Linux) spares each worker the import of torch and transformer-lens, ~10 s; the
-        # workers only read files and draw
-        method = "fork" if sys.platform == "linux" else "spawn"
+        from interp.study import worker_context
+
         with ProcessPoolExecutor(
-            max_workers=min(jobs, len(todo)), mp_context=get_context(method)
+            max_workers=min(jobs, len(todo)), mp_context=worker_context()
         ) as pool:
             futures = {pool.submit(_draw, *args): (key, fp) for key, fp, args in todo}
             for fut in as_completed(futures):
@@ -220,6 +217,14 @@ def draw_figures(
     tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
     tmp.replace(memo_path)
     return drawn
+
+
+def copy_figures(pngs: list[Path], dst: str | Path) -> None:
+    """Copy figure PNGs into `dst` (e.g. the repository's figures/), creating it."""
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in pngs:
+        shutil.copy2(p, dst / p.name)
 
 
 def write_report(
@@ -270,11 +275,7 @@ def write_report(
     (out / "report.md").write_text("\n".join(md))
     (out / "report.html").write_text(_html(md, out))
     if figures_dir is not None:
-        dst = Path(figures_dir)
-        dst.mkdir(parents=True, exist_ok=True)
-        for p in fig_dir.glob("*.png"):
-            shutil.copy2(p, dst / p.name)
-        shutil.copy2(out / "report.md", dst / "report.md")
+        copy_figures([*fig_dir.glob("*.png"), out / "report.md"], figures_dir)
     return out / "report.md"
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,13 @@ def execute_run(
     }
 
 
+def worker_context(device: str = "cpu") -> BaseContext:
+    """How the kit starts worker processes: forked on a Linux CPU (no re-import of torch and
+    transformer-lens per worker, ~10 s each), spawned with CUDA (which cannot be forked) or
+    elsewhere."""
+    return get_context("fork" if device == "cpu" and sys.platform == "linux" else "spawn")
+
+
 def execute_all(
     jobs_spec: list[tuple[dict[str, Any], str]],
     instruments: tuple[str, ...],
@@ -259,8 +267,7 @@ def execute_all(
 
     `per_run` gives each run its own instruments (default: `instruments` for all). The runs
     expected to take longest (training steps and instruments) are submitted first, so the pool
-    ends with short jobs. On a Linux CPU the workers are forked (no re-import of torch and
-    transformer-lens per worker); with CUDA, or elsewhere, they are spawned.
+    ends with short jobs. Workers start as `worker_context` says.
     """
     cores = os.cpu_count() or 1
     threads = max(1, cores // max(1, jobs))
@@ -279,8 +286,7 @@ def execute_all(
     else:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, str(threads))  # read by the spawned workers' imports
-        method = "fork" if device == "cpu" and sys.platform == "linux" else "spawn"
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context(method)) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=worker_context(device)) as pool:
             futs = [
                 pool.submit(execute_run, cfg, rd, ins, device, threads, options)
                 for cfg, rd, ins in todo
