@@ -57,7 +57,6 @@ fact is localised where the real patch clearly beats this control.
 
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -67,7 +66,6 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from scipy import stats
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.ActivationCache import ActivationCache
@@ -77,6 +75,7 @@ from interp.data.dataset import TEMPLATE_KINDS, Example, FactDataset, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.runs import Run, write_json
+from interp.stats import mean_ci
 
 ACTS = ("resid_pre", "attn_out", "mlp_out")
 CORRUPTIONS = ("swap", "noise")
@@ -587,15 +586,6 @@ def by_label(
 # --- the analysis ---------------------------------------------------------------------------
 
 
-def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% t-interval."""
-    m = float(np.mean(x))
-    if len(x) < 2:
-        return m, m, m
-    half = float(stats.t.ppf(0.975, len(x) - 1)) * float(np.std(x, ddof=1)) / math.sqrt(len(x))
-    return m, m - half, m + half
-
-
 def _nan_to_none(a: np.ndarray) -> list[Any]:
     """A nested list for JSON, with NaN (no data) as null."""
     return [_nan_to_none(x) if np.ndim(x) else (None if np.isnan(x) else float(x)) for x in a]
@@ -636,7 +626,7 @@ def _summarise_group(
     # Prompts of one person share the fact, so the interval counts people, not prompts.
     people = sorted({e.person for e in prompts})
     per_person = np.array([gap[[e.person == p for e in prompts]].mean() for p in people])
-    p_mean, g_lo, g_hi = _mean_ci(per_person)
+    p_mean, g_lo, g_hi, _ = mean_ci(per_person.tolist())
     g_mean = float(gap.mean())
     meaningful = abs(g_mean) >= opts.min_gap and (g_lo > 0 or g_hi < 0)
     normalised = mean_effect / gap_label

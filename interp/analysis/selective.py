@@ -731,32 +731,16 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
 
     # 2. Self-evaluation, and the linear probe on the final hidden state.
     margins = (_Margins(net, train.seqs, token_ids), _Margins(net, val.seqs, token_ids))
-    fits = {
-        "self_eval": train_self_eval(
-            net,
-            (train.seqs, train.correct),
-            (val.seqs, val.correct),
-            token_ids,
-            opts,
-            opts.seed,
-            progress,
-            margins,
-        )
-    }
     x_train, x_val, x_test = (final_hidden(model, r.seqs) for r in (train, val, test))
-    probes = {"probe": fit_probe(x_train, train.correct, x_val, val.correct)}
-    if opts.controls:
-        fits["self_eval_shuffled"] = train_self_eval(
-            net,
-            (train.seqs, shuffled),
-            (val.seqs, val.correct),
-            token_ids,
-            opts,
-            opts.seed,
-            progress,
+    # the real labels, and the shuffled-label controls: same training, same validation labels
+    variants = {"": train.correct, **({"_shuffled": shuffled} if opts.controls else {})}
+    fits, probes = {}, {}
+    for suffix, y in variants.items():
+        fits[f"self_eval{suffix}"] = train_self_eval(
+            net, (train.seqs, y), (val.seqs, val.correct), token_ids, opts, opts.seed, progress,
             margins,
-        )
-        probes["probe_shuffled"] = fit_probe(x_train, shuffled, x_val, val.correct)
+        )  # fmt: skip
+        probes[f"probe{suffix}"] = fit_probe(x_train, y, x_val, val.correct)
 
     def log_p_correct(fit: SelfEvalFit, seqs: list[tuple[int, ...]]) -> np.ndarray:
         with torch.no_grad():

@@ -41,6 +41,14 @@ def _available() -> dict[str, Any]:
     return mods
 
 
+def add_set_argument(p: argparse.ArgumentParser, help: str) -> None:
+    """`--set KEY=VALUE [KEY=VALUE ...]`, repeatable, collected into `args.overrides`."""
+    p.add_argument(
+        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+        help=help,
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interp",

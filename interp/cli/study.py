@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from interp.cli import add_set_argument
+
 HELP = "run the whole study (objectives x seeds, every instrument) and write figures and a report"
 
 
@@ -15,15 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objectives", nargs="+", help="subset of objectives (default: the preset's)")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the preset's)")
     p.add_argument("--instruments", nargs="+", help="subset of instruments (default: all)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a run config key for every run, e.g. --set train.weight_decay=0",
-    )
+    add_set_argument(p, "override run config keys for every run, e.g. --set train.weight_decay=0")
     p.add_argument(
         "--figures-dir", help="also copy the figures and report.md here (make study: figures/)"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from interp.cli import add_set_argument
 from interp.config import describe, load_config
 
 HELP = "train a small GPT from scratch on a fact world and evaluate it"
@@ -12,14 +13,8 @@ HELP = "train a small GPT from scratch on a fact world and evaluate it"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="named config: tiny, default, paper_exp1 (default: default)")
     p.add_argument("--config", help="JSON file with sections world, model, train")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config keys, e.g. --set train.steps=500 train.seed=1 (repeatable)",
+    add_set_argument(
+        p, "override config keys, e.g. --set train.steps=500 train.seed=1 (repeatable)"
     )
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create")
     g = p.add_mutually_exclusive_group()
