@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from interp.errors import UserError
+from interp.plots import figure_paths
 from interp.plots.paper import format_table1, plot_paper_exp1, table1
 
 
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         out = Path(args.out)
-        paths = plot_paper_exp1(args.runs, out / "paper_exp1")
+        plot_paper_exp1(args.runs, out / "paper_exp1")
+        paths = figure_paths(out / "paper_exp1")
         table = format_table1(table1(args.runs))
         (out / "paper_exp1_table1.md").write_text(table + "\n")
     except UserError as e:

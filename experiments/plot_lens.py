@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from interp.errors import UserError
+from interp.plots import figure_paths
 from interp.plots.lens import plot_lens
 
 
@@ -16,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="figures/lens", help="output path without suffix")
     args = p.parse_args(argv)
     try:
-        for path in plot_lens(args.run_dirs, args.out):
+        plot_lens(args.run_dirs, args.out)
+        for path in figure_paths(args.out):
             print(f"wrote {path}")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

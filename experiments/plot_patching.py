@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from interp.errors import UserError
+from interp.plots import figure_paths
 from interp.plots.patching import plot_patching
 
 
@@ -21,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subset", default="n2d", help="subset to draw: n2d, d2n or both")
     args = p.parse_args(argv)
     try:
-        for path in plot_patching(args.run_dirs, args.out, subset=args.subset):
+        plot_patching(args.run_dirs, args.out, subset=args.subset)
+        for path in figure_paths(args.out):
             print(f"wrote {path}")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from interp.errors import UserError
+from interp.plots import figure_paths
 from interp.plots.probing import plot_probing
 
 
@@ -18,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="figures/probing", help="output path without suffix")
     args = p.parse_args(argv)
     try:
-        for path in plot_probing(args.run_dirs, args.out):
+        plot_probing(args.run_dirs, args.out)
+        for path in figure_paths(args.out):
             print(f"wrote {path}")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

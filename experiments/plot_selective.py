@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from interp.errors import UserError
+from interp.plots import figure_paths
 from interp.plots.selective import plot_selective
 
 
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="figures/selective", help="output path without extension")
     args = p.parse_args(argv)
     try:
-        for path in plot_selective(args.run_dirs, args.out):
+        plot_selective(args.run_dirs, args.out)
+        for path in figure_paths(args.out):
             print(f"wrote {path}")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

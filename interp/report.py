@@ -4,7 +4,8 @@ Reads only what the runs saved (metrics.json, analysis/*.json); draws each instr
 with its own plot function; writes `report.md` and a self-contained `report.html` (figures
 inline as base64 PNG). Every number is a mean over seeds with its Student-t 95% interval and n,
 and each instrument's table lists its controls beside its headline numbers, because the
-instruments put both in their `summary`.
+instruments put both in their `summary`. Each instrument's table lists the numbers its module
+declares as `HEADLINES` (the registry in `interp.analysis`); the rest stay in the JSON.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import importlib.util
 import json
 import shutil
 from collections import defaultdict
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from interp.analysis import INSTRUMENTS
+from interp.runs import read_result
 from interp.stats import fmt_ci
 
 # Figure name -> (plot module, function, instrument whose result it needs or "" for behaviour).
@@ -62,13 +66,13 @@ def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
     return dict(groups)
 
 
-def _summaries(runs: list[Path], filename: str) -> list[dict[str, float]]:
-    out = []
-    for r in runs:
-        p = r / "analysis" / filename
-        if p.is_file():
-            out.append(json.loads(p.read_text()).get("summary", {}))
-    return out
+def _summaries(runs: list[Path], instrument: str) -> list[dict[str, Any]]:
+    """The summary of `instrument` of every run that has its result."""
+    return [
+        read_result(r, instrument, arrays=False).summary
+        for r in runs
+        if (r / "analysis" / f"{instrument}.json").is_file()
+    ]
 
 
 def exact_match_rows(groups: dict[str, list[Path]]) -> list[list[str]]:
@@ -109,12 +113,19 @@ def exact_match_rows(groups: dict[str, list[Path]]) -> list[list[str]]:
     return rows
 
 
-def summary_rows(groups: dict[str, list[Path]], filename: str) -> list[list[str]]:
-    per_obj = {o: _summaries(rs, filename) for o, rs in groups.items()}
-    keys: list[str] = []
-    for sums in per_obj.values():
-        for s in sums:
-            keys += [k for k, v in s.items() if isinstance(v, int | float) and k not in keys]
+def summary_rows(
+    groups: dict[str, list[Path]], instrument: str, keys: Sequence[str] | None = None
+) -> list[list[str]]:
+    """One row per summary number in `keys` (default: every number any run has), one cell per
+    objective: mean [95% interval over seeds] (n). No rows if no run has the result."""
+    per_obj = {o: _summaries(rs, instrument) for o, rs in groups.items()}
+    if not any(per_obj.values()):
+        return []
+    if keys is None:
+        keys = []
+        for sums in per_obj.values():
+            for s in sums:
+                keys += [k for k, v in s.items() if isinstance(v, int | float) and k not in keys]
     rows = []
     for k in keys:
         cells = []
@@ -154,8 +165,11 @@ def _fingerprint(module: str, inputs: list[Path]) -> str:
 
 def _draw(module: str, func: str, arg: Any, stem: str) -> str:
     """Draw one figure (in a worker process); return its PNG path."""
+    from interp.plots import figure_paths
+
     plot = getattr(importlib.import_module(module), func)
-    return str(plot(arg, stem)[0])
+    plot(arg, stem)
+    return str(figure_paths(stem)[0])
 
 
 def draw_figures(
@@ -237,8 +251,6 @@ def write_report(
     jobs: int = 1,
 ) -> Path:
     """Write OUT/figures/*, OUT/report.md and OUT/report.html; copy figures to `figures_dir`."""
-    from interp.study import INSTRUMENTS
-
     groups = group_runs(run_dirs)
     objectives = list(groups)
     fig_dir = out / "figures"
@@ -256,10 +268,17 @@ def write_report(
         _md_table(header, exact_match_rows(groups)),
         "",
     ]
-    for name, (_, filename, _) in INSTRUMENTS.items():
-        rows = summary_rows(groups, filename)
+    for name, ins in INSTRUMENTS.items():
+        rows = summary_rows(groups, name, ins.headlines)
         if rows:
-            md += [f"## {name}", "", _md_table(header, rows), ""]
+            md += [
+                f"## {name}",
+                "",
+                _md_table(header, rows),
+                "",
+                f"Headline numbers; every summary number is in each run's analysis/{name}.json.",
+                "",
+            ]
     md += ["## Figures", ""]
     for objective, figs in drawn.items():
         for name, png in figs.items():

@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.config import RunConfig, config_from_json
@@ -82,6 +83,71 @@ def read_json(path: Path) -> Any:
         raise UserError(
             f"{path} is not valid JSON ({e.msg} at line {e.lineno}): restore or retrain"
         ) from None
+
+
+@dataclass
+class Result:
+    """One instrument's result on one run: what `run_analysis` returns and `read_result` loads.
+
+    `data` is the JSON (`options`, `summary`, and the instrument's tables); `arrays` the .npz
+    (per-item arrays, indexed as the instrument's docstring says). `result["groups"]` reads the
+    JSON; `result.summary` and `result.options` are its two keys every instrument has.
+    """
+
+    instrument: str
+    data: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    path: Path | None = None  # the run directory it was written to or read from
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The flat headline numbers (name -> value; null where undefined)."""
+        out: dict[str, Any] = self.data["summary"]
+        return out
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The full options it was made with, as JSON (what the study's cache compares)."""
+        out: dict[str, Any] = self.data["options"]
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+
+def write_result(run_dir: str | Path, result: Result) -> Path:
+    """Write `result` to RUN_DIR/analysis/<instrument>.npz and .json, each atomically, the JSON
+    last (its presence marks a finished analysis). Returns the JSON's path."""
+    out = Path(run_dir) / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"{result.instrument}.tmp.npz"
+    np.savez(tmp, **result.arrays)  # type: ignore[arg-type]
+    tmp.replace(out / f"{result.instrument}.npz")
+    write_json(out / f"{result.instrument}.json", result.data)
+    result.path = Path(run_dir)
+    return out / f"{result.instrument}.json"
+
+
+def read_result(run_dir: str | Path, instrument: str, arrays: bool = True) -> Result:
+    """Load RUN_DIR/analysis/<instrument>.json (and with `arrays`, its .npz; never pickled)."""
+    d = Path(run_dir) / "analysis"
+    path = d / f"{instrument}.json"
+    if not path.is_file():
+        raise UserError(
+            f"{path} not found: run `interp {instrument} {run_dir}` (or the study) first"
+        )
+    data = read_json(path)
+    arr: dict[str, np.ndarray] = {}
+    if arrays:
+        npz = d / f"{instrument}.npz"
+        if not npz.is_file():
+            raise UserError(f"{npz} not found: rerun `interp {instrument} {run_dir}`")
+        with np.load(npz, allow_pickle=False) as z:
+            arr = {k: z[k] for k in z.files}
+    return Result(instrument, data, arr, Path(run_dir))
 
 
 def versions() -> dict[str, str]:

@@ -14,7 +14,6 @@ The same `execute_run` is the unit of work of `interp sweep`, locally or on Slur
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -29,18 +28,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from interp.analysis import INSTRUMENTS, available_instruments  # noqa: F401 (re-exported)
+from interp.analysis.options import Options
 from interp.config import RunConfig, apply_overrides, from_dict, load_config
 from interp.errors import UserError
-
-# Instrument name -> (module with run_analysis, the JSON it writes, default options).
-INSTRUMENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "lens": ("interp.analysis.lens", "lens.json", {}),
-    "patching": ("interp.analysis.patching", "patching.json", {}),
-    "probing": ("interp.analysis.probing", "probing.json", {}),
-    "update": ("interp.analysis.updates", "update.json", {}),
-    "dynamics": ("interp.analysis.dynamics", "dynamics.json", {}),
-    "selective": ("interp.analysis.selective", "selective.json", {}),
-}
 
 OBJECTIVE_ORDER = ("causal", "reverse_entity", "reverse_token", "bico", "mlm_u")
 
@@ -127,18 +118,6 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def available_instruments() -> tuple[str, ...]:
-    out = []
-    for name, (module, _, _) in INSTRUMENTS.items():
-        try:
-            importlib.import_module(module)
-            out.append(name)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-    return tuple(out)
-
-
 def available_objectives() -> tuple[str, ...]:
     from interp.objectives import OBJECTIVES
 
@@ -179,15 +158,18 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.train.objective}_s{cfg.train.seed}_{cfg.hash()}"
 
 
-def _analysis_cached(run_dir: Path, filename: str, options: dict[str, Any]) -> bool:
-    path = run_dir / "analysis" / filename
-    if not path.is_file():
+def analysis_cached(run_dir: Path, instrument: str, options: Options) -> bool:
+    """Whether RUN_DIR/analysis/<instrument>.json exists (with its arrays) and was made with
+    exactly `options`: every field, defaults included, so a result made with other options (a
+    CLI call with --templates heldout, a notebook call) is never reported as the study's."""
+    path = run_dir / "analysis" / f"{instrument}.json"
+    if not path.is_file() or not path.with_suffix(".npz").is_file():
         return False
     try:
-        saved = json.loads(path.read_text()).get("options", {})
+        saved = json.loads(path.read_text()).get("options")
     except json.JSONDecodeError:
         return False
-    return all(saved.get(k) == v for k, v in options.items())
+    return bool(saved == options.resolved().to_json())
 
 
 def execute_run(
@@ -229,14 +211,12 @@ def execute_run(
         train_run(cfg if not resume else None, out, resume=resume, progress=False)
         trained = True
     ran = []
-    opts = {i: {**INSTRUMENTS[i][2], **(options or {}).get(i, {})} for i in instruments}
-    todo = [i for i in instruments if not _analysis_cached(out, INSTRUMENTS[i][1], opts[i])]
+    opts = {i: INSTRUMENTS[i].options((options or {}).get(i)) for i in instruments}
+    todo = [i for i in instruments if not analysis_cached(out, i, opts[i])]
     if todo:
         run = load_run(out, device=device)
         for name in todo:
-            importlib.import_module(INSTRUMENTS[name][0]).run_analysis(
-                run, progress=False, **opts[name]
-            )
+            INSTRUMENTS[name].run(run, opts[name], progress=False)
             ran.append(name)
     return {
         "run_dir": str(out),

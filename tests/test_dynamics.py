@@ -10,6 +10,7 @@ import numpy as np
 
 def test_dynamics_on_tiny_run(tiny_run_copy, tmp_path, capsys):
     from interp.cli import main
+    from interp.plots import figure_paths
     from interp.plots.dynamics import plot_dynamics
 
     assert main(["dynamics", str(tiny_run_copy), "--folds", "4", "--no-progress"]) == 0
@@ -35,7 +36,8 @@ def test_dynamics_on_tiny_run(tiny_run_copy, tmp_path, capsys):
     sm = res["summary"]
     assert all(isinstance(v, float) and np.isfinite(v) for v in sm.values()), sm
     assert sm["em_n2d_same_final"] == 1.0 and "control_randlabel_a_to_b_n2d_best_final" in sm
-    paths = plot_dynamics([tiny_run_copy, tiny_run_copy], tmp_path / "dynamics")
+    plot_dynamics([tiny_run_copy, tiny_run_copy], tmp_path / "dynamics")
+    paths = figure_paths(tmp_path / "dynamics")
     assert all(p.stat().st_size > 10_000 for p in paths), [p.stat().st_size for p in paths]
 
 

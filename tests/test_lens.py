@@ -12,6 +12,7 @@ import torch
 
 from interp.analysis.lens import (
     POSITIONS,
+    LensOptions,
     TunedLens,
     TunedLensOptions,
     control_targets,
@@ -181,7 +182,7 @@ def test_cli_tuned_saves_safetensors_and_plot(tiny_run_copy, tmp_path, capsys):
 
 def test_bad_input_is_a_user_error(tiny_run, tmp_path):
     with pytest.raises(UserError, match="templates"):
-        run_analysis(tiny_run, templates="bogus", progress=False)
+        run_analysis(tiny_run, LensOptions(templates="bogus"), progress=False)
     toks = torch.tensor([[1, 5, 6]])
     with pytest.raises(UserError, match="layer"):
         lens_logits(tiny_run.model, toks, tiny_run.model.cfg.n_layers + 1, -1)

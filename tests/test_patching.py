@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformer_lens import patching as tl_patching
 
+from interp.analysis import activation_patching as E
 from interp.analysis import patching as P
 from interp.model import build_model
 
@@ -43,7 +44,7 @@ def tl_swap_grid(model, e, q, clean, corrupted, act):
     wrong = torch.tensor([[q.answer[0]]])
 
     def metric(logits):
-        return P.patching_metric(
+        return E.patching_metric(
             logits, final, right, wrong, clean.reshape(1), corrupted.reshape(1)
         )[0]
 
@@ -56,7 +57,7 @@ def max_diff_vs_tl(model, prompts, partners, batch_size=7):
     ours = trace.normalised()
     worst = 0.0
     for i, (e, q) in enumerate(zip(prompts, partners, strict=True)):
-        for j, act in enumerate(P.ACTS):
+        for j, act in enumerate(E.ACTS):
             tl = tl_swap_grid(model, e, q, trace.clean[i], trace.corrupted[i], act)
             assert tl.shape == (model.cfg.n_layers, e.prompt_len)
             worst = max(worst, float((ours[i, j, :, : e.prompt_len] - tl).abs().max()))
@@ -75,13 +76,13 @@ def test_swap_matches_transformer_lens_on_trained_run(tiny_run):
     _, cache = model.run_with_cache(torch.tensor([e.prompt]))
     final, right = torch.tensor([e.prompt_len - 1]), torch.tensor([e.answer[0]])
     wrong = torch.tensor([[q.answer[0]]])
-    for act in P.ACTS:
-        ours = P.get_act_patch(
+    for act in E.ACTS:
+        ours = E.get_act_patch(
             model,
             torch.tensor([q.prompt]),
             cache,
             act,
-            lambda lg: P.answer_score(
+            lambda lg: E.answer_score(
                 lg, final.expand(len(lg)), right.expand(len(lg)), wrong.expand(len(lg), -1)
             ),
             batch_size=5,
@@ -90,7 +91,7 @@ def test_swap_matches_transformer_lens_on_trained_run(tiny_run):
             model,
             torch.tensor([q.prompt]),
             cache,
-            lambda lg: P.answer_score(lg, final, right, wrong)[0],
+            lambda lg: E.answer_score(lg, final, right, wrong)[0],
         )
         diff = float((ours - tl).abs().max())
         assert diff <= 1e-5, f"get_act_patch({act}) vs TL: max |diff| {diff:.2e}"
@@ -122,9 +123,9 @@ def test_noise_matches_transformer_lens(tiny_run):
         wrong = torch.tensor([[a for a in sorted(set(alternatives)) if a != e.answer[0]]])
 
         def metric(logits, final=final, right=right, wrong=wrong):
-            return P.answer_score(logits, final, right, wrong)[0]
+            return E.answer_score(logits, final, right, wrong)[0]
 
-        for j, act in enumerate(P.ACTS):
+        for j, act in enumerate(E.ACTS):
             tl = 0.0
             for s in range(noise.shape[1]):
                 nz = noise[i, s, : e.prompt_len][None]
@@ -144,7 +145,7 @@ def test_broken_patch_is_caught(tiny_run, monkeypatch):
         return act
 
     prompts, partners = forward_prompts(tiny_run.dataset, n=2)
-    monkeypatch.setattr(P, "_write_rows", off_by_one)
+    monkeypatch.setattr(E, "_write_rows", off_by_one)
     worst, _ = max_diff_vs_tl(tiny_run.model, prompts, partners)
     assert worst > 0.1, f"an off-by-one patch went unnoticed: max |diff| vs TL {worst:.3g}"
 
@@ -154,17 +155,17 @@ def test_clean_into_clean_gives_one(tiny_run):
     prompts, partners = forward_prompts(ds)
     trace = P.trace_swap(model, prompts, partners)  # real baselines, nonzero gaps
     toks, lengths = P._tokens(prompts, torch.device("cpu"))
-    names = P.hook_names(model.cfg.n_layers)
-    cache = P.cache_activations(model, toks, names)
+    names = E.hook_names(model.cfg.n_layers)
+    cache = E.cache_activations(model, toks, names)
     final, right = lengths - 1, P._first(prompts, torch.device("cpu"))
     wrong = P._first(partners, torch.device("cpu"))[:, None]
 
     def metric(logits, run):
-        return P.patching_metric(
+        return E.patching_metric(
             logits, final[run], right[run], wrong[run], trace.clean[run], trace.corrupted[run]
         )
 
-    grid = P.patch_cells(model, toks, cache, names, metric, lengths=lengths, batch_size=16)
+    grid = E.patch_cells(model, toks, cache, names, metric, lengths=lengths, batch_size=16)
     valid = grid[~grid.isnan()]
     assert valid.numel() == len(names) * int(lengths.sum())
     err = float((valid - 1).abs().max())
@@ -196,11 +197,13 @@ def test_position_labels(tiny_run):
 
 
 def test_run_analysis_and_plot(tiny_run_copy, tmp_path):
+    from interp.plots import figure_paths
     from interp.plots.patching import plot_patching
     from interp.runs import load_run
 
     run = load_run(tiny_run_copy)
-    res = P.run_analysis(run, max_prompts=12, noise_samples=2, subsets=("n2d",), progress=False)
+    opts = P.PatchingOptions(max_prompts=12, noise_samples=2, subsets=("n2d",))
+    res = P.run_analysis(run, opts, progress=False)
     on_disk = json.loads((tiny_run_copy / "analysis" / "patching.json").read_text())
     assert on_disk["summary"] == res["summary"]
     arrays = np.load(tiny_run_copy / "analysis" / "patching.npz")
@@ -221,7 +224,8 @@ def test_run_analysis_and_plot(tiny_run_copy, tmp_path):
         if not g["meaningful"]:
             assert g["normalised"]["resid_pre"] is None
             assert f"n2d_reverse_{corruption}_resid_pre_best" not in s
-    paths = plot_patching([tiny_run_copy], tmp_path / "patching")
+    plot_patching([tiny_run_copy], tmp_path / "patching")
+    paths = figure_paths(tmp_path / "patching")
     assert all(p.stat().st_size > 10_000 for p in paths), paths
 
 
@@ -247,4 +251,4 @@ def test_bad_options(bad):
     from interp.errors import UserError
 
     with pytest.raises(UserError):
-        P.PatchOptions(**bad).validate()
+        P.PatchingOptions(**bad)

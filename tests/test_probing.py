@@ -145,6 +145,7 @@ def test_activations_read_the_entity_context(tiny_run):
 
 def test_probe_pipeline_on_tiny_run(tiny_run_copy, tmp_path, capsys):
     from interp.cli import main
+    from interp.plots import figure_paths
     from interp.plots.probing import plot_probing
 
     assert main(["probe", str(tiny_run_copy), "--folds", "4", "--no-progress"]) == 0
@@ -184,6 +185,7 @@ def test_probe_pipeline_on_tiny_run(tiny_run_copy, tmp_path, capsys):
         main(["probe", str(tiny_run_copy), "--folds", "x"])
     assert main(["probe", str(tiny_run_copy), "--folds", "1", "--no-progress"]) == 2
     assert "--folds must be at least 2" in capsys.readouterr().err
-    paths = plot_probing([tiny_run_copy, tiny_run_copy], tmp_path / "probing")
+    plot_probing([tiny_run_copy, tiny_run_copy], tmp_path / "probing")
+    paths = figure_paths(tmp_path / "probing")
     assert [p.suffix for p in paths] == [".png", ".pdf"]
     assert all(p.stat().st_size > 10_000 for p in paths), [p.stat().st_size for p in paths]

@@ -242,14 +242,16 @@ def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys):
         acc = z["accuracy_mixed_likelihood"]
         assert abs(acc[-1] - s["accuracy_mixed"]) < 1e-12, "curve end point must be accuracy"
         assert abs(acc.mean() - s["auacc_likelihood_mixed"]) < 1e-12
-    table = S.format_table(res)
+    table = S.format_summary(res)
     assert "likelihood" in table and "reverse AUROC" in table
     print(table)
 
 
 def test_plot_selective_writes_png_and_pdf(analysed, tmp_path):
+    from interp.plots import figure_paths
     from interp.plots.selective import plot_selective
 
-    paths = plot_selective([analysed, analysed], tmp_path / "fig" / "selective")
+    plot_selective([analysed, analysed], tmp_path / "fig" / "selective")
+    paths = figure_paths(tmp_path / "fig" / "selective")
     for p in paths:
         assert p.is_file() and p.stat().st_size > 10_000, f"{p} missing or empty"

@@ -14,6 +14,7 @@ import torch
 
 from interp.analysis.updates import (
     DIRECTIONS,
+    UpdateOptions,
     layout,
     parameter_groups,
     run_analysis,
@@ -134,7 +135,7 @@ def test_group_effects_add_up_in_the_linear_regime(tiny_run, tmp_path):
     """With a tiny step the update is linear: the groups' effects alone sum to the full effect,
     and reverting a group removes what it adds alone. A group missing parameters breaks both."""
     run = dataclasses.replace(tiny_run, path=tmp_path)
-    run_analysis(run, lr=1e-4, n_facts=2, progress=False)
+    run_analysis(run, UpdateOptions(lr=1e-4, n_facts=2), progress=False)
     with np.load(tmp_path / "analysis" / "update.npz") as z:
         full, only, revert = z["full_correct"], z["only"], z["revert"]
     for di, d in enumerate(DIRECTIONS):
@@ -159,7 +160,7 @@ def test_group_effects_add_up_in_the_linear_regime(tiny_run, tmp_path):
 
 def test_adamw_update_also_teaches_the_fact(tiny_run, tmp_path):
     run = dataclasses.replace(tiny_run, path=tmp_path)
-    s = run_analysis(run, optimizer="adamw", n_facts=3, progress=False)["summary"]
+    s = run_analysis(run, UpdateOptions(optimizer="adamw", n_facts=3), progress=False).summary
     assert s["delta_logp_forward_mean"] > s["delta_logp_forward_control_mean"], (
         f"AdamW: forward {s['delta_logp_forward_mean']:.3f} vs control "
         f"{s['delta_logp_forward_control_mean']:.3f}"

@@ -23,7 +23,7 @@ through the same code; nothing depends on which direction a person was trained i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,9 +33,10 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.analysis.lens import POSITIONS, TARGETS, cell_stats, control_targets, score_prompts
+from interp.analysis.options import SEED_MAX, Options, option
 from interp.analysis.probing import (
     PROBE_DIRECTIONS,
-    ProbeOptions,
+    ProbingOptions,
     chance_levels,
     check_people,
     probe_model,
@@ -45,17 +46,36 @@ from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.evaluate import greedy_generate, is_exact_match
 from interp.model import build_model
-from interp.runs import Run, checkpoint_steps, load_run, write_json
+from interp.runs import Result, Run, checkpoint_steps, load_run, write_result
+
+NAME = "dynamics"
+# The summary numbers the report prints: at the last checkpoint, reverse exact match and the
+# cross-entity probes per subset.
+HEADLINES = (
+    *(f"em_{s}_reverse_final" for s in SUBSETS),
+    *(f"probe_{d}_{s}_best_final" for d in PROBE_DIRECTIONS for s in SUBSETS),
+)
 
 
 @dataclass(frozen=True)
-class DynamicsOptions:
-    """What is measured at each checkpoint."""
+class DynamicsOptions(Options):
+    """What is measured at each checkpoint (each help line is also the CLI's --help)."""
 
-    folds: int = 5  # k of the probes' cross-validation over people
-    C: float = 1.0  # inverse L2 strength of the probes
-    seed: int = 0  # seed of the probe folds, the random-label control and the lens control
-    templates: str = "train"  # test-prompt templates for exact match and the lens
+    folds: int = option(5, "k of the probes' cross-validation over people", min=2)
+    C: float = option(
+        1.0, "inverse L2 strength of the logistic-regression probes", min=0, min_open=True
+    )
+    seed: int = option(
+        0,
+        "seed of the probe folds, the random-label control and the lens control",
+        min=0,
+        max=SEED_MAX,
+    )
+    templates: str = option(
+        "train",
+        "test-prompt templates for exact match and the lens",
+        choices=("train", "heldout"),
+    )
 
 
 def steps_of(run: Run) -> list[int]:
@@ -116,19 +136,17 @@ def entity_position_ranks(
 
 def run_analysis(
     run: Run,
+    options: DynamicsOptions | None = None,
     *,
-    folds: int = 5,
-    C: float = 1.0,
-    seed: int = 0,
-    templates: str = "train",
+    write: bool = True,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Exact match, probes and the logit lens at every checkpoint; write analysis/dynamics.json
-    and .npz. Arrays are indexed by checkpoint first (`steps`), then as in each instrument."""
-    opts = DynamicsOptions(folds=folds, C=C, seed=seed, templates=templates)
-    if templates not in ("train", "heldout"):
-        raise UserError(f"templates {templates!r} unknown: use train or heldout")
-    popts = ProbeOptions(folds=folds, C=C, seed=seed)
+) -> Result:
+    """Exact match, probes and the logit lens at every checkpoint; with `write`, save
+    analysis/dynamics.json and .npz. Arrays are indexed by checkpoint first (`steps`), then as in
+    each instrument."""
+    opts = options or DynamicsOptions()
+    templates, seed = opts.templates, opts.seed
+    popts = ProbingOptions(folds=opts.folds, C=opts.C, seed=opts.seed)
     ds = run.dataset
     by_subset = check_people(ds, popts)
     steps = steps_of(run)
@@ -164,8 +182,8 @@ def run_analysis(
         "lens_entity_best_rank": np.array(lens_entity),  # [step, subset, direction, target]
     }
     chance = chance_levels(by_subset)
-    result = {
-        "options": asdict(opts),
+    data = {
+        "options": opts.to_json(),
         "steps": steps,
         "axes": {
             "subset": list(SUBSETS),
@@ -184,11 +202,9 @@ def run_analysis(
         "milestones": milestones(arrays),
         "summary": summarise(arrays, chance),
     }
-    out = run.analysis_dir()
-    tmp = out / "dynamics.tmp.npz"
-    np.savez(tmp, **arrays)
-    tmp.replace(out / "dynamics.npz")
-    write_json(out / "dynamics.json", result)
+    result = Result(NAME, data, arrays)
+    if write:
+        write_result(run.path, result)
     return result
 
 
@@ -266,7 +282,7 @@ def summarise(
     return out
 
 
-def format_table(result: dict[str, Any]) -> str:
+def format_summary(result: Result) -> str:
     """Per checkpoint: same/reverse exact match and best-layer probe accuracy, per subset."""
     c = result["curves"]
     lines = [

@@ -54,16 +54,26 @@ from tqdm.auto import tqdm
 from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 
+from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.model import build_model
-from interp.runs import Run, write_json
+from interp.runs import Result, Run, write_result
 
 POSITIONS = ("a_last", "b_last", "final")  # where the lens reads the residual stream
 TARGETS = ("answer", "random_entity")  # the answer's first token; the control's
 STATS = ("mean_rank", "median_rank", "mean_log_rank", "mean_prob", "mean_logprob")
 BATCH = 256
+NAME = "lens"
+# The summary numbers the report prints: median rank of the answer's first token at the final
+# position, last layer, forward vs reverse (all subsets pooled), and the random-init control.
+HEADLINES = (
+    "final_pos_rank_last_layer_all_same",
+    "final_pos_rank_last_layer_all_reverse",
+    "control_random_init_final_pos_rank_last_layer_all_same",
+    "control_random_init_final_pos_rank_last_layer_all_reverse",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +237,47 @@ class TunedLensOptions:
     batch_tokens: int = 512  # token positions per step
     heldout_frac: float = 0.1  # fraction of training documents held out to measure KL
     seed: int = 0  # seed of the held-out split and of the batches
+
+
+@dataclass(frozen=True)
+class LensOptions(Options):
+    """What the lens analysis reads and how the tuned lens is trained (each help line is also the
+    CLI's --help)."""
+
+    tuned: bool = option(
+        False,
+        "also train a tuned lens (affine translator per layer, Belrose et al. 2023) and save it "
+        "as analysis/tuned_lens.safetensors",
+    )
+    templates: str = option(
+        "train", "test prompts on training or held-out paraphrase templates", choices=TEMPLATE_KINDS
+    )
+    control_seed: int = option(
+        0, "seed of the random same-subset control entity", min=0, max=SEED_MAX
+    )
+    tuned_steps: int = option(500, "optimiser steps of the tuned lens", min=1)
+    tuned_lr: float = option(3e-3, "Adam learning rate of the tuned lens", min=0, min_open=True)
+    tuned_batch_tokens: int = option(512, "token positions per tuned-lens step", min=1)
+    tuned_heldout_frac: float = option(
+        0.1,
+        "fraction of training documents held out to measure the KL to the final layer",
+        min=0,
+        max=1,
+        min_open=True,
+    )
+    tuned_seed: int = option(
+        0, "seed of the held-out split and of the tuned-lens batches", min=0, max=SEED_MAX
+    )
+
+    def tuned_lens(self) -> TunedLensOptions:
+        """The tuned-lens training options these name."""
+        return TunedLensOptions(
+            steps=self.tuned_steps,
+            lr=self.tuned_lr,
+            batch_tokens=self.tuned_batch_tokens,
+            heldout_frac=self.tuned_heldout_frac,
+            seed=self.tuned_seed,
+        )
 
 
 def split_docs(
@@ -422,23 +473,17 @@ def cell_stats(
 
 
 def run_analysis(
-    run: Run,
-    *,
-    tuned: bool = False,
-    templates: str = "train",
-    progress: bool = True,
-    tuned_options: TunedLensOptions | None = None,
-    control_seed: int = 0,
-) -> dict[str, Any]:
+    run: Run, options: LensOptions | None = None, *, write: bool = True, progress: bool = True
+) -> Result:
     """Logit lens (and with `tuned`, the tuned lens) on the run's test prompts of `templates`.
 
-    Writes analysis/lens.json (summary, options, per-layer curves), analysis/lens.npz (the arrays
-    [subset, direction, target, position, layer] per lens and statistic, and per-prompt ranks),
-    and with `tuned` analysis/tuned_lens.safetensors. Returns the JSON dict.
+    With `write`, saves analysis/lens.json (summary, options, per-layer curves), analysis/lens.npz
+    (the arrays [subset, direction, target, position, layer] per lens and statistic, and
+    per-prompt ranks); with `tuned`, analysis/tuned_lens.safetensors whatever `write` says.
     """
-    if templates not in TEMPLATE_KINDS:
-        raise UserError(f"templates {templates!r} unknown: use one of {TEMPLATE_KINDS}")
-    tuned_options = tuned_options or TunedLensOptions()
+    opts = options or LensOptions()
+    tuned, templates, control_seed = opts.tuned, opts.templates, opts.control_seed
+    tuned_options = opts.tuned_lens()
     model, ds = run.model, run.dataset
     model.eval()
     prompts = [e for e in ds.prompts if e.templates == templates and e.subset in SUBSETS]
@@ -497,13 +542,8 @@ def run_analysis(
         if key.startswith("kl_"):
             arrays[key] = np.array(values)
 
-    result = {
-        "options": {
-            "tuned": tuned,
-            "templates": templates,
-            "control_seed": control_seed,
-            "tuned_lens": asdict(tuned_options) if tuned else None,
-        },
+    data = {
+        "options": opts.to_json(),
         "summary": {
             **summarise(stats_by_lens, counts, kl, n_layers, ds.d_vocab),
             **pooled_final_ranks(arrays, list(lenses)),
@@ -530,11 +570,9 @@ def run_analysis(
         "kl_to_final": {k: v for k, v in kl.items() if k.startswith("kl_")},
         "files": {"arrays": "lens.npz", "tuned_lens": "tuned_lens.safetensors" if tuned else None},
     }
-    out = run.analysis_dir()
-    tmp = out / "lens.tmp.npz"
-    np.savez(tmp, **arrays)
-    tmp.replace(out / "lens.npz")
-    write_json(out / "lens.json", result)
+    result = Result(NAME, data, arrays)
+    if write:
+        write_result(run.path, result)
     return result
 
 
@@ -620,7 +658,7 @@ def pooled_final_ranks(arrays: dict[str, np.ndarray], lenses: list[str]) -> dict
     return out
 
 
-def format_table(result: dict[str, Any]) -> str:
+def format_summary(result: Result) -> str:
     """A short text table: median rank of the answer's first token, last layer and best layer."""
     s = result["summary"]
     lens_names = ["logit"] + (["tuned"] if result["options"]["tuned"] else [])

@@ -34,13 +34,9 @@ flagged (`meaningful`: |clean - corrupted| >= `min_gap` and its 95% interval ove
 excludes 0), their normalised maps are withheld (null) and only the raw effect (patched -
 corrupted, in score units) is reported.
 
-Speed. Every cell is an independent forward pass of the corrupted input, so cells are batched:
-the corrupted inputs are stacked, one batch row per (prompt, activation, layer, position) cell,
-and one hook per hook point writes the clean activation into the rows that patch it (TL's
-`generic_activation_patch` runs one forward per cell). Prompts of different lengths share a
-batch under right padding, which a causal model never sees. `batch_size` bounds the rows per
-forward pass. `tests/test_patching.py` checks every grid against
-`transformer_lens.patching.get_act_patch_*` to 1e-5.
+The batched engine that patches the cells (`patch_cells`, `get_act_patch`, the metric) is
+`interp.analysis.activation_patching`, checked against TransformerLens; this module is the
+reversal-curse study on it.
 
 Positions are aligned across templates by naming them relative to the entity span: `<bos>`,
 `pre` (tokens before the entity), `A1 A2` / `B1 ... B4` (the entity's tokens; `first`, `mid`,
@@ -59,8 +55,8 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,16 +64,23 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 
+from interp.analysis.activation_patching import (
+    ACTS,
+    answer_score,
+    cache_activations,
+    hook_names,
+    patch_cells,
+    run_metric,
+)
+from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.dataset import TEMPLATE_KINDS, Example, FactDataset, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
-from interp.runs import Run, write_json
+from interp.runs import Result, Run, write_result
 from interp.stats import mean_ci
 
-ACTS = ("resid_pre", "attn_out", "mlp_out")
 CORRUPTIONS = ("swap", "noise")
 QUERIES = {"forward": "same", "reverse": "reverse"}  # query name -> dataset direction
 SCORE_UNITS = {
@@ -87,227 +90,40 @@ SCORE_UNITS = {
     "of the subset and query, final prompt position, mean over noise samples",
 }
 
-RowMetric = Callable[
-    [Float[Tensor, "batch pos d_vocab"], Int[Tensor, " batch"]], Float[Tensor, " batch"]
-]
+NAME = "patching"
+# The summary numbers the report prints: the n2d entity-swap numbers, forward vs reverse (raw
+# clean - corrupted gap; best resid_pre restoration and its wrong-source control where defined).
+HEADLINES = tuple(
+    f"{q}_{k}"
+    for q in ("forward", "reverse")
+    for k in ("clean_minus_corrupt", "best_restoration", "control_best_restoration")
+)
 
 
 @dataclass(frozen=True)
-class PatchOptions:
-    """What `run_analysis` patches and how."""
+class PatchingOptions(Options):
+    """What `run_analysis` patches and how (each help line is also the CLI's --help)."""
 
-    corruptions: tuple[str, ...] = CORRUPTIONS  # "swap" and/or "noise"
-    templates: str = "train"  # prompts on "train" or "heldout" templates
-    batch_size: int = 512  # patched rows (cells) per forward pass
-    max_prompts: int = 32  # prompts per subset x query (seeded sample); 0 = all
-    noise_samples: int = 5  # Gaussian noise draws per prompt (noise corruption)
-    noise_scale: float = 3.0  # noise std in units of the entity token embeddings' std (ROME: 3)
-    min_gap: float = 1.0  # smallest |clean - corrupted| score for a meaningful normalised map
-    seed: int = 0  # seed of prompt sampling, swap partners and noise
-
-    def validate(self) -> None:
-        bad = [c for c in self.corruptions if c not in CORRUPTIONS]
-        if bad or not self.corruptions:
-            raise UserError(
-                f"unknown corruption {bad or list(self.corruptions)}: use swap, noise or both"
-            )
-        if self.templates not in TEMPLATE_KINDS:
-            raise UserError(f"templates must be one of {TEMPLATE_KINDS}, got {self.templates!r}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.max_prompts < 0:
-            raise UserError(f"--max-prompts must be >= 0 (0 = all), got {self.max_prompts}")
-        if self.noise_samples < 1 or self.noise_scale <= 0:
-            raise UserError("noise_samples must be >= 1 and noise_scale > 0")
-        if self.min_gap < 0:
-            raise UserError(f"min_gap must be >= 0, got {self.min_gap}")
-
-
-# --- the metric -----------------------------------------------------------------------------
-
-
-def answer_score(
-    logits: Float[Tensor, "batch pos d_vocab"],
-    final: Int[Tensor, " batch"],
-    right: Int[Tensor, " batch"],
-    wrong: Int[Tensor, "batch n_wrong"],
-) -> Float[Tensor, " batch"]:
-    """logit[right] - mean logit[wrong] of each row at its final prompt position.
-
-    `wrong` holds the alternative answers' first tokens, -1 for padding: one corrupting answer
-    (entity swap: the logit difference) or every other answer of the group (noise).
-    """
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    last = logits[rows, final].float()  # batch d_vocab
-    valid = (wrong >= 0).float()
-    alt = (last.gather(1, wrong.clamp(min=0)) * valid).sum(1) / valid.sum(1)
-    return last[rows, right] - alt
-
-
-def patching_metric(
-    logits: Float[Tensor, "batch pos d_vocab"],
-    final: Int[Tensor, " batch"],
-    right: Int[Tensor, " batch"],
-    wrong: Int[Tensor, "batch n_wrong"],
-    clean: Float[Tensor, " batch"],
-    corrupted: Float[Tensor, " batch"],
-) -> Float[Tensor, " batch"]:
-    """`answer_score` normalised so the corrupted run scores 0 and the clean run 1."""
-    return (answer_score(logits, final, right, wrong) - corrupted) / (clean - corrupted)
-
-
-# --- the batched patching engine ------------------------------------------------------------
-
-
-def hook_names(n_layers: int, acts: Sequence[str] = ACTS) -> list[str]:
-    """Hook points in act-major order: reshape a [hook] axis to [act, layer]."""
-    for a in acts:
-        if a not in ACTS:
-            raise UserError(f"unknown activation {a!r}: use one of {ACTS}")
-    return [f"blocks.{layer}.hook_{a}" for a in acts for layer in range(n_layers)]
-
-
-def _add_noise(noise: Tensor) -> Callable[[Tensor, Any], Tensor]:
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        return act + noise[:, : act.shape[1]]
-
-    return hook
-
-
-def _write_rows(act: Tensor, rows: Tensor, pos: Tensor, clean: Tensor) -> Tensor:
-    """act[rows[i], pos[i]] = clean[i]: the patch itself (one place, so tests can break it)."""
-    act[rows, pos] = clean
-    return act
-
-
-def _patch_hook(rows: Tensor, pos: Tensor, clean: Tensor) -> Callable[[Tensor, Any], Tensor]:
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        return _write_rows(act, rows, pos, clean)
-
-    return hook
-
-
-@torch.no_grad()
-def cache_activations(
-    model: TransformerBridge,
-    tokens: Int[Tensor, "batch pos"],
-    names: Sequence[str],
-    batch_size: int = 512,
-) -> dict[str, Float[Tensor, "batch pos d_model"]]:
-    """The activations at hook points `names` of a (right-padded) batch, chunked."""
-    out: dict[str, list[Tensor]] = defaultdict(list)
-    wanted = list(names)
-    for s in range(0, tokens.shape[0], batch_size):
-        _, cache = model.run_with_cache(tokens[s : s + batch_size], names_filter=wanted)
-        for n in wanted:
-            out[n].append(cache[n])
-    return {n: torch.cat(v) for n, v in out.items()}
-
-
-@torch.no_grad()
-def run_metric(
-    model: TransformerBridge,
-    tokens: Int[Tensor, "run pos"],
-    metric: RowMetric,
-    embed_noise: Float[Tensor, "run pos d_model"] | None = None,
-    batch_size: int = 512,
-) -> Float[Tensor, " run"]:
-    """`metric` of each unpatched run (the clean or corrupted baseline)."""
-    out = []
-    for s in range(0, tokens.shape[0], batch_size):
-        idx = torch.arange(s, min(s + batch_size, tokens.shape[0]), device=tokens.device)
-        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = (
-            [] if embed_noise is None else [("hook_embed", _add_noise(embed_noise[idx]))]
-        )
-        logits = model.run_with_hooks(tokens[idx], fwd_hooks=hooks)
-        out.append(metric(logits, idx))
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def patch_cells(
-    model: TransformerBridge,
-    corrupted_tokens: Int[Tensor, "run pos"],
-    clean_cache: Mapping[str, Float[Tensor, "source pos d_model"]],
-    names: Sequence[str],
-    metric: RowMetric,
-    *,
-    lengths: Int[Tensor, " run"] | None = None,
-    source: Int[Tensor, " run"] | None = None,
-    embed_noise: Float[Tensor, "run pos d_model"] | None = None,
-    batch_size: int = 512,
-    progress: bool = False,
-    desc: str = "patching",
-) -> Float[Tensor, "run hook pos"]:
-    """Patch every (hook, position) cell of every corrupted run; return the metric per cell.
-
-    Run r is the corrupted input `corrupted_tokens[r]` (plus `embed_noise[r]` on the token
-    embeddings, if given); its cell (h, p) replaces activation `names[h]` at position p with
-    `clean_cache[names[h]][source[r], p]` (`source` defaults to r). Cells are stacked as batch
-    rows, `batch_size` rows per forward pass, one hook per hook point writing all its rows.
-    `metric(logits, run)` scores each row given the run it belongs to. Positions at or past
-    `lengths[r]` (right padding) are not patched and hold NaN.
-    """
-    n_runs, n_pos = corrupted_tokens.shape
-    device = corrupted_tokens.device
-    lengths = torch.full((n_runs,), n_pos, device=device) if lengths is None else lengths
-    source = torch.arange(n_runs, device=device) if source is None else source
-    names = list(names)
-    # Enumerate the valid cells (run, hook, pos), run-major so a batch holds few distinct runs.
-    grid = torch.stack(
-        torch.meshgrid(
-            torch.arange(n_runs, device=device),
-            torch.arange(len(names), device=device),
-            torch.arange(n_pos, device=device),
-            indexing="ij",
-        ),
-        -1,
+    corruptions: tuple[str, ...] = option(
+        CORRUPTIONS,
+        "entity swap and/or Gaussian noise on the entity's token embeddings",
+        choices=CORRUPTIONS,
     )
-    cells = grid.reshape(-1, 3)  # cell 3
-    cells = cells[cells[:, 2] < lengths[cells[:, 0]]]
-    out = torch.full((n_runs, len(names), n_pos), float("nan"), device=device)
-    starts = range(0, cells.shape[0], batch_size)
-    for s in tqdm(starts, desc=desc, disable=not progress, dynamic_ncols=True, leave=False):
-        chunk = cells[s : s + batch_size]
-        run, hook, pos = chunk.unbind(-1)
-        width = int(lengths[run].max())
-        hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = []
-        if embed_noise is not None:
-            hooks.append(("hook_embed", _add_noise(embed_noise[run, :width])))
-        for h in hook.unique().tolist():
-            rows = (hook == h).nonzero().squeeze(-1)
-            clean = clean_cache[names[h]][source[run[rows]], pos[rows]]  # rows d_model
-            hooks.append((names[h], _patch_hook(rows, pos[rows], clean)))
-        logits = model.run_with_hooks(corrupted_tokens[run, :width], fwd_hooks=hooks)
-        out[run, hook, pos] = metric(logits, run).to(out.dtype)
-    return out
-
-
-def get_act_patch(
-    model: TransformerBridge,
-    corrupted_tokens: Int[Tensor, "1 pos"],
-    clean_cache: ActivationCache | Mapping[str, Float[Tensor, "1 pos d_model"]],
-    act: str,
-    patching_metric: Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, " batch"]],
-    batch_size: int = 512,
-) -> Float[Tensor, "n_layers pos"]:
-    """TransformerLens's `get_act_patch_<act>` for one prompt, batched over cells.
-
-    `patching_metric` maps logits [batch, pos, d_vocab] to one value per batch row (every row is
-    the same prompt, patched at a different cell). Returns [n_layers, pos] like TL.
-    """
-    n_layers = model.cfg.n_layers
-    names = hook_names(n_layers, [act])
-    cache = {n: clean_cache[n] for n in names}
-    out = patch_cells(
-        model,
-        corrupted_tokens,
-        cache,
-        names,
-        lambda logits, run: patching_metric(logits),
-        batch_size=batch_size,
+    templates: str = option(
+        "train", "prompts on training or held-out templates", choices=TEMPLATE_KINDS
     )
-    return out[0]
+    batch_size: int = option(512, "patched cells per forward pass; lower it to save memory", min=1)
+    max_prompts: int = option(32, "prompts per subset x query, a seeded sample; 0 = all", min=0)
+    noise_samples: int = option(5, "noise draws per prompt for the noise corruption", min=1)
+    noise_scale: float = option(
+        3.0,
+        "noise std in units of the entity token embeddings' std (ROME: 3)",
+        min=0,
+        min_open=True,
+    )
+    min_gap: float = option(1.0, "smallest clean - corrupted score gap for a normalised map", min=0)
+    seed: int = option(0, "seed of prompt sampling, swap partners and noise", min=0, max=SEED_MAX)
+    subsets: tuple[str, ...] = option(SUBSETS, "subsets whose facts are patched", choices=SUBSETS)
 
 
 # --- corruptions over sets of prompts -------------------------------------------------------
@@ -592,7 +408,7 @@ def _nan_to_none(a: np.ndarray) -> list[Any]:
 
 
 def _select(
-    ds: FactDataset, subset: str, direction: str, opts: PatchOptions, rng: random.Random
+    ds: FactDataset, subset: str, direction: str, opts: PatchingOptions, rng: random.Random
 ) -> list[Example]:
     prompts = ds.select(subset=subset, direction=direction, templates=opts.templates)
     if opts.max_prompts and len(prompts) > opts.max_prompts:
@@ -607,7 +423,7 @@ def _summarise_group(
     control: TraceGrids | None,
     control_idx: list[int],
     prompts: list[Example],
-    opts: PatchOptions,
+    opts: PatchingOptions,
     ds: FactDataset,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Mean grids per position name, baselines, best cells and the meaningfulness flag."""
@@ -701,7 +517,7 @@ def _trace_group(
     run: Run,
     prompts: list[Example],
     corruption: str,
-    opts: PatchOptions,
+    opts: PatchingOptions,
     rng: random.Random,
     gen: torch.Generator,
     std: float,
@@ -781,21 +597,10 @@ def _trace_group(
 
 
 def run_analysis(
-    run: Run,
-    *,
-    progress: bool = True,
-    corruptions: Sequence[str] = CORRUPTIONS,
-    templates: str = "train",
-    batch_size: int = 512,
-    max_prompts: int = 32,
-    noise_samples: int = 5,
-    noise_scale: float = 3.0,
-    min_gap: float = 1.0,
-    seed: int = 0,
-    subsets: Sequence[str] = SUBSETS,
-) -> dict[str, Any]:
-    """Patch every subset x query (forward, reverse) x corruption; write analysis/patching.json
-    and patching.npz, and return the JSON dict.
+    run: Run, options: PatchingOptions | None = None, *, write: bool = True, progress: bool = True
+) -> Result:
+    """Patch every subset x query (forward, reverse) x corruption; with `write`, save
+    analysis/patching.json and patching.npz.
 
     JSON `groups[subset][query][corruption]` holds, per position name (`labels`), the mean raw
     effect grid [act][layer][label] (patched - corrupted, in `score_units`), the normalised grid
@@ -806,19 +611,8 @@ def run_analysis(
     so check it), `per_prompt_effect` [prompt, act, layer, label], `clean`, `corrupted`,
     `person`, `template` [prompt], `control_normalised_resid_pre` [layer, label].
     """
-    opts = PatchOptions(
-        corruptions=tuple(corruptions),
-        templates=templates,
-        batch_size=batch_size,
-        max_prompts=max_prompts,
-        noise_samples=noise_samples,
-        noise_scale=noise_scale,
-        min_gap=min_gap,
-        seed=seed,
-    )
-    opts.validate()
-    if not subsets or any(s not in SUBSETS for s in subsets):
-        raise UserError(f"subsets must be drawn from {SUBSETS}, got {list(subsets)}")
+    opts = options or PatchingOptions()
+    subsets = opts.subsets
     model, ds = run.model, run.dataset
     model.eval()
     n_layers = run.config.model.n_layers
@@ -850,8 +644,8 @@ def run_analysis(
         groups.setdefault(subset, {}).setdefault(query, {})[corruption] = res
         arrays.update({f"{subset}/{query}/{corruption}/{n}": v for n, v in arr.items()})
 
-    result = {
-        "options": asdict(opts) | {"subsets": list(subsets)},
+    data = {
+        "options": opts.to_json(),
         "acts": list(ACTS),
         "n_layers": n_layers,
         "score_units": {c: SCORE_UNITS[c] for c in opts.corruptions},
@@ -865,11 +659,9 @@ def run_analysis(
         "groups": groups,
         "summary": summary(groups),
     }
-    out = run.analysis_dir()
-    tmp = out / "patching.tmp.npz"
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(out / "patching.npz")
-    write_json(out / "patching.json", result)
+    result = Result(NAME, data, arrays)
+    if write:
+        write_result(run.path, result)
     return result
 
 
@@ -904,7 +696,7 @@ def summary(groups: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def format_summary(result: dict[str, Any]) -> str:
+def format_summary(result: Result) -> str:
     """A short table: per group the baselines, the gap and the best cell per activation."""
     lines = [
         f"{'group':<24} {'clean':>7} {'corrupt':>8} {'gap':>7}  best resid_pre / attn_out / "

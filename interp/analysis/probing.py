@@ -60,7 +60,7 @@ so the selection bias of a maximum over layers is the same on both sides of a co
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,11 +71,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.dataset import FactDataset, entity_alone, pad_batch
 from interp.data.world import SUBSETS, Person
 from interp.errors import UserError
 from interp.model import build_model
-from interp.runs import Run, write_json
+from interp.runs import Result, Run, write_result
 
 SITES = ("resid", "mlp_out", "prompt_final")
 PROBE_DIRECTIONS = ("a_to_b", "b_to_a")
@@ -86,24 +87,39 @@ ANSWER_ORDER = {"a_to_b": "n2d", "b_to_a": "d2n"}  # prompt order whose answer h
 SITE_TAG = {"resid": "", "mlp_out": "mlp_", "prompt_final": "prompt_"}  # in summary keys
 
 
-@dataclass(frozen=True)
-class ProbeOptions:
-    """How the probes are fitted and cross-validated."""
+NAME = "probing"
+# The summary numbers the report prints (the rest stay in the JSON): the cross-entity probes on
+# the residual stream per subset, against the random-label control.
+HEADLINES = tuple(
+    f"{k}_{d}_{s}_best"
+    for d in PROBE_DIRECTIONS
+    for s in SUBSETS
+    for k in ("probe", "control_randlabel")
+)
 
-    folds: int = 5  # k of k-fold cross-validation over people within a subset
-    C: float = 1.0  # inverse L2 strength of the logistic regression (on standardised features)
-    seed: int = 0  # seed of the fold assignment and of the random-label control
+
+@dataclass(frozen=True)
+class ProbingOptions(Options):
+    """How the probes are fitted and cross-validated (each help line is also the CLI's --help)."""
+
+    folds: int = option(5, "k of k-fold cross-validation over people within a subset", min=2)
+    C: float = option(
+        1.0,
+        "inverse L2 strength of the logistic-regression probe (on standardised features)",
+        min=0,
+        min_open=True,
+    )
+    seed: int = option(
+        0, "seed of the fold assignment and of the random-label control", min=0, max=SEED_MAX
+    )
 
     def validate(self, n_people: int) -> None:
-        if self.folds < 2:
-            raise UserError(f"--folds must be at least 2, got {self.folds}")
+        """The checks that need the run: at most one fold per person."""
         if self.folds > n_people:
             raise UserError(
                 f"--folds {self.folds} exceeds the {n_people} people per subset: "
                 f"use --folds {n_people} or fewer"
             )
-        if self.C <= 0:
-            raise UserError(f"--C must be positive, got {self.C}")
 
 
 def person_folds(
@@ -306,7 +322,7 @@ def probe_model(
     model: TransformerBridge,
     dataset: FactDataset,
     by_subset: dict[str, list[Person]],
-    opts: ProbeOptions,
+    opts: ProbingOptions,
     control: bool = False,
     sites: Sequence[str] = SITES,
 ) -> Float[np.ndarray, "site direction subset layer person"]:
@@ -338,7 +354,7 @@ def probe_model(
     return out
 
 
-def check_people(dataset: FactDataset, opts: ProbeOptions) -> dict[str, list[Person]]:
+def check_people(dataset: FactDataset, opts: ProbingOptions) -> dict[str, list[Person]]:
     """The people to probe per subset, validated against the options (same count per subset)."""
     by_subset = probe_people(dataset)
     n_people = min(len(v) for v in by_subset.values())
@@ -363,16 +379,17 @@ def chance_levels(
 
 
 def run_analysis(
-    run: Run, *, folds: int = 5, C: float = 1.0, seed: int = 0, progress: bool = True
-) -> dict[str, Any]:
-    """Probe the trained model and both controls; write analysis/probing.json and .npz.
+    run: Run, options: ProbingOptions | None = None, *, write: bool = True, progress: bool = True
+) -> Result:
+    """Probe the trained model and both controls; with `write`, save analysis/probing.json and
+    .npz (`interp.runs.write_result`).
 
     Arrays (in the .npz) are indexed [condition, site, direction, subset, layer] with the names
     in CONDITIONS, SITES, PROBE_DIRECTIONS, SUBSETS and layer 0..n_layers (0 = embeddings; the
     mlp_out row at layer 0 is NaN). `correct` adds a last axis over the people of the subset
     (`people` holds their ids): 1 / 0 for each person's held-out prediction right / wrong.
     """
-    opts = ProbeOptions(folds=folds, C=C, seed=seed)
+    opts = options or ProbingOptions()
     by_subset = check_people(run.dataset, opts)
     cfg, ds = run.config, run.dataset
     n_layers = cfg.model.n_layers
@@ -394,8 +411,8 @@ def run_analysis(
     person_ids = np.array([[p.id for p in by_subset[s]] for s in SUBSETS])
     n_people = person_ids.shape[1]
 
-    result = {
-        "options": asdict(opts),
+    data = {
+        "options": opts.to_json(),
         "n_people_per_subset": n_people,
         "layers": "0 = embeddings (resid_pre of block 0); l + 1 = after block l "
         "(resid_post / mlp_out of block l)",
@@ -417,10 +434,7 @@ def run_analysis(
         },
         "summary": summarise(acc, chance),
     }
-    out = run.analysis_dir()
-    tmp = out / "probing.tmp.npz"
-    np.savez(
-        tmp,
+    arrays = dict(
         accuracy=acc,
         correct=correct,
         chance=chance,
@@ -431,8 +445,9 @@ def run_analysis(
         directions=np.array(PROBE_DIRECTIONS),
         subsets=np.array(SUBSETS),
     )
-    tmp.replace(out / "probing.npz")
-    write_json(out / "probing.json", result)
+    result = Result(NAME, data, arrays)
+    if write:
+        write_result(run.path, result)
     return result
 
 
@@ -489,7 +504,7 @@ def summarise(
     return out
 
 
-def format_summary(result: dict[str, Any]) -> str:
+def format_summary(result: Result) -> str:
     """A plain-text table of best-layer accuracies with their controls and chance."""
     sm = result["summary"]
     lines = [

@@ -49,7 +49,7 @@ import contextlib
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -61,12 +61,13 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import EOS, encode
 from interp.errors import UserError
 from interp.evaluate import is_exact_match
 from interp.model import attend, embed_positions, mlp, qkv, raw, raw_forward, supports_raw
-from interp.runs import Run, write_json
+from interp.runs import Result, Run, write_result
 
 NAME = "selective"
 SETS = ("mixed", "forward", "reverse")
@@ -76,43 +77,55 @@ SPLITS = ("train", "val", "test")
 BATCH = 256
 
 
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+# The summary numbers the report prints: accuracy and AUROC of each score on the mixed question
+# set, with the shuffled-label self-evaluation control.
+HEADLINES = (
+    "accuracy_mixed",
+    *(f"auroc_{k}_mixed" for k in (*SCORES, "self_eval_shuffled")),
+)
 
 
 @dataclass(frozen=True)
-class SelectiveOptions:
+class SelectiveOptions(Options):
     """Options of the selective-prediction analysis (each help line is also the CLI's --help)."""
 
-    beams: int = _f(4, "beams of the beam search; every beam is a candidate answer")
-    templates: str = _f("train", "question templates: train, heldout or all")
-    n_soft: int = _f(4, "learned soft-prompt vectors placed after question + answer")
-    correct_token: str = _f(".", "vocabulary token whose logit means 'my answer is correct'")
-    incorrect_token: str = _f("?", "vocabulary token whose logit means 'my answer is wrong'")
-    val_fraction: float = _f(0.25, "fraction of each subset's people in the validation split")
-    test_fraction: float = _f(0.25, "fraction of each subset's people in the test split")
-    seed: int = _f(0, "seed of the people split, soft-prompt init and shuffled-label controls")
-    lr: float = _f(0.01, "Adam learning rate of the soft prompt")
-    batch_size: int = _f(64, "candidates per self-evaluation training batch")
-    max_epochs: int = _f(15, "most epochs of self-evaluation training")
-    patience: int = _f(3, "stop after this many epochs without a better validation loss")
-    controls: bool = _f(True, "also train the shuffled-label probe and self-evaluation")
+    beams: int = option(4, "beams of the beam search; every beam is a candidate answer", min=1)
+    templates: str = option(
+        "train", "question templates: train, heldout or all", choices=("train", "heldout", "all")
+    )
+    n_soft: int = option(4, "learned soft-prompt vectors placed after question + answer", min=1)
+    correct_token: str = option(".", "vocabulary token whose logit means 'my answer is correct'")
+    incorrect_token: str = option("?", "vocabulary token whose logit means 'my answer is wrong'")
+    val_fraction: float = option(
+        0.25,
+        "fraction of each subset's people in the validation split",
+        min=0,
+        max=1,
+        min_open=True,
+    )
+    test_fraction: float = option(
+        0.25, "fraction of each subset's people in the test split", min=0, max=1, min_open=True
+    )
+    seed: int = option(
+        0,
+        "seed of the people split, soft-prompt init and shuffled-label controls",
+        min=0,
+        max=SEED_MAX,
+    )
+    lr: float = option(0.01, "Adam learning rate of the soft prompt", min=0, min_open=True)
+    batch_size: int = option(64, "candidates per self-evaluation training batch", min=1)
+    max_epochs: int = option(15, "most epochs of self-evaluation training", min=1)
+    patience: int = option(3, "stop after this many epochs without a better validation loss", min=1)
+    controls: bool = option(True, "also train the shuffled-label probe and self-evaluation")
+
+    def check(self) -> None:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise UserError("--val-fraction and --test-fraction must sum below 1")
 
     def validate(self, d_vocab: int) -> None:
-        if not 1 <= self.beams <= d_vocab:
+        """The checks that need the run: a beam per vocabulary entry at most."""
+        if self.beams > d_vocab:
             raise UserError(f"--beams must be in 1..{d_vocab} (the vocabulary), got {self.beams}")
-        if self.templates not in ("train", "heldout", "all"):
-            raise UserError(f"--templates must be train, heldout or all, got {self.templates!r}")
-        if self.n_soft < 1:
-            raise UserError(f"--n-soft must be at least 1, got {self.n_soft}")
-        if not (
-            0 < self.val_fraction < 1
-            and 0 < self.test_fraction < 1
-            and self.val_fraction + self.test_fraction < 1
-        ):
-            raise UserError("--val-fraction and --test-fraction must be in (0, 1) and sum below 1")
-        if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.patience < 1:
-            raise UserError("--lr, --batch-size, --max-epochs and --patience must be positive")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,17 +704,11 @@ def choose_alpha(
     return float(grid[np.nanargmax(val)]), curve, ""
 
 
-def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str, Any]:
-    """Selective prediction on `run`: write analysis/selective.json and .npz; return the JSON.
-
-    `options` are the fields of `SelectiveOptions` (beams=4, templates="train", ...).
-    """
-    unknown = set(options) - set(SelectiveOptions.__dataclass_fields__)
-    if unknown:
-        raise UserError(
-            f"unknown selective option(s) {sorted(unknown)}: see `interp selective --help`"
-        )
-    opts = SelectiveOptions(**options)
+def run_analysis(
+    run: Run, options: SelectiveOptions | None = None, *, write: bool = True, progress: bool = True
+) -> Result:
+    """Selective prediction on `run`; with `write`, save analysis/selective.json and .npz."""
+    opts = options or SelectiveOptions()
     ds, model = run.dataset, run.model
     opts.validate(ds.d_vocab)
     model.eval()
@@ -774,9 +781,9 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
     summary["self_eval_val_loss_start"] = fit.val_loss[0]
     summary["self_eval_val_loss_best"] = fit.val_loss[fit.best_epoch]
     cells = sorted({(e.subset, e.direction) for e in test_q})
-    result: dict[str, Any] = {
+    data: dict[str, Any] = {
         "summary": summary,
-        "options": asdict(opts),
+        "options": opts.to_json(),
         "method": "ASPIRE-style selective prediction (Chen et al. 2023): beam answers, "
         "learned soft-prompt self-evaluation, likelihood/entropy/probe baselines",
         "scores": list(SCORES),
@@ -828,15 +835,13 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
         "person": np.array([e.person for e in test_q]),
         **{f"score_{k}": v for k, v in scores.items()},
     }
-    out = run.analysis_dir()
-    tmp = out / f"{NAME}.tmp.npz"
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(out / f"{NAME}.npz")
-    write_json(out / f"{NAME}.json", result)
+    result = Result(NAME, data, arrays)
+    if write:
+        write_result(run.path, result)
     return result
 
 
-def format_table(result: dict[str, Any]) -> str:
+def format_summary(result: Result) -> str:
     """The AUROC / AUACC table (scores x question sets), with accuracy and the controls."""
     s = result["summary"]
     names = [*result["scores"], *result["controls"]]

@@ -60,7 +60,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -71,6 +71,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.dataset import DIRECTIONS, Example, FactDataset, entity_alone, pad_batch
 from interp.data.tokenizer import SPECIALS
 from interp.data.world import Person
@@ -78,7 +79,7 @@ from interp.errors import UserError
 from interp.evaluate import completion_logprobs
 from interp.model import raw_forward
 from interp.objectives import OBJECTIVES, get_objective
-from interp.runs import Run, write_json
+from interp.runs import Result, Run, write_result
 from interp.train import make_optimizer, step_generator
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -90,32 +91,61 @@ CONTEXTS = ("alone", "prompt")  # entity alone ("<bos> A") or inside the prompts
 ENTITIES = ("a", "b")  # A's last token (direction: B's first token), B's last token (A's first)
 
 
+NAME = "update"
+# The summary numbers the report prints: Delta log p of the right answer forward and reverse
+# against the other-answer control, the forward-minus-reverse specific gain, and where the update
+# lands (projection on the other entity's direction, mean over layers, vs random directions).
+HEADLINES = (
+    *(f"delta_logp_{d}_{k}" for d in ("forward", "reverse") for k in ("mean", "control_mean", "p")),
+    "specific_forward_minus_reverse_mean",
+    "specific_forward_minus_reverse_p",
+    *(f"proj_{d}_{k}" for d in ("a_to_b", "b_to_a") for k in ("mean", "control_mean", "p")),
+    "top_group_revert_fraction_forward",
+)
+
+
 @dataclass(frozen=True)
-class UpdateOptions:
-    """How the update is taken and measured."""
+class UpdateOptions(Options):
+    """How the update is taken and measured (each help line is also the CLI's --help)."""
 
-    steps: int = 1  # optimiser steps on the fact's documents (k)
-    lr: float = 0.01  # learning rate of the update (run_analysis: DEFAULT_LR[optimizer])
-    optimizer: str = "sgd"  # "sgd" (Delta theta = -lr * grad) or "adamw" (fresh, training's betas)
-    weight_decay: float = 0.0  # AdamW decoupled weight decay on matrices (0: only the gradient)
-    objective: str = "run"  # the run's own training objective, or a name in OBJECTIVES
-    n_facts: int | None = None  # first N new people (None: all)
-    n_control_tokens: int = 16  # random token directions per fact for the projection control
-    seed: int = 0  # seed of the random control tokens and of any objective masking
+    steps: int = option(1, "optimiser steps per fact, each on all its training documents", min=1)
+    lr: float | None = option(
+        None,
+        "learning rate of the update (default: 0.01 for sgd, 1e-3 for adamw)",
+        min=0,
+        min_open=True,
+    )
+    optimizer: str = option(
+        "sgd",
+        "plain SGD (Delta theta = -lr * grad) or a fresh AdamW (training's betas)",
+        choices=OPTIMIZERS,
+    )
+    weight_decay: float = option(0.0, "AdamW weight decay on matrices during the update", min=0)
+    objective: str = option(
+        "run", "loss of the update: 'run' (the run's own objective) or an objective's name"
+    )
+    n_facts: int | None = option(
+        None, "update on the first N new people only (default: all; controls use all)", min=1
+    )
+    n_control_tokens: int = option(
+        16, "random token directions per fact for the projection control", min=1
+    )
+    seed: int = option(
+        0, "seed of the random control tokens and of any objective masking", min=0, max=SEED_MAX
+    )
 
-    def validate(self, n_new: int) -> None:
-        if self.steps < 1:
-            raise UserError(f"--steps must be >= 1, got {self.steps}")
-        if not self.lr > 0:
-            raise UserError(f"--lr must be > 0, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"--optimizer {self.optimizer!r} unknown: use one of {OPTIMIZERS}")
-        if self.weight_decay < 0:
-            raise UserError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+    def check(self) -> None:
         if self.objective != "run" and self.objective not in OBJECTIVES:
             raise UserError(
                 f"--objective {self.objective!r} unknown: use 'run' or one of {sorted(OBJECTIVES)}"
             )
+
+    def resolved(self) -> UpdateOptions:
+        """The options with the learning rate filled in (what the result records)."""
+        return self if self.lr is not None else replace(self, lr=DEFAULT_LR[self.optimizer])
+
+    def validate(self, n_new: int) -> None:
+        """The checks that need the run's world: enough new people."""
         if n_new < 2:
             raise UserError(
                 f"the run's world has {n_new} new people; the update test needs at "
@@ -125,8 +155,6 @@ class UpdateOptions:
             raise UserError(
                 f"--n-facts must be in 1..{n_new} (the run's new people), got {self.n_facts}"
             )
-        if self.n_control_tokens < 1:
-            raise UserError("n_control_tokens must be >= 1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,36 +553,16 @@ def entity_directions(
 
 
 def run_analysis(
-    run: Run,
-    *,
-    steps: int = 1,
-    lr: float | None = None,
-    optimizer: str = "sgd",
-    weight_decay: float = 0.0,
-    objective: str = "run",
-    n_facts: int | None = None,
-    n_control_tokens: int = 16,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
+    run: Run, options: UpdateOptions | None = None, *, write: bool = True, progress: bool = True
+) -> Result:
     """The gradient-update test on every (or the first `n_facts`) new person of `run`.
 
-    Writes analysis/update.json (options, summary, tests, per-layer and per-group tables) and
-    analysis/update.npz (every per-fact array), and returns the JSON dict. The model's weights
-    are restored bitwise after every fact. `lr=None` takes DEFAULT_LR[optimizer].
+    With `write`, saves analysis/update.json (options, summary, tests, per-layer and per-group
+    tables) and analysis/update.npz (every per-fact array; `summarise` rebuilds the JSON from
+    them alone). The model's weights are restored bitwise after every fact. `lr=None` takes
+    DEFAULT_LR[optimizer].
     """
-    if optimizer not in DEFAULT_LR:
-        raise UserError(f"--optimizer {optimizer!r} unknown: use one of {OPTIMIZERS}")
-    opts = UpdateOptions(
-        steps=steps,
-        lr=DEFAULT_LR[optimizer] if lr is None else lr,
-        optimizer=optimizer,
-        weight_decay=weight_decay,
-        objective=objective,
-        n_facts=n_facts,
-        n_control_tokens=n_control_tokens,
-        seed=seed,
-    )
+    opts = (options or UpdateOptions()).resolved()
     ds, model = run.dataset, run.model
     opts.validate(sum(p.subset == "new" for p in ds.people))
     lay = layout(ds, opts.n_facts)
@@ -628,12 +636,9 @@ def run_analysis(
         scores = per_fact_scores(arrays, tokens)
         for kind in ("correct", "control", "cue_control"):
             arrays[f"score_{tokens}_{kind}"] = np.stack([scores[d][kind] for d in DIRECTIONS], 1)
-    result = summarise(arrays, opts)
-    out = run.analysis_dir()
-    tmp = out / "update.tmp.npz"
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(out / "update.npz")
-    write_json(out / "update.json", result)
+    result = Result(NAME, summarise(arrays, opts), arrays)
+    if write:
+        write_result(run.path, result)
     return result
 
 
@@ -810,7 +815,7 @@ def summarise(a: dict[str, np.ndarray], opts: UpdateOptions) -> dict[str, Any]:
         summary[f"norm_sq_share_{g}"] = float(share[i])
 
     return {
-        "options": asdict(opts),
+        "options": opts.resolved().to_json(),
         "n_facts": len(a["facts"]),
         "n_pool": len(a["pool"]),
         "summary": summary,
@@ -844,7 +849,7 @@ def summarise(a: dict[str, np.ndarray], opts: UpdateOptions) -> dict[str, Any]:
     }
 
 
-def format_summary(result: dict[str, Any]) -> str:
+def format_summary(result: Result) -> str:
     """A few lines for the terminal."""
     s = result["summary"]
     o = result["options"]

@@ -20,8 +20,10 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "evaluate": "evaluate",
     "lens": "lens",
-    "patch": "patch",
-    "probe": "probe",
+    "patching": "patching",
+    "patch": "patching",  # older name of `patching`
+    "probing": "probing",
+    "probe": "probing",  # older name of `probing`
     "update": "update",
     "dynamics": "dynamics",
     "selective": "selective",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from interp.plots import plt, save
+from interp.plots import Figure, finish, plt
 from interp.stats import mean_ci
 
 SUBSET_LABEL = {"n2d": "NameToDescription", "d2n": "DescriptionToName", "both": "Both"}
@@ -18,7 +18,9 @@ def _metrics(run_dirs: list[Path]) -> list[dict]:
     return [json.loads((Path(r) / "metrics.json").read_text()) for r in run_dirs]
 
 
-def plot_exact_match(run_dirs: list[str | Path], out: str | Path, title: str = "") -> list[Path]:
+def plot_exact_match(
+    run_dirs: list[str | Path], out: str | Path | None = None, title: str = ""
+) -> Figure:
     """Bars: exact match per subset x direction, training vs held-out templates, mean and 95% CI
     over runs (seeds), each run a dot."""
     ms = _metrics([Path(r) for r in run_dirs])
@@ -61,12 +63,15 @@ def plot_exact_match(run_dirs: list[str | Path], out: str | Path, title: str = "
         or f"Exact match by subset and direction (mean, 95% CI over {n} seed(s); dots = seeds)"
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return save(fig, out)
+    return finish(fig, out)
 
 
 def plot_logprob_hist(
-    run_dirs: list[str | Path], out: str | Path, templates: str = "train", title: str = ""
-) -> list[Path]:
+    run_dirs: list[str | Path],
+    out: str | Path | None = None,
+    templates: str = "train",
+    title: str = "",
+) -> Figure:
     """Histograms of log p(correct completion) vs log p(random same-subset completion) on
     reversed prompts, per subset, pooled over runs; t-test and KS p-values in each panel."""
     runs = [Path(r) for r in run_dirs]
@@ -103,4 +108,4 @@ def plot_logprob_hist(
         fontsize=10,
     )
     fig.tight_layout()
-    return save(fig, out)
+    return finish(fig, out)

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from interp.plots import plt, save
+from interp.plots import Figure, finish, plt
+from interp.runs import read_result
 from interp.stats import mean_ci
 
 
@@ -31,8 +32,11 @@ def _values(runs: list[Path], source: str, key: str) -> list[float]:
     for r in runs:
         p = r / source
         if p.is_file():
-            d = json.loads(p.read_text())
-            v = _get(d, key) if source == "metrics.json" else d.get("summary", {}).get(key)
+            v = (
+                _get(json.loads(p.read_text()), key)
+                if source == "metrics.json"
+                else read_result(r, p.stem, arrays=False).summary.get(key)
+            )
             if isinstance(v, int | float):
                 out.append(float(v))
     return out
@@ -67,7 +71,7 @@ PANELS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-def plot_comparison(groups: dict[str, list[Path]], out: str | Path) -> list[Path]:
+def plot_comparison(groups: dict[str, list[Path]], out: str | Path | None = None) -> Figure:
     """`groups`: objective -> its run directories (seeds)."""
     objectives = list(groups)
     panels = {
@@ -110,4 +114,4 @@ def plot_comparison(groups: dict[str, list[Path]], out: str | Path) -> list[Path
         fontsize=10,
     )
     fig.tight_layout()
-    return save(fig, out)
+    return finish(fig, out)

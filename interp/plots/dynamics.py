@@ -15,9 +15,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from interp.errors import UserError
-from interp.plots import save
+from interp.plots import finish
 from interp.plots.probing import load_results, mean_ci_curves
 
 SUBSETS = ("n2d", "d2n", "both")
@@ -33,7 +34,7 @@ def _band(ax: plt.Axes, x: np.ndarray, curves: np.ndarray, n_runs: int, **style:
         ax.fill_between(x, lo, hi, color=style.get("color"), alpha=0.15, lw=0)  # type: ignore[arg-type]
 
 
-def plot_dynamics(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
+def plot_dynamics(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
     """Draw the dynamics of the runs in `run_dirs`; write out.png and out.pdf."""
     results = load_results(run_dirs, "dynamics")
     steps = results[0]["steps"]
@@ -156,4 +157,4 @@ def plot_dynamics(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]
         fontsize=12,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    return save(fig, out)
+    return finish(fig, out)

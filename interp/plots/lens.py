@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from interp.errors import UserError
-from interp.plots import plt, save
-from interp.runs import read_json
+from interp.plots import Figure, finish, plt
+from interp.runs import read_result
 from interp.stats import mean_ci_axis as mean_ci
 
 POSITION_STYLE: dict[str, dict[str, Any]] = {
@@ -42,11 +42,8 @@ def load_lens_results(
     """(lens.json, lens.npz arrays) of every run; one-line fix when missing or mismatched."""
     out = []
     for d in run_dirs:
-        path = Path(d) / "analysis" / "lens.json"
-        if not path.is_file():
-            raise UserError(f"{path} not found: run `interp lens {d}` first")
-        with np.load(path.with_suffix(".npz"), allow_pickle=False) as z:
-            out.append((read_json(path), {k: z[k] for k in z.files}))
+        r = read_result(d, "lens")
+        out.append((r.data, r.arrays))
     first = out[0][0]
     for (res, _), d in zip(out, run_dirs, strict=True):
         same_templates = res["options"]["templates"] == first["options"]["templates"]
@@ -58,7 +55,7 @@ def load_lens_results(
     return out
 
 
-def plot_lens(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
+def plot_lens(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
     """Draw the lens rank curves for the runs in `run_dirs`; write out.png and out.pdf."""
     results = load_lens_results(run_dirs)
     meta = results[0][0]
@@ -152,4 +149,4 @@ def plot_lens(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
         fontsize=12,
     )
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
-    return save(fig, out)
+    return finish(fig, out)

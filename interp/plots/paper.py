@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.patches import Patch
 
 from interp.errors import UserError
-from interp.plots import plt, save
+from interp.plots import Figure, finish, plt
 from interp.stats import mean_ci
 
 SUBSETS = ("n2d", "d2n", "both")
@@ -228,7 +228,7 @@ def _hist(
     ax.tick_params(labelsize=7)
 
 
-def plot_paper_exp1(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
+def plot_paper_exp1(run_dirs: list[str | Path], out: str | Path | None = None) -> Figure:
     """The Table 1 bars beside the paper's, reversed log-prob histograms and the same-direction
     control histograms; writes out.png and out.pdf and returns their paths."""
     t = table1(run_dirs)
@@ -259,4 +259,4 @@ def plot_paper_exp1(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
         "small GPT trained from scratch vs GPT-3-175B fine-tuned",
         fontsize=12,
     )
-    return save(fig, out)
+    return finish(fig, out)

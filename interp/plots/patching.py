@@ -23,8 +23,8 @@ import numpy as np
 
 from interp import stats
 from interp.errors import UserError
-from interp.plots import plt, save
-from interp.runs import read_json
+from interp.plots import Figure, finish, plt
+from interp.runs import read_result
 
 ACTS = ("resid_pre", "attn_out", "mlp_out")
 QUERIES = ("forward", "reverse")
@@ -38,13 +38,7 @@ QUERY_COLOR = {"forward": "tab:blue", "reverse": "tab:red"}
 
 def load_patching(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     """analysis/patching.json of every run, with a one-line fix when one is missing."""
-    out = []
-    for d in run_dirs:
-        path = Path(d) / "analysis" / "patching.json"
-        if not path.is_file():
-            raise UserError(f"{path} not found: run `interp patch {d}` first")
-        out.append(read_json(path))
-    return out
+    return [read_result(d, "patching", arrays=False).data for d in run_dirs]
 
 
 def mean_ci(values: np.ndarray) -> tuple[float, float]:
@@ -91,8 +85,8 @@ def _heatmap(ax: plt.Axes, grid: np.ndarray, labels: list[str], normalised: bool
 
 
 def plot_patching(
-    run_dirs: Sequence[str | Path], out: str | Path, subset: str = "n2d"
-) -> list[Path]:
+    run_dirs: Sequence[str | Path], out: str | Path | None = None, subset: str = "n2d"
+) -> Figure:
     """Draw the patching heatmaps of `subset` for the runs in `run_dirs`; write out.png/.pdf."""
     results = load_patching(run_dirs)
     first = results[0]
@@ -246,4 +240,4 @@ def plot_patching(
         f"{opts['max_prompts'] or 'all'} per query; {runs}",
         fontsize=11,
     )
-    return save(fig, out)
+    return finish(fig, out)

@@ -15,11 +15,11 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from interp import stats
-from interp.errors import UserError
-from interp.plots import save
-from interp.runs import read_json
+from interp.plots import finish
+from interp.runs import read_result
 
 SUBSETS = ("n2d", "d2n", "both")
 ROWS = tuple(
@@ -51,17 +51,11 @@ def mean_ci_curves(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def load_results(run_dirs: Sequence[str | Path], name: str) -> list[dict[str, Any]]:
     """analysis/<name>.json of every run, with a one-line fix when one is missing."""
-    out = []
-    for d in run_dirs:
-        path = Path(d) / "analysis" / f"{name}.json"
-        if not path.is_file():
-            command = "probe" if name == "probing" else name
-            raise UserError(f"{path} not found: run `interp {command} {d}` first")
-        out.append(read_json(path))
+    out = [read_result(d, name, arrays=False).data for d in run_dirs]
     return out
 
 
-def plot_probing(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
+def plot_probing(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
     """Draw probe accuracy by layer for the runs in `run_dirs`; write out.png and out.pdf."""
     results = load_results(run_dirs, "probing")
     n_runs = len(results)
@@ -105,4 +99,4 @@ def plot_probing(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
         fontsize=12,
     )
     fig.tight_layout(rect=(0, 0.03, 1, 0.95))
-    return save(fig, out)
+    return finish(fig, out)

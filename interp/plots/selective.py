@@ -9,17 +9,14 @@ set (mean over runs, +- standard deviation when there are several).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from interp.errors import UserError  # noqa: E402
+from interp.errors import UserError
+from interp.plots import Figure, finish, plt
+from interp.runs import read_result
 
 # Widths decrease in drawing order so that coinciding curves stay visible.
 STYLE: dict[str, dict[str, Any]] = {
@@ -46,13 +43,8 @@ GRID = np.linspace(0, 1, 201)[1:]
 
 
 def _load(run_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    js, npz = run_dir / "analysis" / "selective.json", run_dir / "analysis" / "selective.npz"
-    if not js.is_file() or not npz.is_file():
-        raise UserError(
-            f"{run_dir} has no analysis/selective.json: run `interp selective {run_dir}` first"
-        )
-    with np.load(npz) as z:
-        return json.loads(js.read_text()), {k: z[k] for k in z.files}
+    r = read_result(run_dir, "selective")
+    return r.data, r.arrays
 
 
 def _fmt(vals: list[float]) -> str:
@@ -63,8 +55,9 @@ def _fmt(vals: list[float]) -> str:
     return f"{v.mean():.3f}" + (f" ±{v.std(ddof=1):.3f}" if len(v) > 1 else "")
 
 
-def plot_selective(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
-    """Write `out`.png and `out`.pdf for the runs in `run_dirs`; return the paths."""
+def plot_selective(run_dirs: list[str | Path], out: str | Path | None = None) -> Figure:
+    """The selective-prediction figure of the runs in `run_dirs`; with `out`, also written to
+    out.png and out.pdf."""
     if not run_dirs:
         raise UserError("give at least one run directory")
     loaded = [_load(Path(d)) for d in run_dirs]
@@ -166,10 +159,4 @@ def plot_selective(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
     fig.suptitle(
         "Selective prediction (ASPIRE): does the model know when its answer is wrong?", fontsize=13
     )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for p in paths:
-        fig.savefig(p, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    return paths
+    return finish(fig, out)

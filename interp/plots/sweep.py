@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from interp.plots import plt, save
+from interp.plots import Figure, finish, plt
 
 PANELS = (
     ("em_n2d_reverse_train", "reverse exact match, n2d (train templates)"),
@@ -15,7 +15,7 @@ PANELS = (
 )
 
 
-def plot_sweep(rows: list[dict[str, Any]], out: str | Path) -> list[Path]:
+def plot_sweep(rows: list[dict[str, Any]], out: str | Path | None = None) -> Figure:
     """`rows` as written to sweep.json (one per grid cell, mean/lo/hi over seeds)."""
     panels = [(k, t) for k, t in PANELS if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
@@ -44,4 +44,4 @@ def plot_sweep(rows: list[dict[str, Any]], out: str | Path) -> list[Path]:
         fontsize=10,
     )
     fig.tight_layout()
-    return save(fig, out)
+    return finish(fig, out)

@@ -25,8 +25,8 @@ import numpy as np
 from scipy import stats
 
 from interp.errors import UserError
-from interp.plots import plt, save
-from interp.runs import read_json
+from interp.plots import Figure, finish, plt
+from interp.runs import read_result
 from interp.stats import mean_ci_axis as mean_ci
 
 DIRECTION_LABEL = {"same": "forward\nlog p(B | A ...)", "reverse": "reverse\nlog p(A | B ...)"}
@@ -47,12 +47,9 @@ def load_update(
     """update.json and update.npz of every run, with a one-line fix when one is missing."""
     results, arrays = [], []
     for d in run_dirs:
-        path = Path(d) / "analysis" / "update.npz"
-        if not path.is_file():
-            raise UserError(f"{path} not found: run `interp update {d}` first")
-        results.append(read_json(Path(d) / "analysis" / "update.json"))
-        with np.load(path, allow_pickle=False) as z:
-            arrays.append({k: z[k] for k in z.files})
+        r = read_result(d, "update")
+        results.append(r.data)
+        arrays.append(r.arrays)
     groups = {tuple(a["groups"]) for a in arrays}
     if len(groups) != 1:
         raise UserError(
@@ -201,7 +198,7 @@ def _group_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
     ax.legend(fontsize=7, loc="lower right")
 
 
-def plot_updates(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
+def plot_updates(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
     """Draw the figure for `run_dirs` (seeds of one config); write out.png and out.pdf."""
     results, arrays = load_update(run_dirs)
     o = results[0]["options"]
@@ -233,4 +230,4 @@ def plot_updates(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
         fontsize=12,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    return save(fig, out)
+    return finish(fig, out)

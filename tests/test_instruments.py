@@ -1,0 +1,138 @@
+"""One shape for every instrument: Options dataclasses that are the CLI, validated in one place;
+the same run_analysis signature; one registry; the study's cache compares the full options."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+
+import pytest
+
+from interp.analysis import INSTRUMENTS, get_instrument
+from interp.analysis.options import Options, flag
+from interp.cli import build_parser, main
+from interp.errors import UserError
+
+
+def _subparser(name: str):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sub.choices[name]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", list(INSTRUMENTS))
+def test_every_option_field_is_a_flag_with_its_help(name):
+    ins = INSTRUMENTS[name]
+    cls = getattr(ins.load(), ins.options_class)
+    assert issubclass(cls, Options) and dataclasses.is_dataclass(cls)
+    assert cls.__dataclass_params__.frozen, f"{cls.__name__} must be frozen"  # type: ignore[attr-defined]
+    for command in (name, *ins.aliases):
+        actions = {a.dest: a for a in _subparser(command)._actions}
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help line"
+            a = actions.get(f.name)
+            assert a is not None, f"`interp {command}` has no flag for {cls.__name__}.{f.name}"
+            assert flag(f.name) in a.option_strings, (f.name, a.option_strings)
+            assert a.help and a.help.startswith(f.metadata["help"]), (f.name, a.help)
+            assert a.default == f.default, (f.name, a.default, f.default)
+
+
+@pytest.mark.parametrize("name", list(INSTRUMENTS))
+def test_same_run_analysis_signature(name):
+    sig = inspect.signature(INSTRUMENTS[name].load().run_analysis)
+    params = [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+    assert params == [
+        ("run", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+        ("options", inspect.Parameter.POSITIONAL_OR_KEYWORD, None),
+        ("write", inspect.Parameter.KEYWORD_ONLY, True),
+        ("progress", inspect.Parameter.KEYWORD_ONLY, True),
+    ], params
+    mod = INSTRUMENTS[name].load()
+    assert mod.NAME == name and callable(mod.format_summary) and mod.HEADLINES
+
+
+def _float_fields():
+    for name, ins in INSTRUMENTS.items():
+        cls = getattr(ins.load(), ins.options_class)
+        hints = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        for field_name, t in hints.items():
+            if t.startswith("float"):
+                yield name, field_name
+
+
+@pytest.mark.parametrize(("name", "field_name"), list(_float_fields()))
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_options_are_refused(name, field_name, bad):
+    with pytest.raises(UserError, match=f"{flag(field_name)} must be a finite number"):
+        INSTRUMENTS[name].options({field_name: bad})
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["probe", "RUN", "--C", "nan"], "--C must be a finite number"),
+        (["probing", "RUN", "--C", "0"], "--C must be > 0"),
+        (["update", "RUN", "--lr", "inf"], "--lr must be a finite number"),
+        (["patch", "RUN", "--noise-scale", "nan"], "--noise-scale must be a finite number"),
+        (["selective", "RUN", "--lr", "nan"], "--lr must be a finite number"),
+        (["lens", "RUN", "--tuned-heldout-frac", "1.5"], "--tuned-heldout-frac must be <= 1"),
+        (["dynamics", "RUN", "--seed", "-1"], "--seed must be >= 0"),
+        (["lens", "RUN", "--device", "tpu"], "--device 'tpu' unknown"),
+        (["probe", "RUN", "--device", "tpu"], "--device 'tpu' unknown"),
+    ],
+)
+def test_bad_instrument_options_fail_in_one_line(capsys, tmp_path, argv, needle):
+    """Refused before the run is read (RUN need not exist) and before anything is written."""
+    argv = [a if a != "RUN" else str(tmp_path / "run") for a in argv]
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, f"exit status {rc}, stderr: {err}"
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_registry_names_and_aliases():
+    assert list(INSTRUMENTS) == ["lens", "patching", "probing", "update", "dynamics", "selective"]
+    assert get_instrument("patch").name == "patching"
+    assert get_instrument("probe").name == "probing"
+    with pytest.raises(UserError, match="unknown instrument"):
+        get_instrument("telepathy")
+    with pytest.raises(UserError, match="unknown option"):
+        INSTRUMENTS["probing"].options({"fold": 3})
+
+
+def test_options_round_trip_through_json():
+    for ins in INSTRUMENTS.values():
+        opts = ins.options().resolved()
+        again = ins.options(json.loads(json.dumps(opts.to_json())))
+        assert again == opts, (ins.name, opts, again)
+
+
+def test_study_cache_never_reuses_a_non_default_analysis(tiny_run_dir, tmp_path):
+    """The cache-poisoning bug: a result made with other options (`interp probe RUN --folds 2`, a
+    notebook call) used to be reused by the study, because only the options the plan overrides
+    were compared. The full options must match."""
+    import shutil
+
+    from interp.analysis.probing import ProbingOptions, run_analysis
+    from interp.config import apply_overrides, load_config
+    from interp.runs import load_run, read_result
+    from interp.study import analysis_cached, execute_run
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run_dir, run_dir)
+    shutil.rmtree(run_dir / "analysis", ignore_errors=True)
+    cfg = apply_overrides(load_config("tiny"), ["train.objective=causal", "train.seed=0"])
+    run_analysis(load_run(run_dir), ProbingOptions(folds=2), progress=False)
+    assert read_result(run_dir, "probing").options["folds"] == 2
+    assert analysis_cached(run_dir, "probing", ProbingOptions(folds=2))
+    assert not analysis_cached(run_dir, "probing", ProbingOptions())
+
+    status = execute_run(cfg.to_dict(), str(run_dir), ("probing",))
+    assert status["analyses"] == ["probing"], f"the folds=2 result was reused: {status}"
+    saved = read_result(run_dir, "probing")
+    assert saved.options == ProbingOptions().to_json(), saved.options
+    again = execute_run(cfg.to_dict(), str(run_dir), ("probing",))
+    assert again["analyses"] == [], f"the study's own result was not reused: {again}"
