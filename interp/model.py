@@ -17,6 +17,8 @@ unpickles anything.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +234,17 @@ def raw_forward(model: torch.nn.Module) -> torch.nn.Module:
     """The fastest exact forward pass of a kit model (a bridge or its `original_model`)."""
     net = getattr(model, "original_model", model)
     return RawForward(net) if supports_raw(net) else net
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Parameters of `module` need no gradient inside the block (a lens or a soft prompt trains,
+    not the model); each parameter's `requires_grad` is restored after, even on an error."""
+    saved = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p, _ in saved:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from interp.analysis import selective as S
+from interp.analysis import soft_prompt as SP
 from interp.data.dataset import pad_batch
-from interp.evaluate import completion_logprobs, greedy_generate
+from interp.evaluate import beam_search, completion_logprobs, greedy_generate
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -86,7 +87,7 @@ def test_beam_search_one_beam_is_greedy_and_scores_are_logprobs(tiny_run):
     model, ds = tiny_run.model, tiny_run.dataset
     qs = ds.prompts[::5]
     n_new = [len(e.answer) for e in qs]
-    beams1 = S.beam_search(model, [e.prompt for e in qs], n_new, beams=1)
+    beams1 = beam_search(model, [e.prompt for e in qs], n_new, beams=1)
     for n in sorted(set(n_new)):
         idx = [i for i, k in enumerate(n_new) if k == n]
         greedy = greedy_generate(model, [qs[i].prompt for i in idx], n)
@@ -94,7 +95,7 @@ def test_beam_search_one_beam_is_greedy_and_scores_are_logprobs(tiny_run):
         bad = sum(a != b for a, b in zip(got, greedy, strict=True))
         assert got == greedy, f"1 beam != greedy decoding for {bad} of {len(idx)} prompts"
 
-    beams3 = S.beam_search(model.original_model, [e.prompt for e in qs], n_new, beams=3)
+    beams3 = beam_search(model.original_model, [e.prompt for e in qs], n_new, beams=3)
     full = [(i, c) for i, cs in enumerate(beams3) for c in cs if c.length == n_new[i]]
     recomputed = completion_logprobs(
         model, [qs[i].prompt for i, _ in full], [c.tokens for _, c in full]
@@ -119,7 +120,7 @@ def test_soft_prompt_of_real_embeddings_reproduces_model_logits(tiny_run):
     soft = net.tok_embed.weight[list(suffix)].detach()
     toks, lens = pad_batch([e.tokens for e in qs])
     with torch.no_grad():
-        got = S.soft_prompt_logits(net, soft, toks, lens)
+        got = SP.soft_prompt_logits(net, soft, toks, lens)
         ref_toks, ref_lens = pad_batch([e.tokens + suffix for e in qs])
         ref = net(ref_toks)[torch.arange(len(qs)), ref_lens - 1]
     diff = (got - ref).abs().max().item()
@@ -133,16 +134,16 @@ def test_prefix_cache_equals_the_plain_forward_pass_and_its_gradient(tiny_run):
     subset of rows in another order."""
     net = tiny_run.model.original_model
     seqs = [e.tokens for e in tiny_run.dataset.prompts[:60:2]]
-    assert S.supports_raw(net), "the tiny model must take the cached path"
-    cache = S.prefix_cache(net, seqs)
+    assert SP.supports_raw(net), "the tiny model must take the cached path"
+    cache = SP.prefix_cache(net, seqs)
     rows = [5, 0, 17, 3, 29, 11]
     soft = torch.randn(
         3, net.cfg.d_model, generator=torch.Generator().manual_seed(0)
     ).requires_grad_(True)
-    got = S.cached_soft_logits(net, soft, cache, torch.tensor(rows))
+    got = SP.cached_soft_logits(net, soft, cache, torch.tensor(rows))
     (g_got,) = torch.autograd.grad(got[:, 7].sum(), soft)
     toks, lens = pad_batch([seqs[i] for i in rows])
-    ref = S.soft_prompt_logits(net, soft, toks, lens)
+    ref = SP.soft_prompt_logits(net, soft, toks, lens)
     (g_ref,) = torch.autograd.grad(ref[:, 7].sum(), soft)
     diff, gdiff = (got - ref).abs().max().item(), (g_got - g_ref).abs().max().item()
     assert diff < 1e-4 and gdiff < 1e-4, f"cached vs plain: logits {diff:.2e}, grad {gdiff:.2e}"
@@ -171,9 +172,9 @@ def test_self_eval_learns_an_easy_label_and_lowers_its_loss(tiny_run, answers):
     def is_name(rows):
         return np.array([len(ans.questions[q].answer) == 2 for q in rows.question])
 
-    fit = S.train_self_eval(net, (tr.seqs, is_name(tr)), (va.seqs, is_name(va)), (7, 18), opts, 0)
+    fit = SP.train_self_eval(net, (tr.seqs, is_name(tr)), (va.seqs, is_name(va)), (7, 18), opts, 0)
     with torch.no_grad():
-        margin = S._margins(net, fit.soft, te.seqs, (7, 18)).numpy().astype(float)
+        margin = SP.self_eval_margins(net, fit.soft, te.seqs, (7, 18)).numpy().astype(float)
     auc = S.auroc(margin, is_name(te))
     best = fit.train_loss[fit.best_epoch]
     assert best < 0.3 * fit.train_loss[0] and best < 0.25, (
@@ -181,7 +182,7 @@ def test_self_eval_learns_an_easy_label_and_lowers_its_loss(tiny_run, answers):
     )
     assert auc > 0.95, f"easy label must generalise to held-out people: AUROC {auc:.3f}"
 
-    real = S.train_self_eval(
+    real = SP.train_self_eval(
         net, (tr.seqs, tr.correct), (va.seqs, va.correct), (7, 18), replace(opts, max_epochs=4), 0
     )
     assert min(real.train_loss[1:]) < real.train_loss[0], (

@@ -38,8 +38,7 @@ Controls.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
-from interp.model import build_model
+from interp.model import build_model, frozen
 from interp.runs import Result, Run, write_result
 
 POSITIONS = ("a_last", "b_last", "final")  # where the lens reads the residual stream
@@ -209,19 +208,6 @@ def lens_logits(
     pos = torch.as_tensor(positions, device=stack.device).expand(batch) % stack.shape[2]
     h = stack[layer, torch.arange(batch, device=stack.device), pos]  # [batch, d_model]
     return lens_stack(model, h[None], translator, layers=[layer])[0]
-
-
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """Parameters of `model` need no gradient inside the block (the lens trains, not the model)."""
-    was = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, w in zip(model.parameters(), was, strict=True):
-            p.requires_grad_(w)
 
 
 # ---------------------------------------------------------------------------------------------
