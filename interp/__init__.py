@@ -8,7 +8,7 @@ Map of the package (one concern per module):
 - train.py: the training loop, checkpoints and bitwise resume.
 - evaluate.py: exact match and the paper's log-probability test.
 - runs.py: run directories (config.json, versions, weights) and loading a run back.
-- analysis/: one module per instrument (lens, patching, probing, updates, dynamics, selective).
+- analysis/: one module per instrument (lens, patching, probing, update, dynamics, selective).
 - plots/: one module per figure family; plots read saved results and never recompute.
 - cli/: the `interp` command, one module per subcommand.
 """

@@ -34,7 +34,7 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "lens": ("interp.plots.lens", "plot_lens", "lens"),
     "patching": ("interp.plots.patching", "plot_patching", "patching"),
     "probing": ("interp.plots.probing", "plot_probing", "probing"),
-    "update": ("interp.plots.updates", "plot_updates", "update"),
+    "update": ("interp.plots.update", "plot_update", "update"),
     "dynamics": ("interp.plots.dynamics", "plot_dynamics", "dynamics"),
     "selective": ("interp.plots.selective", "plot_selective", "selective"),
 }

@@ -15,7 +15,7 @@ One name per instrument, for its module's registry entry, CLI subcommand, JSON f
 - `lens`: logit lens and tuned lens (:mod:`interp.analysis.lens`)
 - `patching`: batched activation patching, causal tracing (:mod:`interp.analysis.patching`)
 - `probing`: linear probes on entity-alone representations (:mod:`interp.analysis.probing`)
-- `update`: the gradient-update test (:mod:`interp.analysis.updates`)
+- `update`: the gradient-update test (:mod:`interp.analysis.update`)
 - `dynamics`: the instruments over a run's checkpoints (:mod:`interp.analysis.dynamics`)
 - `selective`: selective prediction, ASPIRE (:mod:`interp.analysis.selective`)
 
@@ -70,7 +70,7 @@ INSTRUMENTS: dict[str, Instrument] = {
         Instrument("lens", "interp.analysis.lens", "LensOptions"),
         Instrument("patching", "interp.analysis.patching", "PatchingOptions", ("patch",)),
         Instrument("probing", "interp.analysis.probing", "ProbingOptions", ("probe",)),
-        Instrument("update", "interp.analysis.updates", "UpdateOptions"),
+        Instrument("update", "interp.analysis.update", "UpdateOptions"),
         Instrument("dynamics", "interp.analysis.dynamics", "DynamicsOptions"),
         Instrument("selective", "interp.analysis.selective", "SelectiveOptions"),
     )

@@ -198,7 +198,7 @@ def _group_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
     ax.legend(fontsize=7, loc="lower right")
 
 
-def plot_updates(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
+def plot_update(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
     """Draw the figure for `run_dirs` (seeds of one config); write out.png and out.pdf."""
     results, arrays = load_update(run_dirs)
     o = results[0]["options"]

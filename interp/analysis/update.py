@@ -56,22 +56,35 @@ way it was trained; "causal" forces plain next-token prediction.
 from __future__ import annotations
 
 import dataclasses
-import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from scipy import stats
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.analysis.options import SEED_MAX, Options, option
+from interp.analysis.params import (
+    group_norms,
+    load_params,
+    parameter_groups,
+    restored,
+    snapshot,
+    trainable,
+)
+from interp.analysis.update_summary import (
+    CONTEXTS,
+    ENTITIES,
+    per_fact_scores,
+    summarise,
+)
+from interp.analysis.update_summary import (
+    format_summary as format_summary,  # the instrument's formatter, re-exported
+)
 from interp.data.dataset import DIRECTIONS, Example, FactDataset, entity_alone, pad_batch
 from interp.data.tokenizer import SPECIALS
 from interp.data.world import Person
@@ -87,8 +100,6 @@ OPTIMIZERS = ("sgd", "adamw")
 # loss by about a quarter and stays near-linear (the group-alone effects add up to ~1.3x the
 # full effect; at 0.03 they add up to ~2x). AdamW 1e-3: the training's peak lr (default preset).
 DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
-CONTEXTS = ("alone", "prompt")  # entity alone ("<bos> A") or inside the prompts
-ENTITIES = ("a", "b")  # A's last token (direction: B's first token), B's last token (A's first)
 
 
 NAME = "update"
@@ -155,96 +166,6 @@ class UpdateOptions(Options):
             raise UserError(
                 f"--n-facts must be in 1..{n_new} (the run's new people), got {self.n_facts}"
             )
-
-
-# ---------------------------------------------------------------------------------------------
-# Parameters: snapshot, restore, groups.
-
-
-_TRAINABLE: weakref.WeakKeyDictionary[TransformerBridge, dict[str, torch.nn.Parameter]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def trainable(model: TransformerBridge) -> dict[str, torch.nn.Parameter]:
-    """The model's parameters under their TransformerLens state-dict names (aliases dropped).
-
-    Memoised per model: the bridge's `state_dict` translates every key (about 10 ms a call) and
-    the update test asks thousands of times; the Parameter objects themselves never change.
-    """
-    if model in _TRAINABLE:
-        return dict(_TRAINABLE[model])
-    out, seen = {}, set()
-    for k, v in model.state_dict(keep_vars=True).items():
-        if isinstance(v, torch.nn.Parameter) and v.requires_grad and v.data_ptr() not in seen:
-            seen.add(v.data_ptr())
-            out[k] = v
-    _TRAINABLE[model] = out
-    return dict(out)
-
-
-def snapshot(model: TransformerBridge) -> dict[str, Tensor]:
-    return {k: v.detach().clone() for k, v in trainable(model).items()}
-
-
-@torch.no_grad()
-def load_params(model: TransformerBridge, values: dict[str, Tensor]) -> None:
-    """Copy `values` into the live parameters named by its keys (others untouched)."""
-    live = trainable(model)
-    for k, v in values.items():
-        live[k].copy_(v)
-
-
-@contextmanager
-def restored(model: TransformerBridge) -> Iterator[dict[str, Tensor]]:
-    """Yield a snapshot of the parameters; put them back bitwise on exit (even on error)."""
-    state = snapshot(model)
-    try:
-        yield state
-    finally:
-        load_params(model, state)
-        for p in model.parameters():
-            p.grad = None
-        model.eval()
-
-
-def group_of(key: str) -> str:
-    """Group of a state-dict key: embed, pos_embed, L{l}.attn/.mlp/.ln, ln_final, unembed."""
-    parts = key.split(".")
-    if parts[0] == "blocks":
-        sub = parts[2]
-        return f"L{parts[1]}.{'ln' if sub.startswith('ln') else sub}"
-    return parts[0]
-
-
-def _group_rank(name: str) -> tuple[int, int, int]:
-    head = {"embed": 0, "pos_embed": 1}
-    if name in head:
-        return (0, head[name], 0)
-    if name.startswith("L"):
-        layer, kind = name[1:].split(".")
-        return (1, int(layer), {"attn": 0, "mlp": 1, "ln": 2}.get(kind, 3))
-    return (2, {"ln_final": 0, "unembed": 1}.get(name, 2), 0)
-
-
-def parameter_groups(model: TransformerBridge) -> dict[str, list[str]]:
-    """Group name -> state-dict keys, in model order (every trainable parameter in one group)."""
-    groups: dict[str, list[str]] = defaultdict(list)
-    for k in trainable(model):
-        groups[group_of(k)].append(k)
-    return {g: groups[g] for g in sorted(groups, key=_group_rank)}
-
-
-def group_norms(
-    before: dict[str, Tensor], after: dict[str, Tensor], groups: dict[str, list[str]]
-) -> Float[np.ndarray, " group"]:
-    """|Delta theta| restricted to each group (float64 sums of squares, then the root)."""
-    return np.array(
-        [
-            np.sqrt(sum(float(((after[k].double() - before[k].double()) ** 2).sum()) for k in keys))
-            for keys in groups.values()
-        ]
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,7 +557,7 @@ def run_analysis(
         scores = per_fact_scores(arrays, tokens)
         for kind in ("correct", "control", "cue_control"):
             arrays[f"score_{tokens}_{kind}"] = np.stack([scores[d][kind] for d in DIRECTIONS], 1)
-    result = Result(NAME, summarise(arrays, opts), arrays)
+    result = Result(NAME, summarise(arrays, opts.to_json()), arrays)
     if write:
         write_result(run.path, result)
     return result
@@ -645,241 +566,3 @@ def run_analysis(
 def layer_labels(n_layers: int) -> list[str]:
     """Depth labels: 'embed' (blocks.0.hook_resid_pre), then 'L{l}' (blocks.l.hook_resid_post)."""
     return ["embed", *[f"L{l}" for l in range(n_layers)]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics, per-fact scores and the summary.
-
-
-def paired_test(
-    correct: Float[np.ndarray, " n"], control: Float[np.ndarray, " n"]
-) -> dict[str, float]:
-    """Means of both, the mean difference with a 95% t-interval, paired t-test and Wilcoxon p."""
-    diff = correct - control
-    n = len(diff)
-    out = {
-        "n": float(n),
-        "mean": float(correct.mean()),
-        "control_mean": float(control.mean()),
-        "diff_mean": float(diff.mean()),
-    }
-    if n >= 2 and np.ptp(diff) > 0:
-        half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
-        out.update(
-            diff_lo=float(diff.mean() - half),
-            diff_hi=float(diff.mean() + half),
-            t_p=float(stats.ttest_rel(correct, control).pvalue),
-            wilcoxon_p=float(stats.wilcoxon(diff).pvalue),
-        )
-    else:
-        out.update(diff_lo=float(diff.mean()), diff_hi=float(diff.mean()), t_p=1.0, wilcoxon_p=1.0)
-    return out
-
-
-def per_fact_scores(
-    a: dict[str, np.ndarray], tokens: str, templates: str = "all"
-) -> dict[str, dict[str, Float[np.ndarray, " fact"]]]:
-    """direction -> {"correct", "control", "cue_control"}: one Delta log p per fact.
-
-    `correct`: Delta log p(k's answer | k's prompts). `control` (other answers, same prompts): the
-    mean over the other pool people's answers ("full"), or over the distinct first tokens other
-    than the correct one ("first"). `cue_control` (same answer, other prompts): k's answer in the
-    other pool people's prompts, which catches a generic boost of the answer's own tokens.
-    `tokens`: "full" (summed over the answer) or "first"; `templates`: "all", "train", "heldout".
-    Values are averaged over the selected templates first, so the unit is the fact.
-    """
-    keep = np.ones(len(a["templates"]), bool) if templates == "all" else a["templates"] == templates
-    row = a[f"delta_row_{tokens}"][:, :, keep].mean(2)  # [F, D, K]
-    col = a[f"delta_col_{tokens}"][:, :, keep].mean(2)  # [F, D, K]
-    F, K = row.shape[0], row.shape[2]
-    out = {}
-    for di, d in enumerate(a["directions"]):
-        correct, control, cue = np.zeros(F), np.zeros(F), np.zeros(F)
-        for k in range(F):
-            others = [j for j in range(K) if j != k]
-            correct[k] = row[k, di, k]
-            cue[k] = col[k, di, others].mean()
-            if tokens == "first":  # one representative per distinct other first token
-                toks = a["first_tokens"][:, di]
-                distinct: dict[int, int] = {}
-                for j in others:
-                    if toks[j] != toks[k]:
-                        distinct.setdefault(int(toks[j]), j)
-                others = list(distinct.values())
-            control[k] = row[k, di, others].mean() if others else np.nan
-        out[str(d)] = {"correct": correct, "control": control, "cue_control": cue}
-    return out
-
-
-def summarise(a: dict[str, np.ndarray], opts: UpdateOptions) -> dict[str, Any]:
-    """update.json: options, the flat summary, and the tables behind it."""
-    name = {"same": "forward", "reverse": "reverse"}
-    summary: dict[str, float] = {}
-    tests: dict[str, Any] = {}
-    for tokens, tag in (("full", ""), ("first", "_first")):
-        for tpl, ttag in (("all", ""), ("heldout", "_heldout")):
-            scores = per_fact_scores(a, tokens, tpl)
-            for d, s in scores.items():
-                key = f"delta_logp_{name[d]}{tag}{ttag}"
-                r = paired_test(s["correct"], s["control"])
-                rc = paired_test(s["correct"], s["cue_control"])
-                tests[key] = r
-                tests[f"{key}_cue"] = rc
-                summary[f"{key}_mean"] = r["mean"]
-                summary[f"{key}_control_mean"] = r["control_mean"]
-                summary[f"{key}_p"] = r["t_p"]
-                summary[f"{key}_wilcoxon_p"] = r["wilcoxon_p"]
-                summary[f"{key}_cue_control_mean"] = rc["control_mean"]
-                summary[f"{key}_cue_p"] = rc["t_p"]
-            # Is the fact-specific gain larger forward than in reverse? (paired over facts)
-            fwd = scores["same"]["correct"] - scores["same"]["control"]
-            rev = scores["reverse"]["correct"] - scores["reverse"]["control"]
-            r = paired_test(fwd, rev)
-            tests[f"specific_forward_vs_reverse{tag}{ttag}"] = r
-            summary[f"specific_forward_minus_reverse{tag}{ttag}_mean"] = r["diff_mean"]
-            summary[f"specific_forward_minus_reverse{tag}{ttag}_p"] = r["t_p"]
-
-    own = a["delta_own_full"].mean(2)  # [F, D, K]
-    F = own.shape[0]
-    other = np.ones((F, own.shape[2]), bool)
-    other[np.arange(F), np.arange(F)] = False
-    for di, d in enumerate(a["directions"]):
-        summary[f"delta_logp_{name[str(d)]}_other_facts_mean"] = float(own[:, di][other].mean())
-        summary[f"logp_{name[str(d)]}_before_mean"] = float(a["logp0_correct"][:, di].mean())
-    summary["update_loss_before_mean"] = float(a["loss_before"].mean())
-    summary["update_loss_after_mean"] = float(a["loss_after"].mean())
-    summary["update_norm_mean"] = float(a["total_norm"].mean())
-
-    layers = [str(x) for x in a["layers"]]
-    projections: dict[str, Any] = {}
-    direction_of = {"a": "a_to_b", "b": "b_to_a"}
-    for c, ctx in enumerate(CONTEXTS):
-        for e, ent in enumerate(ENTITIES):
-            key = f"{ctx}_{direction_of[ent]}"
-            rows = []
-            for li, lab in enumerate(layers):
-                r = paired_test(a["proj"][:, c, e, li], a["proj_control"][:, c, e, li])
-                rc = paired_test(a["cos"][:, c, e, li], a["cos_control"][:, c, e, li])
-                rows.append(
-                    {
-                        "layer": lab,
-                        "proj": r["mean"],
-                        "proj_control": r["control_mean"],
-                        "proj_p": r["wilcoxon_p"],
-                        "cos": rc["mean"],
-                        "cos_control": rc["control_mean"],
-                        "cos_p": rc["wilcoxon_p"],
-                        "dh_rel": float(a["dh_rel"][:, c, e, li].mean()),
-                    }
-                )
-                if ctx == "alone":
-                    summary[f"proj_{direction_of[ent]}_{lab}"] = r["mean"]
-                    summary[f"proj_{direction_of[ent]}_control_{lab}"] = r["control_mean"]
-            projections[key] = rows
-            # Over layers: the mean over depths of each fact's projection (one number per fact).
-            r = paired_test(a["proj"][:, c, e].mean(-1), a["proj_control"][:, c, e].mean(-1))
-            rc = paired_test(a["cos"][:, c, e].mean(-1), a["cos_control"][:, c, e].mean(-1))
-            pre = "" if ctx == "alone" else "prompt_"
-            summary[f"{pre}proj_{direction_of[ent]}_mean"] = r["mean"]
-            summary[f"{pre}proj_{direction_of[ent]}_control_mean"] = r["control_mean"]
-            summary[f"{pre}proj_{direction_of[ent]}_p"] = r["wilcoxon_p"]
-            summary[f"{pre}cos_{direction_of[ent]}_mean"] = rc["mean"]
-            summary[f"{pre}cos_{direction_of[ent]}_control_mean"] = rc["control_mean"]
-            summary[f"{pre}dh_rel_{ent}_mean"] = float(a["dh_rel"][:, c, e].mean())
-
-    group_names = [str(g) for g in a["groups"]]
-    sq = a["group_norm"] ** 2
-    share = sq.sum(0) / max(sq.sum(), 1e-300)
-    full = a["full_correct"]  # [F, D]
-    lost = full[:, None, :] - a["revert"]  # [F, G, D]: gain lost when group g is reverted
-    frac_lost = lost.mean(0) / np.where(np.abs(full.mean(0)) > 0, full.mean(0), np.nan)  # [G, D]
-    frac_only = a["only"].mean(0) / np.where(np.abs(full.mean(0)) > 0, full.mean(0), np.nan)
-    group_rows = [
-        {
-            "group": g,
-            "norm_mean": float(a["group_norm"][:, i].mean()),
-            "norm_sq_share": float(share[i]),
-            "revert_loss_forward": float(lost[:, i, 0].mean()),
-            "revert_loss_reverse": float(lost[:, i, 1].mean()),
-            "revert_fraction_forward": float(frac_lost[i, 0]),
-            "only_fraction_forward": float(frac_only[i, 0]),
-        }
-        for i, g in enumerate(group_names)
-    ]
-    top = int(np.argmax(lost[:, :, 0].mean(0)))
-    top_norm = int(np.argmax(share))
-    summary["top_group_revert_fraction_forward"] = float(frac_lost[top, 0])
-    summary["top_group_norm_sq_share"] = float(share[top_norm])
-    for i, g in enumerate(group_names):
-        summary[f"revert_loss_forward_{g}"] = float(lost[:, i, 0].mean())
-        summary[f"norm_sq_share_{g}"] = float(share[i])
-
-    return {
-        "options": opts.resolved().to_json(),
-        "n_facts": len(a["facts"]),
-        "n_pool": len(a["pool"]),
-        "summary": summary,
-        "tests": tests,
-        "projections": projections,
-        "layers": layers,
-        "groups": group_rows,
-        "top_group_revert": group_names[top],
-        "top_group_norm": group_names[top_norm],
-        "definitions": {
-            "delta_logp": "log p(answer | prompt) after the update minus before, summed over the "
-            "answer's tokens, averaged over the fact's prompts of one direction",
-            "forward": "prompt 'A_i ... the' (n2d order), answer B_i",
-            "reverse": "prompt 'the B_i ... ' (d2n order), answer A_i",
-            "control": "mean Delta log p of every other new person's answer in fact i's prompts "
-            "(first-token scores: the distinct other first tokens)",
-            "cue_control": "mean Delta log p of fact i's answer in every other new person's "
-            "prompts of the same direction (a generic boost of the answer)",
-            "p": "paired t-test over facts, correct vs control (wilcoxon_p: signed-rank test; "
-            "cue_p: paired t-test, correct vs cue_control)",
-            "first": "the answer's first token only (forward: B's role word; reverse: A's first "
-            "name), free of the within-entity bigram the update document teaches",
-            "proj_a_to_b": "Delta h at A's last token ('<bos> A' alone) projected on the unit "
-            "direction LN_final-gamma * W_U[:, B's first token] (centred); "
-            "control: mean over random tokens' directions",
-            "proj_b_to_a": "Delta h at B's last token ('<bos> B' alone) on A's first token's "
-            "direction; prompt_*: the same inside forward / reverse prompts",
-            "revert_loss_forward_G": "Delta log p(B | forward prompt) of the full update minus "
-            "that with group G's update reverted (nats)",
-        },
-    }
-
-
-def format_summary(result: Result) -> str:
-    """A few lines for the terminal."""
-    s = result["summary"]
-    o = result["options"]
-    lines = [
-        f"update test: {result['n_facts']} facts, {o['steps']} {o['optimizer']} step(s), "
-        f"lr={o['lr']}; update loss {s['update_loss_before_mean']:.3f} -> "
-        f"{s['update_loss_after_mean']:.3f}",
-        f"{'':<20}{'Delta correct':>14}{'other answer':>13}{'p (t)':>9}{'p (W)':>9}"
-        f"{'other cue':>11}{'p (t)':>9}",
-    ]
-    for key, label in (
-        ("delta_logp_forward", "forward (B|A)"),
-        ("delta_logp_reverse", "reverse (A|B)"),
-        ("delta_logp_forward_first", "forward 1st token"),
-        ("delta_logp_reverse_first", "reverse 1st token"),
-    ):
-        lines.append(
-            f"{label:<20}{s[key + '_mean']:>14.4f}{s[key + '_control_mean']:>13.4f}"
-            f"{s[key + '_p']:>9.3g}{s[key + '_wilcoxon_p']:>9.3g}"
-            f"{s[key + '_cue_control_mean']:>11.4f}{s[key + '_cue_p']:>9.3g}"
-        )
-    lines.append(
-        f"projection on the other entity's direction (mean over layers): "
-        f"A->B {s['proj_a_to_b_mean']:+.4g} (control {s['proj_a_to_b_control_mean']:+.4g}"
-        f", p={s['proj_a_to_b_p']:.3g}); B->A {s['proj_b_to_a_mean']:+.4g} "
-        f"(control {s['proj_b_to_a_control_mean']:+.4g}, p={s['proj_b_to_a_p']:.3g})"
-    )
-    lines.append(
-        f"top group by revert effect: {result['top_group_revert']} "
-        f"({s['top_group_revert_fraction_forward']:.0%} of the forward gain); "
-        f"by norm: {result['top_group_norm']}"
-    )
-    return "\n".join(lines)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.analysis.updates import (
+from interp.analysis.update import (
     DIRECTIONS,
     UpdateOptions,
     layout,
@@ -129,6 +129,20 @@ def test_outputs_on_disk(analysed):
     assert saved["options"]["steps"] == 1 and saved["top_group_revert"] in a["groups"]
     n_new = sum(p.subset == "new" for p in run.dataset.people)
     assert a["delta_row_full"].shape[0] == n_new and a["proj"].shape[-1] == 3  # embed + 2 layers
+
+
+def test_summary_recomputed_from_saved_arrays_alone(analysed):
+    """update_summary rebuilds update.json from update.npz and the options, with no model."""
+    from interp.analysis.update_summary import summary_from_saved
+
+    run, _, _, _, _ = analysed
+    saved = json.loads((run.analysis_dir() / "update.json").read_text())
+    again = json.loads(json.dumps(summary_from_saved(run.path)))
+    assert again.keys() == saved.keys(), set(again) ^ set(saved)
+    bad = [k for k in saved["summary"] if saved["summary"][k] != again["summary"][k]
+           and not (saved["summary"][k] != saved["summary"][k])]  # fmt: skip
+    assert not bad, {k: (saved["summary"][k], again["summary"][k]) for k in bad}
+    assert again["groups"] == saved["groups"] and again["projections"] == saved["projections"]
 
 
 def test_group_effects_add_up_in_the_linear_regime(tiny_run, tmp_path):

@@ -1,0 +1,261 @@
+"""The gradient-update test's statistics and summary, computed from its saved arrays alone.
+
+`summarise(arrays, options)` rebuilds everything `analysis/update.json` holds from
+`analysis/update.npz` and the options, so the summary can be recomputed (or changed) without
+rerunning the update test: `summary_from_saved(run_dir)`. Per fact the unit is the fact
+(templates averaged first); tests are paired over facts (t-test and Wilcoxon signed-rank).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jaxtyping import Float
+from scipy import stats
+
+from interp.runs import Result, read_result
+
+CONTEXTS = ("alone", "prompt")  # entity alone ("<bos> A") or inside the prompts
+ENTITIES = ("a", "b")  # A's last token (direction: B's first token), B's last token (A's first)
+
+
+def summary_from_saved(run_dir: str | Path) -> dict[str, Any]:
+    """update.json's content recomputed from RUN_DIR/analysis/update.npz and its options."""
+    saved = read_result(run_dir, "update")
+    return summarise(saved.arrays, saved.options)
+
+
+def paired_test(
+    correct: Float[np.ndarray, " n"], control: Float[np.ndarray, " n"]
+) -> dict[str, float]:
+    """Means of both, the mean difference with a 95% t-interval, paired t-test and Wilcoxon p."""
+    diff = correct - control
+    n = len(diff)
+    out = {
+        "n": float(n),
+        "mean": float(correct.mean()),
+        "control_mean": float(control.mean()),
+        "diff_mean": float(diff.mean()),
+    }
+    if n >= 2 and np.ptp(diff) > 0:
+        half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
+        out.update(
+            diff_lo=float(diff.mean() - half),
+            diff_hi=float(diff.mean() + half),
+            t_p=float(stats.ttest_rel(correct, control).pvalue),
+            wilcoxon_p=float(stats.wilcoxon(diff).pvalue),
+        )
+    else:
+        out.update(diff_lo=float(diff.mean()), diff_hi=float(diff.mean()), t_p=1.0, wilcoxon_p=1.0)
+    return out
+
+
+def per_fact_scores(
+    a: dict[str, np.ndarray], tokens: str, templates: str = "all"
+) -> dict[str, dict[str, Float[np.ndarray, " fact"]]]:
+    """direction -> {"correct", "control", "cue_control"}: one Delta log p per fact.
+
+    `correct`: Delta log p(k's answer | k's prompts). `control` (other answers, same prompts): the
+    mean over the other pool people's answers ("full"), or over the distinct first tokens other
+    than the correct one ("first"). `cue_control` (same answer, other prompts): k's answer in the
+    other pool people's prompts, which catches a generic boost of the answer's own tokens.
+    `tokens`: "full" (summed over the answer) or "first"; `templates`: "all", "train", "heldout".
+    Values are averaged over the selected templates first, so the unit is the fact.
+    """
+    keep = np.ones(len(a["templates"]), bool) if templates == "all" else a["templates"] == templates
+    row = a[f"delta_row_{tokens}"][:, :, keep].mean(2)  # [F, D, K]
+    col = a[f"delta_col_{tokens}"][:, :, keep].mean(2)  # [F, D, K]
+    F, K = row.shape[0], row.shape[2]
+    out = {}
+    for di, d in enumerate(a["directions"]):
+        correct, control, cue = np.zeros(F), np.zeros(F), np.zeros(F)
+        for k in range(F):
+            others = [j for j in range(K) if j != k]
+            correct[k] = row[k, di, k]
+            cue[k] = col[k, di, others].mean()
+            if tokens == "first":  # one representative per distinct other first token
+                toks = a["first_tokens"][:, di]
+                distinct: dict[int, int] = {}
+                for j in others:
+                    if toks[j] != toks[k]:
+                        distinct.setdefault(int(toks[j]), j)
+                others = list(distinct.values())
+            control[k] = row[k, di, others].mean() if others else np.nan
+        out[str(d)] = {"correct": correct, "control": control, "cue_control": cue}
+    return out
+
+
+def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, Any]:
+    """update.json: options, the flat summary, and the tables behind it."""
+    name = {"same": "forward", "reverse": "reverse"}
+    summary: dict[str, float] = {}
+    tests: dict[str, Any] = {}
+    for tokens, tag in (("full", ""), ("first", "_first")):
+        for tpl, ttag in (("all", ""), ("heldout", "_heldout")):
+            scores = per_fact_scores(a, tokens, tpl)
+            for d, s in scores.items():
+                key = f"delta_logp_{name[d]}{tag}{ttag}"
+                r = paired_test(s["correct"], s["control"])
+                rc = paired_test(s["correct"], s["cue_control"])
+                tests[key] = r
+                tests[f"{key}_cue"] = rc
+                summary[f"{key}_mean"] = r["mean"]
+                summary[f"{key}_control_mean"] = r["control_mean"]
+                summary[f"{key}_p"] = r["t_p"]
+                summary[f"{key}_wilcoxon_p"] = r["wilcoxon_p"]
+                summary[f"{key}_cue_control_mean"] = rc["control_mean"]
+                summary[f"{key}_cue_p"] = rc["t_p"]
+            # Is the fact-specific gain larger forward than in reverse? (paired over facts)
+            fwd = scores["same"]["correct"] - scores["same"]["control"]
+            rev = scores["reverse"]["correct"] - scores["reverse"]["control"]
+            r = paired_test(fwd, rev)
+            tests[f"specific_forward_vs_reverse{tag}{ttag}"] = r
+            summary[f"specific_forward_minus_reverse{tag}{ttag}_mean"] = r["diff_mean"]
+            summary[f"specific_forward_minus_reverse{tag}{ttag}_p"] = r["t_p"]
+
+    own = a["delta_own_full"].mean(2)  # [F, D, K]
+    F = own.shape[0]
+    other = np.ones((F, own.shape[2]), bool)
+    other[np.arange(F), np.arange(F)] = False
+    for di, d in enumerate(a["directions"]):
+        summary[f"delta_logp_{name[str(d)]}_other_facts_mean"] = float(own[:, di][other].mean())
+        summary[f"logp_{name[str(d)]}_before_mean"] = float(a["logp0_correct"][:, di].mean())
+    summary["update_loss_before_mean"] = float(a["loss_before"].mean())
+    summary["update_loss_after_mean"] = float(a["loss_after"].mean())
+    summary["update_norm_mean"] = float(a["total_norm"].mean())
+
+    layers = [str(x) for x in a["layers"]]
+    projections: dict[str, Any] = {}
+    direction_of = {"a": "a_to_b", "b": "b_to_a"}
+    for c, ctx in enumerate(CONTEXTS):
+        for e, ent in enumerate(ENTITIES):
+            key = f"{ctx}_{direction_of[ent]}"
+            rows = []
+            for li, lab in enumerate(layers):
+                r = paired_test(a["proj"][:, c, e, li], a["proj_control"][:, c, e, li])
+                rc = paired_test(a["cos"][:, c, e, li], a["cos_control"][:, c, e, li])
+                rows.append(
+                    {
+                        "layer": lab,
+                        "proj": r["mean"],
+                        "proj_control": r["control_mean"],
+                        "proj_p": r["wilcoxon_p"],
+                        "cos": rc["mean"],
+                        "cos_control": rc["control_mean"],
+                        "cos_p": rc["wilcoxon_p"],
+                        "dh_rel": float(a["dh_rel"][:, c, e, li].mean()),
+                    }
+                )
+                if ctx == "alone":
+                    summary[f"proj_{direction_of[ent]}_{lab}"] = r["mean"]
+                    summary[f"proj_{direction_of[ent]}_control_{lab}"] = r["control_mean"]
+            projections[key] = rows
+            # Over layers: the mean over depths of each fact's projection (one number per fact).
+            r = paired_test(a["proj"][:, c, e].mean(-1), a["proj_control"][:, c, e].mean(-1))
+            rc = paired_test(a["cos"][:, c, e].mean(-1), a["cos_control"][:, c, e].mean(-1))
+            pre = "" if ctx == "alone" else "prompt_"
+            summary[f"{pre}proj_{direction_of[ent]}_mean"] = r["mean"]
+            summary[f"{pre}proj_{direction_of[ent]}_control_mean"] = r["control_mean"]
+            summary[f"{pre}proj_{direction_of[ent]}_p"] = r["wilcoxon_p"]
+            summary[f"{pre}cos_{direction_of[ent]}_mean"] = rc["mean"]
+            summary[f"{pre}cos_{direction_of[ent]}_control_mean"] = rc["control_mean"]
+            summary[f"{pre}dh_rel_{ent}_mean"] = float(a["dh_rel"][:, c, e].mean())
+
+    group_names = [str(g) for g in a["groups"]]
+    sq = a["group_norm"] ** 2
+    share = sq.sum(0) / max(sq.sum(), 1e-300)
+    full = a["full_correct"]  # [F, D]
+    lost = full[:, None, :] - a["revert"]  # [F, G, D]: gain lost when group g is reverted
+    frac_lost = lost.mean(0) / np.where(np.abs(full.mean(0)) > 0, full.mean(0), np.nan)  # [G, D]
+    frac_only = a["only"].mean(0) / np.where(np.abs(full.mean(0)) > 0, full.mean(0), np.nan)
+    group_rows = [
+        {
+            "group": g,
+            "norm_mean": float(a["group_norm"][:, i].mean()),
+            "norm_sq_share": float(share[i]),
+            "revert_loss_forward": float(lost[:, i, 0].mean()),
+            "revert_loss_reverse": float(lost[:, i, 1].mean()),
+            "revert_fraction_forward": float(frac_lost[i, 0]),
+            "only_fraction_forward": float(frac_only[i, 0]),
+        }
+        for i, g in enumerate(group_names)
+    ]
+    top = int(np.argmax(lost[:, :, 0].mean(0)))
+    top_norm = int(np.argmax(share))
+    summary["top_group_revert_fraction_forward"] = float(frac_lost[top, 0])
+    summary["top_group_norm_sq_share"] = float(share[top_norm])
+    for i, g in enumerate(group_names):
+        summary[f"revert_loss_forward_{g}"] = float(lost[:, i, 0].mean())
+        summary[f"norm_sq_share_{g}"] = float(share[i])
+
+    return {
+        "options": options,
+        "n_facts": len(a["facts"]),
+        "n_pool": len(a["pool"]),
+        "summary": summary,
+        "tests": tests,
+        "projections": projections,
+        "layers": layers,
+        "groups": group_rows,
+        "top_group_revert": group_names[top],
+        "top_group_norm": group_names[top_norm],
+        "definitions": {
+            "delta_logp": "log p(answer | prompt) after the update minus before, summed over the "
+            "answer's tokens, averaged over the fact's prompts of one direction",
+            "forward": "prompt 'A_i ... the' (n2d order), answer B_i",
+            "reverse": "prompt 'the B_i ... ' (d2n order), answer A_i",
+            "control": "mean Delta log p of every other new person's answer in fact i's prompts "
+            "(first-token scores: the distinct other first tokens)",
+            "cue_control": "mean Delta log p of fact i's answer in every other new person's "
+            "prompts of the same direction (a generic boost of the answer)",
+            "p": "paired t-test over facts, correct vs control (wilcoxon_p: signed-rank test; "
+            "cue_p: paired t-test, correct vs cue_control)",
+            "first": "the answer's first token only (forward: B's role word; reverse: A's first "
+            "name), free of the within-entity bigram the update document teaches",
+            "proj_a_to_b": "Delta h at A's last token ('<bos> A' alone) projected on the unit "
+            "direction LN_final-gamma * W_U[:, B's first token] (centred); "
+            "control: mean over random tokens' directions",
+            "proj_b_to_a": "Delta h at B's last token ('<bos> B' alone) on A's first token's "
+            "direction; prompt_*: the same inside forward / reverse prompts",
+            "revert_loss_forward_G": "Delta log p(B | forward prompt) of the full update minus "
+            "that with group G's update reverted (nats)",
+        },
+    }
+
+
+def format_summary(result: Result) -> str:
+    """A few lines for the terminal."""
+    s = result["summary"]
+    o = result["options"]
+    lines = [
+        f"update test: {result['n_facts']} facts, {o['steps']} {o['optimizer']} step(s), "
+        f"lr={o['lr']}; update loss {s['update_loss_before_mean']:.3f} -> "
+        f"{s['update_loss_after_mean']:.3f}",
+        f"{'':<20}{'Delta correct':>14}{'other answer':>13}{'p (t)':>9}{'p (W)':>9}"
+        f"{'other cue':>11}{'p (t)':>9}",
+    ]
+    for key, label in (
+        ("delta_logp_forward", "forward (B|A)"),
+        ("delta_logp_reverse", "reverse (A|B)"),
+        ("delta_logp_forward_first", "forward 1st token"),
+        ("delta_logp_reverse_first", "reverse 1st token"),
+    ):
+        lines.append(
+            f"{label:<20}{s[key + '_mean']:>14.4f}{s[key + '_control_mean']:>13.4f}"
+            f"{s[key + '_p']:>9.3g}{s[key + '_wilcoxon_p']:>9.3g}"
+            f"{s[key + '_cue_control_mean']:>11.4f}{s[key + '_cue_p']:>9.3g}"
+        )
+    lines.append(
+        f"projection on the other entity's direction (mean over layers): "
+        f"A->B {s['proj_a_to_b_mean']:+.4g} (control {s['proj_a_to_b_control_mean']:+.4g}"
+        f", p={s['proj_a_to_b_p']:.3g}); B->A {s['proj_b_to_a_mean']:+.4g} "
+        f"(control {s['proj_b_to_a_control_mean']:+.4g}, p={s['proj_b_to_a_p']:.3g})"
+    )
+    lines.append(
+        f"top group by revert effect: {result['top_group_revert']} "
+        f"({s['top_group_revert_fraction_forward']:.0%} of the forward gain); "
+        f"by norm: {result['top_group_norm']}"
+    )
+    return "\n".join(lines)
