@@ -4,8 +4,10 @@
 
 Caching and restarts. A run lives in `OUT/runs/<objective>_s<seed>_<config hash>`: a finished run
 (final weights and metrics) is reused, an unfinished one is resumed from its latest checkpoint
-(bitwise the same as an uninterrupted run), and an analysis whose JSON exists with the same
-options is reused. Every file is written atomically, so a study killed at any point and started
+(bitwise the same as an uninterrupted run), and an analysis is reused only if its JSON exists
+and records exactly the options the plan asks for, every field, defaults included
+(`analysis_cached`): a result made with other options is run again, never reported as the
+study's. Every file is written atomically, so a study killed at any point and started
 again finishes with the same numbers and no corrupted files; a second invocation only redraws
 the figures and the report.
 
@@ -141,6 +143,8 @@ def make_plan(
     for i in instruments or []:
         if i not in known_ins:
             raise UserError(f"unknown instrument {i!r}: use one of {known_ins}")
+    for name, values in p.get("options", {}).items():
+        INSTRUMENTS[name].options(values)  # refused here, in one line, before anything is written
     default_obj = tuple(o for o in p.get("objectives", known_obj) if o in known_obj)
     return StudyPlan(
         run_preset=p["run_preset"],

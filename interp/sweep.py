@@ -132,9 +132,10 @@ def _cell_metrics(run_dir: Path) -> dict[str, float]:
         for s in m["exact_match"]
         for d in m["exact_match"][s]
     }
-    probe = run_dir / "analysis" / "probing.json"
-    if probe.is_file():
-        summ = json.loads(probe.read_text())["summary"]
+    if (run_dir / "analysis" / "probing.json").is_file():
+        from interp.runs import read_result
+
+        summ = read_result(run_dir, "probing", arrays=False).summary
         row.update(
             {
                 k: v
