@@ -117,7 +117,8 @@ def summary_rows(
     groups: dict[str, list[Path]], instrument: str, keys: Sequence[str] | None = None
 ) -> list[list[str]]:
     """One row per summary number in `keys` (default: every number any run has), one cell per
-    objective: mean [95% interval over seeds] (n). No rows if no run has the result."""
+    objective: mean [95% interval over seeds] (n); a p-value (a key ending in `_p`) is listed per
+    seed instead, never averaged or given an interval. No rows if no run has the result."""
     per_obj = {o: _summaries(rs, instrument) for o, rs in groups.items()}
     if not any(per_obj.values()):
         return []
@@ -131,8 +132,13 @@ def summary_rows(
         cells = []
         for sums in per_obj.values():
             vals = [float(s[k]) for s in sums if isinstance(s.get(k), int | float)]
-            cells.append(fmt_ci(vals, digits=3) if vals else "n/a")
-        rows.append([k, *cells])
+            if not vals:
+                cells.append("n/a")
+            elif k.endswith("_p"):
+                cells.append(", ".join(f"{v:.2g}" for v in vals))
+            else:
+                cells.append(fmt_ci(vals, digits=3))
+        rows.append([f"{k}, per seed" if k.endswith("_p") else k, *cells])
     return rows
 
 

@@ -136,3 +136,16 @@ def test_study_cache_never_reuses_a_non_default_analysis(tiny_run_dir, tmp_path)
     assert saved.options == ProbingOptions().to_json(), saved.options
     again = execute_run(cfg.to_dict(), str(run_dir), ("probing",))
     assert again["analyses"] == [], f"the study's own result was not reused: {again}"
+
+    # A plot returns the Figure (a notebook shows it) and writes nothing unless given a path.
+    from matplotlib.figure import Figure
+
+    from interp.plots import figure_paths
+    from interp.plots.probing import plot_probing
+
+    before = sorted(p for p in tmp_path.rglob("*"))
+    fig = plot_probing([run_dir])
+    assert isinstance(fig, Figure) and fig.axes, fig
+    assert sorted(p for p in tmp_path.rglob("*")) == before, "a plot without a path wrote files"
+    assert plot_probing([run_dir], tmp_path / "fig" / "probing") is not None
+    assert all(p.stat().st_size > 10_000 for p in figure_paths(tmp_path / "fig" / "probing"))

@@ -163,7 +163,7 @@ def add_option_arguments(p: argparse.ArgumentParser, cls: type[Options]) -> None
             )
             continue
         default = f.default
-        shown = " ".join(map(str, default)) if is_tuple else default
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
         kwargs: dict[str, Any] = {
             "dest": f.name,
             "type": typ,

@@ -16,7 +16,7 @@ models those helpers do not cover fall back to that pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -32,14 +32,20 @@ from interp.model import attend, embed_positions, frozen, mlp, qkv, raw, support
 BATCH = 256
 
 
+@runtime_checkable
 class SoftPromptSchedule(Protocol):
     """How a soft prompt is trained (`SelectiveOptions` is one)."""
 
-    n_soft: int  # soft-prompt vectors
-    lr: float  # Adam learning rate
-    batch_size: int  # rows per step
-    max_epochs: int  # most epochs
-    patience: int  # epochs without a better validation loss before stopping
+    @property
+    def n_soft(self) -> int: ...  # soft-prompt vectors
+    @property
+    def lr(self) -> float: ...  # Adam learning rate
+    @property
+    def batch_size(self) -> int: ...  # rows per step
+    @property
+    def max_epochs(self) -> int: ...  # most epochs
+    @property
+    def patience(self) -> int: ...  # epochs without a better validation loss before stopping
 
 
 def _token_embedding(net: torch.nn.Module) -> Any:

@@ -186,10 +186,12 @@ def take_steps(
     device = next(model.parameters()).device
     tokens, lengths = pad_batch([d.tokens for d in docs], device=device)
     params = list(trainable(model).values())
+    lr = opts.resolved().lr
+    assert lr is not None  # resolved() fills in DEFAULT_LR[optimizer]
     if opts.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=opts.lr)
+        opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr)
     else:
-        cfg = dataclasses.replace(run.config.train, lr=opts.lr, weight_decay=opts.weight_decay)
+        cfg = dataclasses.replace(run.config.train, lr=lr, weight_decay=opts.weight_decay)
         opt = make_optimizer(model, cfg)
     net = raw_forward(model)  # same parameters and function, no hook dispatch
     model.train()
