@@ -8,6 +8,9 @@
   completion against that of a random other completion of the same subset (the person's
   entity swapped for another's). Log-probabilities are first averaged over a person's templates,
   so the paired t-test and the Kolmogorov-Smirnov test count people, not paraphrases.
+- Decoding: `greedy_generate` (the paper's rule) and `beam_search`, its generalisation to k
+  candidates with their length-normalised log-likelihoods (one beam is greedy decoding; the
+  answers of selective prediction).
 """
 
 from __future__ import annotations
