@@ -15,7 +15,8 @@ import sys
 
 from interp.errors import UserError
 
-# Subcommand name -> module under interp.cli. Add a line here to add a command.
+# Subcommand name -> module under interp.cli. Add a line here to add a command; a name whose
+# module is an earlier command's (e.g. "patch" -> "patching") is that command's alias.
 COMMANDS: dict[str, str] = {
     "train": "train",
     "evaluate": "evaluate",
@@ -57,9 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train small GPTs on synthetic 'A is B' facts and study the reversal curse.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    names: dict[object, list[str]] = {}  # module -> its command names, the first one primary
     for name, mod in _available().items():
+        names.setdefault(mod, []).append(name)
+    for mod, (name, *aliases) in names.items():
         p = sub.add_parser(
             name,
+            aliases=aliases,
             help=mod.HELP,
             description=mod.HELP,
             formatter_class=argparse.RawDescriptionHelpFormatter,
