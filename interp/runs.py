@@ -111,6 +111,13 @@ class Result:
         out: dict[str, Any] = self.data["options"]
         return out
 
+    def headline(self) -> dict[str, Any]:
+        """The numbers the instrument declares as its headline (its module's HEADLINES), by
+        name: what the study report prints (None where this result lacks one)."""
+        from interp.analysis import INSTRUMENTS
+
+        return {k: self.summary.get(k) for k in INSTRUMENTS[self.instrument].headlines}
+
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
 

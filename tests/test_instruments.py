@@ -134,6 +134,9 @@ def test_study_cache_never_reuses_a_non_default_analysis(tiny_run_dir, tmp_path)
     assert status["analyses"] == ["probing"], f"the folds=2 result was reused: {status}"
     saved = read_result(run_dir, "probing")
     assert saved.options == ProbingOptions().to_json(), saved.options
+    head = saved.headline()
+    assert list(head) == list(INSTRUMENTS["probing"].headlines) and None not in head.values()
+    assert saved.arrays["accuracy"].shape[:4] == (3, 3, 2, 3), saved.arrays["accuracy"].shape
     again = execute_run(cfg.to_dict(), str(run_dir), ("probing",))
     assert again["analyses"] == [], f"the study's own result was not reused: {again}"
 
