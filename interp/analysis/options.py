@@ -79,7 +79,7 @@ def _check_value(name: str, value: Any, typ: type, meta: dict[str, Any]) -> None
     if typ in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where} must be a number, got {value!r}")
-        if typ is int and not float(value).is_integer():
+        if typ is int and not isinstance(value, int):
             raise UserError(f"{where} must be a whole number, got {value!r}")
         if not math.isfinite(value):
             raise UserError(f"{where} must be a finite number, got {value!r}: pass a real value")
