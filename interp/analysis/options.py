@@ -121,6 +121,10 @@ class Options:
     """Base of every instrument's options: validated on construction, comparable as JSON."""
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # 1 for a float field is 1.0 (so its JSON is too)
+            v = getattr(self, f.name)
+            if type(v) is int and _base_type(type(self), f)[0] is float:
+                object.__setattr__(self, f.name, float(v))
         check_options(self)
         self.check()
 
