@@ -295,12 +295,14 @@ def test_train_and_evaluate_reads_the_right_completions(tmp_path):
     assert ds.text(ds.control_answers[ds.prompts.index(first)]) == " Selena Granger"
 
     # The figure and table read these saved results back (nothing recomputed).
+    from interp.plots import figure_paths
     from interp.plots.paper import plot_paper_exp1, table1
 
     t = table1([out])
     assert t["n2d.reverse.heldout"]["exact_match"] == [em["n2d"]["reverse"]["heldout"]], t
     assert t["d2n.same.heldout"]["paper"] == 96.7 and t["n2d.same.train"]["paper"] is None
-    paths = plot_paper_exp1([out], tmp_path / "fig" / "paper_exp1")
+    plot_paper_exp1([out], tmp_path / "fig" / "paper_exp1")
+    paths = figure_paths(tmp_path / "fig" / "paper_exp1")
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(
         p.stat().st_size > 10_000 for p in paths
     )

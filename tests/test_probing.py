@@ -184,7 +184,7 @@ def test_probe_pipeline_on_tiny_run(tiny_run_copy, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["probe", str(tiny_run_copy), "--folds", "x"])
     assert main(["probe", str(tiny_run_copy), "--folds", "1", "--no-progress"]) == 2
-    assert "--folds must be at least 2" in capsys.readouterr().err
+    assert "--folds must be >= 2" in capsys.readouterr().err
     plot_probing([tiny_run_copy, tiny_run_copy], tmp_path / "probing")
     paths = figure_paths(tmp_path / "probing")
     assert [p.suffix for p in paths] == [".png", ".pdf"]

@@ -15,6 +15,7 @@ from interp.analysis import selective as S
 from interp.analysis import soft_prompt as SP
 from interp.data.dataset import pad_batch
 from interp.evaluate import beam_search, completion_logprobs, greedy_generate
+from interp.runs import read_result
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -243,7 +244,7 @@ def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys):
         acc = z["accuracy_mixed_likelihood"]
         assert abs(acc[-1] - s["accuracy_mixed"]) < 1e-12, "curve end point must be accuracy"
         assert abs(acc.mean() - s["auacc_likelihood_mixed"]) < 1e-12
-    table = S.format_summary(res)
+    table = S.format_summary(read_result(analysed, "selective"))
     assert "likelihood" in table and "reverse AUROC" in table
     print(table)
 
