@@ -18,6 +18,7 @@ from interp.data.paper import (
     build_paper_dataset,
     canonical_descriptions,
     load_paper_lines,
+    resolve_data_dir,
 )
 from interp.data.tokenizer import EOS, encode
 from interp.errors import UserError
@@ -181,7 +182,7 @@ def test_training_template_prompts_are_worded_like_training_lines(paper_ds):
     """Same-direction and Both prompts are training prompts; N2D/D2N reverse ones are new texts
     made of a training template and this person's own entity, answered by the other entity."""
     ds = paper_ds
-    train, subset_of, _ = load_paper_lines(PAPER_DATA)
+    train, subset_of, _ = load_paper_lines(resolve_data_dir(str(PAPER_DATA)))
     canon = canonical_descriptions(train)
     names = {ln.person: ln.span_text("a") for ln in train}
     prompts_seen = {ln.record.prompt: ln for ln in train}
