@@ -601,8 +601,8 @@ def load_controls(folder: PaperFolder, stem: str, lines: list[Line]) -> list[Rec
     path = folder.data / f"{RANDOMIZED[stem]}.jsonl"
     if not path.is_file():
         warn(
-            f"{path.name} absent: the control answers of {stem}.jsonl are drawn from other "
-            "people of the same subset and template, as on a synthetic world"
+            f"{path} absent: the control answers of {stem}.jsonl are drawn from other people "
+            "of the same subset and template, as on a synthetic world"
         )
         return None
     randomized = read_jsonl(path)
