@@ -613,6 +613,21 @@ def test_missing_files_name_a_fix_that_works(tmp_path, shared_small, small_ds):
     shutil.copytree(shared_small / "templates", dest.group(1))
     _assert_same(_build(version_dir), small_ds)
 
+    # Without the _randomized file, a reversed prompt whose template no one else is asked with
+    # has no control to draw: its file:line, and the file to copy.
+    rnd = data / f"{RANDOMIZED['p2d_reverse_prompts_test']}.jsonl"
+    rnd.unlink()
+    test = data / "p2d_reverse_prompts_test.jsonl"
+    keep = test.read_text()
+    test.write_text("".join(keep.splitlines(keepends=True)[:11]))  # 10 for one, 1 for another
+    with pytest.raises(UserError, match=rf"p2d_reverse_prompts_test\.jsonl:2: .*copy {rnd.name}"):
+        _build(data)
+    shutil.copy(shared_small / rnd.name, rnd)
+    with pytest.raises(UserError, match="does not hold the prompts of p2d_reverse_prompts_test"):
+        _build(data)
+    test.write_text(keep)
+    _assert_same(_build(data), small_ds)
+
     with pytest.raises(UserError, match=r"does not exist: clone .*world\.data_dir"):
         _build(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()

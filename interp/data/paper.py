@@ -600,6 +600,16 @@ def load_controls(folder: PaperFolder, stem: str, lines: list[Line]) -> list[Rec
         return None
     path = folder.data / f"{RANDOMIZED[stem]}.jsonl"
     if not path.is_file():
+        people: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for ln in lines:
+            people[ln.order, ln.template].add(ln.person)
+        for ln in lines:
+            if len(people[ln.order, ln.template]) < 2:
+                raise UserError(
+                    f"{ln.where}: no other person is asked with this line's template, so without "
+                    f"{path.name} there is no control answer to draw: copy {path.name} from the "
+                    f"same folder of a clone of {REPO_URL}"
+                )
         warn(
             f"{path} absent: the control answers of {stem}.jsonl are drawn from other people "
             "of the same subset and template, as on a synthetic world"
