@@ -332,21 +332,31 @@ def _shared_layout(dst):
     shutil.copytree(PAPER_DATA / "templates", dst / "templates")
     names = (PAPER_DATA / "templates" / "names.txt").read_text().split("\n")
     names = [n.strip() for n in names if n.strip()]
-    keep: set[str] = set()
-    for stem in SUBSET_FILES:
-        first = []
+    kept: dict[str, list[str]] = {}  # subset -> its first K people
+    for stem, subset in SUBSET_FILES.items():
+        first: list[str] = []
         for line in (PAPER_DATA / f"{stem}.jsonl").read_text().splitlines():
             p = _person(line, names)
-            if p not in first:
+            if p is not None and p not in first:
                 first.append(p)
-        keep |= set(first[:K])
+        kept[subset] = first[:K]
+    keep = {p for people in kept.values() for p in people}
     for stem in [TRAIN_FILE, *SUBSET_FILES, *TEST_FILES]:
         lines = (PAPER_DATA / f"{stem}.jsonl").read_text().splitlines()
         rows = [i for i, line in enumerate(lines) if _person(line, names) in keep]
         (dst / f"{stem}.jsonl").write_text("".join(lines[i] + "\n" for i in rows))
-        if stem in RANDOMIZED:  # line for line with its test file
+        if stem in RANDOMIZED:  # line for line with its test file; a control answer naming a
+            # person cut from the fixture becomes another kept person of the subset
             rnd = (PAPER_DATA / f"{RANDOMIZED[stem]}.jsonl").read_text().splitlines()
-            (dst / f"{RANDOMIZED[stem]}.jsonl").write_text("".join(rnd[i] + "\n" for i in rows))
+            out = []
+            for i in rows:
+                r = json.loads(rnd[i])
+                if r["completion"].strip() not in keep:
+                    own = _person(lines[i], names)
+                    other = next(p for p in kept[TEST_FILES[stem]] if p != own)
+                    r["completion"] = " " + other
+                out.append(json.dumps(r) + "\n")
+            (dst / f"{RANDOMIZED[stem]}.jsonl").write_text("".join(out))
     for p in dst.rglob("*"):
         p.chmod(0o755 if p.is_dir() else 0o644)
     return dst
@@ -638,17 +648,27 @@ def test_missing_files_name_a_fix_that_works(tmp_path, shared_small, small_ds):
 
 
 @needs_data
-def test_cli_trains_and_evaluates_on_a_clone_without_optional_files(tmp_path, shared_small, capsys):
-    """`interp train --preset paper_exp1 --set world.data_dir=<clone>` on the repository's layout,
-    with neither the combined training file nor the _randomized files: trains a few steps and
-    evaluates every cell; a clone without the version asked for fails in one line, writing
-    nothing."""
+@pytest.mark.parametrize(
+    "layout", ["clone root, no optional files", "version folder, odd templates"]
+)
+def test_cli_trains_and_evaluates_on_a_clone(tmp_path, shared_small, capsys, layout):
+    """`interp train --preset paper_exp1 --set world.data_dir=...` on the repository's layout:
+    its root with neither the combined training file nor the _randomized files, or its version
+    folder with unusable template lines beside it. It trains a few steps and evaluates every
+    cell, and `interp evaluate` reads the run back; a version that is not there fails in one
+    line, writing nothing."""
     from interp.cli import main
 
     root = tmp_path / "reversal_curse"
     version_dir = _repo_layout(shared_small, root)
-    for stem in [TRAIN_FILE, *RANDOMIZED.values()]:
-        (version_dir / f"{stem}.jsonl").unlink()
+    if layout.startswith("clone root"):
+        data_dir = root
+        for stem in [TRAIN_FILE, *RANDOMIZED.values()]:
+            (version_dir / f"{stem}.jsonl").unlink()
+    else:
+        data_dir = version_dir
+        path = root / "data" / "reverse_experiments" / "templates" / "d2p_templates.txt"
+        path.write_text(path.read_text() + "Fighting against all odds, <name> has proven it.\n")
     tiny = [
         "model.n_layers=1",
         "model.d_model=32",
@@ -660,7 +680,7 @@ def test_cli_trains_and_evaluates_on_a_clone_without_optional_files(tmp_path, sh
         "train.checkpoint_every=0",
     ]
     argv = ["train", "--preset", "paper_exp1", "--no-progress"]
-    for o in [f"world.data_dir={root}", *tiny]:
+    for o in [f"world.data_dir={data_dir}", *tiny]:
         argv += ["--set", o]
     out = tmp_path / "run"
     rc = main([*argv, "--out", str(out)])
@@ -674,11 +694,37 @@ def test_cli_trains_and_evaluates_on_a_clone_without_optional_files(tmp_path, sh
         for k in by_k
     }
     assert len(cells) == 12, metrics["exact_match"]
-    assert rc == main(["evaluate", str(out)]), capsys.readouterr().err
+    rc = main(["evaluate", str(out)])
+    assert rc == 0, capsys.readouterr().err
 
     bad = tmp_path / "bad"
+    argv[argv.index(f"world.data_dir={data_dir}")] = f"world.data_dir={root}"
     rc = main([*argv, "--set", "world.data_version=may_version_1", "--out", str(bad)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, (rc, err)
     assert "no version 'may_version_1'" in err and "world.data_version=june_version" in err, err
     assert not bad.exists()
+
+
+@needs_data
+def test_a_long_control_answer_is_caught_before_training(tmp_path, shared_small, small_ds):
+    """The model must also take each reversed prompt with its `_randomized` control answer: a
+    control longer than every document sets the context the run needs (n_ctx), so a too-small
+    n_ctx is refused in one line instead of failing mid-evaluation."""
+    from interp.runs import check_fits
+
+    data = _copy(shared_small, tmp_path)
+    path = data / f"{RANDOMIZED['d2p_reverse_prompts_test']}.jsonl"
+    lines = path.read_text().splitlines()
+    r = json.loads(lines[0])
+    r["completion"] = " " + " ".join(["the renowned composer of Abyssal Melodies"] * 6)
+    path.write_text("\n".join([json.dumps(r), *lines[1:]]) + "\n")
+    ds = _build(data)
+    longest = max(len(e.tokens) for e in [*ds.train_docs, *ds.prompts])
+    i, control = max(ds.control_answers.items(), key=lambda kv: len(kv[1]))
+    need = len(ds.prompts[i].prompt) + len(control)
+    assert need > longest and ds.max_len == need, (need, longest, ds.max_len)
+    assert small_ds.max_len == longest, (small_ds.max_len, longest)
+    cfg = apply_overrides(load_config("paper_exp1"), [f"model.n_ctx={need - 1}"])
+    with pytest.raises(UserError, match=rf"model.n_ctx=\S*{need}"):
+        check_fits(cfg, ds)
