@@ -638,6 +638,13 @@ def test_missing_files_name_a_fix_that_works(tmp_path, shared_small, small_ds):
     test.write_text(keep)
     _assert_same(_build(data), small_ds)
 
+    # A version whose people are not in templates/names.txt (the repository's big_boy version
+    # names "Greta Blackwood" first) is refused in one line that says so.
+    path = data / "p2d_prompts_train.jsonl"
+    path.write_text(path.read_text().replace("Daphne Barrington", "Greta Blackwood"))
+    with pytest.raises(UserError, match=r"p2d_prompts_train\.jsonl:1: no name of .*not supported"):
+        _build(data)
+
     with pytest.raises(UserError, match=r"does not exist: clone .*world\.data_dir"):
         _build(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()

@@ -308,8 +308,10 @@ def parse_line(
     hits = [(text.find(n), n) for n in names if n in text]
     if not hits:
         raise UserError(
-            f"{where}: no name of templates/names.txt in {text[:60]!r}...: "
-            "is this Experiment 1 data?"
+            f"{where}: no name of templates/{NAMES_FILE} in {text[:60]!r}...: the kit knows a "
+            f"version's people from that list, so it reads the versions made from it (the paper's "
+            f"{DEFAULT_DATA_VERSION}); a version with other names (the repository's "
+            "big_boy_7341940075) is not supported"
         )
     start, nm = max(hits, key=lambda h: len(h[1]))  # the longest name, should one contain another
     name = (start, start + len(nm))
