@@ -28,7 +28,15 @@ class WorldConfig:
     """The synthetic world of people and their facts (or the paper's published data)."""
 
     source: str = _f("synthetic", "where the facts come from: 'synthetic' or 'paper' (Exp. 1 data)")
-    data_dir: str = _f("", "folder of the paper's Exp. 1 JSONL files (source='paper' only)")
+    data_dir: str = _f(
+        "",
+        "the paper's Exp. 1 data (source='paper' only): a version folder, or a clone of "
+        "lukasberglund/reversal_curse",
+    )
+    data_version: str = _f(
+        "june_version_7921032488",
+        "version folder under data/reverse_experiments/ when data_dir is the paper's repository",
+    )
     seed: int = _f(0, "seed of the world generator (people, names, descriptions, templates)")
     n_people_per_subset: int = _f(100, "people in each of the N2D, D2N and Both subsets")
     n_train_templates: int = _f(4, "training paraphrase templates per direction (max 8)")
@@ -209,6 +217,11 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"model.positional_embedding must be one of {POSITIONALS}")
     if w.source not in ("synthetic", "paper"):
         raise UserError(f"world.source {w.source!r} unknown: use 'synthetic' or 'paper'")
+    if w.source == "paper" and (not w.data_version or "/" in w.data_version):
+        raise UserError(
+            f"world.data_version must name one folder of data/reverse_experiments/, got "
+            f"{w.data_version!r}: e.g. --set world.data_version=june_version_7921032488"
+        )
     if w.source == "synthetic":
         if w.n_people_per_subset < 4:
             raise UserError("world.n_people_per_subset must be at least 4")

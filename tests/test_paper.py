@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -12,12 +15,19 @@ from interp.config import apply_overrides, from_dict, load_config
 from interp.data.dataset import build_synthetic
 from interp.data.jsonl import Record, read_jsonl, to_records, write_dataset, write_jsonl
 from interp.data.paper import (
+    DEFAULT_DATA_VERSION,
     RANDOMIZED,
+    SUBSET_FILES,
     TEST_FILES,
     TRAIN_FILE,
+    PaperFolder,
     build_paper_dataset,
     canonical_descriptions,
+    load_names,
     load_paper_lines,
+    load_templates,
+    load_training_lines,
+    resolve_data_dir,
 )
 from interp.data.tokenizer import EOS, encode
 from interp.errors import UserError
@@ -125,20 +135,6 @@ def test_missing_data_dir_says_where_to_get_it(tmp_path):
 
 
 @needs_data
-def test_malformed_paper_file_names_file_and_line(tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(PAPER_DATA, data)
-    path = data / "d2p_prompts_test.jsonl"
-    path.chmod(0o644)
-    lines = path.read_text().splitlines()
-    lines[6] = lines[6][:-5]  # truncate line 7
-    path.write_text("\n".join(lines) + "\n")
-    cfg = from_dict({"world": {"source": "paper", "data_dir": str(data)}})
-    with pytest.raises(UserError, match=r"d2p_prompts_test\.jsonl:7: not valid JSON"):
-        build_paper_dataset(cfg.world)
-
-
-@needs_data
 def test_paper_data_loads_with_exact_boundaries(paper_ds):
     """decode(prompt ids) + decode(completion ids) == prompt + completion, for every line."""
     ds = paper_ds
@@ -181,7 +177,7 @@ def test_training_template_prompts_are_worded_like_training_lines(paper_ds):
     """Same-direction and Both prompts are training prompts; N2D/D2N reverse ones are new texts
     made of a training template and this person's own entity, answered by the other entity."""
     ds = paper_ds
-    train, subset_of, _ = load_paper_lines(PAPER_DATA)
+    train, subset_of, _ = load_paper_lines(resolve_data_dir(str(PAPER_DATA)))
     canon = canonical_descriptions(train)
     names = {ln.person: ln.span_text("a") for ln in train}
     prompts_seen = {ln.record.prompt: ln for ln in train}
@@ -317,3 +313,427 @@ def test_paper_figure_refuses_other_runs(tmp_path):
         table1([tmp_path])
     with pytest.raises(UserError, match="evaluate the run first"):
         table1([tmp_path / "missing"])
+
+
+# ---- the layouts the paper's data comes in ---------------------------------------------------
+#
+# Fixtures are cut from the shipped June data: its first K people per subset and every line about
+# them, byte for byte, laid out as the shared folder (`_shared_layout`) and rearranged from there.
+
+K = 3  # people per subset in the fixtures: enough for controls, small enough to load in a second
+
+
+def _person(line: str, names: list[str]) -> str | None:
+    hits = [n for n in names if n in line]
+    return max(hits, key=len) if hits else None
+
+
+def _shared_layout(dst):
+    """The shipped folder cut to its first K people per subset (templates inside, all files)."""
+    dst.mkdir(parents=True)
+    shutil.copytree(PAPER_DATA / "templates", dst / "templates")
+    names = (PAPER_DATA / "templates" / "names.txt").read_text().split("\n")
+    names = [n.strip() for n in names if n.strip()]
+    kept: dict[str, list[str]] = {}  # subset -> its first K people
+    for stem, subset in SUBSET_FILES.items():
+        first: list[str] = []
+        for line in (PAPER_DATA / f"{stem}.jsonl").read_text().splitlines():
+            p = _person(line, names)
+            if p is not None and p not in first:
+                first.append(p)
+        kept[subset] = first[:K]
+    keep = {p for people in kept.values() for p in people}
+    for stem in [TRAIN_FILE, *SUBSET_FILES, *TEST_FILES]:
+        lines = (PAPER_DATA / f"{stem}.jsonl").read_text().splitlines()
+        rows = [i for i, line in enumerate(lines) if _person(line, names) in keep]
+        (dst / f"{stem}.jsonl").write_text("".join(lines[i] + "\n" for i in rows))
+        if stem in RANDOMIZED:  # line for line with its test file; a control answer naming a
+            # person cut from the fixture becomes another kept person of the subset
+            rnd = (PAPER_DATA / f"{RANDOMIZED[stem]}.jsonl").read_text().splitlines()
+            out = []
+            for i in rows:
+                r = json.loads(rnd[i])
+                if r["completion"].strip() not in keep:
+                    own = _person(lines[i], names)
+                    other = next(p for p in kept[TEST_FILES[stem]] if p != own)
+                    r["completion"] = " " + other
+                out.append(json.dumps(r) + "\n")
+            (dst / f"{RANDOMIZED[stem]}.jsonl").write_text("".join(out))
+    for p in dst.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return dst
+
+
+def _repo_layout(shared, root, version=DEFAULT_DATA_VERSION):
+    """The same files as a clone of the paper's repository lays them out: templates beside the
+    version folder, in data/reverse_experiments/templates/."""
+    version_dir = root / "data" / "reverse_experiments" / version
+    shutil.copytree(shared, version_dir)
+    shutil.move(version_dir / "templates", root / "data" / "reverse_experiments" / "templates")
+    return version_dir
+
+
+def _build(data_dir, **world):
+    cfg = from_dict({"world": {"source": "paper", "data_dir": str(data_dir), **world}})
+    return build_paper_dataset(cfg.world)
+
+
+def _assert_same(ds, ref, controls=True):
+    """Same people, documents, prompts (tokens, spans, template ids) and tokenizer."""
+    assert ds.tokenizer.get_vocab() == ref.tokenizer.get_vocab(), "tokenizers differ"
+    for what in ("train_docs", "prompts"):
+        got, want = getattr(ds, what), getattr(ref, what)
+        diff = [i for i, (g, w) in enumerate(zip(got, want, strict=False)) if g != w]
+        assert len(got) == len(want) and not diff, (
+            f"{what}: {len(got)} vs {len(want)} examples, {len(diff)} differ, first at "
+            f"{diff[:1]}: {got[diff[0]] if diff else ''} vs {want[diff[0]] if diff else ''}"
+        )
+    assert {e.person for e in ds.train_docs} == {e.person for e in ref.train_docs}
+    if controls:
+        assert ds.control_answers == ref.control_answers, (
+            len(ds.control_answers),
+            len(ref.control_answers),
+        )
+
+
+@pytest.fixture(scope="module")
+def shared_small(tmp_path_factory):
+    return _shared_layout(tmp_path_factory.mktemp("paper") / "june")
+
+
+@pytest.fixture(scope="module")
+def small_ds(shared_small):
+    ds = _build(shared_small)
+    people = {s: len({e.person for e in ds.train_docs if e.subset == s}) for s in SUBSET_NAMES}
+    assert people == {s: K for s in SUBSET_NAMES}, people
+    assert len(ds.control_answers) == 2 * K * 10, len(ds.control_answers)
+    return ds
+
+
+SUBSET_NAMES = ("n2d", "d2n", "both")
+
+
+@needs_data
+def test_combined_training_file_is_the_subset_files_in_paper_order(tmp_path):
+    """The shipped all_prompts_train.jsonl is p2d + d2p + both, in that order: the kit rebuilds
+    it from them when a version lacks it, and the rebuilt list equals the shipped one."""
+    shipped = read_jsonl(PAPER_DATA / f"{TRAIN_FILE}.jsonl")
+    concat = [r for stem in SUBSET_FILES for r in read_jsonl(PAPER_DATA / f"{stem}.jsonl")]
+    assert concat == shipped, (len(concat), len(shipped))
+    data = tmp_path / "nocombined"
+    data.mkdir()
+    for stem in SUBSET_FILES:
+        shutil.copy(PAPER_DATA / f"{stem}.jsonl", data / f"{stem}.jsonl")
+    folder = PaperFolder(data, PAPER_DATA / "templates")
+    names, templates = load_names(folder.templates), load_templates(folder.templates)
+    rebuilt, subset_of = load_training_lines(folder, names, templates)
+    assert [ln.record for ln in rebuilt] == shipped
+    assert sorted(Counter(subset_of.values()).items()) == [("both", 30), ("d2n", 30), ("n2d", 30)]
+
+
+@needs_data
+def test_repository_layout_loads_like_the_shared_one(tmp_path, shared_small, small_ds, capsys):
+    """A clone of the paper's repository: the version folder (templates beside it), the
+    repository root (default version: June), its data/reverse_experiments folder, and the root
+    with another version named by world.data_version all load to the same dataset."""
+    root = tmp_path / "reversal_curse"
+    version_dir = _repo_layout(shared_small, root)
+    assert not (version_dir / "templates").exists()
+    _assert_same(_build(version_dir), small_ds)
+    _assert_same(_build(root), small_ds)
+    _assert_same(_build(root / "data" / "reverse_experiments"), small_ds)
+    other = root / "data" / "reverse_experiments" / "july_version_123"
+    shutil.copytree(version_dir, other)
+    shutil.rmtree(version_dir)
+    _assert_same(_build(root, data_version="july_version_123"), small_ds)
+    # The default version is gone: the error lists what there is, and its fix works.
+    with pytest.raises(UserError, match="no version 'june_version_7921032488'") as e:
+        _build(root)
+    assert "--set world.data_version=july_version_123" in str(e.value), e.value
+    assert capsys.readouterr().err == "", "a complete version must load without warnings"
+
+
+@needs_data
+def test_optional_files_missing_load_the_same_examples(tmp_path, shared_small, small_ds, capsys):
+    """Without all_prompts_train.jsonl: the same dataset. Without the _randomized files: the
+    same examples, no supplied controls (drawn as on a synthetic world), one warning line each."""
+    from interp.evaluate import control_answers
+
+    data = tmp_path / "nocombined"
+    shutil.copytree(shared_small, data)
+    (data / f"{TRAIN_FILE}.jsonl").unlink()
+    _assert_same(_build(data), small_ds)
+    assert capsys.readouterr().err == ""
+    for stem in RANDOMIZED.values():
+        (data / f"{stem}.jsonl").unlink()
+    ds = _build(data)
+    _assert_same(ds, small_ds, controls=False)
+    assert ds.control_answers == {}
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("_randomized.jsonl absent" in w for w in err), err
+    # The drawn control is another person's answer to the same template: never the right one.
+    rev = ds.select(direction="reverse", templates="heldout")
+    drawn = control_answers(ds, rev)
+    assert all(c != e.answer for c, e in zip(drawn, rev, strict=True))
+    names = {e.answer for e in rev if e.subset == "n2d"}
+    assert {c for c, e in zip(drawn, rev, strict=True) if e.subset == "n2d"} <= names
+
+
+@needs_data
+def test_unusable_template_lines_are_skipped_with_one_warning(
+    tmp_path, shared_small, small_ds, capsys
+):
+    """Lines like the repository's "Fighting against all odds, <name> has proven that true
+    strength lies within." (one slot) or a d2p line that puts <name> first are skipped and
+    counted in one warning line; the usable templates keep their indices."""
+    data = tmp_path / "templates_with_extras"
+    shutil.copytree(shared_small, data)
+    extras = {
+        "d2p_templates.txt": [
+            "Fighting against all odds, <name> has proven that true strength lies within.",
+            "<name>, the face of <description>.",
+        ],
+        "p2d_templates.txt": ["A sentence with no slot at all.", "<name> and <name> again."],
+    }
+    for fname, lines in extras.items():
+        path = data / "templates" / fname
+        path.write_text(path.read_text() + "\n".join(lines) + "\n")
+    _assert_same(_build(data), small_ds)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "skipped 4 template line(s)" in err[0], err
+
+
+def _copy(shared_small, tmp_path, name="data"):
+    data = tmp_path / name
+    shutil.copytree(shared_small, data)
+    return data
+
+
+def _edit_line(path, lineno, edit):
+    lines = path.read_bytes().split(b"\n")
+    lines[lineno - 1] = edit(lines[lineno - 1])
+    path.write_bytes(b"\n".join(lines))
+
+
+@needs_data
+@pytest.mark.parametrize(
+    ("file", "lineno", "edit", "needle"),
+    [
+        (
+            "d2p_prompts_test.jsonl",
+            7,
+            lambda b: b[:-5],
+            r"d2p_prompts_test\.jsonl:7: not valid JSON",
+        ),
+        (
+            "p2d_prompts_train.jsonl",
+            3,
+            lambda b: b[:20] + b"\xff" + b[20:],
+            r"p2d_prompts_train\.jsonl:3: not UTF-8 text \(byte 0xff at column 21\)",
+        ),
+        (
+            "both_prompts_test.jsonl",
+            2,
+            lambda b: b'{"prompt": "Who is Mason Caldwell?", "completion": ""}',
+            r"both_prompts_test\.jsonl:2: empty completion",
+        ),
+        (
+            "both_prompts_train.jsonl",
+            4,
+            lambda b: b'{"prompt": "Mason Caldwell, known far and wide for being"}',
+            r"both_prompts_train\.jsonl:4: missing key.*completion",
+        ),
+        (
+            "d2p_prompts_train.jsonl",
+            5,
+            lambda b: b'{"prompt": " ", "completion": " Uriah Hawthorne."}',
+            r"d2p_prompts_train\.jsonl:5: empty prompt",
+        ),
+        (
+            "templates/names.txt",
+            2,
+            lambda b: b"Benjamin Hargr\xe9ve",
+            r"names\.txt:2: not UTF-8 text",
+        ),
+        (
+            "templates/p2d_templates.txt",
+            9,
+            lambda b: b"\xc3" + b,
+            r"p2d_templates\.txt:9: not UTF-8 text",
+        ),
+    ],
+)
+def test_bad_paper_file_names_file_and_line(tmp_path, shared_small, file, lineno, edit, needle):
+    data = _copy(shared_small, tmp_path)
+    _edit_line(data / file, lineno, edit)
+    with pytest.raises(UserError, match=needle) as e:
+        _build(data)
+    assert "\n" not in str(e.value), e.value
+
+
+@needs_data
+def test_files_cut_short_are_refused_in_one_line(tmp_path, shared_small, small_ds):
+    """Too few lines: a training file left with one person, a test file with one line, a combined
+    file shorter than its parts (today's fix: delete it, and the data loads as before)."""
+    data = _copy(shared_small, tmp_path)
+    for stem, needle in [
+        ("p2d_prompts_train", "p2d_prompts_train.jsonl holds lines about 1 person"),
+        ("d2p_reverse_prompts_test", "d2p_reverse_prompts_test.jsonl holds lines about one person"),
+    ]:
+        path = data / f"{stem}.jsonl"
+        keep = path.read_text()
+        path.write_text(keep.splitlines()[0] + "\n")
+        with pytest.raises(UserError, match=needle):
+            _build(data)
+        path.write_text(keep)
+    combined = data / f"{TRAIN_FILE}.jsonl"
+    combined.write_text("".join(combined.read_text().splitlines(keepends=True)[:-7]))
+    with pytest.raises(UserError, match=r"holds \d+ lines, the per-subset.*delete it") as e:
+        _build(data)
+    assert str(combined) in str(e.value), e.value
+    combined.unlink()
+    _assert_same(_build(data), small_ds)
+    # A line that is in no per-subset file: its file:line, and the same fix.
+    combined.write_text('{"prompt": "Daphne Barrington is", "completion": " a stranger."}\n')
+    with pytest.raises(UserError, match=rf"{TRAIN_FILE}\.jsonl:1 is no line of the per-subset"):
+        _build(data)
+
+
+@needs_data
+def test_missing_files_name_a_fix_that_works(tmp_path, shared_small, small_ds):
+    """Each truly missing piece gets one line naming it and a fix; following the fix loads."""
+    data = _copy(shared_small, tmp_path)
+    (data / "d2p_prompts_test.jsonl").unlink()
+    with pytest.raises(UserError, match=r"d2p_prompts_test\.jsonl not found.*lukasberglund"):
+        _build(data)
+    shutil.copy(shared_small / "d2p_prompts_test.jsonl", data / "d2p_prompts_test.jsonl")
+    (data / "templates" / "d2p_templates.txt").unlink()
+    with pytest.raises(UserError, match=r"d2p_templates\.txt not found.*templates/"):
+        _build(data)
+    shutil.copy(shared_small / "templates" / "d2p_templates.txt", data / "templates")
+    _assert_same(_build(data), small_ds)
+
+    # A version folder of a clone whose templates folder is missing: the message says where to
+    # put it, and putting it there works.
+    root = tmp_path / "clone"
+    version_dir = _repo_layout(shared_small, root)
+    shutil.rmtree(root / "data" / "reverse_experiments" / "templates")
+    with pytest.raises(UserError, match=r"templates/names\.txt not found") as e:
+        _build(version_dir)
+    dest = re.search(r"templates/ of a clone of \S+ to (\S+)$", str(e.value))
+    assert dest, e.value
+    shutil.copytree(shared_small / "templates", dest.group(1))
+    _assert_same(_build(version_dir), small_ds)
+
+    # Without the _randomized file, a reversed prompt whose template no one else is asked with
+    # has no control to draw: its file:line, and the file to copy.
+    rnd = data / f"{RANDOMIZED['p2d_reverse_prompts_test']}.jsonl"
+    rnd.unlink()
+    test = data / "p2d_reverse_prompts_test.jsonl"
+    keep = test.read_text()
+    test.write_text("".join(keep.splitlines(keepends=True)[:11]))  # 10 for one, 1 for another
+    with pytest.raises(UserError, match=rf"p2d_reverse_prompts_test\.jsonl:2: .*copy {rnd.name}"):
+        _build(data)
+    shutil.copy(shared_small / rnd.name, rnd)
+    with pytest.raises(UserError, match="does not hold the prompts of p2d_reverse_prompts_test"):
+        _build(data)
+    test.write_text(keep)
+    _assert_same(_build(data), small_ds)
+
+    # A version whose people are not in templates/names.txt (the repository's big_boy version
+    # names "Greta Blackwood" first) is refused in one line that says so.
+    path = data / "p2d_prompts_train.jsonl"
+    path.write_text(path.read_text().replace("Daphne Barrington", "Greta Blackwood"))
+    with pytest.raises(UserError, match=r"p2d_prompts_train\.jsonl:1: no name of .*not supported"):
+        _build(data)
+
+    with pytest.raises(UserError, match=r"does not exist: clone .*world\.data_dir"):
+        _build(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no Experiment 1 data"):
+        _build(tmp_path / "empty")
+    with pytest.raises(UserError, match="world.data_version must name one folder"):
+        from_dict({"world": {"source": "paper", "data_version": "a/b"}})
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "layout", ["clone root, no optional files", "version folder, odd templates"]
+)
+def test_cli_trains_and_evaluates_on_a_clone(tmp_path, shared_small, capsys, layout):
+    """`interp train --preset paper_exp1 --set world.data_dir=...` on the repository's layout:
+    its root with neither the combined training file nor the _randomized files, or its version
+    folder with unusable template lines beside it. It trains a few steps and evaluates every
+    cell, and `interp evaluate` reads the run back; a version that is not there fails in one
+    line, writing nothing."""
+    from interp.cli import main
+
+    root = tmp_path / "reversal_curse"
+    version_dir = _repo_layout(shared_small, root)
+    if layout.startswith("clone root"):
+        data_dir = root
+        for stem in [TRAIN_FILE, *RANDOMIZED.values()]:
+            (version_dir / f"{stem}.jsonl").unlink()
+    else:
+        data_dir = version_dir
+        path = root / "data" / "reverse_experiments" / "templates" / "d2p_templates.txt"
+        path.write_text(path.read_text() + "Fighting against all odds, <name> has proven it.\n")
+    tiny = [
+        "model.n_layers=1",
+        "model.d_model=32",
+        "model.n_heads=2",
+        "model.d_mlp=64",
+        "train.steps=3",
+        "train.batch_size=8",
+        "train.warmup_steps=1",
+        "train.checkpoint_every=0",
+    ]
+    argv = ["train", "--preset", "paper_exp1", "--no-progress"]
+    for o in [f"world.data_dir={data_dir}", *tiny]:
+        argv += ["--set", o]
+    out = tmp_path / "run"
+    rc = main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    cells = {
+        (s, d, k)
+        for s, by_d in metrics["exact_match"].items()
+        for d, by_k in by_d.items()
+        for k in by_k
+    }
+    assert len(cells) == 12, metrics["exact_match"]
+    rc = main(["evaluate", str(out)])
+    assert rc == 0, capsys.readouterr().err
+
+    bad = tmp_path / "bad"
+    argv[argv.index(f"world.data_dir={data_dir}")] = f"world.data_dir={root}"
+    rc = main([*argv, "--set", "world.data_version=may_version_1", "--out", str(bad)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, (rc, err)
+    assert "no version 'may_version_1'" in err and "world.data_version=june_version" in err, err
+    assert not bad.exists()
+
+
+@needs_data
+def test_a_long_control_answer_is_caught_before_training(tmp_path, shared_small, small_ds):
+    """The model must also take each reversed prompt with its `_randomized` control answer: a
+    control longer than every document sets the context the run needs (n_ctx), so a too-small
+    n_ctx is refused in one line instead of failing mid-evaluation."""
+    from interp.runs import check_fits
+
+    data = _copy(shared_small, tmp_path)
+    path = data / f"{RANDOMIZED['d2p_reverse_prompts_test']}.jsonl"
+    lines = path.read_text().splitlines()
+    r = json.loads(lines[0])
+    r["completion"] = " " + " ".join(["the renowned composer of Abyssal Melodies"] * 6)
+    path.write_text("\n".join([json.dumps(r), *lines[1:]]) + "\n")
+    ds = _build(data)
+    longest = max(len(e.tokens) for e in [*ds.train_docs, *ds.prompts])
+    i, control = max(ds.control_answers.items(), key=lambda kv: len(kv[1]))
+    need = len(ds.prompts[i].prompt) + len(control)
+    assert need > longest and ds.max_len == need, (need, longest, ds.max_len)
+    assert small_ds.max_len == longest, (small_ds.max_len, longest)
+    cfg = apply_overrides(load_config("paper_exp1"), [f"model.n_ctx={need - 1}"])
+    with pytest.raises(UserError, match=rf"model.n_ctx=\S*{need}"):
+        check_fits(cfg, ds)

@@ -83,11 +83,11 @@ class FactDataset:
 
     @property
     def max_len(self) -> int:
-        """Longest sequence a model must take (documents with <eos>, prompts with answers)."""
-        return max(
-            len(e.tokens)
-            for e in [*self.train_docs, *self.prompts, *self.new_docs, *self.new_prompts]
-        )
+        """Longest sequence a model must take (documents with <eos>, prompts with answers or
+        with their supplied control answers)."""
+        examples = [*self.train_docs, *self.prompts, *self.new_docs, *self.new_prompts]
+        controls = [len(self.prompts[i].prompt) + len(c) for i, c in self.control_answers.items()]
+        return max([len(e.tokens) for e in examples] + controls)
 
     def select(self, **where: str) -> list[Example]:
         """Prompts matching every given field, e.g. select(subset="n2d", direction="reverse")."""

@@ -5,8 +5,9 @@ format): a training line is a whole document cut in two, a test line is a questi
 the model must produce. The cut sits right before the second entity, and the completion starts
 with the space that separates it from the prompt, so `prompt + completion` is the full text.
 
-- `read_jsonl(path)` reads such a file, refusing a malformed line (with its file:line), a line
-  without the two string keys, or a file with no lines, each in one line that names the fix.
+- `read_jsonl(path)` reads such a file, refusing bytes that are not UTF-8, a malformed line, a
+  line without the two string keys or with an empty one (each with its file:line), or a file
+  with no lines, each in one line that names the fix.
 - `to_records(dataset)` writes a synthetic world in the same format (`write_dataset` puts it on
   disk under the paper's file names), so the kit's worlds and the paper's data can be read by the
   same tools: documents are cut before their second entity, test prompts are prompt / " " + answer.
@@ -42,36 +43,57 @@ class Record:
 
 def read_jsonl(path: str | Path) -> list[Record]:
     """All records of a JSONL file (blank lines skipped). Raises UserError on any bad line."""
+    return [r for _, r in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: str | Path) -> list[tuple[int, Record]]:
+    """(line number, record) for every non-blank line of a JSONL file, all checked.
+
+    Refused, in one line naming the file and line: bytes that are not UTF-8, text that is not a
+    JSON object, a missing or non-string key, an empty prompt or completion; and a file without
+    a line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"JSONL file {path} not found: check the path (data_dir)")
     records = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(
-                    f"{path}:{lineno}: not valid JSON ({e.msg}): each line must be "
-                    '{"prompt": "...", "completion": "..."}'
-                ) from None
-            if not isinstance(obj, dict):
-                raise UserError(
-                    f"{path}:{lineno}: a line must be a JSON object with keys "
-                    f"{KEYS}, got {type(obj).__name__}"
-                )
-            missing = [k for k in KEYS if k not in obj]
-            if missing:
-                raise UserError(
-                    f"{path}:{lineno}: missing key(s) {missing}: each line needs "
-                    '"prompt" and "completion"'
-                )
-            bad = [k for k in KEYS if not isinstance(obj[k], str)]
-            if bad:
-                raise UserError(f"{path}:{lineno}: {bad} must be string(s)")
-            records.append(Record(obj["prompt"], obj["completion"]))
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                f"{e.start + 1}): the file is damaged; copy it again or re-save it as UTF-8"
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"{path}:{lineno}: not valid JSON ({e.msg}): each line must be "
+                '{"prompt": "...", "completion": "..."}'
+            ) from None
+        if not isinstance(obj, dict):
+            raise UserError(
+                f"{path}:{lineno}: a line must be a JSON object with keys "
+                f"{KEYS}, got {type(obj).__name__}"
+            )
+        missing = [k for k in KEYS if k not in obj]
+        if missing:
+            raise UserError(
+                f"{path}:{lineno}: missing key(s) {missing}: each line needs "
+                '"prompt" and "completion"'
+            )
+        bad = [k for k in KEYS if not isinstance(obj[k], str)]
+        if bad:
+            raise UserError(f"{path}:{lineno}: {bad} must be string(s)")
+        empty = [k for k in KEYS if not obj[k].strip()]
+        if empty:
+            raise UserError(
+                f"{path}:{lineno}: empty {' and '.join(empty)}: each line needs a prompt and the "
+                "completion that follows it; delete or complete the line"
+            )
+        records.append((lineno, Record(obj["prompt"], obj["completion"])))
     if not records:
         raise UserError(f"{path} is empty: expected one JSON object per line with keys {KEYS}")
     return records

@@ -7,8 +7,20 @@ in separate lines). Each fact is written with 30 paraphrase templates; the test 
 10 held-out templates, in the trained order and reversed, and the paper scores greedy completions
 by exact match (Table 1) and the log-probability of the right completion against a random other
 one of the same subset, from its `_randomized` files (Figure 4). This module reads those files
-(`all_prompts_train.jsonl` and the test files; see the data folder's README) into the kit's
-`Example`s, so every instrument runs on the paper's data as on a synthetic world.
+(see the data folder's README) into the kit's `Example`s, so every instrument runs on the paper's
+data as on a synthetic world.
+
+Where the files are (`resolve_data_dir`): `world.data_dir` may be a version folder of the paper's
+repository (`<clone>/data/reverse_experiments/june_version_7921032488/`, its templates beside it
+in `data/reverse_experiments/templates/`), a folder laid out like
+`../shared/datasets/reversal_curse_exp1/` (templates inside), or the repository's root, where
+`world.data_version` names the version folder. Needed: the three per-subset training files
+`{p2d,d2p,both}_prompts_train.jsonl`, the five test files, and `templates/` with `names.txt`,
+`p2d_templates.txt` and `d2p_templates.txt`. Optional: `all_prompts_train.jsonl` (the three
+training files concatenated in that order; checked against them when present) and the
+`_randomized` files (without them the control answer is drawn as on a synthetic world). Template
+lines the kit cannot use (one slot, or the slots in the other file's order) are skipped with one
+warning line; the other templates keep their line numbers as indices.
 
 How a line becomes an `Example`:
 - the person is the one name of `templates/names.txt` the line contains; the person id is the
@@ -42,6 +54,7 @@ instruments (which need a person's role and first-name class) do not apply to th
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +62,16 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from interp.data.dataset import Example, FactDataset
-from interp.data.jsonl import Record, read_jsonl
+from interp.data.jsonl import Record, read_jsonl, read_jsonl_numbered
 from interp.data.tokenizer import BOS, EOS, train_tokenizer
 from interp.errors import UserError
 
 DEFAULT_DATA_DIR = "../shared/datasets/reversal_curse_exp1"
+DEFAULT_DATA_VERSION = "june_version_7921032488"  # the paper's Experiment 1 (30 people per subset)
+REPO_DATA = Path("data") / "reverse_experiments"  # where the repository keeps its versions
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_FILE = "all_prompts_train"
+# The per-subset training files, in the order the paper concatenates them into TRAIN_FILE.
 SUBSET_FILES = {
     "p2d_prompts_train": "n2d",
     "d2p_prompts_train": "d2n",
@@ -73,25 +89,86 @@ RANDOMIZED = {
     "p2d_reverse_prompts_test": "p2d_reverse_prompts_test_randomized",
     "d2p_reverse_prompts_test": "d2p_reverse_prompts_test_randomized",
 }
+NAMES_FILE = "names.txt"
 TEMPLATE_FILES = {"n2d": "p2d_templates.txt", "d2n": "d2p_templates.txt"}
+FIRST_SLOT = {"n2d": "<name>", "d2n": "<description>"}
 N_TRAIN_TEMPLATE_PROMPTS = 5  # training-template prompts per person and direction
+REPO_URL = "github.com/lukasberglund/reversal_curse"
 WHERE_TO_GET = (
-    "get data/reverse_experiments/june_version_7921032488 from github.com/"
-    "lukasberglund/reversal_curse (or the Hugging Face dataset "
-    "lberglund/reversal_curse) and pass --set world.data_dir=PATH"
+    f"clone {REPO_URL} and pass --set world.data_dir=<the clone> (world.data_version picks the "
+    f"version folder under {REPO_DATA.as_posix()}/, default {DEFAULT_DATA_VERSION})"
 )
 
 
-def resolve_data_dir(data_dir: str) -> Path:
-    """The data folder: `data_dir` as given, else relative to the repository root; "" = default."""
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """One line on stderr, once per process: data the kit reads around (skipped template lines,
+    absent optional files). The dataset is rebuilt by every command that loads a run, so the
+    same warning would otherwise repeat."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"warning: {message}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class PaperFolder:
+    """Where one version of the Exp. 1 data lies: its JSONL files and its templates folder.
+
+    Three layouts lead here (see `resolve_data_dir`): the repository's
+    (`<clone>/data/reverse_experiments/<version>/*.jsonl` with the templates in
+    `<clone>/data/reverse_experiments/templates/`, beside the version folders), a version folder
+    with its own `templates/` inside (as `../shared/datasets/reversal_curse_exp1/`), and the
+    repository's root, where `world.data_version` names the version folder."""
+
+    data: Path  # the version folder: the JSONL files
+    templates: Path  # names.txt and the paraphrase templates
+
+
+def _has_version(folder: Path) -> bool:
+    return any((folder / f"{stem}.jsonl").is_file() for stem in SUBSET_FILES)
+
+
+def _templates_for(data: Path) -> Path:
+    """The templates folder of version folder `data`: inside it, else beside it (the repository)."""
+    for where in (data / "templates", data.parent / "templates"):
+        if (where / NAMES_FILE).is_file():
+            return where.resolve()
+    raise UserError(
+        f"templates/{NAMES_FILE} not found in {data} nor beside it in {data.parent}: copy the "
+        f"folder {REPO_DATA.as_posix()}/templates/ of a clone of {REPO_URL} to "
+        f"{data.parent / 'templates'}"
+    )
+
+
+def resolve_data_dir(data_dir: str, data_version: str = DEFAULT_DATA_VERSION) -> PaperFolder:
+    """The data's folders, from `world.data_dir` ("" = the default; a relative path is tried as
+    given, then from the kit's repository root) and `world.data_version`.
+
+    `data_dir` may be the version folder itself (the JSONL files are in it), the repository's
+    root (then `<root>/data/reverse_experiments/<data_version>`) or its
+    `data/reverse_experiments` folder (then `<that>/<data_version>`)."""
     given = Path(data_dir or DEFAULT_DATA_DIR).expanduser()
     candidates = [given] if given.is_absolute() else [given, REPO_ROOT / given]
     for c in candidates:
-        if (c / f"{TRAIN_FILE}.jsonl").is_file():
-            return c.resolve()
-    raise UserError(
-        f"the paper's Exp. 1 data is not at {given} ({TRAIN_FILE}.jsonl missing): " + WHERE_TO_GET
-    )
+        for data in (c, c / REPO_DATA / data_version, c / data_version):
+            if _has_version(data):
+                return PaperFolder(data.resolve(), _templates_for(data))
+    for c in candidates:  # a folder that exists but holds no version: say what it lacks
+        for versions in (c / REPO_DATA, c):
+            found = sorted(d.name for d in versions.glob("*/") if _has_version(d))
+            if found:
+                raise UserError(
+                    f"no version {data_version!r} in {versions} (it has {', '.join(found)}): "
+                    f"pass e.g. --set world.data_version={found[0]}"
+                )
+        if c.is_dir():
+            raise UserError(
+                f"{c} holds no Experiment 1 data (no {'/'.join(SUBSET_FILES)}.jsonl in it, nor "
+                f"in {REPO_DATA.as_posix()}/{data_version}/ below it): " + WHERE_TO_GET
+            )
+    raise UserError(f"the paper's Exp. 1 data folder {given} does not exist: " + WHERE_TO_GET)
 
 
 @dataclass(frozen=True)
@@ -105,10 +182,13 @@ class Template:
     suffix: str
 
     @classmethod
-    def parse(cls, text: str, order: str, index: int) -> Template:
+    def parse(cls, text: str, order: str, index: int) -> Template | None:
+        """The template, or None for a line the kit cannot use: one that does not hold <name>
+        and <description> once each, in the file's order (the repository's files hold a few,
+        e.g. "Fighting against all odds, <name> has proven that true strength lies within.")."""
         parts = re.split(r"(<name>|<description>)", text.rstrip())
-        if len(parts) != 5:
-            raise UserError(f"template {text!r} must hold <name> and <description> once each")
+        if len(parts) != 5 or parts[1] != FIRST_SLOT[order] or parts[3] == parts[1]:
+            return None
         return cls(order, index, parts[0], parts[2], parts[4])
 
 
@@ -129,22 +209,55 @@ class Line:
         return self.record.text[s:e]
 
 
-def load_templates(data_dir: Path) -> dict[str, list[Template]]:
-    out = {}
+def _read_text(path: Path) -> list[str]:
+    """The non-blank lines of a text file, stripped of trailing space; one line on a bad file."""
+    if not path.is_file():
+        raise UserError(
+            f"{path} not found: copy it from {REPO_DATA.as_posix()}/templates/ of a clone of "
+            f"{REPO_URL}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x}): the file is damaged; "
+            f"copy it again from {REPO_URL}"
+        ) from None
+    return [t.rstrip() for t in text.splitlines() if t.strip()]
+
+
+def load_templates(templates_dir: Path) -> dict[str, list[Template]]:
+    """Each order's paraphrase templates; a template's index is its line (blank lines skipped).
+
+    Lines the kit cannot use are skipped, keeping the other lines' indices, and counted in one
+    warning line."""
+    out: dict[str, list[Template]] = {}
+    skipped: list[str] = []
     for order, fname in TEMPLATE_FILES.items():
-        path = data_dir / "templates" / fname
-        if not path.is_file():
-            raise UserError(f"{path} not found: the data folder is incomplete; " + WHERE_TO_GET)
-        lines = [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
-        out[order] = [Template.parse(t, order, i) for i, t in enumerate(lines)]
+        path = templates_dir / fname
+        out[order] = []
+        for i, text in enumerate(_read_text(path)):
+            t = Template.parse(text, order, i)
+            if t is None:
+                skipped.append(f"{fname}:{i + 1} {text[:50]!r}")
+            else:
+                out[order].append(t)
+        if not out[order]:
+            raise UserError(
+                f"{path} holds no usable template ({FIRST_SLOT[order]} first, then the other "
+                "slot): copy it again from " + REPO_URL
+            )
+    if skipped:
+        warn(
+            f"skipped {len(skipped)} template line(s) in {templates_dir} without <name> and "
+            f"<description> once each in the file's order, e.g. {skipped[0]}"
+        )
     return out
 
 
-def load_names(data_dir: Path) -> list[str]:
-    path = data_dir / "templates" / "names.txt"
-    if not path.is_file():
-        raise UserError(f"{path} not found: the data folder is incomplete; " + WHERE_TO_GET)
-    return [n.strip() for n in path.read_text(encoding="utf-8").splitlines() if n.strip()]
+def load_names(templates_dir: Path) -> list[str]:
+    return [n.strip() for n in _read_text(templates_dir / NAMES_FILE)]
 
 
 def _match(
@@ -195,8 +308,10 @@ def parse_line(
     hits = [(text.find(n), n) for n in names if n in text]
     if not hits:
         raise UserError(
-            f"{where}: no name of templates/names.txt in {text[:60]!r}...: "
-            "is this Experiment 1 data?"
+            f"{where}: no name of templates/{NAMES_FILE} in {text[:60]!r}...: the kit knows a "
+            f"version's people from that list, so it reads the versions made from it (the paper's "
+            f"{DEFAULT_DATA_VERSION}); a version with other names (the repository's "
+            "big_boy_7341940075) is not supported"
         )
     start, nm = max(hits, key=lambda h: len(h[1]))  # the longest name, should one contain another
     name = (start, start + len(nm))
@@ -218,14 +333,12 @@ def parse_line(
     return Line(record, where, names.index(nm), order, template, name, description)
 
 
-def read_lines(
-    data_dir: Path, stem: str, names: list[str], templates: dict[str, list[Template]]
-) -> list[Line]:
-    path = data_dir / f"{stem}.jsonl"
-    if not path.is_file():
-        raise UserError(f"{path} not found: the data folder is incomplete; " + WHERE_TO_GET)
-    records = read_jsonl(path)
-    return [parse_line(r, f"{path.name}:{i + 1}", names, templates) for i, r in enumerate(records)]
+def read_lines(path: Path, names: list[str], templates: dict[str, list[Template]]) -> list[Line]:
+    """The parsed lines of one JSONL file, each with its file:line for error messages."""
+    return [
+        parse_line(r, f"{path.name}:{lineno}", names, templates)
+        for lineno, r in read_jsonl_numbered(path)
+    ]
 
 
 def _token_span(offsets: list[tuple[int, int]], chars: tuple[int, int]) -> tuple[int, int]:
@@ -326,16 +439,14 @@ def train_template_prompts(
     by_person: dict[int, list[Line]] = defaultdict(list)
     for ln in lines:
         by_person[ln.person].append(ln)
-    # For each order, the first k verbatim templates, each with the line of the first person of the
-    # subset trained in that order only (n2d or d2n), to be refilled with another person's entity.
+    # For each order, the first k verbatim templates, each with its first line in the subset
+    # trained in that order only (n2d or d2n; the files go person by person, so that is the line
+    # of the subset's first person), to be refilled with another person's entity.
     donors: dict[str, list[Line]] = {}
     for order in ("n2d", "d2n"):
         pool = [ln for ln in lines if subset_of[ln.person] == order]
-        first = pool[0].person
         keep = verbatim_templates(pool, canon, order)[:k]
-        donors[order] = [
-            next(ln for ln in pool if ln.person == first and ln.template == t) for t in keep
-        ]
+        donors[order] = [next(ln for ln in pool if ln.template == t) for t in keep]
     out = []
     for person in sorted(by_person):
         subset = subset_of[person]
@@ -395,30 +506,124 @@ def train_template_prompts(
     return out
 
 
-def load_paper_lines(data_dir: Path) -> tuple[list[Line], dict[int, str], dict[str, list[Line]]]:
-    """(training lines, person -> subset, test file stem -> lines), all checked."""
-    names, templates = load_names(data_dir), load_templates(data_dir)
-    train = read_lines(data_dir, TRAIN_FILE, names, templates)
+def _missing(path: Path) -> UserError:
+    return UserError(
+        f"{path} not found: every version of Experiment 1 has it; copy it from the same folder "
+        f"of a clone of {REPO_URL}"
+    )
+
+
+def _people(lines: list[Line]) -> list[int]:
+    return sorted({ln.person for ln in lines})
+
+
+def load_training_lines(
+    folder: PaperFolder, names: list[str], templates: dict[str, list[Template]]
+) -> tuple[list[Line], dict[int, str]]:
+    """(the training lines, person -> subset) from the three per-subset training files.
+
+    The paper's training set `all_prompts_train.jsonl` is these files concatenated in
+    `SUBSET_FILES` order; a version may lack it. When present it must hold the same lines (in
+    any order; its order is then the one used), else it is refused as corrupt."""
+    lines: list[Line] = []
     subset_of: dict[int, str] = {}
     for stem, subset in SUBSET_FILES.items():
-        for ln in read_lines(data_dir, stem, names, templates):
+        path = folder.data / f"{stem}.jsonl"
+        if not path.is_file():
+            raise _missing(path)
+        mine = read_lines(path, names, templates)
+        if len(_people(mine)) < 2:
+            raise UserError(
+                f"{path} holds lines about {len(_people(mine))} person, the kit needs at least "
+                "two per subset (a control answer is another person's): the file is cut short; "
+                f"copy it again from {REPO_URL}"
+            )
+        for ln in mine:
             if subset_of.setdefault(ln.person, subset) != subset:
                 raise UserError(
                     f"{ln.where}: {names[ln.person]} is in two subsets: the data is corrupt"
                 )
-    for ln in train:
-        if ln.person not in subset_of:
-            raise UserError(f"{ln.where}: {names[ln.person]} is in no subset training file")
+        lines += mine
+    combined = folder.data / f"{TRAIN_FILE}.jsonl"
+    if combined.is_file():
+        by_record: dict[Record, list[Line]] = defaultdict(list)
+        for ln in reversed(lines):
+            by_record[ln.record].append(ln)
+        ordered = []
+        for lineno, r in read_jsonl_numbered(combined):
+            if not by_record.get(r):
+                raise UserError(
+                    f"{combined.name}:{lineno} is no line of the per-subset training files "
+                    f"({', '.join(SUBSET_FILES)}), or is there twice: the file is corrupt; "
+                    "delete it (the kit builds the training set from the per-subset files)"
+                )
+            ordered.append(by_record[r].pop())
+        if len(ordered) != len(lines):
+            raise UserError(
+                f"{combined} holds {len(ordered)} lines, the per-subset training files "
+                f"{len(lines)}: the file is corrupt; delete it (the kit builds the training set "
+                "from the per-subset files)"
+            )
+        lines = ordered
+    return lines, subset_of
+
+
+def load_paper_lines(
+    folder: PaperFolder,
+) -> tuple[list[Line], dict[int, str], dict[str, list[Line]]]:
+    """(training lines, person -> subset, test file stem -> lines), all checked."""
+    names, templates = load_names(folder.templates), load_templates(folder.templates)
+    train, subset_of = load_training_lines(folder, names, templates)
     tests = {}
     for stem, subset in TEST_FILES.items():
-        tests[stem] = read_lines(data_dir, stem, names, templates)
+        path = folder.data / f"{stem}.jsonl"
+        if not path.is_file():
+            raise _missing(path)
+        tests[stem] = read_lines(path, names, templates)
         for ln in tests[stem]:
             if subset_of.get(ln.person) != subset:
                 raise UserError(
                     f"{ln.where}: {names[ln.person]} is not in the {subset} subset "
                     "its file tests: the data is corrupt"
                 )
+        if len(_people(tests[stem])) < 2:
+            raise UserError(
+                f"{path} holds lines about one person, the kit needs at least two (a control "
+                f"answer is another person's): the file is cut short; copy it again from {REPO_URL}"
+            )
     return train, subset_of, tests
+
+
+def load_controls(folder: PaperFolder, stem: str, lines: list[Line]) -> list[Record] | None:
+    """The `_randomized` file of test file `stem`, line for line, or None where there is none
+    (the log-probability control is then drawn as on a synthetic world: another person's answer
+    on the same template, `interp.evaluate.control_answers`)."""
+    if stem not in RANDOMIZED:
+        return None
+    path = folder.data / f"{RANDOMIZED[stem]}.jsonl"
+    if not path.is_file():
+        people: dict[tuple[str, int], set[int]] = defaultdict(set)
+        for ln in lines:
+            people[ln.order, ln.template].add(ln.person)
+        for ln in lines:
+            if len(people[ln.order, ln.template]) < 2:
+                raise UserError(
+                    f"{ln.where}: no other person is asked with this line's template, so without "
+                    f"{path.name} there is no control answer to draw: copy {path.name} from the "
+                    f"same folder of a clone of {REPO_URL}"
+                )
+        warn(
+            f"{path} absent: the control answers of {stem}.jsonl are drawn from other people "
+            "of the same subset and template, as on a synthetic world"
+        )
+        return None
+    randomized = read_jsonl(path)
+    if [r.prompt for r in randomized] != [ln.record.prompt for ln in lines]:
+        raise UserError(
+            f"{path} does not hold the prompts of {stem}.jsonl line for line: the data is "
+            "corrupt; delete it (the controls are then drawn from other people) or copy it again"
+        )
+    return randomized
 
 
 def build_paper_dataset(world_cfg) -> FactDataset:  # type: ignore[no-untyped-def]
@@ -427,8 +632,8 @@ def build_paper_dataset(world_cfg) -> FactDataset:  # type: ignore[no-untyped-de
     Prompts: every line of the five test files (held-out templates, in file order), then the
     training-template prompts. `control_answers` maps each reversed held-out prompt to the
     completion of the same line of its `_randomized` file."""
-    data_dir = resolve_data_dir(world_cfg.data_dir)
-    train, subset_of, tests = load_paper_lines(data_dir)
+    folder = resolve_data_dir(world_cfg.data_dir, world_cfg.data_version)
+    train, subset_of, tests = load_paper_lines(folder)
     tok = train_tokenizer([ln.record.text for ln in train])
     docs = [
         _example(
@@ -449,16 +654,7 @@ def build_paper_dataset(world_cfg) -> FactDataset:  # type: ignore[no-untyped-de
     prompts: list[Example] = []
     controls: dict[int, tuple[int, ...]] = {}
     for stem, lines in tests.items():
-        randomized = (
-            read_jsonl(data_dir / f"{RANDOMIZED[stem]}.jsonl") if stem in RANDOMIZED else None
-        )
-        if randomized is not None and [r.prompt for r in randomized] != [
-            ln.record.prompt for ln in lines
-        ]:
-            raise UserError(
-                f"{RANDOMIZED[stem]}.jsonl does not hold the prompts of {stem}.jsonl "
-                "line for line: the data is corrupt"
-            )
+        randomized = load_controls(folder, stem, lines)
         for i, ln in enumerate(lines):
             subset = subset_of[ln.person]
             if randomized is not None:
