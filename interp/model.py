@@ -203,7 +203,9 @@ class RawForward(torch.nn.Module):
     """`NativeModel.forward` computed on the raw modules under the bridge's wrappers.
 
     Call it like the native model: `logits = fast(tokens)` or
-    `fast(tokens, attention_mask=keep)` or `fast(inputs_embeds=x)`. It owns no parameters of its
+    `fast(tokens, attention_mask=keep)` or `fast(inputs_embeds=x)`; `last_only=True` unembeds
+    only the final position ([batch, 1, d_vocab]: what greedy decoding needs, without paying
+    for the vocabulary at every other position). It owns no parameters of its
     own (the native model is its only child), and it reads each attention module's `causal`
     flag at call time, so `interp.objectives.masking.bidirectional` works on it unchanged.
     """
@@ -218,6 +220,7 @@ class RawForward(torch.nn.Module):
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
+        last_only: bool = False,
     ) -> Tensor:
         net: Any = self.net
         if (input_ids is None) == (inputs_embeds is None):
@@ -238,6 +241,8 @@ class RawForward(torch.nn.Module):
             else:
                 h = h + attend(att, q, k, v, _blocked(att, seq, attention_mask, h.device))
             h = h + mlp(block, h)
+        if last_only:
+            h = h[:, -1:]
         return raw(net.head)(raw(net.ln_out)(h))
 
 
