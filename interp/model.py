@@ -203,9 +203,7 @@ class RawForward(torch.nn.Module):
     """`NativeModel.forward` computed on the raw modules under the bridge's wrappers.
 
     Call it like the native model: `logits = fast(tokens)` or
-    `fast(tokens, attention_mask=keep)` or `fast(inputs_embeds=x)`; `last_only=True` unembeds
-    only the final position ([batch, 1, d_vocab]: what greedy decoding needs, without paying
-    for the vocabulary at every other position). It owns no parameters of its
+    `fast(tokens, attention_mask=keep)` or `fast(inputs_embeds=x)`. It owns no parameters of its
     own (the native model is its only child), and it reads each attention module's `causal`
     flag at call time, so `interp.objectives.masking.bidirectional` works on it unchanged.
     """
@@ -220,7 +218,6 @@ class RawForward(torch.nn.Module):
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
         inputs_embeds: Tensor | None = None,
-        last_only: bool = False,
     ) -> Tensor:
         net: Any = self.net
         if (input_ids is None) == (inputs_embeds is None):
@@ -241,9 +238,54 @@ class RawForward(torch.nn.Module):
             else:
                 h = h + attend(att, q, k, v, _blocked(att, seq, attention_mask, h.device))
             h = h + mlp(block, h)
-        if last_only:
-            h = h[:, -1:]
         return raw(net.head)(raw(net.ln_out)(h))
+
+
+@torch.no_grad()
+def greedy_decode(net: Any, tokens: Tensor, n_new: int, eos: int) -> Tensor:
+    """Greedy continuation of equal-length prompts by up to `n_new` tokens with a key-value
+    cache: the prompt is run once, then each step runs only the newest token against the cached
+    keys and values of every layer (instead of the whole sequence again), and unembeds only the
+    last position. A row that has emitted `eos` keeps emitting it; decoding stops when every row
+    has. Returns [batch, prompt + generated] token ids. `net` must pass `supports_raw` and be
+    causal (what `RawForward` computes, step by step)."""
+    b, width = tokens.shape
+    if width + n_new - 1 > net.cfg.n_ctx:
+        raise ValueError(f"input length {width + n_new - 1} exceeds n_ctx={net.cfg.n_ctx}")
+    keys: list[Tensor] = []
+    values: list[Tensor] = []
+    done = torch.zeros(b, dtype=torch.bool, device=tokens.device)
+    out, new, start = tokens, tokens, 0
+    for _ in range(n_new):
+        positions = torch.arange(start, start + new.shape[1], device=tokens.device)
+        positions = positions.unsqueeze(0).expand(b, -1)
+        h = embed_positions(net, raw(net.tok_embed)(new), positions)
+        for i, block in enumerate(net.layers):
+            att = raw(block.attn)
+            q, k, v = qkv(att, raw(block.ln1)(h), positions)
+            if start == 0:  # the prompt: plain causal attention, cache its keys and values
+                keys.append(k)
+                values.append(v)
+                h = h + attend_unmasked(att, q, k, v)
+            else:  # one new token: it sees every cached position and itself
+                keys[i] = torch.cat([keys[i], k], dim=2)
+                values[i] = torch.cat([values[i], v], dim=2)
+                kk, vv = keys[i], values[i]
+                if att.kv_repeats > 1:
+                    kk = kk.repeat_interleave(att.kv_repeats, dim=1)
+                    vv = vv.repeat_interleave(att.kv_repeats, dim=1)
+                z = F.scaled_dot_product_attention(q, kk, vv, scale=1.0 / att.scale)
+                h = h + raw(att.o)(z.transpose(1, 2).reshape(b, 1, -1))
+            h = h + mlp(block, h)
+        nxt = raw(net.head)(raw(net.ln_out)(h[:, -1])).argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+        done |= nxt == eos
+        out = torch.cat([out, nxt[:, None]], dim=1)
+        start += new.shape[1]
+        new = nxt[:, None]
+        if bool(done.all()):
+            break  # further steps would only add eos
+    return out
 
 
 def raw_forward(model: torch.nn.Module) -> torch.nn.Module:
