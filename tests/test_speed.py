@@ -36,9 +36,8 @@ def test_import_interp_sets_passive_wait_policy_only_where_it_works():
 
 def test_fast_greedy_decoding_equals_full_logit_decoding(tiny_run):
     """`greedy_generate` decodes with a key-value cache, unembeds only the last position and stops
-    when every row has <eos>;
-    the reference below runs the bridge (hooks and all) one prompt at a time, unembeds every
-    position and always runs all `n_new` steps."""
+    when every row has <eos>; the reference below runs the bridge (hooks and all) one prompt at
+    a time, unembeds every position and always runs all `n_new` steps."""
     from interp.evaluate import EOS, greedy_generate
 
     model, ds = tiny_run.model, tiny_run.dataset
