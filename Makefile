@@ -50,9 +50,13 @@ format: $(STAMP)
 figures: $(STAMP)
 	$(BIN)/python experiments/make_figures.py --study $(OUT) --figures-dir figures --jobs $(JOBS)
 
+# Each benchmark measures its ratios inside one command against its own reference. The thread
+# benchmark starts its trainings with a clean thread environment itself.
 bench: $(STAMP)
 	$(BIN)/python experiments/bench_patching.py
 	$(BIN)/python experiments/bench_training.py
+	$(BIN)/python experiments/bench_threads.py
+	$(BIN)/python experiments/bench_scaling.py
 	$(BIN)/python experiments/bench_study.py --jobs $(JOBS)
 
 clean:

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, FactDataset, pad_batch
 from interp.data.tokenizer import EOS
 from interp.data.world import SUBSETS
-from interp.model import raw_forward
+from interp.model import RawForward, greedy_decode, raw, raw_forward
 
 BATCH = 256
 
@@ -50,10 +50,13 @@ def greedy_generate(
     """Greedy continuation of each prompt by `n_new` tokens (stops adding after <eos>).
 
     Prompts are bucketed by length so no padding ever enters a prompt: the result is exactly
-    what one-prompt-at-a-time decoding gives. Runs through `raw_forward` (no hook dispatch).
+    what one-prompt-at-a-time decoding gives. Runs through `raw_forward` (no hook dispatch) and,
+    for causal models, `interp.model.greedy_decode`'s key-value cache.
     """
     device = next(model.parameters()).device
-    model = raw_forward(model)
+    fast = raw_forward(model)
+    net: Any = fast.net if isinstance(fast, RawForward) else None
+    cached = net is not None and all(bool(raw(b.attn).causal) for b in net.layers)
     by_len: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         by_len[len(p)].append(i)
@@ -62,12 +65,15 @@ def greedy_generate(
         for s in range(0, len(idxs), batch_size):
             chunk = idxs[s : s + batch_size]
             toks = torch.tensor([prompts[i] for i in chunk], dtype=torch.long, device=device)
-            done = torch.zeros(len(chunk), dtype=torch.bool, device=device)
-            for _ in range(n_new):
-                nxt = model(toks)[:, -1].argmax(-1)
-                nxt = torch.where(done, torch.full_like(nxt, EOS), nxt)
-                done |= nxt == EOS
-                toks = torch.cat([toks, nxt[:, None]], dim=1)
+            if cached:
+                toks = greedy_decode(net, toks, n_new, EOS)
+            else:
+                done = torch.zeros(len(chunk), dtype=torch.bool, device=device)
+                for _ in range(n_new):
+                    nxt = fast(toks)[:, -1].argmax(-1)
+                    nxt = torch.where(done, torch.full_like(nxt, EOS), nxt)
+                    done |= nxt == EOS
+                    toks = torch.cat([toks, nxt[:, None]], dim=1)
             for row, i in enumerate(chunk):
                 gen = toks[row, len(prompts[i]) :].tolist()
                 out[i] = gen[: gen.index(EOS)] if EOS in gen else gen

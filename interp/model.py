@@ -145,6 +145,20 @@ def qkv(att: Any, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]
     return q, k, v
 
 
+def qkv_fused(att: Any, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`qkv` as one matrix multiply over the concatenated q, k, v weights (as nanoGPT's c_attn):
+    one GEMM instead of three forward and backward, the same parameters and gradients."""
+    q_, k_, v_ = raw(att.q), raw(att.k), raw(att.v)
+    if att.rotary is not None or att.kv_repeats > 1 or q_.bias is None:
+        return qkv(att, x, positions)
+    weight = torch.cat([q_.weight, k_.weight, v_.weight])  # [3 * n_heads * d_head, d_model]
+    bias = torch.cat([q_.bias, k_.bias, v_.bias])
+    b, s, _ = x.shape
+    fused = F.linear(x, weight, bias).view(b, s, 3, att.n_heads, att.d_head)
+    q, k, v = fused.permute(2, 0, 3, 1, 4).unbind(0)  # each [batch, head, pos, d_head]
+    return q, k, v
+
+
 def attend(
     att: Any, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor, empty_rows: bool = True
 ) -> Tensor:
@@ -161,6 +175,18 @@ def attend(
         pattern = pattern.masked_fill(blocked, 0)
     b, _, s, _ = q.shape
     return raw(att.o)(torch.matmul(pattern, v).transpose(1, 2).reshape(b, s, -1))
+
+
+def attend_unmasked(att: Any, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """`attend` with no attention mask beyond the module's own causal flag, through torch's fused
+    `scaled_dot_product_attention` (no [pos, pos] score tensor kept for backward: faster and
+    smaller, and deterministic on the CPU). Agrees with `attend` to float rounding (~1e-7)."""
+    if att.kv_repeats > 1:
+        k = k.repeat_interleave(att.kv_repeats, dim=1)
+        v = v.repeat_interleave(att.kv_repeats, dim=1)
+    z = F.scaled_dot_product_attention(q, k, v, is_causal=bool(att.causal), scale=1.0 / att.scale)
+    b, _, s, _ = q.shape
+    return raw(att.o)(z.transpose(1, 2).reshape(b, s, -1))
 
 
 def mlp(block: Any, h: Tensor) -> Tensor:
@@ -218,16 +244,67 @@ class RawForward(torch.nn.Module):
         if seq > net.cfg.n_ctx:
             raise ValueError(f"input length {seq} exceeds n_ctx={net.cfg.n_ctx}")
         if position_ids is None:
-            position_ids = torch.arange(seq, device=h.device).unsqueeze(0).expand(b, -1)
+            # one row per position, broadcast over the batch (its backward sums over the batch
+            # once, instead of scattering batch x pos rows into the embedding's gradient)
+            position_ids = torch.arange(seq, device=h.device).unsqueeze(0)
         h = embed_positions(net, h, position_ids)
+        position_ids = position_ids.expand(b, -1)
         for block in net.layers:
             att = raw(block.attn)
-            q, k, v = qkv(att, raw(block.ln1)(h), position_ids)
-            blocked = _blocked(att, seq, attention_mask, h.device)
-            plain_causal = attention_mask is None and bool(att.causal)
-            h = h + attend(att, q, k, v, blocked, empty_rows=not plain_causal)
+            q, k, v = qkv_fused(att, raw(block.ln1)(h), position_ids)
+            if attention_mask is None:
+                h = h + attend_unmasked(att, q, k, v)
+            else:
+                h = h + attend(att, q, k, v, _blocked(att, seq, attention_mask, h.device))
             h = h + mlp(block, h)
         return raw(net.head)(raw(net.ln_out)(h))
+
+
+@torch.no_grad()
+def greedy_decode(net: Any, tokens: Tensor, n_new: int, eos: int) -> Tensor:
+    """Greedy continuation of equal-length prompts by up to `n_new` tokens with a key-value
+    cache: the prompt is run once, then each step runs only the newest token against the cached
+    keys and values of every layer (instead of the whole sequence again), and unembeds only the
+    last position. A row that has emitted `eos` keeps emitting it; decoding stops when every row
+    has. Returns [batch, prompt + generated] token ids. `net` must pass `supports_raw` and be
+    causal (what `RawForward` computes, step by step)."""
+    b, width = tokens.shape
+    if width + n_new - 1 > net.cfg.n_ctx:
+        raise ValueError(f"input length {width + n_new - 1} exceeds n_ctx={net.cfg.n_ctx}")
+    keys: list[Tensor] = []
+    values: list[Tensor] = []
+    done = torch.zeros(b, dtype=torch.bool, device=tokens.device)
+    out, new, start = tokens, tokens, 0
+    for _ in range(n_new):
+        positions = torch.arange(start, start + new.shape[1], device=tokens.device)
+        positions = positions.unsqueeze(0).expand(b, -1)
+        h = embed_positions(net, raw(net.tok_embed)(new), positions)
+        for i, block in enumerate(net.layers):
+            att = raw(block.attn)
+            q, k, v = qkv(att, raw(block.ln1)(h), positions)
+            if start == 0:  # the prompt: plain causal attention, cache its keys and values
+                keys.append(k)
+                values.append(v)
+                h = h + attend_unmasked(att, q, k, v)
+            else:  # one new token: it sees every cached position and itself
+                keys[i] = torch.cat([keys[i], k], dim=2)
+                values[i] = torch.cat([values[i], v], dim=2)
+                kk, vv = keys[i], values[i]
+                if att.kv_repeats > 1:
+                    kk = kk.repeat_interleave(att.kv_repeats, dim=1)
+                    vv = vv.repeat_interleave(att.kv_repeats, dim=1)
+                z = F.scaled_dot_product_attention(q, kk, vv, scale=1.0 / att.scale)
+                h = h + raw(att.o)(z.transpose(1, 2).reshape(b, 1, -1))
+            h = h + mlp(block, h)
+        nxt = raw(net.head)(raw(net.ln_out)(h[:, -1])).argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+        done |= nxt == eos
+        out = torch.cat([out, nxt[:, None]], dim=1)
+        start += new.shape[1]
+        new = nxt[:, None]
+        if bool(done.all()):
+            break  # further steps would only add eos
+    return out
 
 
 def raw_forward(model: torch.nn.Module) -> torch.nn.Module:

@@ -116,7 +116,28 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
             "patching": {"max_prompts": 16, "noise_samples": 3},
         },
     },
-    "tiny": {"run_preset": "tiny", "seeds": (0, 1)},
+    # A smoke run of the whole pipeline in about a minute on 2 CPU cores (bar: 90 s with one
+    # job): the baseline and the mitigation that works, one seed each, every instrument, the
+    # per-model deep dives on the causal run only, each sized down (patching on 8 prompts per
+    # subset x query with one noise draw, the update test on 4 new people, self-evaluation
+    # trained for at most 5 epochs). One seed is one run: the report shows the pipeline and
+    # its plots, not evidence; BICO and MLM-U stay available with --objectives.
+    "tiny": {
+        "run_preset": "tiny",
+        "seeds": (0,),
+        "objectives": ("causal", "reverse_entity"),
+        "scope": {
+            "lens": ("causal",),
+            "patching": ("causal",),
+            "dynamics": ("causal",),
+            "selective": ("causal",),
+        },
+        "options": {
+            "update": {"n_facts": 4},
+            "patching": {"max_prompts": 8, "noise_samples": 1},
+            "selective": {"max_epochs": 5},
+        },
+    },
 }
 
 

@@ -1,0 +1,70 @@
+"""Benchmark: how a study's wall time and memory grow with people per subset and with d_model.
+
+Runs `interp study --preset PRESET` (default: tiny, the smoke study: 2 runs, every instrument)
+once per point into a fresh temporary directory, each as a child process, and prints a table of
+wall time and peak resident memory (of the largest process, as `interp study` reports it).
+People vary at the base d_model, d_model varies at the base people count; everything else is
+the preset's. Use it to size a run before starting it.
+
+    python experiments/bench_scaling.py [--preset tiny] [--people 16 32 64] [--d-model 32 64 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def study_point(preset: str, jobs: int, sets: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one cold study with `--set sets`. The peak is the one
+    `interp study` prints for its own process tree (the largest single process)."""
+    out = Path(tempfile.mkdtemp(prefix="bench_scaling_"))
+    interp = str(Path(sys.executable).with_name("interp"))
+    cmd = [interp, "study", "--preset", preset, "--out", str(out), "--jobs", str(jobs)]
+    cmd += ["--no-progress", "--set", *sets]
+    try:
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    found = re.search(r"peak resident memory of one process (\d+) MB", done.stdout)
+    if not found:
+        raise SystemExit("interp study did not print its peak memory: update bench_scaling.py")
+    return seconds, float(found.group(1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--preset", default="tiny", help="study preset (default: tiny)")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--people", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--d-model", type=int, nargs="+", default=[32, 64, 128])
+    ap.add_argument("--base-people", type=int, default=16, help="people while d_model varies")
+    ap.add_argument("--base-d-model", type=int, default=64, help="d_model while people vary")
+    a = ap.parse_args()
+    rows = []
+    for n in sorted(a.people):
+        sets = [f"world.n_people_per_subset={n}", f"model.d_model={a.base_d_model}"]
+        rows.append((n, a.base_d_model, *study_point(a.preset, a.jobs, sets)))
+    for d in sorted(a.d_model):
+        if (a.base_people, d) in {(r[0], r[1]) for r in rows}:
+            continue
+        sets = [f"world.n_people_per_subset={a.base_people}", f"model.d_model={d}"]
+        rows.append((a.base_people, d, *study_point(a.preset, a.jobs, sets)))
+    print(f"study --preset {a.preset} --jobs {a.jobs}, one cold study per row")
+    print("| people per subset | d_model | wall time (s) | peak RSS (MB) |")
+    print("|---:|---:|---:|---:|")
+    for n, d, s, mb in rows:
+        print(f"| {n} | {d} | {s:.0f} | {mb:.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
