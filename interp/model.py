@@ -10,6 +10,12 @@ same parameters, through the plain `nn.Linear` / `nn.LayerNorm` modules under th
 included). Models it does not cover (gated MLPs, attention-only, soft caps) use
 `model.original_model` unchanged.
 
+Given the dataset's tokenizer, `build_model` attaches it (wrapped by
+`interp.data.tokenizer.hf_tokenizer`), so the TransformerLens idioms work on a string:
+`model.to_tokens("xisalo raditu is the")` (with the leading <bos> the training data has),
+`to_str_tokens`, `to_string`, `generate`, `run_with_cache("...")`. `interp.runs.load_run` does
+this for every loaded run.
+
 Weights are saved as safetensors under TransformerLens's parameter names (`embed.weight`,
 `blocks.0.attn.q.weight`, ...). Loading checks every key and shape against the config and never
 unpickles anything.
@@ -24,11 +30,13 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
 from torch import Tensor
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.config import ModelConfig
+from interp.data.tokenizer import hf_tokenizer
 from interp.errors import UserError
 
 
@@ -51,11 +59,25 @@ def bridge_config(cfg: ModelConfig, d_vocab: int, seed: int) -> TransformerBridg
 
 
 def build_model(
-    cfg: ModelConfig, d_vocab: int, seed: int, device: str = "cpu"
+    cfg: ModelConfig,
+    d_vocab: int,
+    seed: int,
+    device: str = "cpu",
+    tokenizer: Tokenizer | None = None,
 ) -> TransformerBridge:
-    """A freshly initialised model; the same (cfg, d_vocab, seed) gives bitwise the same weights."""
-    torch.manual_seed(seed)
-    model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed))  # type: ignore[attr-defined]
+    """A freshly initialised model; the same (cfg, d_vocab, seed) gives bitwise the same weights.
+
+    The initialisation draws from a generator of its own seeded with `seed` (TransformerLens's
+    `boot_native` with `cfg.seed` set), never from torch's global RNG: building or loading a
+    model leaves a notebook user's `torch.manual_seed` state as it was. With `tokenizer` (the
+    dataset's), the model gets it as a TransformerLens tokenizer (see the module docstring).
+    """
+    hf = None
+    if tokenizer is not None:
+        hf = hf_tokenizer(tokenizer)
+        if len(hf) != d_vocab:
+            raise ValueError(f"tokenizer has {len(hf)} tokens but the model d_vocab={d_vocab}")
+    model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed), tokenizer=hf)  # type: ignore[attr-defined]
     return model if device == "cpu" else model.to(device)
 
 

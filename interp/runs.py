@@ -136,7 +136,11 @@ def load_config(path: Path) -> RunConfig:
 
 
 def load_run(path: str | Path, checkpoint: int | None = None, device: str = "cpu") -> Run:
-    """Load a run's config, dataset and model (final weights, or checkpoint `step`) in eval mode."""
+    """Load a run's config, dataset and model (final weights, or checkpoint `step`) in eval mode.
+
+    The model carries the run's tokenizer, so TransformerLens's string idioms work on it:
+    `run.model.to_str_tokens("xisalo raditu is the")`, `run.model.generate("...")`.
+    """
     path = Path(path)
     if not path.is_dir():
         raise UserError(
@@ -159,7 +163,9 @@ def load_run(path: str | Path, checkpoint: int | None = None, device: str = "cpu
             )
     else:
         weights = path / "checkpoints" / f"step_{checkpoint:06d}" / "model.safetensors"
-    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, resolve_device(device))
+    model = build_model(
+        cfg.model, dataset.d_vocab, cfg.train.seed, resolve_device(device), dataset.tokenizer
+    )
     load_weights(model, weights)
     model.eval()
     return Run(path, cfg, model, dataset)

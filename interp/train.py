@@ -257,7 +257,7 @@ def train_run(
     dataset = build_dataset(cfg)
     check_fits(cfg, dataset)
     device = resolve_device(cfg.train.device)
-    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, device)
+    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, device, dataset.tokenizer)
 
     start, opt_state = 0, None
     if mode == "resume":
