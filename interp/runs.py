@@ -15,6 +15,7 @@ Nothing here is ever unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -24,6 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.config import RunConfig, config_from_json
@@ -66,10 +68,30 @@ def check_fits(cfg: RunConfig, dataset: FactDataset) -> None:
         )
 
 
+def strict_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinity replaced by None, numpy scalars made Python numbers.
+
+    Python's `json` writes NaN as a bare `NaN`, which is not JSON: every other reader (jq,
+    JavaScript, pandas with a strict parser) rejects the file. An undefined number (an AUROC
+    when every answer is right) is written as `null`; the result says why beside it (for
+    instance selective prediction's `undefined` field).
+    """
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    """Write strict JSON (NaN and infinities as null, see `strict_json`) atomically: a reader
+    sees the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 
