@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
@@ -154,10 +155,17 @@ def supports_raw(net: torch.nn.Module) -> bool:
     return True
 
 
-def qkv(att: Any, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Queries, keys, values of a NativeAttention (rotary applied): [batch, head, pos, d_head]."""
+def qkv(
+    att: Any, x: Float[Tensor, "batch pos d_model"], positions: Int[Tensor, "#batch pos"]
+) -> tuple[
+    Float[Tensor, "batch head pos d_head"],
+    Float[Tensor, "batch kv_head pos d_head"],
+    Float[Tensor, "batch kv_head pos d_head"],
+]:
+    """Queries, keys, values of a NativeAttention (rotary applied); kv_head < head under
+    grouped-query attention, where `attend` repeats keys and values to match."""
     b, s, _ = x.shape
-    q = raw(att.q)(x).view(b, s, att.n_heads, att.d_head).transpose(1, 2)
+    q = raw(att.q)(x).view(b, s, att.n_heads, att.d_head).transpose(1, 2)  # [b, head, s, d_head]
     k = raw(att.k)(x).view(b, s, att.n_kv_heads, att.d_head).transpose(1, 2)
     v = raw(att.v)(x).view(b, s, att.n_kv_heads, att.d_head).transpose(1, 2)
     if att.rotary is not None:
@@ -166,12 +174,21 @@ def qkv(att: Any, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]
 
 
 def attend(
-    att: Any, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor, empty_rows: bool = True
-) -> Tensor:
-    """NativeAttention's arithmetic on given keys and values; `blocked` is True where masked
-    (a fully masked query row gives a zero update, as in TL). `empty_rows=False` promises that
-    no query row is fully masked (a plain causal mask), which skips that fix-up: the result is
-    bitwise the same, since exp(-inf) is exactly 0."""
+    att: Any,
+    q: Float[Tensor, "batch head query_pos d_head"],
+    k: Float[Tensor, "batch kv_head key_pos d_head"],
+    v: Float[Tensor, "batch kv_head key_pos d_head"],
+    blocked: Bool[Tensor, "*#mask_batch #query_pos key_pos"],
+    empty_rows: bool = True,
+) -> Float[Tensor, "batch query_pos d_model"]:
+    """NativeAttention's arithmetic on given keys and values: the attention output `attn_out`.
+
+    Queries and keys may differ in length (selective prediction attends from a few soft
+    positions to a cached prefix). `blocked` is True where masked and broadcasts against
+    [batch, head, query_pos, key_pos] (a [pos, pos] causal mask, or [batch, 1, 1, key_pos]
+    padding); a fully masked query row gives a zero update, as in TL. `empty_rows=False`
+    promises that no query row is fully masked (a plain causal mask), which skips that fix-up:
+    the result is bitwise the same, since exp(-inf) is exactly 0."""
     if att.kv_repeats > 1:
         k = k.repeat_interleave(att.kv_repeats, dim=1)
         v = v.repeat_interleave(att.kv_repeats, dim=1)
@@ -180,16 +197,20 @@ def attend(
     if empty_rows:
         pattern = pattern.masked_fill(blocked, 0)
     b, _, s, _ = q.shape
-    return raw(att.o)(torch.matmul(pattern, v).transpose(1, 2).reshape(b, s, -1))
+    z = torch.matmul(pattern, v)  # [b, head, query_pos, d_head]
+    return raw(att.o)(z.transpose(1, 2).reshape(b, s, -1))  # heads concatenated, then W_O
 
 
-def mlp(block: Any, h: Tensor) -> Tensor:
+def mlp(block: Any, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
     """The block's MLP applied to its second normalisation of `h`."""
     m = raw(block.mlp)
     return raw(m.fc_out)(m.act(raw(m.fc_in)(raw(block.ln2)(h))))
 
 
-def embed_positions(net: Any, x: Tensor, positions: Tensor) -> Tensor:
+def embed_positions(
+    net: Any, x: Float[Tensor, "batch pos d_model"], positions: Int[Tensor, "#batch pos"]
+) -> Float[Tensor, "batch pos d_model"]:
+    """Token embeddings plus learned positional embeddings (unchanged under rotary)."""
     pos = getattr(net, "pos", None)
     return x if pos is None else x + raw(pos)(positions)
 
@@ -224,11 +245,11 @@ class RawForward(torch.nn.Module):
 
     def forward(
         self,
-        input_ids: Tensor | None = None,
+        input_ids: Int[Tensor, "batch pos"] | None = None,
         attention_mask: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-    ) -> Tensor:
+        position_ids: Int[Tensor, "#batch pos"] | None = None,
+        inputs_embeds: Float[Tensor, "batch pos d_model"] | None = None,
+    ) -> Float[Tensor, "batch pos d_vocab"]:
         net: Any = self.net
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")

@@ -4,6 +4,7 @@ global RNG alone."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from interp.data.tokenizer import BOS
@@ -116,3 +117,24 @@ def test_build_model_leaves_the_global_rng_alone(tiny_config, tiny_run, tiny_run
         assert torch.equal(w[name], p), f"{name} differs between two builds with seed 7"
     diff = sum(not torch.equal(w[n], p) for n, p in other.named_parameters())
     assert diff > 0, "seeds 7 and 8 gave the same weights"
+
+
+def test_attention_shapes_are_checked(tiny_config):
+    """The jaxtyping shapes on the raw attention are enforced under pytest: a call with keys of
+    another length than their values, or a mask that does not fit, is refused at the call."""
+    from jaxtyping import TypeCheckError
+
+    from interp.model import attend, qkv, raw
+
+    model = build_model(tiny_config.model, 40, seed=0)
+    att = raw(model.original_model.layers[0].attn)
+    x = torch.randn(2, 5, tiny_config.model.d_model)
+    q, k, v = qkv(att, x, torch.arange(5)[None])
+    causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)
+    assert attend(att, q, k, v, causal).shape == x.shape
+    padding = torch.zeros(2, 1, 1, 5, dtype=torch.bool)
+    assert attend(att, q, k, v, padding).shape == x.shape
+    with pytest.raises(TypeCheckError):
+        attend(att, q, k, v[:, :, :4], causal)  # 5 keys, 4 values
+    with pytest.raises(TypeCheckError):
+        attend(att, q, k, v, causal[:, :4])  # mask over 4 keys
