@@ -10,6 +10,12 @@ same parameters, through the plain `nn.Linear` / `nn.LayerNorm` modules under th
 included). Models it does not cover (gated MLPs, attention-only, soft caps) use
 `model.original_model` unchanged.
 
+Given the dataset's tokenizer, `build_model` attaches it (wrapped by
+`interp.data.tokenizer.hf_tokenizer`), so the TransformerLens idioms work on a string:
+`model.to_tokens("xisalo raditu is the")` (with the leading <bos> the training data has),
+`to_str_tokens`, `to_string`, `generate`, `run_with_cache("...")`. `interp.runs.load_run` does
+this for every loaded run.
+
 Weights are saved as safetensors under TransformerLens's parameter names (`embed.weight`,
 `blocks.0.attn.q.weight`, ...). Loading checks every key and shape against the config and never
 unpickles anything.
@@ -24,13 +30,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
 from torch import Tensor
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.config import ModelConfig
+from interp.data.tokenizer import hf_tokenizer
 from interp.errors import UserError
 
 
@@ -53,11 +62,25 @@ def bridge_config(cfg: ModelConfig, d_vocab: int, seed: int) -> TransformerBridg
 
 
 def build_model(
-    cfg: ModelConfig, d_vocab: int, seed: int, device: str = "cpu"
+    cfg: ModelConfig,
+    d_vocab: int,
+    seed: int,
+    device: str = "cpu",
+    tokenizer: Tokenizer | None = None,
 ) -> TransformerBridge:
-    """A freshly initialised model; the same (cfg, d_vocab, seed) gives bitwise the same weights."""
-    torch.manual_seed(seed)
-    model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed))  # type: ignore[attr-defined]
+    """A freshly initialised model; the same (cfg, d_vocab, seed) gives bitwise the same weights.
+
+    The initialisation draws from a generator of its own seeded with `seed` (TransformerLens's
+    `boot_native` with `cfg.seed` set), never from torch's global RNG: building or loading a
+    model leaves a notebook user's `torch.manual_seed` state as it was. With `tokenizer` (the
+    dataset's), the model gets it as a TransformerLens tokenizer (see the module docstring).
+    """
+    hf = None
+    if tokenizer is not None:
+        hf = hf_tokenizer(tokenizer)
+        if len(hf) != d_vocab:
+            raise ValueError(f"tokenizer has {len(hf)} tokens but the model d_vocab={d_vocab}")
+    model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed), tokenizer=hf)  # type: ignore[attr-defined]
     return model if device == "cpu" else model.to(device)
 
 
@@ -134,10 +157,17 @@ def supports_raw(net: torch.nn.Module) -> bool:
     return True
 
 
-def qkv(att: Any, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Queries, keys, values of a NativeAttention (rotary applied): [batch, head, pos, d_head]."""
+def qkv(
+    att: Any, x: Float[Tensor, "batch pos d_model"], positions: Int[Tensor, "#batch pos"]
+) -> tuple[
+    Float[Tensor, "batch head pos d_head"],
+    Float[Tensor, "batch kv_head pos d_head"],
+    Float[Tensor, "batch kv_head pos d_head"],
+]:
+    """Queries, keys, values of a NativeAttention (rotary applied); kv_head < head under
+    grouped-query attention, where `attend` repeats keys and values to match."""
     b, s, _ = x.shape
-    q = raw(att.q)(x).view(b, s, att.n_heads, att.d_head).transpose(1, 2)
+    q = raw(att.q)(x).view(b, s, att.n_heads, att.d_head).transpose(1, 2)  # [b, head, s, d_head]
     k = raw(att.k)(x).view(b, s, att.n_kv_heads, att.d_head).transpose(1, 2)
     v = raw(att.v)(x).view(b, s, att.n_kv_heads, att.d_head).transpose(1, 2)
     if att.rotary is not None:
@@ -160,12 +190,21 @@ def qkv_fused(att: Any, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, T
 
 
 def attend(
-    att: Any, q: Tensor, k: Tensor, v: Tensor, blocked: Tensor, empty_rows: bool = True
-) -> Tensor:
-    """NativeAttention's arithmetic on given keys and values; `blocked` is True where masked
-    (a fully masked query row gives a zero update, as in TL). `empty_rows=False` promises that
-    no query row is fully masked (a plain causal mask), which skips that fix-up: the result is
-    bitwise the same, since exp(-inf) is exactly 0."""
+    att: Any,
+    q: Float[Tensor, "batch head query_pos d_head"],
+    k: Float[Tensor, "batch kv_head key_pos d_head"],
+    v: Float[Tensor, "batch kv_head key_pos d_head"],
+    blocked: Bool[Tensor, "*#mask_batch #query_pos key_pos"],
+    empty_rows: bool = True,
+) -> Float[Tensor, "batch query_pos d_model"]:
+    """NativeAttention's arithmetic on given keys and values: the attention output `attn_out`.
+
+    Queries and keys may differ in length (selective prediction attends from a few soft
+    positions to a cached prefix). `blocked` is True where masked and broadcasts against
+    [batch, head, query_pos, key_pos] (a [pos, pos] causal mask, or [batch, 1, 1, key_pos]
+    padding); a fully masked query row gives a zero update, as in TL. `empty_rows=False`
+    promises that no query row is fully masked (a plain causal mask), which skips that fix-up:
+    the result is bitwise the same, since exp(-inf) is exactly 0."""
     if att.kv_repeats > 1:
         k = k.repeat_interleave(att.kv_repeats, dim=1)
         v = v.repeat_interleave(att.kv_repeats, dim=1)
@@ -174,7 +213,8 @@ def attend(
     if empty_rows:
         pattern = pattern.masked_fill(blocked, 0)
     b, _, s, _ = q.shape
-    return raw(att.o)(torch.matmul(pattern, v).transpose(1, 2).reshape(b, s, -1))
+    z = torch.matmul(pattern, v)  # [b, head, query_pos, d_head]
+    return raw(att.o)(z.transpose(1, 2).reshape(b, s, -1))  # heads concatenated, then W_O
 
 
 def attend_unmasked(att: Any, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -189,13 +229,16 @@ def attend_unmasked(att: Any, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return raw(att.o)(z.transpose(1, 2).reshape(b, s, -1))
 
 
-def mlp(block: Any, h: Tensor) -> Tensor:
+def mlp(block: Any, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
     """The block's MLP applied to its second normalisation of `h`."""
     m = raw(block.mlp)
     return raw(m.fc_out)(m.act(raw(m.fc_in)(raw(block.ln2)(h))))
 
 
-def embed_positions(net: Any, x: Tensor, positions: Tensor) -> Tensor:
+def embed_positions(
+    net: Any, x: Float[Tensor, "batch pos d_model"], positions: Int[Tensor, "#batch pos"]
+) -> Float[Tensor, "batch pos d_model"]:
+    """Token embeddings plus learned positional embeddings (unchanged under rotary)."""
     pos = getattr(net, "pos", None)
     return x if pos is None else x + raw(pos)(positions)
 
@@ -230,11 +273,11 @@ class RawForward(torch.nn.Module):
 
     def forward(
         self,
-        input_ids: Tensor | None = None,
+        input_ids: Int[Tensor, "batch pos"] | None = None,
         attention_mask: Tensor | None = None,
-        position_ids: Tensor | None = None,
-        inputs_embeds: Tensor | None = None,
-    ) -> Tensor:
+        position_ids: Int[Tensor, "#batch pos"] | None = None,
+        inputs_embeds: Float[Tensor, "batch pos d_model"] | None = None,
+    ) -> Float[Tensor, "batch pos d_vocab"]:
         net: Any = self.net
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")

@@ -15,6 +15,7 @@ Nothing here is ever unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -67,10 +68,30 @@ def check_fits(cfg: RunConfig, dataset: FactDataset) -> None:
         )
 
 
+def strict_json(obj: Any) -> Any:
+    """`obj` with every NaN or infinity replaced by None, numpy scalars made Python numbers.
+
+    Python's `json` writes NaN as a bare `NaN`, which is not JSON: every other reader (jq,
+    JavaScript, pandas with a strict parser) rejects the file. An undefined number (an AUROC
+    when every answer is right) is written as `null`; the result says why beside it (for
+    instance selective prediction's `undefined` field).
+    """
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never half of one."""
+    """Write strict JSON (NaN and infinities as null, see `strict_json`) atomically: a reader
+    sees the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 
@@ -209,7 +230,11 @@ def load_config(path: Path) -> RunConfig:
 
 
 def load_run(path: str | Path, checkpoint: int | None = None, device: str = "cpu") -> Run:
-    """Load a run's config, dataset and model (final weights, or checkpoint `step`) in eval mode."""
+    """Load a run's config, dataset and model (final weights, or checkpoint `step`) in eval mode.
+
+    The model carries the run's tokenizer, so TransformerLens's string idioms work on it:
+    `run.model.to_str_tokens("xisalo raditu is the")`, `run.model.generate("...")`.
+    """
     path = Path(path)
     if not path.is_dir():
         raise UserError(
@@ -232,7 +257,9 @@ def load_run(path: str | Path, checkpoint: int | None = None, device: str = "cpu
             )
     else:
         weights = path / "checkpoints" / f"step_{checkpoint:06d}" / "model.safetensors"
-    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, resolve_device(device))
+    model = build_model(
+        cfg.model, dataset.d_vocab, cfg.train.seed, resolve_device(device), dataset.tokenizer
+    )
     load_weights(model, weights)
     model.eval()
     return Run(path, cfg, model, dataset)

@@ -150,12 +150,20 @@ def fit(
 ) -> list[dict[str, int | float]]:
     """Train `model` in place on `docs` from `start_step` to `cfg.steps`; return the log lines.
 
+    `docs` are the dataset's documents; the objective adds its own (reverse training adds the
+    reversed copies) from `dataset`, which an objective that adds documents therefore needs:
+    without it `fit` refuses rather than quietly training on the forward documents alone.
     With `run_dir`, writes checkpoints every `cfg.checkpoint_every` steps and appends to
     `train_log.jsonl`. With `dataset`, logs greedy exact match every `cfg.eval_every` steps.
     """
     objective = get_objective(cfg.objective)
     if dataset is not None:
         docs = objective.documents(docs, dataset)
+    elif objective.adds_documents:
+        raise UserError(
+            f"objective {cfg.objective!r} trains on documents it builds from the dataset: "
+            "pass dataset= to fit"
+        )
     device = next(model.parameters()).device
     tokens, lengths = pad_batch([d.tokens for d in docs], device=device)
     net = raw_forward(model)  # same parameters and function, no hook dispatch
@@ -257,7 +265,7 @@ def train_run(
     dataset = build_dataset(cfg)
     check_fits(cfg, dataset)
     device = resolve_device(cfg.train.device)
-    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, device)
+    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, device, dataset.tokenizer)
 
     start, opt_state = 0, None
     if mode == "resume":

@@ -35,3 +35,11 @@ def test_walkthrough_notebook_runs(tiny_run_dir, tmp_path, monkeypatch):
     assert not errors, errors
     for name in ("lens", "patching", "probing", "update", "dynamics", "selective"):
         assert (run / "analysis" / f"{name}.json").is_file(), f"notebook did not run {name}"
+    # Section 8, one prompt by hand: the trained fact is top-1 under the lens at the output, and
+    # the patching figure comes back as the cell's value (shown inline), not through a file.
+    lens_cell, patch_cell = nb.cells[-2], nb.cells[-1]
+    printed = "".join(o.get("text", "") for o in lens_cell.outputs if o.output_type == "stream")
+    last_line = printed.strip().splitlines()[-1]
+    assert "ranked 1," in last_line, printed
+    values = [o for o in patch_cell.outputs if o.output_type == "execute_result"]
+    assert values and "image/png" in values[0]["data"], [o.output_type for o in patch_cell.outputs]

@@ -222,7 +222,9 @@ def analysed(tiny_run_dir, tmp_path_factory):
 def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys):
     res = json.loads((analysed / "analysis" / "selective.json").read_text())
     s = res["summary"]
-    assert all(isinstance(v, float) for v in s.values()), "summary must be a flat dict of floats"
+    assert all(isinstance(v, float) or v is None for v in s.values()), (
+        "summary must be a flat dict of floats (null where undefined)"
+    )
     for name in (*S.SCORES, *S.CONTROLS):
         for st in S.SETS:
             assert f"auroc_{name}_{st}" in s and f"auacc_{name}_{st}" in s, (name, st)
@@ -231,19 +233,28 @@ def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys):
     assert not (set(people["train"]) & set(people["test"])), "train and test share people"
     # The tiny model answers every forward training-template question right: AUROC undefined.
     if s["accuracy_forward"] == 1.0:
-        assert math.isnan(s["auroc_likelihood_forward"]), s["auroc_likelihood_forward"]
+        assert s["auroc_likelihood_forward"] is None, s["auroc_likelihood_forward"]
         assert "auroc_likelihood_forward" in res["undefined"], res["undefined"]
-    for st in S.SETS:
-        assert abs(s[f"auroc_oracle_{st}"] - 1.0) < 1e-12 or math.isnan(s[f"auroc_oracle_{st}"])
-        for name in S.SCORES:
-            assert s[f"auacc_{name}_{st}"] <= s[f"auacc_oracle_{st}"] + 1e-12, (name, st)
-    # The measured fact on the tiny world: its own likelihood separates right from wrong.
-    assert s["auroc_likelihood_mixed"] > 0.9, f"likelihood AUROC {s['auroc_likelihood_mixed']}"
-    assert s["accuracy_mixed"] > s["accuracy_reverse"], (s["accuracy_mixed"], s["accuracy_reverse"])
+    # The summary is what the saved per-question arrays say, score by score and set by set.
     with np.load(analysed / "analysis" / "selective.npz") as z:
+        correct, direction = z["correct"], z["direction"]
+        masks = {"mixed": np.ones(len(correct), bool), "forward": direction == "same"}
+        masks["reverse"] = direction == "reverse"
+        for name in (*S.SCORES, *S.CONTROLS):
+            for st, m in masks.items():
+                want = S.auroc(z[f"score_{name}"][m], correct[m])
+                got = s[f"auroc_{name}_{st}"]
+                same = got is None if math.isnan(want) else abs(got - want) < 1e-12
+                assert same, f"auroc_{name}_{st}: summary {got}, recomputed {want}"
         acc = z["accuracy_mixed_likelihood"]
         assert abs(acc[-1] - s["accuracy_mixed"]) < 1e-12, "curve end point must be accuracy"
         assert abs(acc.mean() - s["auacc_likelihood_mixed"]) < 1e-12
+    # The measured fact on the tiny world: its own likelihood separates right from wrong, and a
+    # probe trained on shuffled labels (the Hewitt & Liang control) does not.
+    real, shuffled = s["auroc_likelihood_mixed"], s["auroc_probe_shuffled_mixed"]
+    assert real > 0.9, f"likelihood AUROC {real}"
+    assert shuffled < real - 0.15, f"shuffled-label probe AUROC {shuffled} vs likelihood {real}"
+    assert s["accuracy_mixed"] > s["accuracy_reverse"], (s["accuracy_mixed"], s["accuracy_reverse"])
     table = S.format_summary(read_result(analysed, "selective"))
     assert "likelihood" in table and "reverse AUROC" in table
     print(table)

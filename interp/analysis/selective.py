@@ -514,7 +514,8 @@ def run_analysis(
 
 def format_summary(result: Result) -> str:
     """The AUROC / AUACC table (scores x question sets), with accuracy and the controls."""
-    s = result["summary"]
+    nan = float("nan")  # undefined numbers are null in the saved JSON (interp.runs.strict_json)
+    s = {k: nan if v is None else v for k, v in result["summary"].items()}
     names = [*result["scores"], *result["controls"]]
     lines = [f"{'score':<20}" + "".join(f"{st + ' AUROC':>15}{st + ' AUACC':>15}" for st in SETS)]
     lines.append(
@@ -527,8 +528,8 @@ def format_summary(result: Result) -> str:
         lines.append(
             f"{name:<20}"
             + "".join(
-                f"{s.get(f'auroc_{name}_{st}', float('nan')):>15.3f}"
-                f"{s.get(f'auacc_{name}_{st}', float('nan')):>15.3f}"
+                f"{s.get(f'auroc_{name}_{st}', nan):>15.3f}"
+                f"{s.get(f'auacc_{name}_{st}', nan):>15.3f}"
                 for st in SETS
             )
         )

@@ -5,15 +5,22 @@
 - `train_tokenizer(texts)`: for real text (the paper's data), trained on the training file.
 
 Special tokens, the same ids in every tokenizer: <pad>=0, <bos>=1, <eos>=2, <mask>=3, <unk>=4.
+
+`hf_tokenizer(tok)` wraps any of them as the `transformers` tokenizer TransformerLens expects, so
+`model.to_tokens`, `to_str_tokens`, `to_string` and `generate` work on the kit's models.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from interp.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<mask>", "<unk>")
 PAD, BOS, EOS, MASK, UNK = range(len(SPECIALS))
@@ -58,6 +65,31 @@ def encode(tok: Tokenizer, text: str) -> list[int]:
 
 def decode(tok: Tokenizer, ids: list[int]) -> str:
     return tok.decode(list(ids), skip_special_tokens=True)
+
+
+def hf_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    """`tok` as a `transformers.PreTrainedTokenizerFast` that TransformerLens can attach.
+
+    It prepends <bos> itself (`add_bos_token=True`), exactly as the dataset writes every
+    document and prompt, so `model.to_tokens(text)` gives the ids training saw for that text
+    (without the trailing <eos> a document carries), and TransformerLens records
+    `tokenizer_prepends_bos=True` instead of guessing. A copy of `tok` is wrapped, so the
+    dataset's tokenizer is never modified. `name_or_path` is set because TransformerLens reads
+    it when it normalises a tokenizer (it never loads anything from it here: with
+    `add_bos_token=True` it keeps the tokenizer as given).
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(tok.to_str()),
+        bos_token=SPECIALS[BOS],
+        eos_token=SPECIALS[EOS],
+        pad_token=SPECIALS[PAD],
+        mask_token=SPECIALS[MASK],
+        unk_token=SPECIALS[UNK],
+        add_bos_token=True,
+        name_or_path="interp",
+    )
 
 
 def save_tokenizer(tok: Tokenizer, path: Path) -> None:

@@ -22,6 +22,11 @@ class Objective:
         """The documents to train on (default: unchanged)."""
         return docs
 
+    @property
+    def adds_documents(self) -> bool:
+        """Whether `documents` changes the training set (an objective that overrides it)."""
+        return type(self).documents is not Objective.documents
+
     def loss(
         self,
         model: torch.nn.Module,

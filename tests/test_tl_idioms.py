@@ -1,0 +1,140 @@
+"""The TransformerLens idioms on the kit's models: a loaded run (and a freshly built model) takes
+strings, with <bos> exactly where the training data has it, and building a model leaves torch's
+global RNG alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.data.tokenizer import BOS
+from interp.evaluate import greedy_generate
+from interp.model import build_model
+from interp.runs import load_run
+
+
+def _some_examples(ds, n=6):
+    """A few documents and prompts of every subset (prompt parts only)."""
+    picked = []
+    for subset in ("n2d", "d2n", "both"):
+        picked += [e for e in ds.train_docs if e.subset == subset][:n]
+        picked += ds.select(subset=subset, direction="reverse")[:n]
+    return picked
+
+
+def test_to_tokens_gives_the_training_ids(tiny_run):
+    """to_tokens(text) is the dataset's ids for that text: <bos> first, no <eos>."""
+    model, ds = tiny_run.model, tiny_run.dataset
+    for ex in _some_examples(ds):
+        ids = list(ex.prompt) if ex.kind == "prompt" else list(ex.tokens[:-1])  # doc: drop <eos>
+        text = ds.text(ids)
+        got = model.to_tokens(text)[0].tolist()
+        assert got == ids, f"to_tokens({text!r}) = {got}, dataset has {ids}"
+        no_bos = model.to_tokens(text, prepend_bos=False)[0].tolist()
+        assert no_bos == ids[1:], f"prepend_bos=False gave {no_bos}, expected {ids[1:]}"
+
+
+def test_to_str_tokens_and_to_string(tiny_run):
+    model, ds = tiny_run.model, tiny_run.dataset
+    ex = ds.select(direction="same")[0]
+    text = ds.text(ex.prompt)
+    strs = model.to_str_tokens(text)
+    assert strs == ["<bos>", *text.split()], f"to_str_tokens({text!r}) = {strs}"
+    round_trip = model.to_string(model.to_tokens(text, prepend_bos=False)[0])
+    assert round_trip == text, f"to_string(to_tokens(x)) = {round_trip!r}, x = {text!r}"
+    assert model.to_string(torch.tensor([BOS])) == "<bos>"
+
+
+def test_generate_greedy_completes_trained_facts(tiny_run):
+    """Greedy `generate` on a prompt string equals the kit's own greedy decoding, and completes
+    the trained facts the kit's evaluation counts as right."""
+    model, ds = tiny_run.model, tiny_run.dataset
+    prompts = ds.select(direction="same", templates="train")[:24]
+    n_new = max(len(e.answer) for e in prompts)
+    ours = greedy_generate(model, [e.prompt for e in prompts], n_new)
+    right = 0
+    for ex, gen in zip(prompts, ours, strict=True):
+        text = ds.text(ex.prompt)
+        out = model.generate(text, max_new_tokens=n_new, do_sample=False, verbose=False)
+        expected = ds.text([*ex.prompt, *gen])
+        assert out == expected, f"generate({text!r}) = {out!r}, kit's greedy decoding {expected!r}"
+        right += out.startswith(ds.text(ex.tokens))
+    assert right >= len(prompts) // 2, (
+        f"only {right}/{len(prompts)} trained-order facts completed by generate"
+    )
+
+
+def test_generate_sampled_is_seeded(tiny_run):
+    model, ds = tiny_run.model, tiny_run.dataset
+    text = ds.text(ds.select(direction="reverse")[0].prompt)
+    outs = []
+    for seed in (0, 0, 1, 2, 3):
+        torch.manual_seed(seed)
+        outs.append(
+            model.generate(text, max_new_tokens=4, do_sample=True, temperature=2.0, verbose=False)
+        )
+    assert all(o.startswith(text) for o in outs), outs
+    assert outs[0] == outs[1], f"same seed, different samples: {outs[:2]}"
+    assert len(set(outs)) > 1, f"sampling at temperature 2 never varied: {outs}"
+
+
+def test_run_with_cache_on_a_string(tiny_run):
+    """run_with_cache(text) runs on the training ids: the same logits as the token call."""
+    model, ds = tiny_run.model, tiny_run.dataset
+    ex = ds.select(direction="same")[0]
+    logits, cache = model.run_with_cache(ds.text(ex.prompt))
+    ref = model(torch.tensor([ex.prompt]))
+    assert logits.shape == (1, len(ex.prompt), ds.d_vocab)
+    assert torch.equal(logits, ref), f"max |diff| {(logits - ref).abs().max().item():.3g}"
+    resid = cache["blocks.0.hook_resid_pre"]
+    assert resid.shape == (1, len(ex.prompt), tiny_run.config.model.d_model)
+
+
+def test_fresh_model_takes_strings(tiny_config, tiny_run):
+    ds = tiny_run.dataset
+    model = build_model(tiny_config.model, ds.d_vocab, seed=0, tokenizer=ds.tokenizer)
+    ex = ds.train_docs[0]
+    assert model.to_tokens(ds.text(ex.tokens))[0].tolist() == list(ex.tokens[:-1])
+    bare = build_model(tiny_config.model, ds.d_vocab, seed=0)
+    assert bare.tokenizer is None
+    for a, b in zip(model.parameters(), bare.parameters(), strict=True):
+        assert torch.equal(a, b), "attaching a tokenizer changed the initial weights"
+
+
+def test_build_model_leaves_the_global_rng_alone(tiny_config, tiny_run, tiny_run_dir):
+    d_vocab = tiny_run.dataset.d_vocab
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    first = build_model(tiny_config.model, d_vocab, seed=7)
+    assert torch.equal(torch.get_rng_state(), before), "build_model moved torch's global RNG"
+    load_run(tiny_run_dir)
+    assert torch.equal(torch.get_rng_state(), before), "load_run moved torch's global RNG"
+    torch.manual_seed(99)  # another global state: the weights must not depend on it
+    again = build_model(tiny_config.model, d_vocab, seed=7)
+    other = build_model(tiny_config.model, d_vocab, seed=8)
+    w = dict(first.named_parameters())
+    for name, p in again.named_parameters():
+        assert torch.equal(w[name], p), f"{name} differs between two builds with seed 7"
+    diff = sum(not torch.equal(w[n], p) for n, p in other.named_parameters())
+    assert diff > 0, "seeds 7 and 8 gave the same weights"
+
+
+def test_attention_shapes_are_checked(tiny_config):
+    """The jaxtyping shapes on the raw attention are enforced under pytest: a call with keys of
+    another length than their values, or a mask that does not fit, is refused at the call."""
+    from jaxtyping import TypeCheckError
+
+    from interp.model import attend, qkv, raw
+
+    model = build_model(tiny_config.model, 40, seed=0)
+    att = raw(model.original_model.layers[0].attn)
+    x = torch.randn(2, 5, tiny_config.model.d_model)
+    q, k, v = qkv(att, x, torch.arange(5)[None])
+    causal = torch.triu(torch.ones(5, 5, dtype=torch.bool), diagonal=1)
+    assert attend(att, q, k, v, causal).shape == x.shape
+    padding = torch.zeros(2, 1, 1, 5, dtype=torch.bool)
+    assert attend(att, q, k, v, padding).shape == x.shape
+    with pytest.raises(TypeCheckError):
+        attend(att, q, k, v[:, :, :4], causal)  # 5 keys, 4 values
+    with pytest.raises(TypeCheckError):
+        attend(att, q, k, v, causal[:, :4])  # mask over 4 keys
