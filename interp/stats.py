@@ -29,6 +29,11 @@ of a run, and its interval must carry both. The choices, and why:
   largest |end| of the (1 - 2 alpha) = 90% interval of the mean, which is the smallest margin at
   which Schuirmann's two one-sided tests (`tost`) reject non-equivalence at alpha = 0.05. "No
   difference" is then said as "excludes effects beyond +-x".
+- **Item draws are seeded from the run** (`run_seed`): log-prob controls, patching prompts and
+  partners, probe folds, update-test controls and splits are drawn from a seed derived from the
+  run's world seed and training seed (plus an instrument's own `seed` option as an offset), so
+  runs of different worlds draw different items and the between-run spread includes item
+  draws. Objectives trained on the same (world, seed) draw the same items: they stay paired.
 - **Multiplicity**: the headline claims form a declared family, corrected by **Holm's step-down**
   procedure (Holm 1979), which controls the family-wise error rate under any dependence and is
   uniformly more powerful than Bonferroni.
@@ -36,9 +41,11 @@ of a run, and its interval must carry both. The choices, and why:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -93,6 +100,17 @@ def mean_ci_axis(
         return mean, mean, mean
     half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(axis=axis, ddof=1) / np.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def run_seed(config: Any, offset: int = 0) -> int:
+    """The seed of a run's item draws: a hash of (world.seed, train.seed, offset), in [0, 2^31).
+
+    `config` is a RunConfig. Hashing (not summing) keeps offset 1 of one run from being offset 0
+    of another. The objective is left out on purpose: objectives on one (world, seed) pair are
+    compared on the same items.
+    """
+    key = f"{config.world.seed}:{config.train.seed}:{offset}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFF_FFFF
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,9 +43,10 @@ from interp.analysis.probing import (
 from interp.data.dataset import DIRECTIONS, FactDataset
 from interp.data.world import SUBSETS
 from interp.errors import UserError
-from interp.evaluate import greedy_generate, is_exact_match
+from interp.evaluate import greedy_generate, is_exact_match, match_rule
 from interp.model import build_model
 from interp.runs import Run, checkpoint_steps, load_run, write_json
+from interp.stats import run_seed
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class DynamicsOptions:
 
     folds: int = 5  # k of the probes' cross-validation over people
     C: float = 1.0  # inverse L2 strength of the probes
-    seed: int = 0  # seed of the probe folds, the random-label control and the lens control
+    seed: int = 0  # offset on the run seed (stats.run_seed) of folds, label and lens controls
     templates: str = "train"  # test-prompt templates for exact match and the lens
 
 
@@ -90,7 +91,7 @@ def exact_match(
     gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
     hits = np.array(
         [
-            is_exact_match(dataset.text(g), dataset.text(e.answer))
+            is_exact_match(dataset.text(g), dataset.text(e.answer), match_rule(dataset))
             for g, e in zip(gen, prompts, strict=True)
         ]
     )
@@ -125,6 +126,7 @@ def run_analysis(
 ) -> dict[str, Any]:
     """Exact match, probes and the logit lens at every checkpoint; write analysis/dynamics.json
     and .npz. Arrays are indexed by checkpoint first (`steps`), then as in each instrument."""
+    seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
     opts = DynamicsOptions(folds=folds, C=C, seed=seed, templates=templates)
     if templates not in ("train", "heldout"):
         raise UserError(f"templates {templates!r} unknown: use train or heldout")

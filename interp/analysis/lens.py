@@ -40,7 +40,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.model import build_model
 from interp.runs import Run, write_json
+from interp.stats import run_seed
 
 POSITIONS = ("a_last", "b_last", "final")  # where the lens reads the residual stream
 TARGETS = ("answer", "random_entity")  # the answer's first token; the control's
@@ -226,7 +227,7 @@ class TunedLensOptions:
     lr: float = 3e-3  # Adam learning rate
     batch_tokens: int = 512  # token positions per step
     heldout_frac: float = 0.1  # fraction of training documents held out to measure KL
-    seed: int = 0  # seed of the held-out split and of the batches
+    seed: int = 0  # offset on the run seed (stats.run_seed) of the held-out split and batches
 
 
 def split_docs(
@@ -439,6 +440,9 @@ def run_analysis(
     if templates not in TEMPLATE_KINDS:
         raise UserError(f"templates {templates!r} unknown: use one of {TEMPLATE_KINDS}")
     tuned_options = tuned_options or TunedLensOptions()
+    # item draws (control targets, the tuned lens's split and batches) differ per run
+    control_seed = run_seed(run.config, control_seed)
+    tuned_options = replace(tuned_options, seed=run_seed(run.config, tuned_options.seed))
     model, ds = run.model, run.dataset
     model.eval()
     prompts = [e for e in ds.prompts if e.templates == templates and e.subset in SUBSETS]

@@ -75,7 +75,7 @@ from interp.data.dataset import TEMPLATE_KINDS, Example, FactDataset, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.runs import Run, write_json
-from interp.stats import mean_ci
+from interp.stats import mean_ci, run_seed
 
 ACTS = ("resid_pre", "attn_out", "mlp_out")
 CORRUPTIONS = ("swap", "noise")
@@ -103,7 +103,7 @@ class PatchOptions:
     noise_samples: int = 5  # Gaussian noise draws per prompt (noise corruption)
     noise_scale: float = 3.0  # noise std in units of the entity token embeddings' std (ROME: 3)
     min_gap: float = 1.0  # smallest |clean - corrupted| score for a meaningful normalised map
-    seed: int = 0  # seed of prompt sampling, swap partners and noise
+    seed: int = 0  # offset on the run seed (stats.run_seed) of prompts, partners and noise
 
     def validate(self) -> None:
         bad = [c for c in self.corruptions if c not in CORRUPTIONS]
@@ -806,6 +806,7 @@ def run_analysis(
     so check it), `per_prompt_effect` [prompt, act, layer, label], `clean`, `corrupted`,
     `person`, `template` [prompt], `control_normalised_resid_pre` [layer, label].
     """
+    seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
     opts = PatchOptions(
         corruptions=tuple(corruptions),
         templates=templates,

@@ -76,6 +76,7 @@ from interp.data.world import SUBSETS, Person
 from interp.errors import UserError
 from interp.model import build_model
 from interp.runs import Run, write_json
+from interp.stats import run_seed
 
 SITES = ("resid", "mlp_out", "prompt_final")
 PROBE_DIRECTIONS = ("a_to_b", "b_to_a")
@@ -92,7 +93,7 @@ class ProbeOptions:
 
     folds: int = 5  # k of k-fold cross-validation over people within a subset
     C: float = 1.0  # inverse L2 strength of the logistic regression (on standardised features)
-    seed: int = 0  # seed of the fold assignment and of the random-label control
+    seed: int = 0  # offset on the run seed (stats.run_seed) of the folds and random labels
 
     def validate(self, n_people: int) -> None:
         if self.folds < 2:
@@ -372,6 +373,7 @@ def run_analysis(
     mlp_out row at layer 0 is NaN). `correct` adds a last axis over the people of the subset
     (`people` holds their ids): 1 / 0 for each person's held-out prediction right / wrong.
     """
+    seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
     opts = ProbeOptions(folds=folds, C=C, seed=seed)
     by_subset = check_people(run.dataset, opts)
     cfg, ds = run.config, run.dataset

@@ -49,7 +49,7 @@ import contextlib
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -64,9 +64,10 @@ from transformer_lens.model_bridge import TransformerBridge
 from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import EOS, encode
 from interp.errors import UserError
-from interp.evaluate import is_exact_match
+from interp.evaluate import is_exact_match, match_rule
 from interp.model import attend, embed_positions, mlp, qkv, raw, raw_forward, supports_raw
 from interp.runs import Run, write_json
+from interp.stats import run_seed
 
 NAME = "selective"
 SETS = ("mixed", "forward", "reverse")
@@ -91,7 +92,9 @@ class SelectiveOptions:
     incorrect_token: str = _f("?", "vocabulary token whose logit means 'my answer is wrong'")
     val_fraction: float = _f(0.25, "fraction of each subset's people in the validation split")
     test_fraction: float = _f(0.25, "fraction of each subset's people in the test split")
-    seed: int = _f(0, "seed of the people split, soft-prompt init and shuffled-label controls")
+    seed: int = _f(
+        0, "offset on the run seed (stats.run_seed) of the people split, soft prompts, controls"
+    )
     lr: float = _f(0.01, "Adam learning rate of the soft prompt")
     batch_size: int = _f(64, "candidates per self-evaluation training batch")
     max_epochs: int = _f(15, "most epochs of self-evaluation training")
@@ -656,7 +659,7 @@ def answer_questions(
         progress=progress,
     )
     label = [
-        [is_exact_match(ds.text(c.tokens), ds.text(e.answer)) for c in cs]
+        [is_exact_match(ds.text(c.tokens), ds.text(e.answer), match_rule(ds)) for c in cs]
         for cs, e in zip(cands, questions, strict=True)
     ]
     return Answers(questions, cands, label)
@@ -702,6 +705,7 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
             f"unknown selective option(s) {sorted(unknown)}: see `interp selective --help`"
         )
     opts = SelectiveOptions(**options)
+    opts = replace(opts, seed=run_seed(run.config, opts.seed))  # item draws differ per run
     ds, model = run.dataset, run.model
     opts.validate(ds.d_vocab)
     model.eval()

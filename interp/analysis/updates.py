@@ -79,6 +79,8 @@ from interp.evaluate import completion_logprobs
 from interp.model import raw_forward
 from interp.objectives import OBJECTIVES, get_objective
 from interp.runs import Run, write_json
+from interp.stats import paired_test as paired_t_test
+from interp.stats import run_seed
 from interp.train import make_optimizer, step_generator
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -101,7 +103,7 @@ class UpdateOptions:
     objective: str = "run"  # the run's own training objective, or a name in OBJECTIVES
     n_facts: int | None = None  # first N new people (None: all)
     n_control_tokens: int = 16  # random token directions per fact for the projection control
-    seed: int = 0  # seed of the random control tokens and of any objective masking
+    seed: int = 0  # offset on the run seed (stats.run_seed) of control tokens and masking
 
     def validate(self, n_new: int) -> None:
         if self.steps < 1:
@@ -545,6 +547,7 @@ def run_analysis(
     """
     if optimizer not in DEFAULT_LR:
         raise UserError(f"--optimizer {optimizer!r} unknown: use one of {OPTIMIZERS}")
+    seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
     opts = UpdateOptions(
         steps=steps,
         lr=DEFAULT_LR[optimizer] if lr is None else lr,
@@ -649,25 +652,22 @@ def layer_labels(n_layers: int) -> list[str]:
 def paired_test(
     correct: Float[np.ndarray, " n"], control: Float[np.ndarray, " n"]
 ) -> dict[str, float]:
-    """Means of both, the mean difference with a 95% t-interval, paired t-test and Wilcoxon p."""
+    """Means of both, the mean difference with a 95% t-interval, paired t-test (the kit's one,
+    `interp.stats.paired_test`) and Wilcoxon p."""
     diff = correct - control
-    n = len(diff)
+    t = paired_t_test(correct, control)
     out = {
-        "n": float(n),
-        "mean": float(correct.mean()),
-        "control_mean": float(control.mean()),
-        "diff_mean": float(diff.mean()),
+        "n": float(t.n),
+        "mean": t.mean,
+        "control_mean": t.control_mean,
+        "diff_mean": t.diff_mean,
+        "diff_lo": t.diff_low,
+        "diff_hi": t.diff_high,
+        "t_p": t.p,
+        "wilcoxon_p": 1.0,
     }
-    if n >= 2 and np.ptp(diff) > 0:
-        half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
-        out.update(
-            diff_lo=float(diff.mean() - half),
-            diff_hi=float(diff.mean() + half),
-            t_p=float(stats.ttest_rel(correct, control).pvalue),
-            wilcoxon_p=float(stats.wilcoxon(diff).pvalue),
-        )
-    else:
-        out.update(diff_lo=float(diff.mean()), diff_hi=float(diff.mean()), t_p=1.0, wilcoxon_p=1.0)
+    if t.n >= 2 and np.ptp(diff) > 0:
+        out["wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue)
     return out
 
 
