@@ -160,12 +160,13 @@ class Estimate:
     n_runs: int
     n_items: int
 
-    def fmt(self, digits: int = 2, pct: bool = False) -> str:
+    def fmt(self, digits: int = 2, pct: bool = False, items: str = "items") -> str:
+        """'0.12 [-0.05, 0.30] (3 runs, 300 people)', or as percentages."""
         s, u = (100.0, "%") if pct else (1.0, "")
         d = 1 if pct else digits
         return (
             f"{s * self.estimate:.{d}f}{u} [{s * self.low:.{d}f}, {s * self.high:.{d}f}] "
-            f"({self.n_runs} runs, {self.n_items} items)"
+            f"({self.n_runs} runs, {self.n_items} {items})"
         )
 
 
