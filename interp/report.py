@@ -31,6 +31,7 @@ from interp.stats import (
     combine_pvalues,
     equivalence_bound,
     fmt_ci,
+    fmt_pvalues,
     hierarchical_bootstrap,
     holm,
     paired_test,
@@ -237,7 +238,10 @@ def summary_rows(groups: dict[str, list[Path]], filename: str) -> list[list[str]
         cells = []
         for sums in per_obj.values():
             vals = [float(s[k]) for s in sums if isinstance(s.get(k), int | float)]
-            cells.append(fmt_ci(vals, digits=3) if vals else "n/a")
+            if k.endswith("_p") or k.endswith("pvalue"):  # p-values: listed, combined, not averaged
+                cells.append(fmt_pvalues(vals))
+            else:
+                cells.append(fmt_ci(vals, digits=3) if vals else "n/a")
         rows.append([k, *cells])
     return rows
 

@@ -315,3 +315,14 @@ def combine_pvalues(pvalues: Values, method: str = "fisher") -> float:
     # p = 0 would make Fisher's statistic infinite; the smallest double keeps it finite
     p = [min(1.0, max(x, np.finfo(float).tiny)) for x in p]
     return float(stats.combine_pvalues(p, method=method).pvalue)
+
+
+def fmt_pvalues(pvalues: Values, method: str = "fisher") -> str:
+    """Per-run p-values listed, then combined: '0.62, 0.6, 0.75 (Fisher 0.83)'. Never a mean."""
+    p = [float(x) for x in pvalues if x is not None and not math.isnan(x)]
+    if not p:
+        return "n/a"
+    listed = ", ".join(f"{x:.2g}" for x in p)
+    if len(p) == 1:
+        return listed
+    return f"{listed} ({method.capitalize()} {combine_pvalues(p, method):.2g})"

@@ -65,6 +65,9 @@ def test_fisher_combination_and_no_averaging():
     assert abs(p - sps.chi2.sf(-2 * 2 * math.log(0.05), 4)) < 1e-12 and abs(p - 0.0175) < 1e-3
     assert stats.combine_pvalues([0.62, 0.60, 0.75]) > 0.5
     assert stats.combine_pvalues([0.3]) == 0.3
+    assert (
+        stats.fmt_pvalues([0.62, 0.60, 0.75]) == "0.62, 0.6, 0.75 (Fisher 0.86)"
+    )  # chi2(6).sf(2.55)
 
 
 def test_paired_test_agrees_with_scipy():
