@@ -35,6 +35,7 @@ from interp.stats import (
     hierarchical_bootstrap,
     holm,
     paired_test,
+    rate_estimate,
 )
 
 # Figure name -> (plot module, function, instrument whose result it needs or "" for behaviour).
@@ -146,11 +147,12 @@ def behaviour_section(groups: dict[str, list[Path]]) -> list[str]:
         row = [f"{s} {d} ({k} templates)"]
         for o in objectives:
             hits = [_person_values(r, s, d, k)["hit"] for r in groups[o]]
-            row.append(hierarchical_bootstrap(hits).fmt(pct=True, items="people"))
+            row.append(rate_estimate(hits).fmt(pct=True, items="people"))
         rows.append(row)
     md += [
         "Exact match: mean over runs of each run's rate over people, [95% hierarchical "
-        "bootstrap interval: runs, then people within runs] (runs, people).",
+        "bootstrap interval: runs, then people within runs, widened to the pooled Wilson "
+        "interval, which bounds a rate of 0 or 100%] (runs, people).",
         "",
         _md_table(["", *objectives], rows),
         "",

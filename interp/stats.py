@@ -14,7 +14,9 @@ of a run, and its interval must carry both. The choices, and why:
   people with replacement within each resampled run, and take the mean of the run means (each
   run weighs the same, whatever its n). The percentile interval of that statistic includes item
   variance, unlike the t-interval of run means over one shared item set, and needs no normality
-  of either level. On 0/1 values it is a mean of values in [0, 1], so it is bounded too. It is
+  of either level. On 0/1 values it is a mean of values in [0, 1], so it is bounded too; a
+  study-level rate (`rate_estimate`) also contains the pooled Wilson interval, because at 0/n
+  the bootstrap collapses to [0, 0]. It is
   seeded: same data and seed, same interval. With few runs (2-3) the run stage has few distinct
   resamples and the interval is rough; that is the honest width of a 3-run study, not a defect.
 - **Per-run paired effects** (log p(correct) - log p(control) per person) get `paired_test`: the
@@ -202,6 +204,24 @@ def hierarchical_bootstrap(
         )
     lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2])
     return Estimate(est, float(lo), float(hi), len(runs), n_items)
+
+
+def rate_estimate(groups: Sequence[Values], *, seed: int = 0, level: float = 0.95) -> Estimate:
+    """A study-level rate from per-item rates in [0, 1] nested in runs: the hierarchical
+    bootstrap, widened to contain the Wilson interval of the pooled items.
+
+    A bootstrap cannot see variance it never observes: when every item of every run is 0 (or
+    1), every replicate is 0 and its interval is [0, 0], claiming certainty from finite data.
+    The Wilson interval of (sum of item rates, number of items) supplies the bound there (0 of
+    48 people: [0, 7.4]%). Pooling overstates n when runs differ, but at the boundaries, where
+    it matters, every run is at the same value; elsewhere the bootstrap is the wider of the two.
+    """
+    h = hierarchical_bootstrap(groups, seed=seed, level=level)
+    if h.n_items == 0:
+        return h
+    k = sum(float(np.nansum(np.asarray(g, dtype=float))) for g in groups)
+    _, wlo, whi = wilson_interval(round(k), h.n_items, level)
+    return Estimate(h.estimate, min(h.low, wlo), max(h.high, whi), h.n_runs, h.n_items)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -117,4 +117,9 @@ def test_hierarchical_interval_on_rates_is_bounded():
     est = stats.hierarchical_bootstrap([h.astype(float) for h in hits], seed=3)
     assert 0.0 <= est.low <= est.estimate <= est.high <= 1.0, est
     allzero = stats.hierarchical_bootstrap([np.zeros(10), np.zeros(5)])
-    assert allzero.low == allzero.high == 0.0
+    assert allzero.low == allzero.high == 0.0  # the bootstrap alone claims certainty at 0/n
+    rate = stats.rate_estimate([np.zeros(24), np.zeros(24)])
+    assert rate.low == 0.0 and abs(rate.high - stats.wilson_interval(0, 48)[2]) < 1e-12, rate
+    assert 0.05 < rate.high < 0.09, rate  # 0 of 48: [0, 7.4]%
+    mixed = stats.rate_estimate([h.astype(float) for h in hits], seed=3)
+    assert mixed.low <= est.low and mixed.high >= est.high and 0 <= mixed.low <= mixed.high <= 1
