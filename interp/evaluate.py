@@ -288,7 +288,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         for k, r in by_dir.get("reverse", {}).items():
             lines.append(
                 f"  {s:<5} {k:<8} n={r['n']:<4} diff={r['mean_diff']:+.3f} "
-                f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}"
+                f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}  "
+                f"excludes beyond +-{r.get('equivalence_bound', float('nan')):.2f} nats"
             )
     return "\n".join(lines)
 
