@@ -126,11 +126,11 @@ def run_analysis(
 ) -> dict[str, Any]:
     """Exact match, probes and the logit lens at every checkpoint; write analysis/dynamics.json
     and .npz. Arrays are indexed by checkpoint first (`steps`), then as in each instrument."""
-    seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
-    opts = DynamicsOptions(folds=folds, C=C, seed=seed, templates=templates)
+    item_seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
+    opts = DynamicsOptions(folds=folds, C=C, seed=item_seed, templates=templates)
     if templates not in ("train", "heldout"):
         raise UserError(f"templates {templates!r} unknown: use train or heldout")
-    popts = ProbeOptions(folds=folds, C=C, seed=seed)
+    popts = ProbeOptions(folds=folds, C=C, seed=item_seed)
     ds = run.dataset
     by_subset = check_people(ds, popts)
     steps = steps_of(run)
@@ -138,7 +138,7 @@ def run_analysis(
         raise UserError(f"{run.path} has no checkpoints: train with train.checkpoint_every > 0")
     prompts = [e for e in ds.prompts if e.templates == templates and e.subset in SUBSETS]
     targets = np.stack(
-        [np.array([e.answer[0] for e in prompts]), control_targets(prompts, seed)], axis=1
+        [np.array([e.answer[0] for e in prompts]), control_targets(prompts, item_seed)], axis=1
     )  # [prompt, target]
 
     em, probe, control, lens_final, lens_entity = [], [], [], [], []
@@ -167,7 +167,7 @@ def run_analysis(
     }
     chance = chance_levels(by_subset)
     result = {
-        "options": asdict(opts),
+        "options": asdict(opts) | {"seed": seed},  # as asked: an offset on the run seed
         "steps": steps,
         "axes": {
             "subset": list(SUBSETS),

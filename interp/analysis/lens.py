@@ -441,8 +441,8 @@ def run_analysis(
         raise UserError(f"templates {templates!r} unknown: use one of {TEMPLATE_KINDS}")
     tuned_options = tuned_options or TunedLensOptions()
     # item draws (control targets, the tuned lens's split and batches) differ per run
-    control_seed = run_seed(run.config, control_seed)
-    tuned_options = replace(tuned_options, seed=run_seed(run.config, tuned_options.seed))
+    item_control_seed = run_seed(run.config, control_seed)
+    item_tuned = replace(tuned_options, seed=run_seed(run.config, tuned_options.seed))
     model, ds = run.model, run.dataset
     model.eval()
     prompts = [e for e in ds.prompts if e.templates == templates and e.subset in SUBSETS]
@@ -452,7 +452,8 @@ def run_analysis(
             f"use --templates {'train' if templates == 'heldout' else 'heldout'}"
         )
     targets = np.stack(
-        [np.array([e.answer[0] for e in prompts]), control_targets(prompts, control_seed)], axis=1
+        [np.array([e.answer[0] for e in prompts]), control_targets(prompts, item_control_seed)],
+        axis=1,
     )  # [n, target]
     n_layers = model.cfg.n_layers
 
@@ -460,18 +461,18 @@ def run_analysis(
     arrays: dict[str, Any] = {}
     kl: dict[str, list[float]] = {}
     if tuned:
-        lens, info = fit_tuned_lens(model, ds.train_docs, tuned_options, progress)
+        lens, info = fit_tuned_lens(model, ds.train_docs, item_tuned, progress)
         lens.save(
             run.analysis_dir() / "tuned_lens.safetensors",
             metadata={
                 "config_hash": run.config.hash(),
-                **{k: str(v) for k, v in asdict(tuned_options).items()},
+                **{k: str(v) for k, v in asdict(item_tuned).items()},
             },
         )
         lenses["tuned"] = (model, lens)
         kl = info
     else:
-        _, held = split_docs(ds.train_docs, tuned_options.heldout_frac, tuned_options.seed)
+        _, held = split_docs(ds.train_docs, item_tuned.heldout_frac, item_tuned.seed)
         kl = {"kl_logit_heldout": kl_to_final(model, *doc_streams(model, held)).tolist()}
     with torch.random.fork_rng(devices=[]):  # build_model seeds the global RNG; leave it be
         random_init = build_model(

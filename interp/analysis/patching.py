@@ -806,7 +806,7 @@ def run_analysis(
     so check it), `per_prompt_effect` [prompt, act, layer, label], `clean`, `corrupted`,
     `person`, `template` [prompt], `control_normalised_resid_pre` [layer, label].
     """
-    seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
+    item_seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
     opts = PatchOptions(
         corruptions=tuple(corruptions),
         templates=templates,
@@ -815,7 +815,7 @@ def run_analysis(
         noise_samples=noise_samples,
         noise_scale=noise_scale,
         min_gap=min_gap,
-        seed=seed,
+        seed=item_seed,
     )
     opts.validate()
     if not subsets or any(s not in SUBSETS for s in subsets):
@@ -852,7 +852,7 @@ def run_analysis(
         arrays.update({f"{subset}/{query}/{corruption}/{n}": v for n, v in arr.items()})
 
     result = {
-        "options": asdict(opts) | {"subsets": list(subsets)},
+        "options": asdict(opts) | {"subsets": list(subsets), "seed": seed},  # seed as asked
         "acts": list(ACTS),
         "n_layers": n_layers,
         "score_units": {c: SCORE_UNITS[c] for c in opts.corruptions},

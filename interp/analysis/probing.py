@@ -373,8 +373,8 @@ def run_analysis(
     mlp_out row at layer 0 is NaN). `correct` adds a last axis over the people of the subset
     (`people` holds their ids): 1 / 0 for each person's held-out prediction right / wrong.
     """
-    seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
-    opts = ProbeOptions(folds=folds, C=C, seed=seed)
+    item_seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
+    opts = ProbeOptions(folds=folds, C=C, seed=item_seed)
     by_subset = check_people(run.dataset, opts)
     cfg, ds = run.config, run.dataset
     n_layers = cfg.model.n_layers
@@ -397,7 +397,7 @@ def run_analysis(
     n_people = person_ids.shape[1]
 
     result = {
-        "options": asdict(opts),
+        "options": asdict(opts) | {"seed": seed},  # as asked: an offset on the run seed
         "n_people_per_subset": n_people,
         "layers": "0 = embeddings (resid_pre of block 0); l + 1 = after block l "
         "(resid_post / mlp_out of block l)",

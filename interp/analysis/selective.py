@@ -705,6 +705,7 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
             f"unknown selective option(s) {sorted(unknown)}: see `interp selective --help`"
         )
     opts = SelectiveOptions(**options)
+    asked_seed = opts.seed
     opts = replace(opts, seed=run_seed(run.config, opts.seed))  # item draws differ per run
     ds, model = run.dataset, run.model
     opts.validate(ds.d_vocab)
@@ -780,7 +781,7 @@ def run_analysis(run: Run, *, progress: bool = True, **options: Any) -> dict[str
     cells = sorted({(e.subset, e.direction) for e in test_q})
     result: dict[str, Any] = {
         "summary": summary,
-        "options": asdict(opts),
+        "options": asdict(opts) | {"seed": asked_seed},  # as asked: an offset on the run seed
         "method": "ASPIRE-style selective prediction (Chen et al. 2023): beam answers, "
         "learned soft-prompt self-evaluation, likelihood/entropy/probe baselines",
         "scores": list(SCORES),

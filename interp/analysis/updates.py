@@ -547,7 +547,7 @@ def run_analysis(
     """
     if optimizer not in DEFAULT_LR:
         raise UserError(f"--optimizer {optimizer!r} unknown: use one of {OPTIMIZERS}")
-    seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
+    item_seed = run_seed(run.config, seed)  # item draws differ per (world, seed) run
     opts = UpdateOptions(
         steps=steps,
         lr=DEFAULT_LR[optimizer] if lr is None else lr,
@@ -556,7 +556,7 @@ def run_analysis(
         objective=objective,
         n_facts=n_facts,
         n_control_tokens=n_control_tokens,
-        seed=seed,
+        seed=item_seed,
     )
     ds, model = run.dataset, run.model
     opts.validate(sum(p.subset == "new" for p in ds.people))
@@ -810,7 +810,7 @@ def summarise(a: dict[str, np.ndarray], opts: UpdateOptions) -> dict[str, Any]:
         summary[f"norm_sq_share_{g}"] = float(share[i])
 
     return {
-        "options": asdict(opts),
+        "options": asdict(opts) | {"seed": seed},  # as asked: an offset on the run seed
         "n_facts": len(a["facts"]),
         "n_pool": len(a["pool"]),
         "summary": summary,
