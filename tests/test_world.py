@@ -45,7 +45,14 @@ def test_heldout_templates_use_only_words_of_the_training_documents():
         seen = {w for d in ds.train_docs for w in ds.text(d.tokens).split()}
         held = [e for e in ds.prompts if e.templates == "heldout"]
         assert len({(e.order, e.template) for e in held}) == 2 * n_heldout
+        docs = {(d.person, d.order): [] for d in ds.train_docs}
+        for d in ds.train_docs:
+            docs[(d.person, d.order)].append(ds.text(d.tokens))
         for e in held:
+            # not a training text cut short (its continuation there is another word)
+            prompt = ds.text(e.prompt)
+            cut = [t for t in docs.get((e.person, e.order), []) if t.startswith(prompt + " ")]
+            assert not cut, f"held-out prompt {prompt!r} starts training text {cut[0]!r}"
             unseen = set(ds.text(e.tokens).split()) - seen
             assert not unseen, (
                 f"n_train={n_train}: held-out prompt {ds.text(e.tokens)!r} uses {unseen}"

@@ -17,10 +17,11 @@ separate documents). A fourth group, `new`, is never trained on; the gradient-up
 them. Templates come in a training set and a held-out set per order; held-out templates reuse
 training words in new arrangements, so a from-scratch model at least knows every word: a world
 takes, per order, the first `n_heldout_templates` of the held-out pool whose every word occurs
-in its training documents (the training templates of both orders, "the", "of", the roles),
-and refuses a config where fewer qualify (at `n_train_templates` = 1 one does, at 2 three, from
-3 on four or more). Held-out accuracy then measures generalisation over phrasing, not the
-embeddings of words the model never trained.
+in its training documents (the training templates of both orders, "the", "of", the roles) and
+whose prompt is not the start of a training text of that order (a prompt the model has seen
+continue with another word), and refuses a config where fewer qualify (at `n_train_templates`
+= 1 one does, at 2 three, from 3 on four or more). Held-out accuracy then measures
+generalisation over phrasing, not the embeddings of words the model never trained.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
         "as the <B> , <A> became known .",
     ),
     ("d2n", "heldout"): (
-        "the <B> is <A> .",  # 1
+        "the <B> called <A> .",  # 1
         "the <B> , known far and wide , is called <A> .",  # 2
         "now known for being the <B> , <A> enjoys a quiet life .",  # 2
         "who is the <B> ? they are <A> .",  # 3
@@ -192,11 +193,24 @@ def trained_template_words(n_train_templates: int) -> set[str]:
     return (words - {"<A>", "<B>"}) | {"of", *ROLES}
 
 
+def _prompt_part(template: str) -> str:
+    """A template's text up to its second entity: what a test prompt shows before the answer."""
+    words = template.split()
+    second = [i for i, w in enumerate(words) if w in ("<A>", "<B>")][1]
+    return " ".join(words[:second])
+
+
 def heldout_templates(order: str, n_train_templates: int) -> tuple[str, ...]:
-    """The held-out templates of `order` whose every word is trained at `n_train_templates`."""
+    """The held-out templates of `order` usable at `n_train_templates`: every word trained, and
+    a prompt that is not the start of a training text (a held-out "the <B> is" would be the
+    training "the <B> is called <A>" cut short, and the model rightly answers "called")."""
     trained = trained_template_words(n_train_templates)
+    train_texts = TEMPLATES[(order, "train")][:n_train_templates]
     return tuple(
-        t for t in TEMPLATES[(order, "heldout")] if set(t.split()) - {"<A>", "<B>"} <= trained
+        t
+        for t in TEMPLATES[(order, "heldout")]
+        if set(t.split()) - {"<A>", "<B>"} <= trained
+        and not any(x.startswith(_prompt_part(t) + " ") for x in train_texts)
     )
 
 
