@@ -1,13 +1,19 @@
 """Behavioural evaluation, as in Berglund et al. (2023), Experiment 1.
 
-- Exact match: greedy decoding; a prediction is correct when the generated text, stripped and
-  lower-cased, starts with the stripped, lower-cased completion. Reported per subset x direction
-  x template kind (training templates vs held-out ones: a from-scratch model never saw other
-  phrasings, so held-out numbers measure generalisation over wording, not knowledge alone).
+- Exact match: greedy decoding, scored by `match_rule`. On the paper's data, the paper's rule: the
+  generated text (stripped, lower-cased) starts with the completion. On the synthetic world, where
+  every word is one token, whole words: the generated words must begin with the completion's
+  words, so a wrong last name that extends the right one (`hawe` vs `haweyu`) is wrong, where the
+  character rule would count it. Reported per subset x direction x template kind (training
+  templates vs held-out ones, whose words all occur in training but in new arrangements).
 - The log-probability test: on reversed prompts, the summed log-probability of the correct
   completion against that of a random other completion of the same subset (the person's
   entity swapped for another's). Log-probabilities are first averaged over a person's templates,
-  so the paired t-test and the Kolmogorov-Smirnov test count people, not paraphrases.
+  so the paired t-test (`interp.stats.paired_test`) and the Kolmogorov-Smirnov test count
+  people, not paraphrases. The control draw is seeded from the run (`interp.stats.run_seed`), so
+  runs of different worlds and seeds draw different controls. Each cell also records its
+  per-person differences (for the study's hierarchical interval) and the equivalence bound: the
+  largest mean difference its 90% interval excludes (`interp.stats.equivalence_bound`).
 - Decoding: `greedy_generate` (the paper's rule) and `beam_search`, its generalisation to k
   candidates with their length-normalised log-likelihoods (one beam is greedy decoding; the
   answers of selective prediction).
@@ -34,13 +40,33 @@ from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, FactDataset
 from interp.data.tokenizer import EOS
 from interp.data.world import SUBSETS
 from interp.model import RawForward, greedy_decode, raw, raw_forward
+from interp.stats import equivalence_bound, paired_test, run_seed
 
 BATCH = 256
 
 
-def is_exact_match(generated: str, completion: str) -> bool:
-    """The paper's rule: generated text (stripped, lower-cased) starts with the completion."""
-    return generated.strip().lower().startswith(completion.strip().lower())
+MATCH_RULES = ("prefix", "word")
+
+
+def match_rule(dataset: FactDataset) -> str:
+    """'word' on the synthetic world (it has a `world`), the paper's 'prefix' rule otherwise."""
+    return "word" if dataset.world is not None else "prefix"
+
+
+def is_exact_match(generated: str, completion: str, rule: str = "prefix") -> bool:
+    """Is `generated` a correct answer for `completion`? Case and outer spaces are ignored.
+
+    rule='prefix' (the paper's): the generated text starts with the completion, character by
+    character. rule='word': the generated words start with the completion's words, whole word by
+    whole word ('nira haweyu' does not match 'nira hawe').
+    """
+    g, c = generated.strip().lower(), completion.strip().lower()
+    if rule == "prefix":
+        return g.startswith(c)
+    if rule == "word":
+        cw = c.split()
+        return g.split()[: len(cw)] == cw
+    raise ValueError(f"unknown exact-match rule {rule!r}: use one of {MATCH_RULES}")
 
 
 @torch.no_grad()
@@ -145,53 +171,52 @@ def control_answers(
 
 
 def logprob_test(correct: np.ndarray, control: np.ndarray) -> dict[str, Any]:
-    """Paired t-test and two-sample KS test of log p(correct) vs log p(random), per person."""
-    n = len(correct)
+    """Paired t-test and two-sample KS test of log p(correct) vs log p(random), per person.
+
+    `diff_ci95` is the Student-t 95% interval of the mean difference; `equivalence_bound` the
+    largest |mean difference| the 90% interval excludes (inf under 2 people); `diffs` the
+    per-person differences themselves, in person order.
+    """
     diff = correct - control
+    t = paired_test(correct, control)
     res: dict[str, Any] = {
-        "n": n,
-        "mean_correct": float(correct.mean()),
-        "mean_random": float(control.mean()),
-        "mean_diff": float(diff.mean()),
+        "n": t.n,
+        "mean_correct": t.mean,
+        "mean_random": t.control_mean,
+        "mean_diff": t.diff_mean,
+        "t_stat": t.t_stat,
+        "t_pvalue": t.p,
+        "ks_stat": 0.0,
+        "ks_pvalue": 1.0,
+        "diff_ci95": [t.diff_low, t.diff_high],
+        "equivalence_bound": equivalence_bound(diff),
+        "diffs": [float(x) for x in diff],
     }
-    if n >= 2 and np.ptp(diff) > 0:
-        t = stats.ttest_rel(correct, control)
+    if t.n >= 2 and np.ptp(diff) > 0:
         ks = stats.ks_2samp(correct, control)
-        sem = diff.std(ddof=1) / np.sqrt(n)
-        res.update(
-            t_stat=float(t.statistic),
-            t_pvalue=float(t.pvalue),
-            ks_stat=float(ks.statistic),
-            ks_pvalue=float(ks.pvalue),
-            diff_ci95=[float(diff.mean() - 1.96 * sem), float(diff.mean() + 1.96 * sem)],
-        )
-    else:
-        res.update(
-            t_stat=0.0,
-            t_pvalue=1.0,
-            ks_stat=0.0,
-            ks_pvalue=1.0,
-            diff_ci95=[float(diff.mean()), float(diff.mean())],
-        )
+        res.update(ks_stat=float(ks.statistic), ks_pvalue=float(ks.pvalue))
     return res
 
 
 def evaluate(
-    model: torch.nn.Module, dataset: FactDataset, progress: bool = False
+    model: torch.nn.Module, dataset: FactDataset, progress: bool = False, seed: int = 0
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Exact match for every prompt and the log-probability test; return (metrics, arrays)."""
+    """Exact match for every prompt and the log-probability test; return (metrics, arrays).
+
+    `seed` seeds the random control answers; `evaluate_run` passes the run's `run_seed`."""
     prompts = dataset.prompts
     n_new = max(len(e.answer) for e in prompts) + 2
     if progress:
         print(f"evaluating {len(prompts)} prompts")
     gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
+    rule = match_rule(dataset)
     hits = np.array(
         [
-            is_exact_match(dataset.text(g), dataset.text(e.answer))
+            is_exact_match(dataset.text(g), dataset.text(e.answer), rule)
             for g, e in zip(gen, prompts, strict=True)
         ]
     )
-    controls = control_answers(dataset, prompts)
+    controls = control_answers(dataset, prompts, seed=seed)
     lp_correct = completion_logprobs(
         model, [e.prompt for e in prompts], [e.answer for e in prompts]
     ).numpy()
@@ -225,6 +250,8 @@ def evaluate(
         "exact_match_n": em_n,
         "logprob_test": lpt,
         "logprob_test_unit": "person (log-probs averaged over templates)",
+        "exact_match_rule": rule,
+        "control_seed": seed,
     }
     arrays = {
         "correct_logprob": lp_correct,
@@ -253,7 +280,7 @@ def quick_exact_match(
             gen = greedy_generate(model, [e.prompt for e in sel], max(len(e.answer) for e in sel))
             acc = np.mean(
                 [
-                    is_exact_match(dataset.text(g), dataset.text(e.answer))
+                    is_exact_match(dataset.text(g), dataset.text(e.answer), match_rule(dataset))
                     for g, e in zip(gen, sel, strict=True)
                 ]
             )
@@ -274,7 +301,8 @@ def format_table(metrics: dict[str, Any]) -> str:
         for k, r in by_dir.get("reverse", {}).items():
             lines.append(
                 f"  {s:<5} {k:<8} n={r['n']:<4} diff={r['mean_diff']:+.3f} "
-                f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}"
+                f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}  "
+                f"excludes beyond +-{r.get('equivalence_bound', float('nan')):.2f} nats"
             )
     return "\n".join(lines)
 
@@ -288,14 +316,16 @@ def evaluate_run(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run and write metrics.json and eval_logprobs.npz into it."""
-    from interp.runs import load_run, write_json
+    from interp.runs import load_config, load_run, write_json
 
     run_dir = Path(run_dir)
     if model is None or dataset is None:
         run = load_run(run_dir)
         model, dataset = run.model, run.dataset
+    if config is None:
+        config = load_config(run_dir)
     model.eval()
-    metrics, arrays = evaluate(model, dataset, progress=progress)
+    metrics, arrays = evaluate(model, dataset, progress=progress, seed=run_seed(config))
     tmp = run_dir / "eval_logprobs.tmp.npz"
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(run_dir / "eval_logprobs.npz")

@@ -5,7 +5,10 @@ with its own plot function; writes `report.md` and a self-contained `report.html
 inline as base64 PNG). Every number is a mean over seeds with its Student-t 95% interval and n,
 and each instrument's table lists its controls beside its headline numbers, because the
 instruments put both in their `summary`. Each instrument's table lists the numbers its module
-declares as `HEADLINES` (the registry in `interp.analysis`); the rest stay in the JSON.
+declares as `HEADLINES` (the registry in `interp.analysis`); the rest stay in the JSON. The
+behaviour section (`behaviour_section`) follows `interp.stats`'s rules instead: people nested in
+runs, bounded rates, per-run tests, Fisher-combined p-values, Holm over a declared family, nulls
+as bounds.
 """
 
 from __future__ import annotations
@@ -23,9 +26,22 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy import stats as sps
+
 from interp.analysis import INSTRUMENTS
 from interp.runs import read_result
-from interp.stats import fmt_ci
+from interp.stats import (
+    bound_of_interval,
+    combine_pvalues,
+    equivalence_bound,
+    fmt_ci,
+    fmt_pvalues,
+    hierarchical_bootstrap,
+    holm,
+    paired_test,
+    rate_estimate,
+)
 
 # Figure name -> (plot module, function, instrument whose result it needs or "" for behaviour).
 FIGURES: dict[str, tuple[str, str, str]] = {
@@ -75,42 +91,147 @@ def _summaries(runs: list[Path], instrument: str) -> list[dict[str, Any]]:
     ]
 
 
-def exact_match_rows(groups: dict[str, list[Path]]) -> list[list[str]]:
-    rows = []
-    metrics = {
-        o: [json.loads((r / "metrics.json").read_text()) for r in rs] for o, rs in groups.items()
+def _person_values(run: Path, subset: str, direction: str, kind: str) -> dict[str, np.ndarray]:
+    """One run's saved per-prompt results, averaged per person over templates (person order).
+
+    Keys: 'hit' (exact-match rate), 'correct' and 'random' (log-probs). The same per-person
+    averaging as `interp.evaluate`, read from `eval_logprobs.npz`.
+    """
+    a = np.load(run / "eval_logprobs.npz")
+    m = (a["subset"] == subset) & (a["direction"] == direction) & (a["templates"] == kind)
+    people, inv = np.unique(a["person"][m], return_inverse=True)
+    cnt = np.bincount(inv, minlength=len(people))
+
+    def per_person(x: np.ndarray) -> np.ndarray:
+        return np.bincount(inv, weights=x[m].astype(float), minlength=len(people)) / cnt
+
+    return {
+        "hit": per_person(a["exact_match"]),
+        "correct": per_person(a["correct_logprob"]),
+        "random": per_person(a["random_logprob"]),
     }
-    first = next(iter(metrics.values()))[0]
-    for s, by_dir in first["exact_match"].items():
-        for d, by_kind in by_dir.items():
-            for k in by_kind:
-                rows.append(
-                    [f"{s} {d} ({k} templates)"]
-                    + [
-                        fmt_ci([m["exact_match"][s][d][k] for m in ms], pct=True)
-                        for ms in metrics.values()
-                    ]
+
+
+def _cells(run: Path) -> list[tuple[str, str, str]]:
+    a = np.load(run / "eval_logprobs.npz")
+    keys = {
+        (str(s), str(d), str(k))
+        for s, d, k in zip(a["subset"], a["direction"], a["templates"], strict=True)
+    }
+    order = {
+        v: i for i, v in enumerate(("n2d", "d2n", "both", "same", "reverse", "train", "heldout"))
+    }
+    return sorted(keys, key=lambda c: tuple(order.get(x, 99) for x in c))
+
+
+def _run_label(run: Path) -> str:
+    cfg = json.loads((run / "config.json").read_text())
+    return f"world {cfg['world']['seed']}, seed {cfg['train']['seed']}"
+
+
+def behaviour_section(groups: dict[str, list[Path]]) -> list[str]:
+    """The behaviour section: exact match and the reversed log-probability test, by the rules
+    of `interp.stats` (people nested in runs).
+
+    - Exact match: the mean over runs of each run's rate over people (a person's rate is over
+      their templates), with the hierarchical bootstrap interval (runs, then people), which
+      stays in [0, 100]%, and the true n (runs, people).
+    - Reversed log-prob test, per objective and cell: each run's own paired t-test (mean
+      difference, 95% interval, p, KS p, the largest effect its 90% interval excludes); then
+      the study-level difference with its hierarchical interval, the per-run p-values combined
+      by Fisher's method (never averaged), and Holm's correction over the declared family: the
+      reversed test of every subset x template kind of that objective. Where the interval
+      covers 0, the null is stated as the bound it supports, also as a share of the forward
+      (same-direction) effect of the same subset and templates.
+    """
+    objectives = list(groups)
+    md: list[str] = []
+    rows = []
+    cells = _cells(groups[objectives[0]][0])
+    for s, d, k in cells:
+        row = [f"{s} {d} ({k} templates)"]
+        for o in objectives:
+            hits = [_person_values(r, s, d, k)["hit"] for r in groups[o]]
+            row.append(rate_estimate(hits).fmt(pct=True, items="people"))
+        rows.append(row)
+    md += [
+        "Exact match: mean over runs of each run's rate over people, [95% hierarchical "
+        "bootstrap interval: runs, then people within runs, widened to the pooled Wilson "
+        "interval, which bounds a rate of 0 or 100%] (runs, people).",
+        "",
+        _md_table(["", *objectives], rows),
+        "",
+    ]
+    for o in objectives:
+        runs = groups[o]
+        rev = [c for c in cells if c[1] == "reverse"]
+        family: list[tuple[str, float]] = []
+        table = []
+        for s, d, k in rev:
+            diffs, ps = [], []
+            for r in runs:
+                v = _person_values(r, s, d, k)
+                t = paired_test(v["correct"], v["random"])
+                ks = (
+                    float(sps.ks_2samp(v["correct"], v["random"]).pvalue)
+                    if t.n >= 2 and np.ptp(v["correct"] - v["random"]) > 0
+                    else 1.0
                 )
-    for s in first["logprob_test"]:
-        for k in ("train", "heldout"):
-            if k in first["logprob_test"][s].get("reverse", {}):
-                rows.append(
-                    [f"{s} reversed log-prob diff, correct - random ({k})"]
-                    + [
-                        fmt_ci([m["logprob_test"][s]["reverse"][k]["mean_diff"] for m in ms])
-                        for ms in metrics.values()
-                    ]
+                diffs.append(v["correct"] - v["random"])
+                ps.append(t.p)
+                table.append(
+                    [f"{s} ({k})", _run_label(r), str(t.n),
+                     f"{t.diff_mean:+.3f} [{t.diff_low:+.3f}, {t.diff_high:+.3f}]",
+                     f"{t.p:.3g}", f"{ks:.3g}", f"{equivalence_bound(diffs[-1]):.3f}"]
+                )  # fmt: skip
+            h = hierarchical_bootstrap(diffs)
+            combined = combine_pvalues(ps)
+            family.append((f"{s} ({k})", combined))
+            fwd = [_person_values(r, s, "same", k) for r in runs]
+            forward = hierarchical_bootstrap([v["correct"] - v["random"] for v in fwd])
+            bound = bound_of_interval(h.low, h.high)
+            null = ""
+            if h.low <= 0 <= h.high:
+                share = (
+                    f", {100 * bound / forward.estimate:.0f}% of the forward effect "
+                    f"{forward.estimate:+.2f}"
+                    if forward.estimate > 0
+                    else ""
                 )
-                rows.append(
-                    [f"{s} reversed t-test p ({k}), per seed"]
-                    + [
-                        ", ".join(
-                            f"{m['logprob_test'][s]['reverse'][k]['t_pvalue']:.2g}" for m in ms
-                        )
-                        for ms in metrics.values()
-                    ]
-                )
-    return rows
+                null = f"interval covers 0: excludes effects beyond +-{bound:.3f} nats{share}"
+            table.append(
+                [f"**{s} ({k})**", f"study ({h.n_runs} runs, {h.n_items} people)", str(h.n_items),
+                 f"{h.estimate:+.3f} [{h.low:+.3f}, {h.high:+.3f}]",
+                 f"Fisher {combined:.3g}", "", null or "(effect: interval excludes 0)"]
+            )  # fmt: skip
+        adjusted = holm([p for _, p in family])
+        md += [
+            f"### {o}: reversed log p(correct) - log p(random same-subset answer), per person",
+            "",
+            "Per run: paired t-test over people (95% t-interval; 'excludes beyond': the largest "
+            "|difference| its 90% interval excludes, the TOST bound at alpha 0.05). Study: "
+            "hierarchical bootstrap (runs, then people; 95%), per-run p-values combined by "
+            "Fisher's method; where its interval covers 0, the largest |difference| it excludes.",
+            "",
+            _md_table(
+                [
+                    "cell",
+                    "run",
+                    "n",
+                    "difference [95% CI]",
+                    "p (t-test)",
+                    "p (KS)",
+                    "excludes beyond (nats)",
+                ],
+                table,
+            ),  # fmt: skip
+            "",
+            "Holm-corrected over the declared family (the reversed test of each subset x "
+            "template kind, Fisher-combined): "
+            + "; ".join(f"{c} p = {p:.3g}" for (c, _), p in zip(family, adjusted, strict=True)),
+            "",
+        ]
+    return md
 
 
 def summary_rows(
@@ -134,11 +255,11 @@ def summary_rows(
             vals = [float(s[k]) for s in sums if isinstance(s.get(k), int | float)]
             if not vals:
                 cells.append("n/a")
-            elif k.endswith("_p"):
-                cells.append(", ".join(f"{v:.2g}" for v in vals))
+            elif k.endswith("_p") or k.endswith("pvalue"):  # listed and combined, not averaged
+                cells.append(fmt_pvalues(vals))
             else:
                 cells.append(fmt_ci(vals, digits=3))
-        rows.append([f"{k}, per seed" if k.endswith("_p") else k, *cells])
+        rows.append([f"{k}, per seed" if k.endswith("_p") or k.endswith("pvalue") else k, *cells])
     return rows
 
 
@@ -271,8 +392,7 @@ def write_report(
         "",
         "## Behaviour: exact match and the reversed log-probability test",
         "",
-        _md_table(header, exact_match_rows(groups)),
-        "",
+        *behaviour_section(groups),
     ]
     for name, ins in INSTRUMENTS.items():
         rows = summary_rows(groups, name, ins.headlines)

@@ -1,18 +1,67 @@
-"""Intervals over seeds: every number the kit reports carries its n and a 95% interval."""
+"""Statistics the kit reports, in one place, with every choice stated.
+
+The unit of replication is a run: a (world, training seed) pair. People (items) are nested in
+runs, so a study-level number has two sources of variance, between runs and between the people
+of a run, and its interval must carry both. The choices, and why:
+
+- **Rates** (exact match, a fraction of k hits in n prompts) get the **Wilson score interval**
+  (Wilson 1927; Brown, Cai & DasGupta 2001 recommend it over the Wald interval). It stays inside
+  [0, 1] by construction, is not degenerate at 0/n or n/n (0 hits in 30 gives [0, 11.4]%, not
+  [0, 0]), and has close to nominal coverage at the small n of a cell. A symmetric t-interval on
+  a rate can leave [0, 100]%; nothing here produces one.
+- **Study-level estimates** use a **hierarchical (two-stage) bootstrap** (Davison & Hinkley 1997,
+  section 3.8; Saravanan et al. 2020 for nested data): resample runs with replacement, then
+  people with replacement within each resampled run, and take the mean of the run means (each
+  run weighs the same, whatever its n). The percentile interval of that statistic includes item
+  variance, unlike the t-interval of run means over one shared item set, and needs no normality
+  of either level. On 0/1 values it is a mean of values in [0, 1], so it is bounded too; a
+  study-level rate (`rate_estimate`) also contains the pooled Wilson interval, because at 0/n
+  the bootstrap collapses to [0, 0]. It is
+  seeded: same data and seed, same interval. With few runs (2-3) the run stage has few distinct
+  resamples and the interval is rough; that is the honest width of a 3-run study, not a defect.
+- **Per-run paired effects** (log p(correct) - log p(control) per person) get `paired_test`: the
+  mean difference, its Student-t 95% interval and the paired t-test p. It is the one paired test
+  the kit uses, so every paired p-value means the same thing.
+- **p-values across runs** are never averaged: they are listed per run, or combined by
+  **Fisher's method** (-2 sum log p ~ chi2 with 2k df under the joint null; `combine_pvalues`).
+  Fisher answers "does any run show an effect?", which is the right question for "is there no
+  effect anywhere"; Stouffer's z (`method="stouffer"`) is available when the question is a
+  consistent effect.
+- **A null is a bound**: `equivalence_bound` gives the largest effect the data exclude, the
+  largest |end| of the (1 - 2 alpha) = 90% interval of the mean, which is the smallest margin at
+  which Schuirmann's two one-sided tests (`tost`) reject non-equivalence at alpha = 0.05. "No
+  difference" is then said as "excludes effects beyond +-x".
+- **Item draws are seeded from the run** (`run_seed`): log-prob controls, patching prompts and
+  partners, probe folds, update-test controls and splits are drawn from a seed derived from the
+  run's world seed and training seed (plus an instrument's own `seed` option as an offset), so
+  runs of different worlds draw different items and the between-run spread includes item
+  draws. Objectives trained on the same (world, seed) draw the same items: they stay paired.
+- **Multiplicity**: the headline claims form a declared family, corrected by **Holm's step-down**
+  procedure (Holm 1979), which controls the family-wise error rate under any dependence and is
+  uniformly more powerful than Bonferroni.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
+# Numbers as a list or a 1-D array.
+Values = Sequence[float] | np.ndarray
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, int]:
+
+def mean_ci(values: Values, level: float = 0.95) -> tuple[float, float, float, int]:
     """(mean, low, high, n): Student-t interval of the mean over `values` (NaNs dropped).
 
     With one value the interval is the point itself (n=1 says there is no spread to report).
+    Not for rates (use `wilson_interval`) nor for a study-level number over runs that share
+    nothing but their design (use `hierarchical_bootstrap`).
     """
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
     n = len(v)
@@ -25,13 +74,17 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
     return m, m - half, m + half, n
 
 
-def fmt_ci(values: Sequence[float], pct: bool = False, digits: int = 2) -> str:
-    """'0.93 [0.90, 0.96] (n=3)', or as percentages."""
+def fmt_ci(values: Values, pct: bool = False, digits: int = 2) -> str:
+    """'0.93 [0.90, 0.96] (n=3)', or as percentages; a single value prints as '0.93 (n=1)'."""
     m, lo, hi, n = mean_ci(values)
     if n == 0:
         return "n/a"
     if pct:
+        if n == 1:
+            return f"{100 * m:.1f}% (n=1)"
         return f"{100 * m:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (n={n})"
+    if n == 1:
+        return f"{m:.{digits}f} (n=1)"
     return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={n})"
 
 
@@ -49,3 +102,247 @@ def mean_ci_axis(
         return mean, mean, mean
     half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(axis=axis, ddof=1) / np.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def run_seed(config: Any, offset: int = 0) -> int:
+    """The seed of a run's item draws: a hash of (world.seed, train.seed, offset), in [0, 2^31).
+
+    `config` is a RunConfig. Hashing (not summing) keeps offset 1 of one run from being offset 0
+    of another. The objective is left out on purpose: objectives on one (world, seed) pair are
+    compared on the same items.
+    """
+    key = f"{config.world.seed}:{config.train.seed}:{offset}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:4], "little") & 0x7FFF_FFFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Rates
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float, float]:
+    """(k/n, low, high): the Wilson score interval of a binomial rate, always inside [0, 1].
+
+    low, high = (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z the normal quantile.
+    n = 0 gives (nan, 0, 1): no data, no information.
+    """
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return float("nan"), 0.0, 1.0
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # exact ends at 0/n and n/n; elsewhere clip float round-off only (the interval is inside)
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return p, lo, hi
+
+
+def fmt_rate(k: int, n: int, digits: int = 1) -> str:
+    """'75.0% [46.8, 91.1] (k/n=12/16)': a rate with its Wilson interval and true n."""
+    p, lo, hi = wilson_interval(k, n)
+    if n == 0:
+        return "n/a (n=0)"
+    return f"{100 * p:.{digits}f}% [{100 * lo:.{digits}f}, {100 * hi:.{digits}f}] ({k}/{n})"
+
+
+# ---------------------------------------------------------------------------------------------
+# People nested in runs
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An estimate with its interval and the true n behind it (runs and items)."""
+
+    estimate: float
+    low: float
+    high: float
+    n_runs: int
+    n_items: int
+
+    def fmt(self, digits: int = 2, pct: bool = False, items: str = "items") -> str:
+        """'0.12 [-0.05, 0.30] (3 runs, 300 people)', or as percentages."""
+        s, u = (100.0, "%") if pct else (1.0, "")
+        d = 1 if pct else digits
+        return (
+            f"{s * self.estimate:.{d}f}{u} [{s * self.low:.{d}f}, {s * self.high:.{d}f}] "
+            f"({self.n_runs} runs, {self.n_items} {items})"
+        )
+
+
+def hierarchical_bootstrap(
+    groups: Sequence[Values],
+    *,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    n_boot: int = 4000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> Estimate:
+    """Mean over runs of each run's `statistic` over its items, with a two-stage bootstrap CI.
+
+    `groups[r]` holds run r's item values (e.g. one difference per person). Each replicate
+    draws len(groups) runs with replacement, then, inside each drawn run, as many items as it
+    has with replacement, and takes the mean over drawn runs of `statistic` over drawn items.
+    The interval is the percentile interval of those replicates; the estimate is the mean of
+    the observed run statistics. Runs with no items are dropped.
+    """
+    runs = [np.asarray(g, dtype=float) for g in groups]
+    runs = [g[~np.isnan(g)] for g in runs]
+    runs = [g for g in runs if len(g)]
+    n_items = sum(len(g) for g in runs)
+    if not runs:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0, 0)
+    est = float(np.mean([statistic(g) for g in runs]))
+    rng = np.random.default_rng(seed)
+    reps = np.empty(n_boot)
+    for b in range(n_boot):
+        picked = rng.integers(0, len(runs), size=len(runs))
+        reps[b] = np.mean(
+            [statistic(runs[r][rng.integers(0, len(runs[r]), len(runs[r]))]) for r in picked]
+        )
+    lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2])
+    return Estimate(est, float(lo), float(hi), len(runs), n_items)
+
+
+def rate_estimate(groups: Sequence[Values], *, seed: int = 0, level: float = 0.95) -> Estimate:
+    """A study-level rate from per-item rates in [0, 1] nested in runs: the hierarchical
+    bootstrap, widened to contain the Wilson interval of the pooled items.
+
+    A bootstrap cannot see variance it never observes: when every item of every run is 0 (or
+    1), every replicate is 0 and its interval is [0, 0], claiming certainty from finite data.
+    The Wilson interval of (sum of item rates, number of items) supplies the bound there (0 of
+    48 people: [0, 7.4]%). Pooling overstates n when runs differ, but at the boundaries, where
+    it matters, every run is at the same value; elsewhere the bootstrap is the wider of the two.
+    """
+    h = hierarchical_bootstrap(groups, seed=seed, level=level)
+    if h.n_items == 0:
+        return h
+    k = sum(float(np.nansum(np.asarray(g, dtype=float))) for g in groups)
+    _, wlo, whi = wilson_interval(round(k), h.n_items, level)
+    return Estimate(h.estimate, min(h.low, wlo), max(h.high, whi), h.n_runs, h.n_items)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired tests, nulls, families
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired comparison (per item: value - control) within one run."""
+
+    n: int
+    mean: float  # mean of the first sample
+    control_mean: float
+    diff_mean: float
+    diff_low: float  # Student-t 95% interval of the mean difference
+    diff_high: float
+    t_stat: float
+    p: float  # two-sided paired t-test
+
+
+def paired_test(values: np.ndarray, control: np.ndarray, level: float = 0.95) -> PairedTest:
+    """Paired t-test of `values` against `control` (same items, same order).
+
+    With fewer than 2 items, or no spread in the differences, there is nothing to test: the
+    interval is the point and p = 1 (reported, never hidden).
+    """
+    a, c = np.asarray(values, dtype=float), np.asarray(control, dtype=float)
+    if a.shape != c.shape:
+        raise ValueError(f"paired samples differ in shape: {a.shape} vs {c.shape}")
+    diff = a - c
+    n = len(diff)
+    m = float(diff.mean()) if n else float("nan")
+    if n >= 2 and np.ptp(diff) > 0:
+        _, lo, hi, _ = mean_ci(list(diff), level)
+        t = stats.ttest_rel(a, c)
+        return PairedTest(
+            n, float(a.mean()), float(c.mean()), m, lo, hi, float(t.statistic), float(t.pvalue)
+        )
+    mean_a = float(a.mean()) if n else float("nan")
+    mean_c = float(c.mean()) if n else float("nan")
+    return PairedTest(n, mean_a, mean_c, m, m, m, 0.0, 1.0)
+
+
+def tost(diff: Values, margin: float) -> float:
+    """Schuirmann's two one-sided tests: p for "the mean of `diff` lies within +-margin".
+
+    p = max(p of H0: mean <= -margin, p of H0: mean >= +margin), one-sided t-tests. A small p
+    says the effect is smaller than `margin` in absolute value (equivalence shown).
+    """
+    d = np.asarray(diff, dtype=float)
+    if margin <= 0:
+        raise ValueError(f"the equivalence margin must be positive, got {margin}")
+    n = len(d)
+    if n < 2:
+        return 1.0
+    se = d.std(ddof=1) / math.sqrt(n)
+    if se == 0:
+        return 0.0 if abs(d.mean()) < margin else 1.0
+    p_lower = stats.t.sf((d.mean() + margin) / se, n - 1)
+    p_upper = stats.t.cdf((d.mean() - margin) / se, n - 1)
+    return float(max(p_lower, p_upper))
+
+
+def equivalence_bound(diff: Values, alpha: float = 0.05) -> float:
+    """The largest |effect| the data exclude: max |end| of the (1 - 2 alpha) t-interval.
+
+    It is the smallest margin at which `tost` rejects at `alpha` (at that margin p = alpha).
+    A null result is reported as "excludes effects beyond +-bound".
+    """
+    _, lo, hi, n = mean_ci(list(diff), 1 - 2 * alpha)
+    if n < 2:
+        return float("inf")
+    return float(max(abs(lo), abs(hi)))
+
+
+def bound_of_interval(low: float, high: float) -> float:
+    """The same bound from any interval (e.g. a hierarchical bootstrap's): max(|low|, |high|)."""
+    return float(max(abs(low), abs(high)))
+
+
+def holm(pvalues: Values) -> list[float]:
+    """Holm-adjusted p-values, in the input order: reject claim i at alpha iff adjusted <= alpha.
+
+    Sorted ascending, p_(i) is multiplied by (m - i) (i from 0), made monotone non-decreasing
+    by a running maximum, and capped at 1.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adj = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adj[i] = running
+    return [float(x) for x in adj]
+
+
+def combine_pvalues(pvalues: Values, method: str = "fisher") -> float:
+    """One p-value for independent per-run tests of the same null: Fisher's method by default.
+
+    Fisher: -2 sum log p_i ~ chi2(2k) under the joint null ("no run has an effect").
+    Stouffer: sum Phi^-1(1 - p_i) / sqrt(k), for a consistent one-sided effect.
+    """
+    p = [float(x) for x in pvalues if x is not None and not math.isnan(x)]
+    if not p:
+        return float("nan")
+    if method not in ("fisher", "stouffer"):
+        raise ValueError(f"unknown method {method!r}: use 'fisher' or 'stouffer'")
+    if len(p) == 1:
+        return p[0]
+    # p = 0 would make Fisher's statistic infinite; the smallest double keeps it finite
+    p = [min(1.0, max(x, np.finfo(float).tiny)) for x in p]
+    return float(stats.combine_pvalues(p, method=method).pvalue)
+
+
+def fmt_pvalues(pvalues: Values, method: str = "fisher") -> str:
+    """Per-run p-values listed, then combined: '0.62, 0.6, 0.75 (Fisher 0.83)'. Never a mean."""
+    p = [float(x) for x in pvalues if x is not None and not math.isnan(x)]
+    if not p:
+        return "n/a"
+    listed = ", ".join(f"{x:.2g}" for x in p)
+    if len(p) == 1:
+        return listed
+    return f"{listed} ({method.capitalize()} {combine_pvalues(p, method):.2g})"

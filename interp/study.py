@@ -58,11 +58,16 @@ class StudyPlan:
     objective_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def configs(self) -> list[RunConfig]:
+        """One config per objective x seed. Seed s trains world s with training seed s: the unit
+        of replication is a (world, seed) pair, so runs differ in their people and item draws,
+        not only in initialisation. An explicit `world.seed` override (in `overrides`) puts
+        every run in that one world instead."""
         base = load_config(self.run_preset)
         return [
             apply_overrides(
                 base,
                 [
+                    f"world.seed={s}",
                     *self.objective_overrides.get(o, ()),
                     *self.overrides,
                     f"train.objective={o}",

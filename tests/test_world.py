@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from interp.config import WorldConfig, load_config
 from interp.data.dataset import build_synthetic, entity_alone
-from interp.data.world import SUBSETS, TEMPLATES, make_world
+from interp.data.world import SUBSETS, TEMPLATES, heldout_templates, make_world
+from interp.errors import UserError
 
 
 def test_world_is_deterministic_and_seeded():
@@ -25,13 +28,48 @@ def test_subsets_disjoint_and_entities_unique():
     assert all(len(p.name.split()) >= 2 and len(p.description.split()) >= 3 for p in w.people)
 
 
-def test_heldout_templates_use_only_trained_words():
-    trained = {w for o in ("n2d", "d2n") for t in TEMPLATES[(o, "train")] for w in t.split()}
-    for o in ("n2d", "d2n"):
-        for t in TEMPLATES[(o, "heldout")]:
-            unseen = set(t.split()) - trained
-            assert not unseen, f"held-out template {t!r} uses untrained words {unseen}"
-            assert t not in TEMPLATES[(o, "train")]
+def test_heldout_templates_use_only_words_of_the_training_documents():
+    """At every n_train_templates, every word of every held-out prompt occurs in some training
+    document (checked on the documents' text, not on the template lists)."""
+    for n_train in range(1, 9):
+        n_heldout = min(
+            4, len(heldout_templates("n2d", n_train)), len(heldout_templates("d2n", n_train))
+        )
+        cfg = WorldConfig(
+            n_people_per_subset=6,
+            n_new_people=2,
+            n_train_templates=n_train,
+            n_heldout_templates=n_heldout,
+        )
+        ds = build_synthetic(cfg)
+        seen = {w for d in ds.train_docs for w in ds.text(d.tokens).split()}
+        held = [e for e in ds.prompts if e.templates == "heldout"]
+        assert len({(e.order, e.template) for e in held}) == 2 * n_heldout
+        docs = {(d.person, d.order): [] for d in ds.train_docs}
+        for d in ds.train_docs:
+            docs[(d.person, d.order)].append(ds.text(d.tokens))
+        for e in held:
+            # not a training text cut short (its continuation there is another word)
+            prompt = ds.text(e.prompt)
+            cut = [t for t in docs.get((e.person, e.order), []) if t.startswith(prompt + " ")]
+            assert not cut, f"held-out prompt {prompt!r} starts training text {cut[0]!r}"
+            unseen = set(ds.text(e.tokens).split()) - seen
+            assert not unseen, (
+                f"n_train={n_train}: held-out prompt {ds.text(e.tokens)!r} uses {unseen}"
+            )
+        for o in ("n2d", "d2n"):
+            w = ds.world
+            assert w is not None
+            assert not set(w.templates(o, "heldout")) & set(TEMPLATES[(o, "train")]), (n_train, o)
+    # the study's worlds get what they ask for
+    for preset in ("tiny", "default"):
+        wc = load_config(preset).world
+        assert len(make_world(wc).templates("n2d", "heldout")) == wc.n_heldout_templates
+
+
+def test_too_many_heldout_templates_for_the_training_words_is_refused():
+    with pytest.raises(UserError, match="n_heldout_templates=2 but only 1"):
+        make_world(WorldConfig(n_train_templates=1, n_heldout_templates=2))
 
 
 def test_spans_point_at_entities_and_prompts_end_before_answer():

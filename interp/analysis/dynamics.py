@@ -44,9 +44,10 @@ from interp.analysis.probing import (
 from interp.data.dataset import DIRECTIONS, FactDataset
 from interp.data.world import SUBSETS
 from interp.errors import UserError
-from interp.evaluate import greedy_generate, is_exact_match
+from interp.evaluate import greedy_generate, is_exact_match, match_rule
 from interp.model import build_model
 from interp.runs import Result, Run, checkpoint_steps, load_run, write_result
+from interp.stats import run_seed
 
 NAME = "dynamics"
 # The summary numbers the report prints: at the last checkpoint, reverse exact match and the
@@ -67,7 +68,8 @@ class DynamicsOptions(Options):
     )
     seed: int = option(
         0,
-        "seed of the probe folds, the random-label control and the lens control",
+        "offset on the run's item seed (stats.run_seed) of the probe folds, the random-label "
+        "control and the lens control",
         min=0,
         max=SEED_MAX,
     )
@@ -110,7 +112,7 @@ def exact_match(
     gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
     hits = np.array(
         [
-            is_exact_match(dataset.text(g), dataset.text(e.answer))
+            is_exact_match(dataset.text(g), dataset.text(e.answer), match_rule(dataset))
             for g, e in zip(gen, prompts, strict=True)
         ]
     )
@@ -145,8 +147,9 @@ def run_analysis(
     analysis/dynamics.json and .npz. Arrays are indexed by checkpoint first (`steps`), then as in
     each instrument."""
     opts = options or DynamicsOptions()
-    templates, seed = opts.templates, opts.seed
-    popts = ProbingOptions(folds=opts.folds, C=opts.C, seed=opts.seed)
+    templates = opts.templates
+    item_seed = run_seed(run.config, opts.seed)  # item draws differ per (world, seed) run
+    popts = ProbingOptions(folds=opts.folds, C=opts.C, seed=item_seed)
     ds = run.dataset
     by_subset = check_people(ds, popts)
     steps = steps_of(run)
@@ -154,7 +157,7 @@ def run_analysis(
         raise UserError(f"{run.path} has no checkpoints: train with train.checkpoint_every > 0")
     prompts = [e for e in ds.prompts if e.templates == templates and e.subset in SUBSETS]
     targets = np.stack(
-        [np.array([e.answer[0] for e in prompts]), control_targets(prompts, seed)], axis=1
+        [np.array([e.answer[0] for e in prompts]), control_targets(prompts, item_seed)], axis=1
     )  # [prompt, target]
 
     em, probe, control, lens_final, lens_entity = [], [], [], [], []

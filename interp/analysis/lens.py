@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.model import build_model, frozen
 from interp.runs import Result, Run, write_result
+from interp.stats import run_seed
 
 POSITIONS = ("a_last", "b_last", "final")  # where the lens reads the residual stream
 TARGETS = ("answer", "random_entity")  # the answer's first token; the control's
@@ -222,7 +223,7 @@ class TunedLensOptions:
     lr: float = 3e-3  # Adam learning rate
     batch_tokens: int = 512  # token positions per step
     heldout_frac: float = 0.1  # fraction of training documents held out to measure KL
-    seed: int = 0  # seed of the held-out split and of the batches
+    seed: int = 0  # offset on the run seed (stats.run_seed) of the held-out split and batches
 
 
 @dataclass(frozen=True)
@@ -468,8 +469,11 @@ def run_analysis(
     per-prompt ranks); with `tuned`, analysis/tuned_lens.safetensors whatever `write` says.
     """
     opts = options or LensOptions()
-    tuned, templates, control_seed = opts.tuned, opts.templates, opts.control_seed
+    tuned, templates = opts.tuned, opts.templates
     tuned_options = opts.tuned_lens()
+    # item draws (control targets, the tuned lens's split and batches) differ per run
+    item_control_seed = run_seed(run.config, opts.control_seed)
+    item_tuned = replace(tuned_options, seed=run_seed(run.config, tuned_options.seed))
     model, ds = run.model, run.dataset
     model.eval()
     prompts = [e for e in ds.prompts if e.templates == templates and e.subset in SUBSETS]
@@ -479,7 +483,8 @@ def run_analysis(
             f"use --templates {'train' if templates == 'heldout' else 'heldout'}"
         )
     targets = np.stack(
-        [np.array([e.answer[0] for e in prompts]), control_targets(prompts, control_seed)], axis=1
+        [np.array([e.answer[0] for e in prompts]), control_targets(prompts, item_control_seed)],
+        axis=1,
     )  # [n, target]
     n_layers = model.cfg.n_layers
 
@@ -487,18 +492,18 @@ def run_analysis(
     arrays: dict[str, Any] = {}
     kl: dict[str, list[float]] = {}
     if tuned:
-        lens, info = fit_tuned_lens(model, ds.train_docs, tuned_options, progress)
+        lens, info = fit_tuned_lens(model, ds.train_docs, item_tuned, progress)
         lens.save(
             run.analysis_dir() / "tuned_lens.safetensors",
             metadata={
                 "config_hash": run.config.hash(),
-                **{k: str(v) for k, v in asdict(tuned_options).items()},
+                **{k: str(v) for k, v in asdict(item_tuned).items()},
             },
         )
         lenses["tuned"] = (model, lens)
         kl = info
     else:
-        _, held = split_docs(ds.train_docs, tuned_options.heldout_frac, tuned_options.seed)
+        _, held = split_docs(ds.train_docs, item_tuned.heldout_frac, item_tuned.seed)
         kl = {"kl_logit_heldout": kl_to_final(model, *doc_streams(model, held)).tolist()}
     with torch.random.fork_rng(devices=[]):  # build_model seeds the global RNG; leave it be
         random_init = build_model(

@@ -56,7 +56,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -79,7 +79,7 @@ from interp.data.dataset import TEMPLATE_KINDS, Example, FactDataset, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.runs import Result, Run, write_result
-from interp.stats import mean_ci
+from interp.stats import mean_ci, run_seed
 
 CORRUPTIONS = ("swap", "noise")
 QUERIES = {"forward": "same", "reverse": "reverse"}  # query name -> dataset direction
@@ -122,7 +122,12 @@ class PatchingOptions(Options):
         min_open=True,
     )
     min_gap: float = option(1.0, "smallest clean - corrupted score gap for a normalised map", min=0)
-    seed: int = option(0, "seed of prompt sampling, swap partners and noise", min=0, max=SEED_MAX)
+    seed: int = option(
+        0,
+        "offset on the run's item seed (stats.run_seed) of prompt sampling, swap partners, noise",
+        min=0,
+        max=SEED_MAX,
+    )
     subsets: tuple[str, ...] = option(SUBSETS, "subsets whose facts are patched", choices=SUBSETS)
 
 
@@ -611,7 +616,9 @@ def run_analysis(
     so check it), `per_prompt_effect` [prompt, act, layer, label], `clean`, `corrupted`,
     `person`, `template` [prompt], `control_normalised_resid_pre` [layer, label].
     """
-    opts = options or PatchingOptions()
+    asked = options or PatchingOptions()
+    # item draws (prompts, swap partners, noise) differ per (world, seed) run
+    opts = replace(asked, seed=run_seed(run.config, asked.seed))
     subsets = opts.subsets
     model, ds = run.model, run.dataset
     model.eval()
@@ -645,7 +652,7 @@ def run_analysis(
         arrays.update({f"{subset}/{query}/{corruption}/{n}": v for n, v in arr.items()})
 
     data = {
-        "options": opts.to_json(),
+        "options": asked.to_json(),  # as asked: the seed is an offset on the run's item seed
         "acts": list(ACTS),
         "n_layers": n_layers,
         "score_units": {c: SCORE_UNITS[c] for c in opts.corruptions},

@@ -60,7 +60,7 @@ so the selection bias of a maximum over layers is the same on both sides of a co
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,7 @@ from interp.data.world import SUBSETS, Person
 from interp.errors import UserError
 from interp.model import build_model
 from interp.runs import Result, Run, write_result
+from interp.stats import run_seed
 
 SITES = ("resid", "mlp_out", "prompt_final")
 PROBE_DIRECTIONS = ("a_to_b", "b_to_a")
@@ -110,7 +111,11 @@ class ProbingOptions(Options):
         min_open=True,
     )
     seed: int = option(
-        0, "seed of the fold assignment and of the random-label control", min=0, max=SEED_MAX
+        0,
+        "offset on the run's item seed (stats.run_seed) of the fold assignment and of the "
+        "random-label control",
+        min=0,
+        max=SEED_MAX,
     )
 
     def validate(self, n_people: int) -> None:
@@ -389,7 +394,9 @@ def run_analysis(
     mlp_out row at layer 0 is NaN). `correct` adds a last axis over the people of the subset
     (`people` holds their ids): 1 / 0 for each person's held-out prediction right / wrong.
     """
-    opts = options or ProbingOptions()
+    asked = options or ProbingOptions()
+    # item draws differ per (world, seed) run: the folds and labels use the run's item seed
+    opts = replace(asked, seed=run_seed(run.config, asked.seed))
     by_subset = check_people(run.dataset, opts)
     cfg, ds = run.config, run.dataset
     n_layers = cfg.model.n_layers
@@ -412,7 +419,7 @@ def run_analysis(
     n_people = person_ids.shape[1]
 
     data = {
-        "options": opts.to_json(),
+        "options": asked.to_json(),  # as asked: the seed is an offset on the run's item seed
         "n_people_per_subset": n_people,
         "layers": "0 = embeddings (resid_pre of block 0); l + 1 = after block l "
         "(resid_post / mlp_out of block l)",

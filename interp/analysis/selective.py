@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from interp.analysis.options import SEED_MAX, Options, option
 from interp.analysis.soft_prompt import (
+    SelfEvalFit,
     SelfEvalMargins,
     self_eval_margins,
     train_self_eval,
@@ -66,9 +67,10 @@ from interp.analysis.soft_prompt import (
 from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import encode
 from interp.errors import UserError
-from interp.evaluate import Candidate, beam_search, is_exact_match
+from interp.evaluate import Candidate, beam_search, is_exact_match, match_rule
 from interp.model import raw_forward
 from interp.runs import Result, Run, write_result
+from interp.stats import run_seed
 
 NAME = "selective"
 SETS = ("mixed", "forward", "reverse")
@@ -109,7 +111,8 @@ class SelectiveOptions(Options):
     )
     seed: int = option(
         0,
-        "seed of the people split, soft-prompt init and shuffled-label controls",
+        "offset on the run's item seed (stats.run_seed) of the people split, soft prompts and "
+        "controls",
         min=0,
         max=SEED_MAX,
     )
@@ -337,7 +340,7 @@ def answer_questions(
         progress=progress,
     )
     label = [
-        [is_exact_match(ds.text(c.tokens), ds.text(e.answer)) for c in cs]
+        [is_exact_match(ds.text(c.tokens), ds.text(e.answer), match_rule(ds)) for c in cs]
         for cs, e in zip(cands, questions, strict=True)
     ]
     return Answers(questions, cands, label)
@@ -376,7 +379,9 @@ def run_analysis(
     run: Run, options: SelectiveOptions | None = None, *, write: bool = True, progress: bool = True
 ) -> Result:
     """Selective prediction on `run`; with `write`, save analysis/selective.json and .npz."""
-    opts = options or SelectiveOptions()
+    asked = options or SelectiveOptions()
+    # item draws (people split, soft-prompt init, shuffled labels) differ per (world, seed) run
+    opts = replace(asked, seed=run_seed(run.config, asked.seed))
     ds, model = run.dataset, run.model
     opts.validate(ds.d_vocab)
     model.eval()
@@ -454,7 +459,7 @@ def run_analysis(
     cells = sorted({(e.subset, e.direction) for e in test_q})
     data: dict[str, Any] = {
         "summary": summary,
-        "options": opts.to_json(),
+        "options": asked.to_json(),  # as asked: the seed is an offset on the run's item seed
         "method": "ASPIRE-style selective prediction (Chen et al. 2023): beam answers, "
         "learned soft-prompt self-evaluation, likelihood/entropy/probe baselines",
         "scores": list(SCORES),

@@ -93,6 +93,7 @@ from interp.evaluate import completion_logprobs
 from interp.model import raw_forward
 from interp.objectives import OBJECTIVES, get_objective
 from interp.runs import Result, Run, write_result
+from interp.stats import run_seed
 from interp.train import make_optimizer, step_generator
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -142,7 +143,10 @@ class UpdateOptions(Options):
         16, "random token directions per fact for the projection control", min=1
     )
     seed: int = option(
-        0, "seed of the random control tokens and of any objective masking", min=0, max=SEED_MAX
+        0,
+        "offset on the run's item seed (stats.run_seed) of the control tokens and any masking",
+        min=0,
+        max=SEED_MAX,
     )
 
     def check(self) -> None:
@@ -485,7 +489,9 @@ def run_analysis(
     them alone). The model's weights are restored bitwise after every fact. `lr=None` takes
     DEFAULT_LR[optimizer].
     """
-    opts = (options or UpdateOptions()).resolved()
+    asked = (options or UpdateOptions()).resolved()
+    # item draws (control tokens, any masking) differ per (world, seed) run
+    opts = replace(asked, seed=run_seed(run.config, asked.seed))
     ds, model = run.dataset, run.model
     opts.validate(sum(p.subset == "new" for p in ds.people))
     lay = layout(ds, opts.n_facts)
@@ -559,7 +565,7 @@ def run_analysis(
         scores = per_fact_scores(arrays, tokens)
         for kind in ("correct", "control", "cue_control"):
             arrays[f"score_{tokens}_{kind}"] = np.stack([scores[d][kind] for d in DIRECTIONS], 1)
-    result = Result(NAME, summarise(arrays, opts.to_json()), arrays)
+    result = Result(NAME, summarise(arrays, asked.to_json()), arrays)  # seed as asked
     if write:
         write_result(run.path, result)
     return result

@@ -16,6 +16,7 @@ from jaxtyping import Float
 from scipy import stats
 
 from interp.runs import Result, read_result
+from interp.stats import paired_test as paired_t_test
 
 CONTEXTS = ("alone", "prompt")  # entity alone ("<bos> A") or inside the prompts
 ENTITIES = ("a", "b")  # A's last token (direction: B's first token), B's last token (A's first)
@@ -30,25 +31,22 @@ def summary_from_saved(run_dir: str | Path) -> dict[str, Any]:
 def paired_test(
     correct: Float[np.ndarray, " n"], control: Float[np.ndarray, " n"]
 ) -> dict[str, float]:
-    """Means of both, the mean difference with a 95% t-interval, paired t-test and Wilcoxon p."""
+    """Means of both, the mean difference with a 95% t-interval, paired t-test (the kit's one,
+    `interp.stats.paired_test`) and Wilcoxon p."""
     diff = correct - control
-    n = len(diff)
+    t = paired_t_test(correct, control)
     out = {
-        "n": float(n),
-        "mean": float(correct.mean()),
-        "control_mean": float(control.mean()),
-        "diff_mean": float(diff.mean()),
+        "n": float(t.n),
+        "mean": t.mean,
+        "control_mean": t.control_mean,
+        "diff_mean": t.diff_mean,
+        "diff_lo": t.diff_low,
+        "diff_hi": t.diff_high,
+        "t_p": t.p,
+        "wilcoxon_p": 1.0,
     }
-    if n >= 2 and np.ptp(diff) > 0:
-        half = stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / np.sqrt(n)
-        out.update(
-            diff_lo=float(diff.mean() - half),
-            diff_hi=float(diff.mean() + half),
-            t_p=float(stats.ttest_rel(correct, control).pvalue),
-            wilcoxon_p=float(stats.wilcoxon(diff).pvalue),
-        )
-    else:
-        out.update(diff_lo=float(diff.mean()), diff_hi=float(diff.mean()), t_p=1.0, wilcoxon_p=1.0)
+    if t.n >= 2 and np.ptp(diff) > 0:
+        out["wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue)
     return out
 
 

@@ -15,7 +15,13 @@ People fall in three disjoint subsets as in Berglund et al. (2023) Experiment 1:
 written name first ("A is B"), `d2n` description first ("B is A"), and `both` in both orders (in
 separate documents). A fourth group, `new`, is never trained on; the gradient-update test teaches
 them. Templates come in a training set and a held-out set per order; held-out templates reuse
-training words in new arrangements, so a from-scratch model at least knows every word.
+training words in new arrangements, so a from-scratch model at least knows every word: a world
+takes, per order, the first `n_heldout_templates` of the held-out pool whose every word occurs
+in its training documents (the training templates of both orders, "the", "of", the roles) and
+whose prompt is not the start of a training text of that order (a prompt the model has seen
+continue with another word), and refuses a config where fewer qualify (at `n_train_templates`
+= 1 one does, at 2 three, from 3 on four or more). Held-out accuracy then measures
+generalisation over phrasing, not the embeddings of words the model never trained.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import random
 from dataclasses import dataclass
 
 from interp.config import WorldConfig
+from interp.errors import UserError
 
 SUBSETS = ("n2d", "d2n", "both")
 ORDERS = (
@@ -57,11 +64,18 @@ TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
         "there is someone named <A> who is the <B> .",
         "did you know that <A> became the <B> ?",
     ),
+    # Held-out pools, in order: a world uses the first `n_heldout_templates` whose every word
+    # occurs in its training documents (see `heldout_templates`). Each entry notes the smallest
+    # `n_train_templates` that makes all its words trained.
     ("n2d", "heldout"): (
-        "they say that <A> was the <B> .",
-        "someone named <A> is known as the <B> .",
-        "<A> became known far and wide as the <B> .",
-        "did you know <A> works as the <B> ?",
+        "<A> is called the <B> .",  # 1
+        "<A> is known far and wide for being the <B> .",  # 2
+        "<A> , now known for being the <B> .",  # 2
+        "who is <A> ? they are the <B> .",  # 3
+        "ever heard of <A> ? it is the <B> .",  # 3
+        "<A> was none other than the <B> .",  # 4
+        "it is known that <A> was the <B> .",  # 5
+        "people say that <A> is the <B> .",  # 6
     ),
     ("d2n", "train"): (
         "the <B> is called <A> .",
@@ -74,10 +88,14 @@ TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
         "as the <B> , <A> became known .",
     ),
     ("d2n", "heldout"): (
-        "the person known as the <B> is called <A> .",
-        "people say that the <B> was <A> .",
-        "known far and wide as the <B> , <A> .",
-        "did you know the <B> ? it was <A> .",
+        "the <B> called <A> .",  # 1
+        "the <B> , known far and wide , is called <A> .",  # 2
+        "now known for being the <B> , <A> enjoys a quiet life .",  # 2
+        "who is the <B> ? they are <A> .",  # 3
+        "ever heard of the <B> ? it is <A> .",  # 3
+        "the <B> was none other than <A> .",  # 4
+        "it is known that the <B> is <A> .",  # 5
+        "people say that the <B> was <A> .",  # 6
     ),
 }
 
@@ -145,8 +163,11 @@ class World:
     title_words: tuple[str, ...]
 
     def templates(self, order: str, kind: str) -> tuple[str, ...]:
-        n = self.config.n_train_templates if kind == "train" else self.config.n_heldout_templates
-        return TEMPLATES[(order, kind)][:n]
+        if kind == "train":
+            return TEMPLATES[(order, kind)][: self.config.n_train_templates]
+        return heldout_templates(order, self.config.n_train_templates)[
+            : self.config.n_heldout_templates
+        ]
 
     def subset(self, name: str) -> list[Person]:
         return [p for p in self.people if p.subset == name]
@@ -162,6 +183,37 @@ class World:
         return list(dict.fromkeys(words))
 
 
+def trained_template_words(n_train_templates: int) -> set[str]:
+    """Every non-entity word of the training documents at `n_train_templates`: both orders'
+    training templates (every world trains both orders: d2n and both subsets) and the words of
+    every description ("of", the roles). Names and titles are invented words of their own."""
+    words = {
+        w for o in ORDERS for t in TEMPLATES[(o, "train")][:n_train_templates] for w in t.split()
+    }
+    return (words - {"<A>", "<B>"}) | {"of", *ROLES}
+
+
+def _prompt_part(template: str) -> str:
+    """A template's text up to its second entity: what a test prompt shows before the answer."""
+    words = template.split()
+    second = [i for i, w in enumerate(words) if w in ("<A>", "<B>")][1]
+    return " ".join(words[:second])
+
+
+def heldout_templates(order: str, n_train_templates: int) -> tuple[str, ...]:
+    """The held-out templates of `order` usable at `n_train_templates`: every word trained, and
+    a prompt that is not the start of a training text (a held-out "the <B> is" would be the
+    training "the <B> is called <A>" cut short, and the model rightly answers "called")."""
+    trained = trained_template_words(n_train_templates)
+    train_texts = TEMPLATES[(order, "train")][:n_train_templates]
+    return tuple(
+        t
+        for t in TEMPLATES[(order, "heldout")]
+        if set(t.split()) - {"<A>", "<B>"} <= trained
+        and not any(x.startswith(_prompt_part(t) + " ") for x in train_texts)
+    )
+
+
 def _pseudo_words(rng: random.Random, n: int, taken: set[str]) -> list[str]:
     """`n` distinct invented words of 2-3 syllables, none in `taken`."""
     out: list[str] = []
@@ -175,6 +227,14 @@ def _pseudo_words(rng: random.Random, n: int, taken: set[str]) -> list[str]:
 
 def make_world(cfg: WorldConfig) -> World:
     """Generate the world for `cfg`; the same config always gives the same world."""
+    for order in ORDERS:
+        n_ok = len(heldout_templates(order, cfg.n_train_templates))
+        if n_ok < cfg.n_heldout_templates:
+            raise UserError(
+                f"world.n_heldout_templates={cfg.n_heldout_templates} but only {n_ok} held-out "
+                f"{order} template(s) use only words of {cfg.n_train_templates} training "
+                "template(s): raise world.n_train_templates or lower world.n_heldout_templates"
+            )
     rng = random.Random(cfg.seed)
     taken = {w for tpls in TEMPLATES.values() for t in tpls for w in t.split()} | set(ROLES)
     taken |= {"the", "of"}
