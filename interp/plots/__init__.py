@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from interp.runs import atomic_path  # noqa: E402
+
 
 def save(fig: plt.Figure, out: str | Path) -> list[Path]:
     """Save `fig` as out.png and out.pdf (any suffix on `out` is replaced); close it."""
@@ -17,6 +19,7 @@ def save(fig: plt.Figure, out: str | Path) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
     for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        with atomic_path(p) as tmp:  # a kill mid-write leaves the old figure, not half of one
+            fig.savefig(tmp, format=p.suffix[1:], dpi=150, bbox_inches="tight")
     plt.close(fig)
     return paths

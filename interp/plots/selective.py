@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from interp.errors import UserError  # noqa: E402
+from interp.runs import atomic_path  # noqa: E402
 
 # Widths decrease in drawing order so that coinciding curves stay visible.
 STYLE: dict[str, dict[str, Any]] = {
@@ -170,6 +171,7 @@ def plot_selective(run_dirs: list[str | Path], out: str | Path) -> list[Path]:
     out.parent.mkdir(parents=True, exist_ok=True)
     paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
     for p in paths:
-        fig.savefig(p, dpi=130, bbox_inches="tight")
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=p.suffix[1:], dpi=130, bbox_inches="tight")
     plt.close(fig)
     return paths
