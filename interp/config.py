@@ -412,10 +412,18 @@ def load_config(
         if not path.is_file():
             raise UserError(f"config file {path} not found: check the path")
         try:
-            d = json.loads(path.read_text())
+            d = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise UserError(
                 f"config file {path} is not valid JSON ({e.msg}, line {e.lineno})"
+            ) from None
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"config file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8 JSON"
+            ) from None
+        except RecursionError:
+            raise UserError(
+                f"config file {path} is nested too deeply: a config is sections of key: value"
             ) from None
         cfg = from_dict(d)
     else:

@@ -195,6 +195,17 @@ def test_nan_literal_in_a_config_file(capsys, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(b'{"train": {"lr": 0.001}}\xff\xfe', "not UTF-8"), (b"[" * 100_000, "nested too deeply")],
+)
+def test_config_file_not_utf8_or_deeply_nested(capsys, tmp_path, content, needle):
+    cfg = tmp_path / "c.json"
+    cfg.write_bytes(content)
+    _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], needle)
+    assert not (tmp_path / "r").exists()
+
+
 # 6. damaged run folders: checked before anything changes, repaired or named
 
 

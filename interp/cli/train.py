@@ -23,7 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue a killed run from its latest checkpoint (bitwise the same result)",
     )
-    g.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run directory (only one made by `interp train`)",
+    )
     p.add_argument(
         "--device",
         help="cpu, cuda, cuda:N or auto (overrides train.device; allowed with --resume)",
