@@ -345,6 +345,14 @@ def _init_run_dir(
     target = out.resolve()
     tmp = target.with_name(f".{target.name}.tmp-init")
     try:
+        if replace and Path.cwd().resolve().is_relative_to(target):
+            # `--out . --overwrite`: the directory cannot be removed under our feet; empty it
+            for child in out.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            replace = False
         if out.is_dir() and not replace:
             fill(out)
             return

@@ -261,6 +261,9 @@ def test_out_dot_in_an_empty_folder(tmp_path, monkeypatch):
     train_run(_small("train.steps=5"), ".", progress=False, evaluate=False)
     assert (here / "model.safetensors").is_file() and (here / "interp_run.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"], list(tmp_path.iterdir())
+    train_run(_small("train.steps=5", "train.seed=1"), ".", overwrite=True, progress=False)
+    assert json.loads((here / "config.json").read_text())["train"]["seed"] == 1
+    assert (here / "metrics.json").is_file() and Path.cwd() == here
 
 
 def test_study_out_under_proc_and_bad_set_write_nothing(capsys, tmp_path):
