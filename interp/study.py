@@ -228,7 +228,10 @@ def execute_run(
                 "move it out of the way, then start the study again"
             )
         # resume finishes whatever stage a kill interrupted (training, final weights, evaluation)
-        train_run(cfg if not resume else None, out, resume=resume, progress=False)
+        # (on this study's device, which may differ from the one that started the run)
+        train_run(
+            None if resume else cfg, out, resume=resume, progress=False, device=cfg.train.device
+        )
         trained = True
     ran = []
     opts = {i: {**INSTRUMENTS[i][2], **(options or {}).get(i, {})} for i in instruments}
