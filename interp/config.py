@@ -12,6 +12,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,15 +122,20 @@ def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
     typ = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str}[f.type]
     if isinstance(value, str) and typ is not str:
         try:
-            return typ(value) if typ is int else float(value)
+            value = typ(value) if typ is int else float(value)
         except ValueError:
             tname = typ.__name__
             raise UserError(f"{name} must be {tname}, got {value!r}: pass e.g. {name}=1") from None
+        if typ is float and not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number, got {value}: pass e.g. {name}=0.1")
+        return value
     if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise UserError(f"{name} must be an int, got {value!r}: pass a whole number")
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"{name} must be a number, got {value!r}: pass e.g. {name}=0.1")
+        if not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number, got {value}: pass e.g. {name}=0.1")
         return float(value)
     if typ is str and not isinstance(value, str):
         raise UserError(f"{name} must be a string, got {value!r}: quote it")
@@ -188,8 +196,25 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     return from_dict(d, base=cfg)
 
 
+# Upper bounds that no run of this kit comes near; beyond them a value is a typo, and would end
+# in a traceback (a seed torch cannot take) or a run that never finishes.
+MAX_SEED = 2**32 - 1
+MAX_STEPS = 10_000_000
+MAX_COUNT = 1_000_000  # people, names, title words, batch size
+MAX_WIDTH = 65_536  # n_layers, d_model, n_heads, d_head, d_mlp, n_ctx
+DEVICE = re.compile(r"cpu|cuda|cuda:\d+|auto")
+
+
+def _in_range(name: str, value: int | float, lo: int | float, hi: int | float) -> None:
+    if not lo <= value <= hi:
+        raise UserError(f"{name} must be in [{lo}, {hi}], got {value}: pass a value in range")
+
+
 def validate(cfg: RunConfig) -> None:
-    """All cross-field checks, each failing with one line that names the field and the fix."""
+    """All checks on a config, in one place, each failing with one line that names the field and
+    the fix: every number finite (`_coerce`) and in range, the cross-field constraints, and an
+    estimate of the memory training needs against this machine's memory. Runs before anything is
+    written: every config is built by `from_dict`, which calls this."""
     m, t, w = cfg.model, cfg.train, cfg.world
     for name, value in [
         ("n_layers", m.n_layers),
@@ -200,6 +225,7 @@ def validate(cfg: RunConfig) -> None:
     ]:
         if value < 1:
             raise UserError(f"model.{name} must be positive, got {value}")
+        _in_range(f"model.{name}", value, 1, MAX_WIDTH)
     if m.d_model % m.n_heads != 0 and m.d_head == 0:
         raise UserError(
             f"model.d_model ({m.d_model}) is not divisible by model.n_heads ({m.n_heads}): "
@@ -207,6 +233,7 @@ def validate(cfg: RunConfig) -> None:
         )
     if m.d_head < 0:
         raise UserError(f"model.d_head must be >= 0 (0 means d_model // n_heads), got {m.d_head}")
+    _in_range("model.d_head", m.d_head, 0, MAX_WIDTH)
     if m.act_fn not in ACT_FNS:
         raise UserError(f"model.act_fn {m.act_fn!r} is not supported: use one of {ACT_FNS}")
     if m.normalization not in NORMALIZATIONS:
@@ -217,18 +244,27 @@ def validate(cfg: RunConfig) -> None:
         raise UserError(f"model.positional_embedding must be one of {POSITIONALS}")
     if w.source not in ("synthetic", "paper"):
         raise UserError(f"world.source {w.source!r} unknown: use 'synthetic' or 'paper'")
+    _in_range("world.seed", w.seed, 0, MAX_SEED)
     if w.source == "paper" and (not w.data_version or "/" in w.data_version):
         raise UserError(
             f"world.data_version must name one folder of data/reverse_experiments/, got "
             f"{w.data_version!r}: e.g. --set world.data_version=june_version_7921032488"
         )
     if w.source == "synthetic":
-        if w.n_people_per_subset < 4:
-            raise UserError("world.n_people_per_subset must be at least 4")
+        _in_range("world.n_people_per_subset", w.n_people_per_subset, 4, MAX_COUNT)
         if not 1 <= w.n_train_templates <= 8 or not 1 <= w.n_heldout_templates <= 4:
             raise UserError("world.n_train_templates must be 1..8 and n_heldout_templates 1..4")
         if not 2 <= w.n_roles <= 12:
             raise UserError(f"world.n_roles must be 2..12, got {w.n_roles}")
+        for name, value, lo in [
+            ("n_first_names", w.n_first_names, 1),
+            ("n_last_names", w.n_last_names, 1),
+            ("n_first_name_classes", w.n_first_name_classes, 1),
+            ("n_title_words", w.n_title_words, 1),
+            ("title_length", w.title_length, 1),
+            ("n_new_people", w.n_new_people, 0),
+        ]:
+            _in_range(f"world.{name}", value, lo, 8 if name == "title_length" else MAX_COUNT)
         if w.n_first_names % w.n_first_name_classes != 0:
             raise UserError("world.n_first_names must be a multiple of world.n_first_name_classes")
         need = 3 * w.n_people_per_subset + w.n_new_people
@@ -239,18 +275,83 @@ def validate(cfg: RunConfig) -> None:
             )
         if w.n_roles * w.n_title_words**w.title_length < 2 * need:
             raise UserError("too few distinct descriptions: raise world.n_title_words")
-    if t.steps < 1 or t.batch_size < 1:
-        raise UserError("train.steps and train.batch_size must be positive")
-    if t.lr <= 0 or t.weight_decay < 0 or t.grad_clip < 0 or t.warmup_steps < 0:
-        raise UserError("train.lr must be > 0; weight_decay, grad_clip, warmup_steps >= 0")
+    _in_range("train.steps", t.steps, 1, MAX_STEPS)
+    _in_range("train.batch_size", t.batch_size, 1, MAX_COUNT)
+    _in_range("train.seed", t.seed, 0, MAX_SEED)
+    _in_range("train.warmup_steps", t.warmup_steps, 0, MAX_STEPS)
+    _in_range("train.eval_every", t.eval_every, 0, MAX_STEPS)
+    _in_range("train.checkpoint_every", t.checkpoint_every, 0, MAX_STEPS)
+    if not 0 < t.lr <= 1:
+        raise UserError(f"train.lr must be in (0, 1], got {t.lr}: e.g. train.lr=3e-3")
+    _in_range("train.grad_clip", t.grad_clip, 0, 1e6)
+    _in_range("train.weight_decay", t.weight_decay, 0, 10)
+    if t.lr * t.weight_decay >= 1:
+        raise UserError(
+            f"train.lr x train.weight_decay is {t.lr * t.weight_decay:g}: at 1 or more AdamW's "
+            "decay step flips the sign of every weight; lower one of them"
+        )
     if not 0 <= t.min_lr_ratio <= 1:
         raise UserError(f"train.min_lr_ratio must be in [0, 1], got {t.min_lr_ratio}")
-    if t.device not in ("cpu", "cuda", "auto") and not t.device.startswith("cuda:"):
-        raise UserError(f"train.device {t.device!r} unknown: use cpu, cuda or auto")
+    if not DEVICE.fullmatch(t.device):
+        raise UserError(f"train.device {t.device!r} unknown: use cpu, cuda, cuda:N or auto")
+    need_bytes, have_bytes = estimated_memory(cfg), machine_memory()
+    if have_bytes and need_bytes > have_bytes:
+        raise UserError(
+            f"training this model needs about {need_bytes / 2**30:.1f} GiB (weights, AdamW, "
+            f"activations of one batch), more than this machine's {have_bytes / 2**30:.1f} GiB: "
+            "lower model.d_model, model.n_ctx, model.n_layers or train.batch_size"
+        )
     from interp.objectives import OBJECTIVES  # late import: objectives import the model
 
     if t.objective not in OBJECTIVES:
         raise UserError(f"train.objective {t.objective!r} unknown: use one of {sorted(OBJECTIVES)}")
+
+
+def estimated_memory(cfg: RunConfig) -> int:
+    """Bytes training needs, roughly (float32): weights, gradients and two AdamW moments, the
+    activations one batch keeps for the backward pass (residual stream, attention pattern,
+    MLP, logits), and TransformerLens's n_ctx x n_ctx causal mask per layer. An estimate that
+    is right within a small factor, to refuse a typo (d_model=10**5), not to tune a batch."""
+    m, t, w = cfg.model, cfg.train, cfg.world
+    d_head = m.resolved_d_head
+    d_vocab = 4096 if w.source == "paper" else w.n_first_names + w.n_last_names + 512
+    d_vocab += w.n_title_words if w.source == "synthetic" else 0
+    per_layer = 4 * m.d_model * m.n_heads * d_head + 2 * m.d_model * m.d_mlp
+    params = m.n_layers * per_layer + 2 * d_vocab * m.d_model + m.n_ctx * m.d_model
+    tokens = t.batch_size * m.n_ctx
+    acts = tokens * m.n_layers * (12 * m.d_model + 3 * m.d_mlp + 3 * m.n_heads * m.n_ctx)
+    acts += 3 * tokens * d_vocab
+    return 4 * (4 * params + acts) + m.n_layers * m.n_ctx**2
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine in bytes (0 where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_device(device: str, flag: str = "--device") -> str:
+    """Check a device name and that it exists here; return it resolved ('auto' -> 'cuda' when
+    CUDA is present, else 'cpu'). One line instead of torch's traceback for `--device tpu`, or
+    `cuda` on a machine without a GPU. Every command that takes --device calls this first."""
+    if not isinstance(device, str) or not DEVICE.fullmatch(device):
+        raise UserError(f"{flag} {device!r} unknown: use cpu, cuda, cuda:N or auto")
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"{flag} {device} asked for but CUDA is not available: use cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(
+                f"{flag} {device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                "counted from cuda:0"
+            )
+    return device
 
 
 def _divisor(n: int) -> int:
@@ -324,10 +425,18 @@ def load_config(
         if not path.is_file():
             raise UserError(f"config file {path} not found: check the path")
         try:
-            d = json.loads(path.read_text())
+            d = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise UserError(
                 f"config file {path} is not valid JSON ({e.msg}, line {e.lineno})"
+            ) from None
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"config file {path} is not UTF-8 text (byte {e.start}): save it as UTF-8 JSON"
+            ) from None
+        except RecursionError:
+            raise UserError(
+                f"config file {path} is nested too deeply: a config is sections of key: value"
             ) from None
         cfg = from_dict(d)
     else:

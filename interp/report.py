@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats as sps
 
 from interp.analysis import INSTRUMENTS
-from interp.runs import read_result
+from interp.runs import atomic_path, read_result, write_text
 from interp.stats import (
     bound_of_interval,
     combine_pvalues,
@@ -365,7 +365,8 @@ def copy_figures(pngs: list[Path], dst: str | Path) -> None:
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     for p in pngs:
-        shutil.copy2(p, dst / p.name)
+        with atomic_path(dst / p.name) as tmp:
+            shutil.copy2(p, tmp)
 
 
 def write_report(
@@ -417,8 +418,8 @@ def write_report(
                 f"![{objective} {name}]({rel})",
                 "",
             ]
-    (out / "report.md").write_text("\n".join(md))
-    (out / "report.html").write_text(_html(md, out))
+    write_text(out / "report.md", "\n".join(md))  # atomic: a kill leaves the old report
+    write_text(out / "report.html", _html(md, out))
     if figures_dir is not None:
         copy_figures([*fig_dir.glob("*.png"), out / "report.md"], figures_dir)
     return out / "report.md"

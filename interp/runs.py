@@ -9,7 +9,10 @@ A run directory holds
     model.safetensors    the final weights (its presence marks a finished run)
     metrics.json         evaluation (exact match, log-probability test)
     analysis/            instrument results: <instrument>.json and .npz
-Nothing here is ever unpickled.
+    interp_run.json      the marker: written by `interp train`, with the config hash and the
+                         torch thread count the run was made with (resume checks both)
+Nothing here is ever unpickled, and every file is written atomically (`atomic_path`): a reader,
+or a process started after a kill, sees the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
@@ -18,8 +21,11 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -68,6 +74,34 @@ def check_fits(cfg: RunConfig, dataset: FactDataset) -> None:
         )
 
 
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block ends without an error, rename it
+    onto `path` (`os.replace`, atomic on one file system). A kill or an exception mid-write
+    leaves `path` as it was; the temporary file is removed on an exception.
+
+        with atomic_path(out / "sweep.csv") as tmp:
+            tmp.write_text(text)
+
+    The temporary name ends in `.tmp-<pid>` (so globs like `*.png` never pick it up): writers
+    that infer a format from the suffix, like matplotlib, must be told the format.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def strict_json(obj: Any) -> Any:
     """`obj` with every NaN or infinity replaced by None, numpy scalars made Python numbers.
 
@@ -90,9 +124,20 @@ def strict_json(obj: Any) -> Any:
 def write_json(path: Path, obj: Any) -> None:
     """Write strict JSON (NaN and infinities as null, see `strict_json`) atomically: a reader
     sees the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_text(
+        path, json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    )
+
+
+def make_dir(path: Path, flag: str = "--out") -> None:
+    """`mkdir -p path`, or one line naming the path and the fix (a path under /proc, a file in
+    the way, no permission) instead of an OSError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"cannot create directory {path} ({e.strerror or e}): choose another {flag}"
+        ) from None
 
 
 def read_json(path: Path) -> Any:
@@ -196,10 +241,61 @@ def versions() -> dict[str, str]:
     return out
 
 
+MARKER = "interp_run.json"
+_MADE_BY = "interp train"
+
+
+def write_marker(path: Path, config_hash: str, torch_threads: int) -> None:
+    """Mark `path` as a run made by the kit, with what resume must match (see `read_marker`)."""
+    write_json(
+        path / MARKER,
+        {"made_by": _MADE_BY, "config_hash": config_hash, "torch_threads": torch_threads},
+    )
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    """The run's marker ({"made_by", "config_hash", "torch_threads"}), or None when `path` has
+    none (a folder the kit did not make, or a run made before the marker existed)."""
+    try:
+        d = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and d.get("made_by") == _MADE_BY else None
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` is recognisably a run the kit made, so that --overwrite may delete it: its
+    marker and config.json, or (runs made before the marker) config.json, tokenizer.json and a
+    versions.json naming torch. A user's folder that merely holds a config.json is not."""
+    if not (path / "config.json").is_file():
+        return False
+    if read_marker(path) is not None:
+        return True
+    try:
+        legacy = "torch" in json.loads((path / "versions.json").read_text())
+    except (OSError, ValueError, TypeError):
+        legacy = False
+    return legacy and (path / "tokenizer.json").is_file()
+
+
+def check_out_path(path: Path) -> None:
+    """Refuse an --out that cannot be a run directory, before anything is written: an empty
+    name, or a path under a file (/dev/null/x)."""
+    if str(path) == "" or str(path).strip() == "":
+        raise UserError("--out is empty: name a run directory, e.g. --out runs/tiny")
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{parent} is not a directory, so {path} cannot be created")
+            break
+
+
 def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> str:
-    """Decide what to do with `path`: 'new', 'resume'. Refuses to clobber without a flag."""
+    """Decide what to do with `path`: 'new', 'resume' or 'overwrite'. Refuses to clobber
+    without a flag, and refuses --overwrite on anything that is not recognisably a run."""
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other: pass one")
+    check_out_path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path} exists and is not a directory: choose another --out")
     if path.exists() and any(path.iterdir()):
@@ -210,6 +306,12 @@ def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> str:
                 )
             return "resume"
         if overwrite:
+            if not is_run_dir(path):
+                raise UserError(
+                    f"--overwrite refused: {path} is not a run directory made by `interp train` "
+                    f"(no {MARKER} and config.json), so it may hold your files; "
+                    "choose another --out or remove it yourself"
+                )
             return "overwrite"
         raise UserError(
             f"run directory {path} already exists: pass --resume to continue it "
@@ -265,9 +367,14 @@ def load_run(path: str | Path, checkpoint: int | None = None, device: str = "cpu
     return Run(path, cfg, model, dataset)
 
 
+STEP_DIR = re.compile(r"step_(\d{6,})")
+
+
 def checkpoint_steps(path: str | Path) -> list[int]:
-    """Steps of the saved checkpoints of a run, ascending."""
+    """Steps of the saved checkpoints of a run, ascending. Only folders named exactly `step_N`
+    count: a stray copy (`step_000400 copy`) or a half-written `.tmp_step_N` is ignored."""
     d = Path(path) / "checkpoints"
     if not d.is_dir():
         return []
-    return sorted(int(p.name.split("_")[1]) for p in d.glob("step_*") if p.is_dir())
+    found = (STEP_DIR.fullmatch(p.name) for p in d.iterdir() if p.is_dir())
+    return sorted(int(m.group(1)) for m in found if m)

@@ -234,11 +234,16 @@ def execute_run(
     trained = False
     if not done:
         resume = out.is_dir() and (out / "config.json").is_file()
-        if out.is_dir() and not resume:
-            import shutil
-
-            shutil.rmtree(out)  # an init that died before config.json: nothing worth keeping
-        train_run(cfg if not resume else None, out, resume=resume, progress=False)
+        if out.is_dir() and not resume and any(out.iterdir()):
+            raise UserError(
+                f"{out} is in the study's run cache but is not a run (no config.json): "
+                "move it out of the way, then start the study again"
+            )
+        # resume finishes whatever stage a kill interrupted (training, final weights, evaluation)
+        # (on this study's device, which may differ from the one that started the run)
+        train_run(
+            None if resume else cfg, out, resume=resume, progress=False, device=cfg.train.device
+        )
         trained = True
     ran = []
     opts = {i: INSTRUMENTS[i].options((options or {}).get(i)) for i in instruments}
@@ -319,18 +324,19 @@ def run_study(
     log: Callable[[str], None] = print,
 ) -> Path:
     """Run the whole study into `out`; write figures and report.md / report.html there."""
-    from interp.model import resolve_device
+    from interp.config import check_device
     from interp.report import write_report
+    from interp.runs import make_dir
 
-    device = resolve_device(device)
+    device = check_device(device)
     out = Path(out)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     spec, per_run = [], []
-    for cfg in plan.configs():
+    for cfg in plan.configs():  # every config is validated before anything is written
         cfg = apply_overrides(cfg, [f"train.device={device}"])
         spec.append((cfg.to_dict(), str(out / "runs" / run_name(cfg))))
         per_run.append(plan.instruments_for(cfg.train.objective, cfg.train.seed))
+    make_dir(out / "runs")
     scoped = "; ".join(
         f"{i} on {', '.join(o)}" for i, o in plan.scope.items() if i in plan.instruments
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 from interp.config import apply_overrides, load_config
 from interp.errors import UserError
-from interp.runs import write_json
+from interp.runs import atomic_path, make_dir, write_json
 from interp.stats import mean_ci
 from interp.study import execute_all, execute_run, run_name
 
@@ -39,21 +39,47 @@ DEFAULT_GRID: dict[str, Any] = {
 
 
 def load_grid(path: str | None, **flags: Any) -> dict[str, Any]:
+    """The default grid, updated by a JSON grid file and then by command-line flags. Checks the
+    shape of every entry (an object; each axis, `instruments` and `set` a non-empty list of
+    plain values; `preset` a string) with one line naming the file and the key; the values
+    themselves are checked as config values by `grid_configs`."""
     grid = dict(DEFAULT_GRID)
+    where = "the sweep flags"
     if path:
         p = Path(path)
+        where = f"grid file {p}"
         if not p.is_file():
             raise UserError(f"grid file {p} not found: check the path")
         try:
-            grid.update(json.loads(p.read_text()))
-        except json.JSONDecodeError as e:
-            raise UserError(f"grid file {p} is not valid JSON ({e.msg}, line {e.lineno})") from None
+            loaded = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"grid file {p} is not valid JSON ({e}): fix it") from None
+        if not isinstance(loaded, dict):
+            raise UserError(
+                f"grid file {p} must be a JSON object like "
+                '{"preset": "tiny", "seeds": [0, 1]}, got a ' + type(loaded).__name__
+            )
+        grid.update(loaded)
     grid.update({k: v for k, v in flags.items() if v is not None})
     unknown = set(grid) - set(AXES) - {"preset", "instruments", "set"}
     if unknown:
         raise UserError(
             f"unknown grid keys {sorted(unknown)}: use {sorted(AXES)}, preset, instruments, set"
         )
+    if not isinstance(grid.get("preset", "default"), str):
+        raise UserError(f'{where}: "preset" must be a preset name like "tiny"')
+    for key in [*AXES, "instruments", "set"]:
+        if key not in grid:
+            continue
+        values = grid[key]
+        plain = isinstance(values, list) and all(
+            isinstance(v, str | int | float) and not isinstance(v, bool) for v in values
+        )
+        if not plain or not values:
+            raise UserError(
+                f'{where}: "{key}" must be a non-empty list of values, like "{key}": '
+                f"{json.dumps(DEFAULT_GRID.get(key, ['...']))}; got {json.dumps(values)}"
+            )
     return grid
 
 
@@ -89,7 +115,7 @@ def run_sweep(
     for i in instruments:
         if i not in known:
             raise UserError(f"unknown instrument {i!r}: use one of {known}")
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    make_dir(out / "runs")
     spec = [(cfg, str(out / "runs" / run_name(from_dict(cfg)))) for _, cfg in cells]
     if executor == "local":
         execute_all(spec, instruments, jobs=jobs, progress=progress, desc="sweep")
@@ -164,7 +190,7 @@ def aggregate(
             row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"] = m, lo, hi
         rows.append(row)
     write_json(out / "sweep.json", rows)
-    with open(out / "sweep.csv", "w", newline="") as f:
+    with atomic_path(out / "sweep.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)

@@ -6,39 +6,57 @@ initialisation from `train.seed`, the batch order from a permutation per epoch s
 needs only the weights, the AdamW moments and the step, and `--resume` from the latest
 checkpoint reproduces an uninterrupted run bitwise on the CPU.
 
+Bitwise holds at a fixed number of torch threads (CPU kernels split their sums by thread, so 1
+and 2 threads differ in the last bits). A run records the count it was started with in its
+marker (`interp_run.json`, with the config hash), and `--resume` trains and evaluates with that
+count whatever the resuming process has; it refuses a config.json edited after the start.
+
+Resume checks the whole run folder before it changes anything, then finishes whatever stage was
+interrupted: training from the latest checkpoint, the final weights (rebuilt when truncated),
+the evaluation (when the weights exist without metrics), a missing tokenizer.json.
+
 The loop calls `interp.model.raw_forward(model)`: the TL-native model's arithmetic on the same
 parameters without the bridge's hook dispatch; the instruments use the bridge.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from interp.config import RunConfig, TrainConfig
+from interp.config import RunConfig, TrainConfig, check_device, config_from_json
 from interp.data.dataset import Example, FactDataset, pad_batch
-from interp.data.tokenizer import save_tokenizer
+from interp.data.tokenizer import load_tokenizer, save_tokenizer
 from interp.errors import UserError
-from interp.model import build_model, load_weights, raw_forward, resolve_device, save_weights
+from interp.model import build_model, load_weights, raw_forward, save_weights
 from interp.objectives import get_objective
 from interp.runs import (
+    MARKER,
     build_dataset,
     check_fits,
+    checkpoint_steps,
     prepare_run_dir,
     read_json,
+    read_marker,
     remove_run_dir,
     versions,
     write_json,
+    write_marker,
+    write_text,
 )
 
 LOG_EVERY = 10
@@ -90,11 +108,28 @@ def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
-    flat = load_file(str(path))
+    """Load AdamW state saved by `_save_optimizer`, or name the file in one line when it is
+    truncated, corrupt or made for other parameters."""
+    broken = f"{path} is truncated or corrupt"
+    fix = (
+        f"restore it, or delete {path.parent.parent} to retrain from step 0 "
+        "(the same weights, bitwise)"
+    )
+    try:
+        flat = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{broken} ({e}): {fix}") from None
+    params = [p for g in opt.param_groups for p in g["params"]]
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, v in flat.items():
-        idx, name = key.split(".", 1)
+        idx, _, name = key.partition(".")
+        if not idx.isdigit() or int(idx) >= len(params):
+            raise UserError(f"{broken} (unexpected entry {key!r}): {fix}")
+        if name in ("exp_avg", "exp_avg_sq") and v.shape != params[int(idx)].shape:
+            raise UserError(f"{broken} ({key} has shape {tuple(v.shape)}): {fix}")
         state.setdefault(int(idx), {})[name] = v
+    if len(state) != len(params):
+        raise UserError(f"{broken} (state for {len(state)} of {len(params)} tensors): {fix}")
     sd = opt.state_dict()
     sd["state"] = state
     opt.load_state_dict(sd)
@@ -124,16 +159,13 @@ def save_checkpoint(
 
 
 def latest_resumable(run_dir: Path) -> int | None:
-    ckdir = run_dir / "checkpoints"
-    steps = (
-        sorted(
-            int(p.name.split("_")[1])
-            for p in ckdir.glob("step_*")
-            if (p / "optimizer.safetensors").exists()
-        )
-        if ckdir.is_dir()
-        else []
-    )
+    """The step of the latest checkpoint with optimizer state (folders named exactly step_N)."""
+    ck = run_dir / "checkpoints"
+    steps = [
+        s
+        for s in checkpoint_steps(run_dir)
+        if (ck / f"step_{s:06d}" / "optimizer.safetensors").exists()
+    ]
     return steps[-1] if steps else None
 
 
@@ -227,11 +259,43 @@ def fit(
     return log
 
 
-def _truncate_log(run_dir: Path, step: int) -> None:
+def _log_until(run_dir: Path, step: int) -> str | None:
+    """train_log.jsonl cut to the lines up to `step` (the text to write back), or None when there
+    is no log. A half-written last line (a kill mid-write) is dropped; a damaged line before it
+    is named, since the log cannot be rebuilt without retraining."""
     path = run_dir / "train_log.jsonl"
-    if path.exists():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        path.write_text("".join(k + "\n" for k in keep))
+    if not path.is_file():
+        return None
+    lines = path.read_text(errors="replace").splitlines()
+    keep = []
+    for i, ln in enumerate(lines):
+        try:
+            entry = json.loads(ln)
+            ok = isinstance(entry, dict) and isinstance(entry.get("step"), int)
+        except ValueError:
+            ok = False
+        if not ok:
+            if i == len(lines) - 1:
+                break  # half-written by a kill: the step it logged is retrained anyway
+            raise UserError(
+                f"{path} line {i + 1} is damaged: repair or delete that line, then --resume"
+            )
+        if entry["step"] <= step:
+            keep.append(ln)
+    return "".join(k + "\n" for k in keep)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch threads, then restore the caller's count."""
+    old = torch.get_num_threads()
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != old:
+            torch.set_num_threads(old)
 
 
 def train_run(
@@ -242,68 +306,194 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     evaluate: bool = True,
+    device: str | None = None,
 ) -> Path:
     """Train a run into directory `out` (see interp.runs for its layout) and evaluate it.
 
     Every check on the input happens before anything is written. With `resume`, the config is
-    the run's own config.json and training continues from the latest checkpoint.
+    the run's own config.json (a `cfg` given must have the same hash) and the run is finished
+    from wherever it stopped. `device` overrides train.device; it is not part of the science,
+    so it may differ on resume.
     """
+    if not str(out).strip():
+        raise UserError("--out is empty: name a run directory, e.g. --out runs/tiny")
     out = Path(out)
     mode = prepare_run_dir(out, resume, overwrite)
     if mode == "resume":
-        from interp.config import config_from_json
-
-        saved = config_from_json(read_json(out / "config.json"))
-        if cfg is not None and cfg.hash() != saved.hash():
-            raise UserError(
-                f"the config given differs from {out}/config.json: resume with "
-                "no --preset/--config/--set, or train a new run"
-            )
-        cfg = saved
+        return _resume(cfg, out, progress=progress, evaluate=evaluate, device=device)
     if cfg is None:
         raise UserError("a new run needs a config: pass --preset or --config")
+    if device is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
+    dev = check_device(cfg.train.device, "--device" if device else "train.device")
     dataset = build_dataset(cfg)
     check_fits(cfg, dataset)
-    device = resolve_device(cfg.train.device)
-    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, device, dataset.tokenizer)
+    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, dev, dataset.tokenizer)
+    threads = torch.get_num_threads()
+    _init_run_dir(out, cfg, dataset, threads, replace=mode == "overwrite")
+    _train_and_evaluate(
+        model, dataset, cfg, out, 0, None, threads, progress=progress, evaluate=evaluate
+    )
+    return out
 
-    start, opt_state = 0, None
-    if mode == "resume":
-        if (out / "model.safetensors").is_file():
-            print(f"{out} is already finished")
-            return out
+
+def _init_run_dir(
+    out: Path, cfg: RunConfig, dataset: FactDataset, threads: int, *, replace: bool
+) -> None:
+    """Write what made the run (config, versions, tokenizer, marker). A new directory is built
+    beside `out` and renamed into place, so a kill leaves no half-made run; an existing empty
+    directory (`--out .`) is filled in place, marker last."""
+
+    def fill(d: Path) -> None:
+        write_json(d / "versions.json", versions())
+        save_tokenizer(dataset.tokenizer, d / "tokenizer.json")
+        write_json(d / "config.json", cfg.to_dict())
+        write_marker(d, cfg.hash(), threads)
+
+    target = out.resolve()
+    tmp = target.with_name(f".{target.name}.tmp-init")
+    try:
+        if replace and Path.cwd().resolve().is_relative_to(target):
+            # `--out . --overwrite`: the directory cannot be removed under our feet; empty it
+            for child in out.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            replace = False
+        if out.is_dir() and not replace:
+            fill(out)
+            return
+        remove_run_dir(tmp)
+        tmp.mkdir(parents=True)
+        fill(tmp)
+        if replace:
+            remove_run_dir(out)
+        os.replace(tmp, out)
+    except OSError as e:
+        if tmp.parent.is_dir():
+            remove_run_dir(tmp)
+        raise UserError(
+            f"cannot write run directory {out} ({e.strerror or e}): choose another --out"
+        ) from None
+
+
+def _resume(
+    given: RunConfig | None, out: Path, *, progress: bool, evaluate: bool, device: str | None
+) -> Path:
+    """Finish the run in `out` from wherever it stopped. Checks first, then writes."""
+    saved = config_from_json(read_json(out / "config.json"))
+    if given is not None and given.hash() != saved.hash():
+        raise UserError(
+            f"the config given differs from {out}/config.json: resume with "
+            "no --preset/--config/--set, or train a new run"
+        )
+    marker = read_marker(out)
+    if marker is not None and marker.get("config_hash") != saved.hash():
+        raise UserError(
+            f"{out}/config.json was changed after the run started (hash {saved.hash()}, the "
+            f"checkpoints were made with {marker.get('config_hash')}): restore it, or train a "
+            "new run with the new config"
+        )
+    cfg = saved
+    if device is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
+    dev = check_device(cfg.train.device, "--device" if device else "train.device")
+    dataset = build_dataset(cfg)
+    check_fits(cfg, dataset)
+    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, dev, dataset.tokenizer)
+    threads = marker.get("torch_threads") if marker else None
+    if not isinstance(threads, int) or threads < 1:
+        threads = torch.get_num_threads()
+
+    # Check everything before changing anything.
+    notes = []
+    final = out / "model.safetensors"
+    finished = False
+    if final.is_file():
+        try:
+            load_weights(model, final)
+            finished = True
+        except UserError:
+            notes.append(f"{final} is truncated or corrupt: rebuilding it")
+    start, opt_state, log_text = 0, None, None
+    if not finished:
         step = latest_resumable(out)
         if step is not None:
             ck = out / "checkpoints" / f"step_{step:06d}"
             load_weights(model, ck / "model.safetensors")
+            _load_optimizer(make_optimizer(model, cfg.train), ck / "optimizer.safetensors")
             start, opt_state = step, ck / "optimizer.safetensors"
-        _truncate_log(out, start)
+        else:
+            model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, dev, dataset.tokenizer)
+        log_text = _log_until(out, start)
+    try:
+        tok_ok = load_tokenizer(out / "tokenizer.json").get_vocab() == dataset.tokenizer.get_vocab()
+    except UserError:
+        tok_ok = False
+    evaluated = False
+    try:
+        evaluated = (
+            isinstance(read_json(out / "metrics.json"), dict)
+            and (out / "eval_logprobs.npz").is_file()
+        )
+    except UserError:
+        pass
+
+    # Repair what can be rebuilt, then finish the interrupted stage.
+    if not tok_ok:
+        save_tokenizer(dataset.tokenizer, out / "tokenizer.json")
+        notes.append(f"{out}/tokenizer.json was missing or damaged: rebuilt from config.json")
+    if marker is None:
+        write_marker(out, saved.hash(), threads)
+        notes.append(f"{out} had no {MARKER} (an older run): marked with this config and threads")
+    for note in notes:
+        print(note)
+    if threads != torch.get_num_threads():
+        print(f"resuming with {threads} torch threads, as {out} was started (bitwise the same)")
+    if finished and (evaluated or not evaluate):
+        print(f"{out} is already finished")
+        return out
+    if log_text is not None:
+        write_text(out / "train_log.jsonl", log_text)
+    if finished:
+        print(f"{out} has final weights but no evaluation: evaluating")
     else:
-        if mode == "overwrite":
-            remove_run_dir(out)
-        tmp = out.with_name(out.name + ".tmp-init")
-        remove_run_dir(tmp)
-        tmp.mkdir(parents=True)
-        write_json(tmp / "config.json", cfg.to_dict())
-        write_json(tmp / "versions.json", versions())
-        save_tokenizer(dataset.tokenizer, tmp / "tokenizer.json")
-        if out.exists():
-            out.rmdir()  # an empty directory the user made
-        os.replace(tmp, out)
-
-    fit(
-        model,
-        dataset.train_docs,
-        cfg.train,
-        run_dir=out,
-        start_step=start,
-        dataset=dataset,
-        progress=progress,
-        optimizer_state=opt_state,
-    )
-    save_weights(model, out / "model.safetensors")
-    if evaluate:
-        from interp.evaluate import evaluate_run
-
-        evaluate_run(out, model=model, dataset=dataset, config=cfg, progress=progress)
+        print(f"{out}: resuming training from step {start}")
+    _train_and_evaluate(
+        model, dataset, cfg, out, start, opt_state, threads,
+        progress=progress, evaluate=evaluate, train=not finished,
+    )  # fmt: skip
     return out
+
+
+def _train_and_evaluate(
+    model: TransformerBridge,
+    dataset: FactDataset,
+    cfg: RunConfig,
+    out: Path,
+    start: int,
+    opt_state: Path | None,
+    threads: int,
+    *,
+    progress: bool,
+    evaluate: bool,
+    train: bool = True,
+) -> None:
+    with torch_threads(threads):
+        if train:
+            fit(
+                model,
+                dataset.train_docs,
+                cfg.train,
+                run_dir=out,
+                start_step=start,
+                dataset=dataset,
+                progress=progress,
+                optimizer_state=opt_state,
+            )
+            save_weights(model, out / "model.safetensors")
+        if evaluate:
+            from interp.evaluate import evaluate_run
+
+            evaluate_run(out, model=model, dataset=dataset, config=cfg, progress=progress)

@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="default", help="study preset: default or tiny")
     p.add_argument("--out", default="study_out", help="study directory (runs are cached inside it)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel (local processes)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--objectives", nargs="+", help="subset of objectives (default: the preset's)")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the preset's)")
     p.add_argument("--instruments", nargs="+", help="subset of instruments (default: all)")
@@ -28,13 +28,18 @@ def run(args: argparse.Namespace) -> int:
     import resource
     import time
 
+    from interp.config import check_device
     from interp.errors import UserError
     from interp.study import make_plan, run_study
 
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    if not args.out.strip():
+        raise UserError("--out is empty: name a study directory, e.g. --out study_out")
+    check_device(args.device)
     t0 = time.perf_counter()
     plan = make_plan(args.preset, args.overrides, args.objectives, args.seeds, args.instruments)
+    plan.configs()  # validates every run's config (--set included) before anything is written
     run_study(
         plan,
         args.out,

@@ -35,7 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from interp.errors import UserError
     from interp.sweep import load_grid, run_sweep
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    if not args.out.strip():
+        raise UserError("--out is empty: name a sweep directory, e.g. --out sweep_out")
 
     grid = load_grid(
         args.grid,

@@ -23,22 +23,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="continue a killed run from its latest checkpoint (bitwise the same result)",
     )
-    g.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--device", help="cpu, cuda or auto (overrides train.device)")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run directory (only one made by `interp train`)",
+    )
+    p.add_argument(
+        "--device",
+        help="cpu, cuda, cuda:N or auto (overrides train.device; allowed with --resume)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.epilog = "config keys (section.key = default: help):\n" + describe()
 
 
 def run(args: argparse.Namespace) -> int:
+    from interp.config import check_device
     from interp.evaluate import format_table
     from interp.runs import read_json
     from interp.train import train_run
 
-    overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
-    given = args.preset or args.config or overrides
-    cfg = load_config(args.preset, args.config, overrides) if (given or not args.resume) else None
+    if args.device is not None:
+        check_device(args.device)
+    given = args.preset or args.config or args.overrides
+    cfg = (
+        load_config(args.preset, args.config, args.overrides)
+        if (given or not args.resume)
+        else None
+    )
     out = train_run(
-        cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress
+        cfg,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        device=args.device,
     )
     print(format_table(read_json(out / "metrics.json")))
     print(f"run written to {out}")

@@ -19,6 +19,8 @@ if "ipykernel" not in sys.modules:  # scripts, tests, workers: no display; Jupyt
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from interp.runs import atomic_path  # noqa: E402
+
 
 def figure_paths(out: str | Path) -> list[Path]:
     """The files a figure saved at `out` is written to: out.png and out.pdf (any suffix on `out`
@@ -34,6 +36,7 @@ def finish(fig: Figure, out: str | Path | None = None) -> Figure:
         paths = figure_paths(out)
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         for p in paths:
-            fig.savefig(p, dpi=150, bbox_inches="tight")
+            with atomic_path(p) as tmp:  # a kill mid-write leaves the old figure, not half of one
+                fig.savefig(tmp, format=p.suffix[1:], dpi=150, bbox_inches="tight")
     plt.close(fig)
     return fig

@@ -1,0 +1,387 @@
+"""Nothing lost, whatever the user types or kills (issue 18): --overwrite only deletes runs, a
+kill at any stage resumes (the final evaluation included), resume is bitwise whatever the
+resuming process's thread count, an edited config.json is refused, every number is validated
+before anything is written, damaged run folders are repaired or named, odd paths and devices
+get one line, and reports, figures and sweep tables are written atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import interp.train as T
+from interp.cli import main
+from interp.config import apply_overrides, load_config
+from interp.train import train_run
+
+
+def _fails(capsys, argv: list[str], needle: str) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, f"exit status {rc} for {argv}, stderr: {err}"
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, f"expected one line, got: {err!r}"
+    assert needle in err, f"{needle!r} not in {err!r}"
+    return err
+
+
+def _small(*extra: str):
+    return apply_overrides(
+        load_config("tiny"), ["train.steps=60", "train.checkpoint_every=20", *extra]
+    )
+
+
+def _diff(a: Path, b: Path) -> dict[str, float]:
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    return {k: float((wa[k] - wb[k]).abs().max()) for k in wa if not torch.equal(wa[k], wb[k])}
+
+
+def _kill_after(monkeypatch, at_step: int) -> None:
+    real = T.save_checkpoint
+
+    def killed(run_dir, step, model, opt):
+        real(run_dir, step, model, opt)
+        if step == at_step:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(T, "save_checkpoint", killed)
+
+
+def _killed_run(monkeypatch, out: Path, at_step: int = 40, cfg=None) -> Path:
+    with monkeypatch.context() as m:
+        _kill_after(m, at_step)
+        with pytest.raises(KeyboardInterrupt):
+            train_run(cfg or _small(), out, progress=False, evaluate=False)
+    assert not (out / "model.safetensors").exists()
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory) -> Path:
+    """The uninterrupted, evaluated reference run of `_small()` (read-only)."""
+    return train_run(_small(), tmp_path_factory.mktemp("ref") / "full", progress=False)
+
+
+# 1. --overwrite deletes only a run directory
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(capsys, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    (mine / "config.json").write_text('{"model": {}}')  # a config.json alone is not a run
+    argv = ["train", "--preset", "tiny", "--out", str(mine), "--overwrite", "--no-progress"]
+    _fails(capsys, argv, "--overwrite refused")
+    assert sorted(p.name for p in mine.iterdir()) == ["config.json", "thesis.tex"]
+    assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+def test_overwrite_replaces_a_run(tmp_path):
+    run = train_run(_small("train.steps=20"), tmp_path / "run", progress=False, evaluate=False)
+    (run / "stale.txt").write_text("from the old run")
+    train_run(
+        _small("train.steps=20", "train.seed=1"), run, overwrite=True, progress=False,
+        evaluate=False,
+    )  # fmt: skip
+    assert not (run / "stale.txt").exists()
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 1
+
+
+# 2. a kill during the final evaluation is recovered, by resume and by the study
+
+
+def test_kill_during_final_evaluation_is_finished_by_resume_and_study(
+    capsys, tmp_path, monkeypatch, full_run
+):
+    import interp.evaluate
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("simulated kill during evaluation")
+
+    with monkeypatch.context() as m:
+        m.setattr(interp.evaluate, "evaluate_run", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train_run(_small(), tmp_path / "a", progress=False)
+    run = tmp_path / "a"
+    assert (run / "model.safetensors").is_file() and not (run / "metrics.json").exists()
+    shutil.copytree(run, tmp_path / "b")
+    capsys.readouterr()
+    rc = main(["train", "--out", str(run), "--resume", "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert (run / "metrics.json").read_text() == (full_run / "metrics.json").read_text()
+    from interp.study import execute_run
+
+    status = execute_run(_small().to_dict(), str(tmp_path / "b"), ())
+    assert status["trained"], status
+    assert (tmp_path / "b" / "metrics.json").read_text() == (full_run / "metrics.json").read_text()
+
+
+# 3. bitwise resume whatever the resuming process's thread count
+
+
+def test_resume_uses_the_thread_count_the_run_was_started_with(tmp_path, monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = train_run(_small(), tmp_path / "one", progress=False, evaluate=False)
+        killed = _killed_run(monkeypatch, tmp_path / "killed")
+        assert json.loads((killed / "interp_run.json").read_text())["torch_threads"] == 1
+        torch.set_num_threads(2)
+        two = train_run(_small(), tmp_path / "two", progress=False, evaluate=False)
+        assert _diff(one, two), "1 and 2 threads gave the same bits: the test cannot fail"
+        train_run(None, killed, resume=True, progress=False, evaluate=False)
+        assert torch.get_num_threads() == 2, "resume must restore the caller's thread count"
+    finally:
+        torch.set_num_threads(before)
+    diffs = _diff(one, killed)
+    assert not diffs, f"1-thread run resumed under 2 threads differs from 1-thread run: {diffs}"
+
+
+# 4. resume after editing config.json is refused
+
+
+def test_resume_refuses_an_edited_config(capsys, tmp_path, monkeypatch):
+    run = _killed_run(monkeypatch, tmp_path / "run")
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["train"]["lr"] = 1e-3
+    (run / "config.json").write_text(json.dumps(cfg))
+    log = (run / "train_log.jsonl").read_bytes()
+    _fails(capsys, ["train", "--out", str(run), "--resume"], "config.json was changed")
+    assert (run / "train_log.jsonl").read_bytes() == log
+    assert not (run / "model.safetensors").exists()
+
+
+# 5. every number finite, in range and fitting in memory, before anything is written
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["train.lr=nan"], "train.lr must be a finite number"),
+        (["train.lr=inf"], "train.lr must be a finite number"),
+        (["train.lr=5"], "train.lr must be in (0, 1]"),
+        (["train.weight_decay=nan"], "train.weight_decay must be a finite number"),
+        (["train.checkpoint_every=-1"], "train.checkpoint_every must be in [0,"),
+        (["train.eval_every=-5"], "train.eval_every must be in [0,"),
+        (["train.steps=1000000000000"], "train.steps must be in [1,"),
+        (["world.n_first_name_classes=0"], "world.n_first_name_classes must be in [1,"),
+        (["world.n_new_people=-3"], "world.n_new_people must be in [0,"),
+        (["world.n_title_words=0", "world.title_length=-1"], "world.n_title_words must be"),
+        (["world.title_length=-1"], "world.title_length must be in [1, 8]"),
+        (["train.seed=" + "1" + "0" * 30], "train.seed must be in [0,"),
+        (["world.seed=-1"], "world.seed must be in [0,"),
+        (["model.d_model=60000", "model.n_heads=4"], "training this model needs about"),
+        (["model.n_ctx=60000"], "training this model needs about"),
+    ],
+)
+def test_bad_numbers_get_one_line_and_nothing_is_written(capsys, tmp_path, overrides, needle):
+    argv = ["train", "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress"]
+    for o in overrides:
+        argv += ["--set", o]
+    _fails(capsys, argv, needle)
+    assert not list(tmp_path.iterdir()), f"stray files: {list(tmp_path.iterdir())}"
+
+
+def test_nan_literal_in_a_config_file(capsys, tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"train": {"lr": NaN}}')
+    _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], "finite")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(b'{"train": {"lr": 0.001}}\xff\xfe', "not UTF-8"), (b"[" * 100_000, "nested too deeply")],
+)
+def test_config_file_not_utf8_or_deeply_nested(capsys, tmp_path, content, needle):
+    cfg = tmp_path / "c.json"
+    cfg.write_bytes(content)
+    _fails(capsys, ["train", "--config", str(cfg), "--out", str(tmp_path / "r")], needle)
+    assert not (tmp_path / "r").exists()
+
+
+# 6. damaged run folders: checked before anything changes, repaired or named
+
+
+def test_corrupt_optimizer_is_named_before_anything_changes(capsys, tmp_path, monkeypatch):
+    run = _killed_run(monkeypatch, tmp_path / "run")
+    opt = run / "checkpoints" / "step_000040" / "optimizer.safetensors"
+    opt.write_bytes(opt.read_bytes()[:100])
+    log = (run / "train_log.jsonl").read_bytes()
+    _fails(capsys, ["train", "--out", str(run), "--resume"], "optimizer.safetensors")
+    assert (run / "train_log.jsonl").read_bytes() == log, "the log changed before the refusal"
+
+
+def test_damaged_killed_run_is_repaired_to_the_same_bits(tmp_path, monkeypatch, full_run):
+    run = _killed_run(monkeypatch, tmp_path / "run")
+    shutil.copytree(run / "checkpoints" / "step_000040", run / "checkpoints" / "step_000040 copy")
+    (run / "tokenizer.json").unlink()
+    with open(run / "train_log.jsonl", "a") as f:
+        f.write('{"step": 50, "lo')  # a kill mid-line
+    train_run(None, run, resume=True, progress=False, evaluate=False)
+    assert not _diff(full_run, run), _diff(full_run, run)
+    assert (run / "tokenizer.json").read_text() == (full_run / "tokenizer.json").read_text()
+    steps = [json.loads(x)["step"] for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 60, steps
+
+
+def test_truncated_final_weights_are_rebuilt(tmp_path, full_run):
+    run = tmp_path / "run"
+    shutil.copytree(full_run, run)
+    w = run / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    train_run(None, run, resume=True, progress=False)
+    assert not _diff(full_run, run), _diff(full_run, run)
+    assert (run / "metrics.json").read_text() == (full_run / "metrics.json").read_text()
+
+
+# 7. odd paths and options
+
+
+@pytest.mark.parametrize(
+    ("out", "needle"),
+    [("", "--out is empty"), ("/dev/null/x", "is not a directory"), ("/proc/x", "/proc/x")],
+)
+def test_odd_out_paths(capsys, out, needle):
+    argv = ["train", "--preset", "tiny", "--set", "train.steps=2", "--out", out, "--no-progress"]
+    _fails(capsys, argv, needle)
+    assert not Path("/proc/x").exists()
+
+
+def test_out_dot_in_an_empty_folder(tmp_path, monkeypatch):
+    here = tmp_path / "empty"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    train_run(_small("train.steps=5"), ".", progress=False, evaluate=False)
+    assert (here / "model.safetensors").is_file() and (here / "interp_run.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"], list(tmp_path.iterdir())
+    train_run(_small("train.steps=5", "train.seed=1"), ".", overwrite=True, progress=False)
+    assert json.loads((here / "config.json").read_text())["train"]["seed"] == 1
+    assert (here / "metrics.json").is_file() and Path.cwd() == here
+
+
+def test_study_out_under_proc_and_bad_set_write_nothing(capsys, tmp_path):
+    _fails(capsys, ["study", "--preset", "tiny", "--out", "/proc/st", "--device", "cpu"], "/proc")
+    out = tmp_path / "st"
+    argv = ["study", "--preset", "tiny", "--out", str(out), "--set", "train.lr=nan"]
+    _fails(capsys, argv, "train.lr must be a finite number")
+    assert not out.exists(), "a refused study must not write its runs/ folder"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "study", "train"])
+def test_unknown_device(capsys, tmp_path, full_run, command):
+    argv = {
+        "evaluate": ["evaluate", str(full_run)],
+        "study": ["study", "--preset", "tiny", "--out", str(tmp_path / "s")],
+        "train": ["train", "--preset", "tiny", "--out", str(tmp_path / "r")],
+    }[command]
+    _fails(capsys, [*argv, "--device", "tpu"], "--device 'tpu' unknown")
+    assert not list(tmp_path.iterdir())
+
+
+def test_resume_on_another_device_is_allowed(capsys, tmp_path, monkeypatch, full_run):
+    run = _killed_run(monkeypatch, tmp_path / "run")
+    rc = main(["train", "--out", str(run), "--resume", "--device", "cpu", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    assert not _diff(full_run, run)
+
+
+@pytest.mark.parametrize(
+    ("grid", "needle"),
+    [
+        ("[1, 2]", "must be a JSON object"),
+        ('{"preset": "tiny", "seeds": 3}', '"seeds" must be a non-empty list'),
+        ('{"preset": "tiny", "weight_decay": [[0.1]]}', '"weight_decay" must be a non-empty'),
+        ('{"preset": 7}', '"preset" must be a preset name'),
+    ],
+)
+def test_malformed_sweep_grid(capsys, tmp_path, grid, needle):
+    path = tmp_path / "grid.json"
+    path.write_text(grid)
+    _fails(capsys, ["sweep", "--grid", str(path), "--out", str(tmp_path / "sw")], needle)
+    assert not (tmp_path / "sw").exists()
+
+
+# 9. reports, figures and sweep tables are written atomically
+
+
+def _half_then_kill(real):
+    """A writer killed half-way: it writes half of what it was given, then the kill arrives."""
+
+    def write(self, data, *a, **k):
+        real(self, data[: len(data) // 2], *a, **k)
+        raise KeyboardInterrupt("simulated kill mid-write")
+
+    return write
+
+
+def test_report_killed_mid_write_keeps_the_old_one(tmp_path, monkeypatch, full_run):
+    from interp.report import write_report
+    from interp.study import make_plan
+
+    out = tmp_path / "study"
+    run = out / "runs" / "causal_s0_x"
+    shutil.copytree(full_run, run)
+    plan = make_plan("tiny", objectives=["causal"], seeds=[0], instruments=["probing"])
+    write_report(out, [run], plan)
+    old = (out / "report.md").read_text()
+    real = Path.write_text
+    monkeypatch.setattr(
+        Path,
+        "write_text",
+        lambda self, data, *a, **k: (
+            _half_then_kill(real)(self, data, *a, **k)
+            if self.name.startswith("report.md")
+            else real(self, data, *a, **k)
+        ),
+    )
+    with pytest.raises(KeyboardInterrupt):
+        write_report(out, [run], plan)
+    assert (out / "report.md").read_text() == old, "report.md was left half-written"
+
+
+def test_figure_killed_mid_write_keeps_the_old_one(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from interp.plots import save
+
+    fig = plt.figure()
+    png, _ = save(fig, tmp_path / "fig")
+    old = png.read_bytes()
+    real = Figure.savefig
+
+    def killed(self, fname, *a, **k):
+        real(self, fname, *a, **k)
+        Path(fname).write_bytes(Path(fname).read_bytes()[:100])
+        raise KeyboardInterrupt("simulated kill mid-write")
+
+    monkeypatch.setattr(Figure, "savefig", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save(plt.figure(figsize=(3, 2)), tmp_path / "fig")
+    assert png.read_bytes() == old, "fig.png was left half-written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.pdf", "fig.png"]
+
+
+def test_sweep_csv_killed_mid_write_keeps_the_old_one(tmp_path, monkeypatch, full_run):
+    import csv
+
+    from interp.sweep import aggregate
+
+    cells = [({"seeds": 0, "weight_decay": 0.1}, {}), ({"seeds": 1, "weight_decay": 0.1}, {})]
+    aggregate(cells, [full_run, full_run], tmp_path)
+    old = (tmp_path / "sweep.csv").read_text()
+
+    def killed(self, rows):
+        raise KeyboardInterrupt("simulated kill mid-write")
+
+    monkeypatch.setattr(csv.DictWriter, "writerows", killed)
+    with pytest.raises(KeyboardInterrupt):
+        aggregate(cells, [full_run, full_run], tmp_path)
+    assert (tmp_path / "sweep.csv").read_text() == old, "sweep.csv was left half-written"
