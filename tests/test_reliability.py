@@ -350,10 +350,10 @@ def test_figure_killed_mid_write_keeps_the_old_one(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
 
-    from interp.plots import save
+    from interp.plots import figure_paths, finish
 
-    fig = plt.figure()
-    png, _ = save(fig, tmp_path / "fig")
+    finish(plt.figure(), tmp_path / "fig")
+    png = figure_paths(tmp_path / "fig")[0]
     old = png.read_bytes()
     real = Figure.savefig
 
@@ -364,7 +364,7 @@ def test_figure_killed_mid_write_keeps_the_old_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Figure, "savefig", killed)
     with pytest.raises(KeyboardInterrupt):
-        save(plt.figure(figsize=(3, 2)), tmp_path / "fig")
+        finish(plt.figure(figsize=(3, 2)), tmp_path / "fig")
     assert png.read_bytes() == old, "fig.png was left half-written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.pdf", "fig.png"]
 

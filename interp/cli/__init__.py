@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 from typing import Any
 
 from interp.errors import UserError
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train small GPTs on synthetic 'A is B' facts and study the reversal curse.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    names: dict[object, list[str]] = {}  # module -> its command names, the first one primary
+    names: dict[ModuleType, list[str]] = {}  # module -> its command names, the first one primary
     for name, mod in _available().items():
         names.setdefault(mod, []).append(name)
     for mod, (name, *aliases) in names.items():
