@@ -97,7 +97,8 @@ def test_beam_search_one_beam_is_greedy_and_scores_are_logprobs(tiny_run):
         assert got == greedy, f"1 beam != greedy decoding for {bad} of {len(idx)} prompts"
 
     beams3 = beam_search(model.original_model, [e.prompt for e in qs], n_new, beams=3)
-    full = [(i, c) for i, cs in enumerate(beams3) for c in cs if c.length == n_new[i]]
+    # candidates that emitted no <eos> (an <eos> step adds log p(<eos>), which the tokens omit)
+    full = [(i, c) for i, cs in enumerate(beams3) for c in cs if len(c.tokens) == n_new[i]]
     recomputed = completion_logprobs(
         model, [qs[i].prompt for i, _ in full], [c.tokens for _, c in full]
     ).numpy()

@@ -47,7 +47,7 @@ def _load(run_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
     return r.data, r.arrays
 
 
-def _fmt(vals: list[float]) -> str:
+def _fmt(vals: list[float | None]) -> str:  # None: undefined (null in the JSON)
     v = np.array(vals, dtype=float)
     v = v[~np.isnan(v)]
     if len(v) == 0:
