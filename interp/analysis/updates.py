@@ -632,6 +632,7 @@ def run_analysis(
         for kind in ("correct", "control", "cue_control"):
             arrays[f"score_{tokens}_{kind}"] = np.stack([scores[d][kind] for d in DIRECTIONS], 1)
     result = summarise(arrays, opts)
+    result["options"]["seed"] = seed  # as asked: an offset on the run seed
     out = run.analysis_dir()
     tmp = out / "update.tmp.npz"
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
@@ -810,7 +811,7 @@ def summarise(a: dict[str, np.ndarray], opts: UpdateOptions) -> dict[str, Any]:
         summary[f"norm_sq_share_{g}"] = float(share[i])
 
     return {
-        "options": asdict(opts) | {"seed": seed},  # as asked: an offset on the run seed
+        "options": asdict(opts),
         "n_facts": len(a["facts"]),
         "n_pool": len(a["pool"]),
         "summary": summary,
