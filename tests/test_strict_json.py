@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 
-from interp.analysis.selective import SCORES, SETS, _metrics, format_table
-from interp.runs import write_json
+from interp.analysis.selective import SCORES, SETS, _metrics, format_summary
+from interp.runs import Result, write_json
 
 
 def _strict_load(text: str):
@@ -62,7 +62,7 @@ def test_undefined_auroc_is_null_with_its_reason(tmp_path):
     back = _strict_load((tmp_path / "selective.json").read_text())
     assert back["summary"]["auroc_likelihood_forward"] is None
     assert back["undefined"]["auroc_likelihood_forward"].startswith("all 20 forward")
-    table = format_table(back)
+    table = format_summary(Result("selective", back, {}))
     assert "nan: all 20 forward answers are correct" in table, table
     assert len(table.splitlines()) == 2 + len(SCORES) + 2, table
     assert set(SETS) == set(masks)
