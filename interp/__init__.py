@@ -35,3 +35,21 @@ if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
+
+# The notebook entry points, imported on first use (so `import interp` stays light and the
+# thread policy above is set before torch loads): `from interp import load_run`.
+_LAZY = {
+    "load_run": "interp.runs",
+    "read_result": "interp.runs",
+    "load_config": "interp.config",
+    "train_run": "interp.train",
+}
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'interp' has no attribute {name!r}")

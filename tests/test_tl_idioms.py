@@ -138,3 +138,22 @@ def test_attention_shapes_are_checked(tiny_config):
         attend(att, q, k, v[:, :, :4], causal)  # 5 keys, 4 values
     with pytest.raises(TypeCheckError):
         attend(att, q, k, v, causal[:, :4])  # mask over 4 keys
+
+
+def test_notebook_entry_points_from_the_package(tiny_run):
+    """`from interp import load_run` (the first line a notebook user types) loads the same run
+    with the tokenizer attached, and importing `interp` alone does not load torch's runtime
+    before the thread policy is set (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    import interp
+
+    run = interp.load_run(tiny_run.path)
+    text = tiny_run.dataset.text(tiny_run.dataset.select(direction="same")[0].prompt)
+    assert run.model.to_str_tokens(text)[0] == "<bos>"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        interp.nope  # noqa: B018
+    code = "import sys, interp; print('torch' in sys.modules, interp.load_run.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "interp.runs"], out.stdout + out.stderr
