@@ -145,3 +145,26 @@ def test_batched_probes_equal_one_probe_each() -> None:
     assert (batch == single).mean() > 0.97, (
         f"batched and single probes agree on {(batch == single).mean():.2f}"
     )
+
+
+def test_storage_study_runs_end_to_end_and_writes_figure_and_report(tmp_path: Path) -> None:
+    from interp.cli import main
+
+    out = tmp_path / "st"
+    assert main(["study", "--preset", "storage_tiny", "--out", str(out), "--device", "cpu"]) == 0
+    report = (out / "storage_report.md").read_text()
+    assert report.count("| causal |") == 4, report  # 2 levels x (summary row + per-attribute row)
+    assert "x5+perm+full" in report and "x1" in report
+    for name in ("storage", "storage_pprobe"):
+        assert (out / "figures" / f"{name}.png").is_file()
+    runs = sorted((out / "runs").iterdir())
+    assert [r.name.split("_")[0] for r in runs] == ["augmented", "plain"]
+    assert all((r / "analysis" / "storage.json").is_file() for r in runs)
+
+
+def test_storage_study_refuses_instruments_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from interp.cli import main
+
+    assert main(["study", "--preset", "storage_tiny", "--instruments", "lens", "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--instruments" in err, err
