@@ -209,6 +209,11 @@ def run_storage_study(
     return report
 
 
+def _se(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy over n people (one attribute)."""
+    return float((p * (1 - p) / n) ** 0.5)
+
+
 def _rate(by: list[float | int]) -> str:
     rate, lo, hi, k, n = by
     return f"{rate:.0%} [{lo:.0%}, {hi:.0%}] ({int(k)}/{int(n)})"
@@ -239,7 +244,8 @@ def write_storage_report(
                     r["objective"],
                     level_name(r["augmentation"]),
                     str(r["n_people"]),
-                    f"{sm['q_mean_best']:.2f} (ctrl {sm['q_mean_control_best']:.2f}, null95 "
+                    f"{sm['q_mean_best']:.2f} ± {_se(sm['q_mean_best'], r['n_people']):.2f} "
+                    f"(ctrl {sm['q_mean_control_best']:.2f}, null95 "
                     f"{sm['q_mean_null95']:.2f}, chance {sm['chance_q_mean']:.2f})",
                     f"{sm['rq_first_class_best']:.2f} (null95 {sm['rq_first_class_null95']:.2f}, "
                     f"p {sm['rq_first_class_p']:.3f}, chance {sm['chance_rq_first_class']:.2f})",
@@ -275,7 +281,8 @@ def write_storage_report(
         "about that run, not an interval over runs.",
         "",
         "Q-probe: the name alone, best layer, mean of the four attributes (role, city, year, "
-        "employer), beside the control task's best layer (a random label per last-name token), "
+        "employer) ± the binomial SE of one attribute's accuracy over the run's people, beside "
+        "the control task's best layer (a random label per last-name token), "
         "the permutation null's 95th percentile and majority chance. Reverse Q: the work alone "
         "-> first-name class. Positive controls: role from the work / first-name class from the "
         "name (must be high). Extraction: greedy exact match on people never questioned in "

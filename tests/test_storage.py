@@ -114,6 +114,8 @@ def test_storage_instrument_end_to_end(bio_run: Path) -> None:
     assert len(res["probes"]["q_role"]["null"]) == 3
     assert res["extraction"]["inverse"]["qa_test"][4] == 8  # every qa_test person asked once
     assert "q_role" in storage.format_summary(res)
+    again = storage.run_analysis(run, opts, write=False, progress=False)
+    assert again.summary == res.summary, "same run, same options: the same numbers"
 
 
 def test_probe_command_on_a_biography_run_writes_the_storage_probes(bio_run: Path) -> None:
