@@ -27,7 +27,8 @@ C). Accuracy pools the held-out predictions of all folds.
 Controls that can fail:
 - control task (Hewitt & Liang 2019): each input's label replaced by a random label of its last
   token's *type* (the last-name token for Q-probes, the last title word for reverse probes, the
-  read token for P-probes), same number of classes. Folds are over people, but token types recur
+  read token for P-probes), same number of classes, fitted at the C the real probe chose most
+  often at that layer (the same probe capacity). Folds are over people, but token types recur
   across people, so a probe can score on the control task by memorising token identity;
   selectivity = the real probe's best-layer accuracy minus the control task's best-layer
   accuracy (each a maximum over the same layers).
@@ -325,7 +326,8 @@ def run_probe(
         correct, chosen = nested_cv_correct(x[layer], y, people, opts, seed)
         acc.append(correct.mean())
         Cs.append(chosen)
-        ctrl.append(nested_cv_correct(x[layer], yc, people, opts, seed)[0].mean())
+        same_C = replace(opts, Cs=(Counter(chosen).most_common(1)[0][0],))  # same capacity
+        ctrl.append(nested_cv_correct(x[layer], yc, people, same_C, seed)[0].mean())
     accuracy = np.array(acc)
     best = int(np.argmax(accuracy))
     C = Counter(Cs[best]).most_common(1)[0][0]
