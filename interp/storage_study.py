@@ -83,7 +83,11 @@ _WORLD = ("world.source=biography", "train.eval_every=0")
 STORAGE_PRESETS: dict[str, dict[str, Any]] = {
     # 100 people per subset (200 people: a best-layer accuracy near 0.9 has SE ~0.02) on the
     # default 4-layer d_model 64 GPT, 1500 steps (~64 epochs of the augmented documents, ~137 of
-    # the plain ones). The report's timing line gives its cost.
+    # the plain ones). Measured on a shared 2-core machine (load 3-5), one causal run: plain
+    # 187 s training + 163 s probes, augmented 369 s + 266 s; six runs on 2 jobs extrapolate to
+    # ~17 min at the plain run's speed and ~32 min at the augmented one's (not measured whole).
+    # The probes' cost is mostly the nested CV (--Cs, --inner-folds) and the null
+    # (--permutations). The report's timing line gives a study's own wall time.
     "storage": {
         "run_preset": "default",
         "overrides": (
