@@ -30,7 +30,11 @@ def _f(default: Any, help: str) -> Any:
 class WorldConfig:
     """The synthetic world of people and their facts (or the paper's published data)."""
 
-    source: str = _f("synthetic", "where the facts come from: 'synthetic' or 'paper' (Exp. 1 data)")
+    source: str = _f(
+        "synthetic",
+        "where the facts come from: 'synthetic' (A is B), 'paper' (Exp. 1 data) or 'biography' "
+        "(people with several attributes, interp.data.biography)",
+    )
     data_dir: str = _f(
         "",
         "the paper's Exp. 1 data (source='paper' only): a version folder, or a clone of "
@@ -51,6 +55,10 @@ class WorldConfig:
     n_title_words: int = _f(30, "invented words that make work titles")
     title_length: int = _f(2, "words in a work title (B's multi-token tail)")
     n_new_people: int = _f(20, "held-out people never trained on (the gradient-update test)")
+    n_attribute_values: int = _f(8, "biography world: values of each of city, year, employer")
+    bio_multiplicity: int = _f(1, "biography world: distinct biographies per person")
+    bio_permute: int = _f(0, "biography world: 1 shuffles each biography's sentence order")
+    bio_fullname: int = _f(0, "biography world: 1 repeats the full name in every sentence")
 
 
 @dataclass(frozen=True)
@@ -242,9 +250,13 @@ def validate(cfg: RunConfig) -> None:
         )
     if m.positional_embedding not in POSITIONALS:
         raise UserError(f"model.positional_embedding must be one of {POSITIONALS}")
-    if w.source not in ("synthetic", "paper"):
-        raise UserError(f"world.source {w.source!r} unknown: use 'synthetic' or 'paper'")
+    if w.source not in ("synthetic", "paper", "biography"):
+        raise UserError(
+            f"world.source {w.source!r} unknown: use 'synthetic', 'paper' or 'biography'"
+        )
     _in_range("world.seed", w.seed, 0, MAX_SEED)
+    if w.source == "biography":
+        _validate_biography(w)
     if w.source == "paper" and (not w.data_version or "/" in w.data_version):
         raise UserError(
             f"world.data_version must name one folder of data/reverse_experiments/, got "
@@ -352,6 +364,29 @@ def check_device(device: str, flag: str = "--device") -> str:
                 "counted from cuda:0"
             )
     return device
+
+
+def _validate_biography(w: WorldConfig) -> None:
+    """The biography world's checks (interp.data.biography)."""
+    _in_range("world.n_people_per_subset", w.n_people_per_subset, 4, MAX_COUNT)
+    if not 2 <= w.n_attribute_values <= 100:
+        raise UserError(f"world.n_attribute_values must be 2..100, got {w.n_attribute_values}")
+    if not 1 <= w.bio_multiplicity <= 64:
+        raise UserError(f"world.bio_multiplicity must be 1..64, got {w.bio_multiplicity}")
+    if w.bio_permute not in (0, 1) or w.bio_fullname not in (0, 1):
+        raise UserError("world.bio_permute and world.bio_fullname must be 0 or 1")
+    if not 2 <= w.n_roles <= 12:
+        raise UserError(f"world.n_roles must be 2..12, got {w.n_roles}")
+    if w.n_first_names % w.n_first_name_classes != 0:
+        raise UserError("world.n_first_names must be a multiple of world.n_first_name_classes")
+    need = 2 * w.n_people_per_subset
+    if w.n_first_names * w.n_last_names < 2 * need:
+        raise UserError(
+            f"world has {w.n_first_names}x{w.n_last_names} name pairs for {need} people: "
+            "raise world.n_first_names or world.n_last_names"
+        )
+    if w.n_roles * w.n_title_words**w.title_length < 2 * need:
+        raise UserError("too few distinct works: raise world.n_title_words")
 
 
 def _divisor(n: int) -> int:

@@ -223,6 +223,9 @@ def evaluate(
     lp_control = completion_logprobs(model, [e.prompt for e in prompts], controls).numpy()
 
     subsets = [s for s in SUBSETS if any(e.subset == s for e in prompts)]
+    subsets += [
+        s for s in dict.fromkeys(e.subset for e in prompts) if s not in SUBSETS
+    ]  # biography
     em: dict[str, Any] = {}
     em_n: dict[str, Any] = {}
     lpt: dict[str, Any] = {}

@@ -62,6 +62,10 @@ def build_dataset(cfg: RunConfig) -> FactDataset:
         from interp.data.paper import build_paper_dataset
 
         return build_paper_dataset(cfg.world)
+    if cfg.world.source == "biography":
+        from interp.data.biography_dataset import build_biography
+
+        return build_biography(cfg.world)
     return build_synthetic(cfg.world)
 
 

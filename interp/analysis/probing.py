@@ -387,7 +387,8 @@ def run_analysis(
     run: Run, options: ProbingOptions | None = None, *, write: bool = True, progress: bool = True
 ) -> Result:
     """Probe the trained model and both controls; with `write`, save analysis/probing.json and
-    .npz (`interp.runs.write_result`).
+    .npz (`interp.runs.write_result`). On a biography-world run it runs the storage probes
+    instead (`interp.analysis.storage`, with these options' folds and seed; analysis/storage.json).
 
     Arrays (in the .npz) are indexed [condition, site, direction, subset, layer] with the names
     in CONDITIONS, SITES, PROBE_DIRECTIONS, SUBSETS and layer 0..n_layers (0 = embeddings; the
@@ -395,6 +396,11 @@ def run_analysis(
     (`people` holds their ids): 1 / 0 for each person's held-out prediction right / wrong.
     """
     asked = options or ProbingOptions()
+    from interp.analysis import storage
+
+    if isinstance(run.dataset.world, storage.BiographyWorld):  # the biography world's probes
+        opts_s = storage.StorageOptions(folds=asked.folds, seed=asked.seed)
+        return storage.run_analysis(run, opts_s, write=write, progress=progress)
     # item draws differ per (world, seed) run: the folds and labels use the run's item seed
     opts = replace(asked, seed=run_seed(run.config, asked.seed))
     by_subset = check_people(run.dataset, opts)
@@ -513,6 +519,10 @@ def summarise(
 
 def format_summary(result: Result) -> str:
     """A plain-text table of best-layer accuracies with their controls and chance."""
+    if result.instrument == "storage":  # a biography-world run (see run_analysis)
+        from interp.analysis import storage
+
+        return storage.format_summary(result)
     sm = result["summary"]
     lines = [
         f"{'site':<12} {'probe':<22} {'subset':<6} {'trained':>8} {'rand-init':>9} "

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "update": "update",
     "dynamics": "dynamics",
     "selective": "selective",
+    "storage": "storage",
     "study": "study",
     "sweep": "sweep",
 }

@@ -51,7 +51,9 @@ def instrument_command(
         r = load_run(args.run_dir, device=check_device(args.device))
         result = ins.run(r, options, progress=not args.no_progress)
         print(ins.format_summary(result))
-        print(f"results written to {r.path / 'analysis' / (ins.name + '.json')} (and .npz)")
+        print(
+            f"results written to {r.path / 'analysis' / (result.instrument + '.json')} (and .npz)"
+        )
         return 0
 
     return add_arguments, run

@@ -10,7 +10,12 @@ HELP = "run the whole study (objectives x seeds, every instrument) and write fig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="default", help="study preset: default or tiny")
+    p.add_argument(
+        "--preset",
+        default="default",
+        help="study preset: default or tiny; storage (or storage_tiny) runs the storage study "
+        "on the biography world (interp.storage_study)",
+    )
     p.add_argument("--out", default="study_out", help="study directory (runs are cached inside it)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel (local processes)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -38,6 +43,17 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--out is empty: name a study directory, e.g. --out study_out")
     check_device(args.device)
     t0 = time.perf_counter()
+    if args.preset.startswith("storage"):
+        from interp.storage_study import make_storage_plan, run_storage_study
+
+        if args.instruments:
+            raise UserError("--instruments does not apply to the storage study: drop it")
+        splan = make_storage_plan(args.preset, args.overrides, args.objectives, args.seeds)
+        run_storage_study(
+            splan, args.out, jobs=args.jobs, device=args.device, figures_dir=args.figures_dir
+        )
+        print(f"storage study done in {time.perf_counter() - t0:.0f} s")
+        return 0
     plan = make_plan(args.preset, args.overrides, args.objectives, args.seeds, args.instruments)
     plan.configs()  # validates every run's config (--set included) before anything is written
     run_study(

@@ -22,6 +22,7 @@ from jaxtyping import Int
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from interp.data.biography import BiographyWorld
 from interp.data.tokenizer import BOS, EOS, PAD, decode, encode, word_tokenizer
 from interp.data.world import SUBSETS, Person, World, make_world
 
@@ -44,6 +45,9 @@ class Example:
     direction: str = ""
     templates: str = ""
     template: int = -1
+    # Every labelled span of a biography-world text (interp.data.biography): (label, start, end)
+    # for each occurrence of the name ("name") and each attribute value ("work", "city", ...).
+    spans: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def prompt(self) -> tuple[int, ...]:
@@ -72,7 +76,7 @@ class FactDataset:
     people: list[Person] = field(default_factory=list)
     new_docs: list[Example] = field(default_factory=list)
     new_prompts: list[Example] = field(default_factory=list)
-    world: World | None = None
+    world: World | BiographyWorld | None = None
     # Supplied log-prob controls, keyed by index in `prompts` (the paper's `_randomized` files);
     # prompts without one get a random same-subset answer (interp.evaluate.control_answers).
     control_answers: dict[int, tuple[int, ...]] = field(default_factory=dict)

@@ -62,7 +62,8 @@ def _body(ex: Example) -> tuple[int, int]:
 def entity_units(ex: Example, tokenizer: Tokenizer) -> list[Unit]:
     """The body of `ex` cut into units: each entity span is one unit, every other word one."""
     start, end = _body(ex)
-    entities = [s for s in (ex.a_span, ex.b_span) if s[0] >= 0]
+    labelled = [(s, e) for _, s, e in ex.spans]  # biography texts: every name and attribute
+    entities = [s for s in (ex.a_span, ex.b_span, *labelled) if s[0] >= 0]
     starts = word_starts(tokenizer, ex.tokens[start:end])
     units: list[Unit] = []
     p = start
@@ -120,6 +121,7 @@ def reverse_units(ex: Example, units: list[Unit]) -> Example:
         a_span=a_span,
         b_span=b_span,
         order=flipped,
+        spans=tuple((label, *move((s, e))) for label, s, e in ex.spans),
     )
 
 

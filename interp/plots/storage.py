@@ -1,0 +1,116 @@
+"""Where is a fact stored: storage probes and extraction against augmentation level.
+
+Reads `analysis/storage.json` (`interp.analysis.storage`) from run directories of the biography
+world and draws
+
+- `plot_storage`: one panel per objective (causal, reverse_entity, mlm_u, ...), x = the
+  augmentation level (the runs' `augmentation` record), lines = Q-probe accuracy at the name
+  (mean best layer over the four attributes), reverse Q-probe (work -> first-name class), and
+  extraction on unseen people (forward questions, inverse question); chance, the control task's
+  best layer and the permutation null's 95th percentile are marked for the Q-probe. Several runs
+  (seeds) at one point are drawn as their mean with the individual runs as dots.
+- `plot_pprobe`: P-probe accuracy by layer for each attribute (the position just before it), one
+  panel per run.
+Never recomputes a probe.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from interp.plots import finish
+from interp.runs import read_result
+
+LINES = (
+    ("q_mean_best", "Q-probe: name -> attributes", "tab:blue", "o"),
+    ("rq_first_class_best", "reverse Q-probe: work -> first-name class", "tab:red", "s"),
+    ("extract_forward_qa_test", "extraction, unseen people: forward QA", "tab:green", "^"),
+    ("extract_inverse_qa_test", "extraction, unseen people: inverse QA", "tab:purple", "v"),
+)
+MARKS = (
+    ("chance_q_mean", "Q-probe chance (majority)", ":"),
+    ("q_mean_control_best", "Q-probe control task (best layer)", "--"),
+    ("q_mean_null95", "Q-probe permutation null, 95th pct.", "-."),
+)
+
+
+def level_name(aug: dict[str, Any]) -> str:
+    """A short name of an augmentation setting: multiplicity, +perm, +full."""
+    name = f"x{aug['multiplicity']}"
+    name += "+perm" if aug["permute"] else ""
+    name += "+full" if aug["fullname"] else ""
+    return name
+
+
+def _results(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
+    return [read_result(d, "storage", arrays=False).data for d in run_dirs]
+
+
+def plot_storage(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
+    """Probe accuracy and extraction against augmentation level, one panel per objective."""
+    results = _results(run_dirs)
+    by_obj: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    levels: dict[str, tuple[int, int, int]] = {}
+    for r in results:
+        aug = r["augmentation"]
+        name = level_name(aug)
+        levels[name] = (aug["multiplicity"], aug["permute"], aug["fullname"])
+        by_obj[r["objective"]][name].append(r["summary"])
+    order = sorted(levels, key=lambda n: levels[n])
+    width = max(7.0, 4.2 * len(by_obj))
+    fig, axes = plt.subplots(1, len(by_obj), figsize=(width, 3.8), squeeze=False)
+    for ax, (objective, per_level) in zip(axes[0], by_obj.items(), strict=True):
+        xs = [i for i, n in enumerate(order) if n in per_level]
+        for key, label, color, marker in LINES:
+            vals = [[s[key] for s in per_level[order[i]]] for i in xs]
+            ax.plot(xs, [np.mean(v) for v in vals], color=color, marker=marker, label=label)
+            for x, v in zip(xs, vals, strict=True):
+                ax.scatter([x] * len(v), v, color=color, s=10, alpha=0.5)
+        for key, label, ls in MARKS:
+            vals = [np.mean([s[key] for s in per_level[order[i]]]) for i in xs]
+            ax.plot(xs, vals, color="gray", ls=ls, lw=1.2, label=label)
+        vals = [np.mean([s["chance_rq_first_class"] for s in per_level[order[i]]]) for i in xs]
+        ax.plot(xs, vals, color="tab:red", ls=":", lw=1.0, label="reverse Q chance (majority)")
+        n = max(len(v) for v in per_level.values())
+        ax.set_title(f"{objective} ({n} run{'s' if n > 1 else ''} per level)")
+        ax.set_xticks(range(len(order)), order)
+        ax.set_xlim(-0.3, len(order) - 0.7)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("augmentation (multiplicity, permuted, full name)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (best layer) / exact match")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, bbox_to_anchor=(0.5, -0.12))
+    fig.suptitle("Where is the fact stored? Probes at the entity and extraction on unseen people")
+    fig.tight_layout()
+    return finish(fig, out)
+
+
+def plot_pprobe(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
+    """P-probe accuracy by layer per attribute (read just before its value), one panel per run."""
+    results = _results(run_dirs)
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(3.6 * len(results), 3.2), squeeze=False, sharey=True
+    )
+    for ax, r in zip(axes[0], results, strict=True):
+        for key, probe in r["probes"].items():
+            if not key.startswith("p_"):
+                continue
+            acc = probe["accuracy"]
+            line = ax.plot(range(len(acc)), acc, marker="o", label=key[2:])
+            ax.axhline(probe["chance"], color=line[0].get_color(), ls=":", lw=0.8)
+        ax.set_title(f"{r['objective']}, {level_name(r['augmentation'])}", fontsize=9)
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("P-probe accuracy (dotted: chance)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return finish(fig, out)

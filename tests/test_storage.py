@@ -1,0 +1,172 @@
+"""Storage probes (interp.analysis.storage): controls that can fail, and the instrument end to end
+on a tiny biography-world run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from interp.analysis import storage
+from interp.analysis.probing import majority_rate
+from interp.analysis.storage import (
+    StorageOptions,
+    control_task_labels,
+    permutation_null,
+    run_probe,
+)
+from interp.errors import UserError
+
+N, D, K = 120, 16, 4
+
+
+def planted(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows with a label written along one direction, plus noise; token types independent of it."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(N) % K
+    x = rng.normal(size=(N, D))
+    x[:, :K] += 4.0 * np.eye(K)[y]  # the planted linear feature
+    types = rng.integers(5, 5 + 40, size=N)  # unrelated to x: nothing to memorise
+    return x, y, types, np.arange(N)
+
+
+def test_control_task_labels_depend_only_on_the_token_type() -> None:
+    types = np.array([7, 3, 7, 9, 3, 3, 12, 7])
+    labels = control_task_labels(types, n_classes=5, seed=1)
+    for t in np.unique(types):
+        assert len(set(labels[types == t].tolist())) == 1, (t, labels)
+    assert labels.min() >= 0 and labels.max() < 5
+    # one label per type, whatever the row order or the other rows
+    perm = np.array([3, 0, 6, 1, 7, 2, 5, 4])
+    assert (control_task_labels(types[perm], 5, seed=1) == labels[perm]).all()
+    many = control_task_labels(np.arange(200), 5, seed=1)
+    assert len(set(many.tolist())) == 5, "labels of different types should vary"
+
+
+def test_permutation_null_is_above_chance_and_below_a_planted_signal() -> None:
+    x, y, _, people = planted()
+    feats = np.stack([x])  # one layer
+    null = permutation_null(feats, y, people, folds=5, C=1.0, n_perm=100, seed=3)
+    p95 = float(np.quantile(null, 0.95))
+    real = run_probe(torch.tensor(feats), y, np.arange(N), people, K,
+                     StorageOptions(permutations=0), seed=3).accuracy.max()  # fmt: skip
+    chance = majority_rate(y)
+    assert chance < p95 < real, f"chance {chance:.3f}, null p95 {p95:.3f}, planted {real:.3f}"
+    assert p95 < chance + 0.2, f"null p95 {p95:.3f} far above chance {chance:.3f}"
+
+
+def test_probe_finds_a_planted_feature_and_the_control_task_does_not() -> None:
+    x, y, types, people = planted()
+    res = run_probe(torch.tensor(x[None]), y, types, people, K, StorageOptions(permutations=0), 0)
+    acc, ctrl = float(res.accuracy.max()), float(res.control.max())
+    assert acc > 0.9, f"planted feature found at {acc:.3f} only"
+    assert ctrl < majority_rate(y) + 0.15, f"control task {ctrl:.3f} with nothing to memorise"
+    # and a control task *can* succeed: token types written into the features are memorised
+    x2 = np.concatenate([x, np.eye(45)[types]], axis=1)
+    res2 = run_probe(torch.tensor(x2[None]), y, types, people, K, StorageOptions(permutations=0), 0)
+    assert float(res2.control.max()) > 0.5, f"memorisable control only {res2.control.max():.3f}"
+
+
+def test_nested_cv_chooses_C_from_the_grid_per_outer_fold() -> None:
+    x, y, _, people = planted()
+    opts = StorageOptions(Cs=(1e-4, 1.0), permutations=0)
+    correct, chosen = storage.nested_cv_correct(x, y, people, opts, seed=0)
+    assert len(chosen) == opts.folds and set(chosen) <= set(opts.Cs), chosen
+    assert correct.mean() > 0.9, correct.mean()
+
+
+@pytest.fixture(scope="module")
+def bio_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from interp.config import load_config
+    from interp.train import train_run
+
+    cfg = load_config(
+        "tiny",
+        overrides=[
+            "world.source=biography",
+            "world.n_people_per_subset=8",
+            "world.bio_multiplicity=2",
+            "model.n_ctx=40",
+            "train.steps=60",
+        ],
+    )
+    out = tmp_path_factory.mktemp("bio") / "run"
+    train_run(cfg, out, progress=False)
+    return out
+
+
+def test_storage_instrument_end_to_end(bio_run: Path) -> None:
+    from interp.runs import load_run, read_result
+
+    run = load_run(bio_run)
+    opts = StorageOptions(folds=2, inner_folds=2, Cs=(1.0,), permutations=3)
+    res = storage.run_analysis(run, opts, progress=False)
+    back = read_result(bio_run, "storage")
+    assert back.summary == json.loads(json.dumps(res.summary))
+    sm = res.summary
+    for key in storage.HEADLINES:
+        assert key in sm, key
+    n_layers = run.config.model.n_layers
+    assert len(res["probes"]["q_role"]["accuracy"]) == n_layers + 1
+    assert len(res["probes"]["q_role"]["null"]) == 3
+    assert res["extraction"]["inverse"]["qa_test"][4] == 8  # every qa_test person asked once
+    assert "q_role" in storage.format_summary(res)
+    again = storage.run_analysis(run, opts, write=False, progress=False)
+    assert again.summary == res.summary, "same run, same options: the same numbers"
+
+
+def test_probe_command_on_a_biography_run_writes_the_storage_probes(bio_run: Path) -> None:
+    from interp.cli import main
+
+    assert main(["probe", str(bio_run), "--folds", "2", "--no-progress"]) == 0
+    saved = json.loads((bio_run / "analysis" / "storage.json").read_text())
+    assert saved["options"]["folds"] == 2 and "q_role" in saved["probes"]
+
+
+def test_storage_refuses_an_a_is_b_run_in_one_line(tmp_path: Path) -> None:
+    from interp.config import load_config
+    from interp.data.dataset import build_synthetic
+
+    ds = build_synthetic(load_config("tiny").world)
+    with pytest.raises(UserError, match="world.source=biography"):
+        storage.check_dataset(ds, StorageOptions())
+
+
+def test_batched_probes_equal_one_probe_each() -> None:
+    from interp.analysis.probing import fit_probe
+    from interp.analysis.storage import fit_probe_batch
+
+    x, y, _, _ = planted()
+    rng = np.random.default_rng(5)
+    Y = np.stack([y, rng.permutation(y), rng.permutation(y)])
+    batch = fit_probe_batch(x[:90], Y[:, :90], x[90:], C=0.5)
+    single = np.stack([fit_probe(x[:90], row[:90], x[90:], C=0.5) for row in Y])
+    assert (batch == single).mean() > 0.97, (
+        f"batched and single probes agree on {(batch == single).mean():.2f}"
+    )
+
+
+def test_storage_study_runs_end_to_end_and_writes_figure_and_report(tmp_path: Path) -> None:
+    from interp.cli import main
+
+    out = tmp_path / "st"
+    assert main(["study", "--preset", "storage_tiny", "--out", str(out), "--device", "cpu"]) == 0
+    report = (out / "storage_report.md").read_text()
+    assert report.count("| causal |") == 4, report  # 2 levels x (summary row + per-attribute row)
+    assert "x5+perm+full" in report and "x1" in report
+    for name in ("storage", "storage_pprobe"):
+        assert (out / "figures" / f"{name}.png").is_file()
+    runs = sorted((out / "runs").iterdir())
+    assert [r.name.split("_")[0] for r in runs] == ["augmented", "plain"]
+    assert all((r / "analysis" / "storage.json").is_file() for r in runs)
+
+
+def test_storage_study_refuses_instruments_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from interp.cli import main
+
+    assert main(["study", "--preset", "storage_tiny", "--instruments", "lens", "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--instruments" in err, err
