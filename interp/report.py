@@ -31,6 +31,7 @@ import numpy as np
 from scipy import stats as sps
 
 from interp.analysis import INSTRUMENTS
+from interp.findings import provenance_line, write_findings
 from interp.runs import atomic_path, read_result, write_text
 from interp.stats import (
     Estimate,
@@ -433,14 +434,18 @@ def write_report(
     wall_seconds: float = 0.0,
     jobs: int = 1,
 ) -> Path:
-    """Write OUT/figures/*, OUT/report.md and OUT/report.html; copy figures to `figures_dir`."""
+    """Write OUT/figures/*, OUT/report.md, OUT/report.html and the findings (OUT/findings.json
+    and findings.md, `interp.findings`); copy figures, report and findings to `figures_dir`."""
     groups = group_runs(run_dirs)
     objectives = list(groups)
     fig_dir = out / "figures"
     drawn = draw_figures(groups, fig_dir, jobs=jobs)
     header = ["", *[f"{o} (n={len(groups[o])})" for o in objectives]]
+    findings = write_findings(out, groups, plan)  # OUT/findings.json, findings.md
     md = [
         "# Reversal-curse study report",
+        "",
+        provenance_line(findings["provenance"]),
         "",
         f"Runs: {len(run_dirs)} ({', '.join(objectives)} x seeds {list(plan.seeds)}), "
         f"run preset `{plan.run_preset}`. Every cell: mean [95% interval over seeds] (n seeds). "
@@ -476,7 +481,10 @@ def write_report(
     write_text(out / "report.md", "\n".join(md))  # atomic: a kill leaves the old report
     write_text(out / "report.html", _html(md, out))
     if figures_dir is not None:
-        copy_figures([*fig_dir.glob("*.png"), out / "report.md"], figures_dir)
+        copy_figures(
+            [*fig_dir.glob("*.png"), out / "report.md", out / "findings.json", out / "findings.md"],
+            figures_dir,
+        )
     return out / "report.md"
 
 
