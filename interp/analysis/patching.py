@@ -91,12 +91,19 @@ SCORE_UNITS = {
 }
 
 NAME = "patching"
+SITES = ("entity_last", "final")  # the entity's last token (A's, forward) and the final position
 # The summary numbers the report prints: the n2d entity-swap numbers, forward vs reverse (raw
-# clean - corrupted gap; best resid_pre restoration and its wrong-source control where defined).
-HEADLINES = tuple(
-    f"{q}_{k}"
-    for q in ("forward", "reverse")
-    for k in ("clean_minus_corrupt", "best_restoration", "control_best_restoration")
+# clean - corrupted gap; best resid_pre restoration and its wrong-source control where defined),
+# and which sites carry the forward fact: per activation, the largest restored fraction over
+# layers at the entity's last token and at the final position (each run's within-run interval
+# over people, and its layer, are in the JSON's summary beside it).
+HEADLINES = (
+    *(
+        f"{q}_{k}"
+        for q in ("forward", "reverse")
+        for k in ("clean_minus_corrupt", "best_restoration", "control_best_restoration")
+    ),
+    *(f"forward_{site}_{a}_max" for site in SITES for a in ACTS),
 )
 
 
@@ -492,6 +499,9 @@ def _summarise_group(
         "person": np.array([e.person for e in prompts]),
         "template": np.array([e.template for e in prompts]),
     }
+    if meaningful:
+        out["sites"], site_arrays = site_restoration(effect, gap, prompts, order)
+        arrays.update(site_arrays)
     if control is not None:
         # Control runs exist for the prompts that found a third person (`control_idx`).
         c_effect = by_label(
@@ -515,6 +525,59 @@ def _summarise_group(
             else None,
         }
         arrays["control_normalised_resid_pre"] = c_norm
+    return out, arrays
+
+
+def entity_last_label(order: Sequence[str], letter: str) -> str | None:
+    """The position name of the entity's last token: `<letter>last`, or the highest
+    `<letter>k` when every prompt's entity has the same length."""
+    if f"{letter}last" in order:
+        return f"{letter}last"
+    ks = [int(x[1:]) for x in order if x[:1] == letter and x[1:].isdigit()]
+    return f"{letter}{max(ks)}" if ks else None
+
+
+def site_restoration(
+    effect: Float[np.ndarray, "prompt act layer label"],
+    gap: Float[np.ndarray, " prompt"],
+    prompts: Sequence[Example],
+    order: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Restored fraction per activation x layer at two sites, the entity's last token and the
+    final position, with a within-run 95% interval over people.
+
+    A person's restored fraction is the mean patched effect over their prompts divided by the
+    mean clean - corrupted gap over the same prompts (the group's normalisation, per person);
+    prompts of one person share the fact, so people, not prompts, are the items. The site
+    estimate is the mean over people with its Student-t interval. Returns the JSON part
+    (`sites[site][act]`: `mean`, `low`, `high` per layer, `max` with its layer and interval,
+    `n_people`) and arrays `sites/<site>` [person, act, layer].
+    """
+    people = sorted({e.person for e in prompts})
+    rows = [np.array([e.person == p for e in prompts]) for p in people]
+    letter = entity_letter(prompts[0])
+    out: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for site, label in (("entity_last", entity_last_label(order, letter)), ("final", "final")):
+        if label is None or label not in order:
+            continue
+        j = order.index(label)
+        per_person = np.stack(
+            [np.nanmean(effect[r, :, :, j], axis=0) / gap[r].mean() for r in rows]
+        )  # person act layer
+        arrays[f"sites/{site}"] = per_person
+        by_act: dict[str, Any] = {"label": label, "n_people": len(people)}
+        for i, a in enumerate(ACTS):
+            cis = [mean_ci(per_person[:, i, layer].tolist()) for layer in range(effect.shape[2])]
+            means = [c[0] for c in cis]
+            best = int(np.nanargmax(means))
+            by_act[a] = {
+                "mean": means,
+                "low": [c[1] for c in cis],
+                "high": [c[2] for c in cis],
+                "max": {"value": means[best], "layer": best, "ci95": [cis[best][1], cis[best][2]]},
+            }
+        out[site] = by_act
     return out, arrays
 
 
@@ -614,7 +677,10 @@ def run_analysis(
     named `<subset>/<query>/<corruption>/<array>`: `normalised` and `effect_raw` [act, layer,
     label] (acts in ACTS order; `normalised` is saved even where `meaningful` (0-d) is False,
     so check it), `per_prompt_effect` [prompt, act, layer, label], `clean`, `corrupted`,
-    `person`, `template` [prompt], `control_normalised_resid_pre` [layer, label].
+    `person`, `template` [prompt], `control_normalised_resid_pre` [layer, label], and where
+    the gap is meaningful `sites/entity_last` and `sites/final` [person, act, layer], each
+    person's restored fraction at the entity's last token and at the final position (JSON
+    `sites`: the mean over people per layer with its 95% interval, and the largest layer).
     """
     asked = options or PatchingOptions()
     # item draws (prompts, swap partners, noise) differ per (world, seed) run
@@ -700,6 +766,13 @@ def summary(groups: dict[str, Any]) -> dict[str, float]:
             out[f"{query}_best_layer"] = float(g["best"]["resid_pre"]["layer"])
             if g.get("control") and g["control"]["best"]:
                 out[f"{query}_control_best_restoration"] = g["control"]["best"]["value"]
+            for site, by_act in g.get("sites", {}).items():
+                for a in ACTS:
+                    m = by_act[a]["max"]
+                    key = f"{query}_{site}_{a}_max"
+                    out[key] = m["value"]
+                    out[f"{key}_layer"] = float(m["layer"])
+                    out[f"{key}_low"], out[f"{key}_high"] = m["ci95"]
     return out
 
 
@@ -728,6 +801,17 @@ def format_summary(result: Result) -> str:
             f"forward (n2d, swap) best resid_pre restoration: "
             f"{s['forward_best_restoration']:.3f}; wrong-source control: "
             f"{s.get('forward_control_best_restoration', float('nan')):.3f}"
+        )
+    g = result["groups"].get("n2d", {}).get("forward", {}).get("swap", {})
+    for site, by_act in g.get("sites", {}).items():
+        cells = [
+            f"{a} {m['value']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}] @L{m['layer']}"
+            for a in ACTS
+            for m in [by_act[a]["max"]]
+        ]
+        lines.append(
+            f"forward (n2d, swap) restored at {site} ({by_act['label']}; max over layers, "
+            f"95% interval over {by_act['n_people']} people): " + "; ".join(cells)
         )
     if "reverse_clean_minus_corrupt" in s:
         lines.append(
