@@ -282,6 +282,24 @@ def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
             bound = f"; excludes effects beyond +{hi:.2f} nats" if lo <= 0 else ""
             out.append(_verdict(claim, "failed" if lo > 0 else "held", ev + bound))
     claim = (
+        "Causal tracing as in ROME: the MLP outputs at A's last token restore the forward fact "
+        "beyond the wrong-source control's best cell (largest over layers vs the control's "
+        "largest; N2D, entity swap; mean over runs of each run's difference)"
+    )
+    r2 = _per_run_difference(
+        f,
+        "patching",
+        "causal",
+        "forward_entity_last_mlp_out_max",
+        "forward_control_best_restoration",
+    )
+    if r2 is None:
+        out.append(_verdict(claim, "not measured", "needs 2 or more runs with patching"))
+    else:
+        m, lo, hi, n = r2
+        ev = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] (n={n} runs)"
+        out.append(_verdict(claim, "held" if lo > 0 else "failed", ev))
+    claim = (
         "Entity-preserving reverse training answers N2D facts reversed more often than the "
         "causal baseline (exact match, training templates)"
     )
