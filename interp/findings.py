@@ -79,15 +79,16 @@ def study_sha256(plan: Any) -> str:
 
 
 def provenance(plan: Any) -> dict[str, str]:
-    """The hashes and versions a findings file and a report record."""
-    import torch
-    import transformer_lens
+    """The hashes and versions a findings file and a report record (the versions are recorded,
+    not checked: the same code under another torch may differ in the last bits)."""
+    from interp.runs import versions
 
+    v = versions()
     return {
         "code_sha256": code_sha256(),
         "study_sha256": study_sha256(plan),
-        "torch": torch.__version__,
-        "transformer_lens": getattr(transformer_lens, "__version__", "unknown"),
+        "torch": v["torch"],
+        "transformer_lens": v["transformer-lens"],
     }
 
 
@@ -329,12 +330,17 @@ def collect(groups: dict[str, list[Path]], plan: Any) -> dict[str, Any]:
     return f
 
 
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: a '|' (as in 'p(B | A)') would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def _predictions_table(f: dict[str, Any]) -> str:
     rows = [
         "| prediction | verdict | evidence |",
         "|---|---|---|",
         *(
-            f"| {p['claim']} | **{p['verdict']}** | {p['evidence'] or 'n/a'} |"
+            f"| {_cell(p['claim'])} | **{p['verdict']}** | {_cell(p['evidence'] or 'n/a')} |"
             for p in f.get("predictions", [])
         ),
     ]

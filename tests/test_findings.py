@@ -134,6 +134,8 @@ def test_findings_state_the_curse_and_a_failed_prediction(tmp_path):
     assert p["verdict"] == "failed" and "above log p(random) by +1." in p["evidence"], p
     table = F.render(g, "{{predictions}}")
     assert "| **failed** |" in table, table
+    cells = [line.count("|") - line.count("\\|") for line in table.splitlines()]
+    assert set(cells) == {4}, table  # 3 cells per row: a '|' in a claim is escaped
 
 
 def test_render_quotes_only_what_the_findings_hold(tmp_path):
