@@ -38,3 +38,24 @@ def test_sites_report_restoration_at_the_entity_and_the_final_position(tiny_run)
     assert set(patching.HEADLINES) >= {f"forward_final_{a}_max" for a in ACTS}
     text = patching.format_summary(r)
     assert "restored at entity_last (A2" in text and "restored at final" in text, text
+
+
+def test_severed_path_agrees_with_the_engine_and_blocks_at_the_last_layer(tiny_run):
+    """ROME's severed path: with nothing frozen it is the engine's resid_pre patch at A's last
+    token (computed by other code); at the last block, A's position no longer reaches the final
+    position, so freezing its MLP or attention there changes nothing; in block 0 it does."""
+    opts = patching.PatchingOptions(
+        max_prompts=8, corruptions=("swap",), subsets=("n2d",), noise_samples=1
+    )
+    r = patching.run_analysis(tiny_run, opts, write=False, progress=False)
+    g = r["groups"]["n2d"]["forward"]["swap"]
+    sev = r.arrays["n2d/forward/swap/severed"]  # person sever layer
+    engine = r.arrays["n2d/forward/swap/sites/entity_last"][:, ACTS.index("resid_pre")]
+    np.testing.assert_allclose(sev[:, patching.SEVER.index("none")], engine, atol=1e-4)
+    last = sev[:, :, -1]
+    np.testing.assert_allclose(last, last[:, :1].repeat(len(patching.SEVER), 1), atol=1e-4)
+    first = sev[:, :, 0].mean(0)
+    assert abs(first[1] - first[0]) > 1e-3 or abs(first[2] - first[0]) > 1e-3, first
+    for v in patching.SEVER:
+        assert r.summary[f"forward_severed_{v}_max"] == g["severed"][v]["max"]["value"]
+    assert "severed path" in patching.format_summary(r)
