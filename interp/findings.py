@@ -301,6 +301,20 @@ def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
         ev = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] (n={n} runs)"
         out.append(_verdict(claim, "held" if lo > 0 else "failed", ev))
     claim = (
+        "Severed path as in ROME: freezing the MLPs at A's last token at their corrupted values "
+        "lowers what patching A's residual stream there restores (largest over layers, without "
+        "minus with the MLPs frozen; mean over runs of each run's difference)"
+    )
+    r3 = _per_run_difference(
+        f, "patching", "causal", "forward_severed_none_max", "forward_severed_mlp_max"
+    )
+    if r3 is None:
+        out.append(_verdict(claim, "not measured", "needs 2 or more runs with patching"))
+    else:
+        m, lo, hi, n = r3
+        ev = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] of the clean-corrupted gap (n={n} runs)"
+        out.append(_verdict(claim, "held" if lo > 0 else "failed", ev))
+    claim = (
         "Entity-preserving reverse training answers N2D facts reversed more often than the "
         "causal baseline (exact match, training templates)"
     )
