@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -266,7 +266,7 @@ def trace_severed(
         corr_toks, names_filter=lambda n: n.endswith(("hook_mlp_out", "hook_attn_out"))
     )
 
-    def put(src: Tensor) -> Any:
+    def put(src: Tensor) -> Callable[..., Tensor]:
         def hook(act: Tensor, hook: Any) -> Tensor:
             act = act.clone()
             act[rows, pos] = src[rows, pos].to(act.dtype)
@@ -278,7 +278,9 @@ def trace_severed(
     for layer in range(n_layers):
         name = f"blocks.{layer}.hook_resid_pre"
         for v, sever in enumerate(SEVER):
-            hooks = [(name, put(clean_cache[name]))]
+            hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
+                (name, put(clean_cache[name]))
+            ]
             if sever != "none":
                 frozen_names = [f"blocks.{m}.hook_{sever}_out" for m in range(layer, n_layers)]
                 hooks += [(n, put(corr_cache[n])) for n in frozen_names]
