@@ -53,6 +53,7 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "reversed_logprobs": ("interp.plots.behaviour", "plot_logprob_hist", ""),
     "lens": ("interp.plots.lens", "plot_lens", "lens"),
     "patching": ("interp.plots.patching", "plot_patching", "patching"),
+    "patching_sites": ("interp.plots.patching_sites", "plot_patching_sites", "patching"),
     "probing": ("interp.plots.probing", "plot_probing", "probing"),
     "update": ("interp.plots.update", "plot_update", "update"),
     "dynamics": ("interp.plots.dynamics", "plot_dynamics", "dynamics"),
@@ -68,6 +69,9 @@ CAPTIONS: dict[str, str] = {
     "B's last token and the final prompt position, forward vs reverse.",
     "patching": "Activation patching (causal tracing): normalised restoration per layer x "
     "position, with the raw clean-minus-corrupted logit difference beside it.",
+    "patching_sites": "Which sites carry the forward fact: restored fraction per layer at the "
+    "entity's last token and the final position per activation, and ROME's severed path (the "
+    "entity's residual stream patched with the downstream MLPs or attention frozen corrupted).",
     "probing": "Linear probes per layer: B's attribute from A alone and A's attribute from B "
     "alone, with random-init and random-label controls and chance.",
     "update": "The gradient-update test: change of log p(B | A-prompt) vs log p(A | B-prompt) "

@@ -9,7 +9,7 @@ from interp.analysis import patching
 from interp.analysis.activation_patching import ACTS
 
 
-def test_sites_report_restoration_at_the_entity_and_the_final_position(tiny_run):
+def test_sites_report_restoration_at_the_entity_and_the_final_position(tiny_run, tmp_path):
     opts = patching.PatchingOptions(
         max_prompts=8, corruptions=("swap",), subsets=("n2d",), noise_samples=1
     )
@@ -38,6 +38,13 @@ def test_sites_report_restoration_at_the_entity_and_the_final_position(tiny_run)
     assert set(patching.HEADLINES) >= {f"forward_final_{a}_max" for a in ACTS}
     text = patching.format_summary(r)
     assert "restored at entity_last (A2" in text and "restored at final" in text, text
+    from interp.plots import figure_paths
+    from interp.plots.patching_sites import plot_patching_sites
+    from interp.runs import write_result
+
+    write_result(tmp_path, r)
+    plot_patching_sites([tmp_path], tmp_path / "sites")
+    assert all(p.stat().st_size > 10_000 for p in figure_paths(tmp_path / "sites"))
 
 
 def test_severed_path_agrees_with_the_engine_and_blocks_at_the_last_layer(tiny_run):
