@@ -208,3 +208,21 @@ def test_update_readme_rewrites_only_between_the_markers(tmp_path, monkeypatch):
     bare = tmp_path / "bare.md"
     bare.write_text("no markers\n")
     assert F.main([str(path), str(bare)]) == 2 and bare.read_text() == "no markers\n"
+
+
+def test_write_report_records_the_findings_and_their_provenance(tmp_path, monkeypatch):
+    from interp import report
+    from interp.report import write_report
+
+    monkeypatch.setattr(report, "draw_figures", lambda *a, **k: {})  # the runs are fakes
+    plan = make_plan("tiny", objectives=["causal"])
+    runs = [_fake_run(tmp_path / "study" / "runs" / f"c{i}", "causal", i, 0.0, 0.0) for i in (0, 1)]
+    out = tmp_path / "study"
+    write_report(out, runs, plan, figures_dir=tmp_path / "figures")
+    f = json.loads((out / "findings.json").read_text())
+    assert f["provenance"]["code_sha256"] == F.code_sha256()
+    assert f["provenance"]["study_sha256"] == F.study_sha256(plan)
+    assert F.provenance_line(f["provenance"]) in (out / "report.md").read_text()
+    for name in ("findings.json", "findings.md", "report.md"):
+        assert (tmp_path / "figures" / name).read_bytes() == (out / name).read_bytes(), name
+    assert "n/a (not in this study" in (out / "findings.md").read_text()  # no lens in this one
