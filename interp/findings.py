@@ -222,10 +222,25 @@ def _verdict(claim: str, verdict: str, evidence: str) -> dict[str, str]:
     return {"claim": claim, "verdict": verdict, "evidence": evidence}
 
 
+def _positive(low: float, high: float) -> str:
+    """A predicted positive effect: held if its interval excludes 0 above, failed if it excludes
+    0 below (the opposite shown), inconclusive if it covers 0."""
+    return "held" if low > 0 else "failed" if high < 0 else "inconclusive"
+
+
+def _above(x: dict[str, Any], y: dict[str, Any]) -> str:
+    """A predicted x > y for two estimates: held if the intervals are disjoint with x above,
+    failed if disjoint with x below, inconclusive if they overlap."""
+    return "held" if x["low"] > y["high"] else "failed" if x["high"] < y["low"] else "inconclusive"
+
+
 def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
     """The hypothesis's predictions on the causal baseline (and the mitigation it implies), each
-    judged from the collected numbers by a stated rule; "not measured" where the study lacks
-    the numbers (too few runs, an instrument not run)."""
+    judged from the collected numbers by a stated rule: a predicted effect "held" when its 95%
+    interval shows it, "failed" when the interval shows the opposite, "inconclusive" when it
+    shows neither; a predicted null "held" with the bound its interval supports, "failed" when
+    the interval excludes 0 in the direction the hypothesis rules out; "not measured" where the
+    study lacks the numbers (too few runs, an instrument not run)."""
     out = []
     b = "behaviour.causal"
     both = _get(f, f"{b}.exact_match.both_reverse_train")
@@ -239,10 +254,7 @@ def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
         if rev is None or both is None or rev["high"] is None or both["low"] is None:
             out.append(_verdict(claim, "not measured", ""))
         else:
-            ok = rev["high"] < both["low"]
-            out.append(
-                _verdict(claim, "held" if ok else "failed", f"{rev['text']} vs {both['text']}")
-            )
+            out.append(_verdict(claim, _above(both, rev), f"{rev['text']} vs {both['text']}"))
     for s in ("n2d", "d2n"):
         claim = (
             f"Reversed {s.upper()} questions: log p(correct) is no higher than log p(a random "
@@ -261,7 +273,7 @@ def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
     if c is None or c["low"] is None:
         out.append(_verdict(claim, "not measured", ""))
     else:
-        out.append(_verdict(claim, "held" if c["low"] > 0 else "failed", c["claim"]))
+        out.append(_verdict(claim, _positive(c["low"], c["high"]), c["claim"]))
     for d, want in (("forward", "above"), ("reverse", "not above")):
         target = "B | A" if d == "forward" else "A | B"
         claim = (
@@ -278,7 +290,7 @@ def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
         m, lo, hi, n = r
         ev = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] nats (n={n} runs)"
         if d == "forward":
-            out.append(_verdict(claim, "held" if lo > 0 else "failed", ev))
+            out.append(_verdict(claim, _positive(lo, hi), ev))
         else:
             bound = f"; excludes effects beyond +{hi:.2f} nats" if lo <= 0 else ""
             out.append(_verdict(claim, "failed" if lo > 0 else "held", ev + bound))
@@ -299,7 +311,7 @@ def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
     else:
         m, lo, hi, n = r2
         ev = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] (n={n} runs)"
-        out.append(_verdict(claim, "held" if lo > 0 else "failed", ev))
+        out.append(_verdict(claim, _positive(lo, hi), ev))
     claim = (
         "Severed path as in ROME: freezing the MLPs at A's last token at their corrupted values "
         "lowers what patching A's residual stream there restores (largest over layers, without "
@@ -313,7 +325,7 @@ def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
     else:
         m, lo, hi, n = r3
         ev = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] of the clean-corrupted gap (n={n} runs)"
-        out.append(_verdict(claim, "held" if lo > 0 else "failed", ev))
+        out.append(_verdict(claim, _positive(lo, hi), ev))
     claim = (
         "Entity-preserving reverse training answers N2D facts reversed more often than the "
         "causal baseline (exact match, training templates)"
@@ -323,8 +335,7 @@ def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
     if r is None or c is None or r["low"] is None or c["high"] is None:
         out.append(_verdict(claim, "not measured", ""))
     else:
-        ok = r["low"] > c["high"]
-        out.append(_verdict(claim, "held" if ok else "failed", f"{r['text']} vs {c['text']}"))
+        out.append(_verdict(claim, _above(r, c), f"{r['text']} vs {c['text']}"))
     return out
 
 

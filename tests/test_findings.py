@@ -226,3 +226,17 @@ def test_write_report_records_the_findings_and_their_provenance(tmp_path, monkey
     for name in ("findings.json", "findings.md", "report.md"):
         assert (tmp_path / "figures" / name).read_bytes() == (out / name).read_bytes(), name
     assert "n/a (not in this study" in (out / "findings.md").read_text()  # no lens in this one
+
+
+def test_verdicts_separate_failed_from_inconclusive():
+    assert [F._positive(0.1, 0.5), F._positive(-0.5, -0.1), F._positive(-0.1, 0.5)] == [
+        "held",
+        "failed",
+        "inconclusive",
+    ]
+    lo, mid, hi = ({"low": a, "high": b} for a, b in ((0.0, 0.2), (0.1, 0.4), (0.5, 0.9)))
+    assert [F._above(hi, lo), F._above(lo, hi), F._above(mid, lo)] == [
+        "held",
+        "failed",
+        "inconclusive",
+    ]
