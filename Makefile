@@ -1,6 +1,7 @@
 # The two set-up commands of the README: `make study` and `make test`. Each creates .venv if it is
-# missing and installs the project into it. torch is installed first, pinned: a GPU user overrides
-# it, e.g. `make study TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"`.
+# missing and installs the project into it. `make study` with the default preset also rewrites
+# the README's findings from figures/findings.json (interp.findings). torch is installed first,
+# pinned: a GPU user overrides it, e.g. `make study TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"`.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV := .venv
@@ -34,6 +35,7 @@ install: $(STAMP)
 
 study: $(STAMP)
 	$(BIN)/interp study --preset $(PRESET) --out $(OUT) --jobs $(JOBS) --figures-dir figures
+	@if [ "$(PRESET)" = default ]; then $(BIN)/python -m interp.findings figures/findings.json README.md; fi
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -23,6 +23,7 @@ import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,11 @@ import numpy as np
 from scipy import stats as sps
 
 from interp.analysis import INSTRUMENTS
+from interp.findings import provenance_line, write_findings
 from interp.runs import atomic_path, read_result, write_text
 from interp.stats import (
+    Estimate,
+    PairedTest,
     bound_of_interval,
     combine_pvalues,
     equivalence_bound,
@@ -49,6 +53,7 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "reversed_logprobs": ("interp.plots.behaviour", "plot_logprob_hist", ""),
     "lens": ("interp.plots.lens", "plot_lens", "lens"),
     "patching": ("interp.plots.patching", "plot_patching", "patching"),
+    "patching_sites": ("interp.plots.patching_sites", "plot_patching_sites", "patching"),
     "probing": ("interp.plots.probing", "plot_probing", "probing"),
     "update": ("interp.plots.update", "plot_update", "update"),
     "dynamics": ("interp.plots.dynamics", "plot_dynamics", "dynamics"),
@@ -64,6 +69,9 @@ CAPTIONS: dict[str, str] = {
     "B's last token and the final prompt position, forward vs reverse.",
     "patching": "Activation patching (causal tracing): normalised restoration per layer x "
     "position, with the raw clean-minus-corrupted logit difference beside it.",
+    "patching_sites": "Which sites carry the forward fact: restored fraction per layer at the "
+    "entity's last token and the final position per activation, and ROME's severed path (the "
+    "entity's residual stream patched with the downstream MLPs or attention frozen corrupted).",
     "probing": "Linear probes per layer: B's attribute from A alone and A's attribute from B "
     "alone, with random-init and random-label controls and chance.",
     "update": "The gradient-update test: change of log p(B | A-prompt) vs log p(A | B-prompt) "
@@ -129,6 +137,74 @@ def _run_label(run: Path) -> str:
     return f"world {cfg['world']['seed']}, seed {cfg['train']['seed']}"
 
 
+@dataclass(frozen=True)
+class ReversedCell:
+    """The reversed log-probability test of one subset x template kind, for one objective's
+    runs: each run's paired test, the study-level difference (people nested in runs), the
+    per-run p-values combined by Fisher's method, and the bound a null supports."""
+
+    subset: str
+    kind: str
+    runs: list[tuple[str, PairedTest, float, float]]  # (run label, t-test, KS p, TOST bound)
+    study: Estimate  # hierarchical bootstrap of log p(correct) - log p(random), per person
+    fisher_p: float
+    forward: Estimate  # the same difference on same-direction prompts (the effect to compare)
+    bound: float  # the largest |difference| the study interval excludes
+
+    @property
+    def null(self) -> bool:
+        """The study interval covers 0: no effect shown, only the bound."""
+        return self.study.low <= 0 <= self.study.high
+
+    def claim(self) -> str:
+        """One sentence fragment saying what the numbers show, and no more."""
+        h = self.study
+        if not self.null:
+            side = "above" if h.estimate > 0 else "below"
+            return (
+                f"log p(correct) is {side} log p(random) by {h.estimate:+.2f} nats "
+                f"[{h.low:+.2f}, {h.high:+.2f}] (Fisher-combined p = {self.fisher_p:.2g})"
+            )
+        share = (
+            f", {100 * self.bound / self.forward.estimate:.0f}% of the forward effect "
+            f"{self.forward.estimate:+.2f}"
+            if self.forward.estimate > 0
+            else ""
+        )
+        return (
+            f"the difference {h.estimate:+.2f} nats [{h.low:+.2f}, {h.high:+.2f}] covers 0: "
+            f"the data exclude effects beyond +-{self.bound:.2f} nats{share}"
+        )
+
+
+def exact_match_cell(runs: list[Path], subset: str, direction: str, kind: str) -> Estimate:
+    """Exact match of one cell: the mean over runs of each run's rate over people, with the
+    hierarchical interval widened to the pooled Wilson interval (`interp.stats.rate_estimate`)."""
+    return rate_estimate([_person_values(r, subset, direction, kind)["hit"] for r in runs])
+
+
+def reversed_cell(runs: list[Path], subset: str, kind: str) -> ReversedCell:
+    """The reversed log-probability test of `subset` on `kind` templates over `runs`."""
+    diffs, per_run = [], []
+    for r in runs:
+        v = _person_values(r, subset, "reverse", kind)
+        t = paired_test(v["correct"], v["random"])
+        ks = (
+            float(sps.ks_2samp(v["correct"], v["random"]).pvalue)
+            if t.n >= 2 and np.ptp(v["correct"] - v["random"]) > 0
+            else 1.0
+        )
+        diffs.append(v["correct"] - v["random"])
+        per_run.append((_run_label(r), t, ks, equivalence_bound(diffs[-1])))
+    h = hierarchical_bootstrap(diffs)
+    fwd = [_person_values(r, subset, "same", kind) for r in runs]
+    forward = hierarchical_bootstrap([v["correct"] - v["random"] for v in fwd])
+    return ReversedCell(
+        subset, kind, per_run, h, combine_pvalues([t.p for _, t, _, _ in per_run]), forward,
+        bound_of_interval(h.low, h.high),
+    )  # fmt: skip
+
+
 def behaviour_section(groups: dict[str, list[Path]]) -> list[str]:
     """The behaviour section: exact match and the reversed log-probability test, by the rules
     of `interp.stats` (people nested in runs).
@@ -151,8 +227,7 @@ def behaviour_section(groups: dict[str, list[Path]]) -> list[str]:
     for s, d, k in cells:
         row = [f"{s} {d} ({k} templates)"]
         for o in objectives:
-            hits = [_person_values(r, s, d, k)["hit"] for r in groups[o]]
-            row.append(rate_estimate(hits).fmt(pct=True, items="people"))
+            row.append(exact_match_cell(groups[o], s, d, k).fmt(pct=True, items="people"))
         rows.append(row)
     md += [
         "Exact match: mean over runs of each run's rate over people, [95% hierarchical "
@@ -163,46 +238,31 @@ def behaviour_section(groups: dict[str, list[Path]]) -> list[str]:
         "",
     ]
     for o in objectives:
-        runs = groups[o]
-        rev = [c for c in cells if c[1] == "reverse"]
         family: list[tuple[str, float]] = []
         table = []
-        for s, d, k in rev:
-            diffs, ps = [], []
-            for r in runs:
-                v = _person_values(r, s, d, k)
-                t = paired_test(v["correct"], v["random"])
-                ks = (
-                    float(sps.ks_2samp(v["correct"], v["random"]).pvalue)
-                    if t.n >= 2 and np.ptp(v["correct"] - v["random"]) > 0
-                    else 1.0
-                )
-                diffs.append(v["correct"] - v["random"])
-                ps.append(t.p)
+        for s, _, k in [c for c in cells if c[1] == "reverse"]:
+            c = reversed_cell(groups[o], s, k)
+            for label, t, ks, tost_bound in c.runs:
                 table.append(
-                    [f"{s} ({k})", _run_label(r), str(t.n),
+                    [f"{s} ({k})", label, str(t.n),
                      f"{t.diff_mean:+.3f} [{t.diff_low:+.3f}, {t.diff_high:+.3f}]",
-                     f"{t.p:.3g}", f"{ks:.3g}", f"{equivalence_bound(diffs[-1]):.3f}"]
+                     f"{t.p:.3g}", f"{ks:.3g}", f"{tost_bound:.3f}"]
                 )  # fmt: skip
-            h = hierarchical_bootstrap(diffs)
-            combined = combine_pvalues(ps)
-            family.append((f"{s} ({k})", combined))
-            fwd = [_person_values(r, s, "same", k) for r in runs]
-            forward = hierarchical_bootstrap([v["correct"] - v["random"] for v in fwd])
-            bound = bound_of_interval(h.low, h.high)
+            family.append((f"{s} ({k})", c.fisher_p))
+            h = c.study
             null = ""
-            if h.low <= 0 <= h.high:
+            if c.null:
                 share = (
-                    f", {100 * bound / forward.estimate:.0f}% of the forward effect "
-                    f"{forward.estimate:+.2f}"
-                    if forward.estimate > 0
+                    f", {100 * c.bound / c.forward.estimate:.0f}% of the forward effect "
+                    f"{c.forward.estimate:+.2f}"
+                    if c.forward.estimate > 0
                     else ""
                 )
-                null = f"interval covers 0: excludes effects beyond +-{bound:.3f} nats{share}"
+                null = f"interval covers 0: excludes effects beyond +-{c.bound:.3f} nats{share}"
             table.append(
                 [f"**{s} ({k})**", f"study ({h.n_runs} runs, {h.n_items} people)", str(h.n_items),
                  f"{h.estimate:+.3f} [{h.low:+.3f}, {h.high:+.3f}]",
-                 f"Fisher {combined:.3g}", "", null or "(effect: interval excludes 0)"]
+                 f"Fisher {c.fisher_p:.3g}", "", null or "(effect: interval excludes 0)"]
             )  # fmt: skip
         adjusted = holm([p for _, p in family])
         md += [
@@ -378,14 +438,18 @@ def write_report(
     wall_seconds: float = 0.0,
     jobs: int = 1,
 ) -> Path:
-    """Write OUT/figures/*, OUT/report.md and OUT/report.html; copy figures to `figures_dir`."""
+    """Write OUT/figures/*, OUT/report.md, OUT/report.html and the findings (OUT/findings.json
+    and findings.md, `interp.findings`); copy figures, report and findings to `figures_dir`."""
     groups = group_runs(run_dirs)
     objectives = list(groups)
     fig_dir = out / "figures"
     drawn = draw_figures(groups, fig_dir, jobs=jobs)
     header = ["", *[f"{o} (n={len(groups[o])})" for o in objectives]]
+    findings = write_findings(out, groups, plan)  # OUT/findings.json, findings.md
     md = [
         "# Reversal-curse study report",
+        "",
+        provenance_line(findings["provenance"]),
         "",
         f"Runs: {len(run_dirs)} ({', '.join(objectives)} x seeds {list(plan.seeds)}), "
         f"run preset `{plan.run_preset}`. Every cell: mean [95% interval over seeds] (n seeds). "
@@ -421,7 +485,10 @@ def write_report(
     write_text(out / "report.md", "\n".join(md))  # atomic: a kill leaves the old report
     write_text(out / "report.html", _html(md, out))
     if figures_dir is not None:
-        copy_figures([*fig_dir.glob("*.png"), out / "report.md"], figures_dir)
+        copy_figures(
+            [*fig_dir.glob("*.png"), out / "report.md", out / "findings.json", out / "findings.md"],
+            figures_dir,
+        )
     return out / "report.md"
 
 

@@ -115,8 +115,9 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
         },
         # Lighter than the CLI defaults, for time: 10 of the 20 new people are updated on in the
         # update test (all 20 serve as controls); patching uses 16 prompts per subset x
-        # query and 3 noise draws.
+        # query and 3 noise draws. The lens fits the tuned lens too (held-out people).
         "options": {
+            "lens": {"tuned": True},
             "update": {"n_facts": 10},
             "patching": {"max_prompts": 16, "noise_samples": 3},
         },
@@ -138,6 +139,7 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
             "selective": ("causal",),
         },
         "options": {
+            "lens": {"tuned": True, "tuned_steps": 100},
             "update": {"n_facts": 4},
             "patching": {"max_prompts": 8, "noise_samples": 1},
             "selective": {"max_epochs": 5},

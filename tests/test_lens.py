@@ -168,6 +168,11 @@ def test_cli_tuned_saves_safetensors_and_plot(tiny_run_copy, tmp_path, capsys):
     result = json.loads((tiny_run_copy / "analysis" / "lens.json").read_text())
     assert result["options"]["templates"] == "heldout" and result["options"]["tuned"]
     assert result["summary"]["kl_tuned_layer0"] < result["summary"]["kl_logit_layer0"]
+    s = result["summary"]
+    assert s["kl_tuned_heldout_mean"] < s["kl_logit_heldout_mean"], (
+        f"held-out people, mean KL over layers: tuned {s['kl_tuned_heldout_mean']}, "
+        f"logit {s['kl_logit_heldout_mean']}"
+    )
     lens = TunedLens.load(tiny_run_copy / "analysis" / "tuned_lens.safetensors")
     run = load_run(tiny_run_copy)
     lens.check(run.model)
@@ -196,3 +201,27 @@ def test_bad_input_is_a_user_error(tiny_run, tmp_path):
         TunedLens(1, 8).check(tiny_run.model)
     plot_main = _plot_script()
     assert plot_main([str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_tuned_lens_split_holds_out_whole_people(tiny_run):
+    from interp.analysis.lens import split_docs
+
+    docs = tiny_run.dataset.train_docs
+    fit, held = split_docs(docs, 0.25, seed=3)
+    fit_people = {d.person for d in fit if d.person >= 0}
+    held_people = {d.person for d in held}
+    assert held and fit and not fit_people & held_people, sorted(fit_people & held_people)
+    assert len(fit) + len(held) == len(docs)
+    n = len({d.person for d in docs if d.person >= 0})
+    assert len(held_people) == max(1, round(0.25 * n)), (len(held_people), n)
+    assert split_docs(docs, 0.25, seed=3) == (fit, held)  # seeded
+
+
+def test_tuned_lens_in_the_study_reports_heldout_kl_beside_the_logit_lens():
+    from interp.analysis import INSTRUMENTS
+    from interp.study import make_plan
+
+    for preset in ("default", "tiny"):
+        plan = make_plan(preset)
+        assert plan.options["lens"]["tuned"] is True and "lens" in plan.instruments_for("causal")
+    assert {"kl_logit_heldout_mean", "kl_tuned_heldout_mean"} <= set(INSTRUMENTS["lens"].headlines)

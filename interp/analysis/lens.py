@@ -31,8 +31,9 @@ Controls.
   correct token no better than this one, even when it ranks both well (it knows a name follows).
 - Random initialisation: the logit lens on the run's own initial weights (`build_model` with
   `train.seed`): the answer's rank there is near chance, (d_vocab + 1) / 2.
-- For the tuned lens, its KL to the final distribution on held-out documents against the logit
-  lens's, per layer: a translator that does not beat the identity has learned nothing.
+- For the tuned lens, its KL to the final distribution on held-out people (every document about
+  them left out of the fit) against the logit lens's on the same documents, per layer: a
+  translator that does not beat the identity there has learned nothing that generalises.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ HEADLINES = (
     "final_pos_rank_last_layer_all_reverse",
     "control_random_init_final_pos_rank_last_layer_all_same",
     "control_random_init_final_pos_rank_last_layer_all_reverse",
+    # KL(final || lens) on held-out people, mean over the layers before the last: the tuned lens
+    # beside the logit lens (the tuned one only where the study fits it)
+    "kl_logit_heldout_mean",
+    "kl_tuned_heldout_mean",
 )
 
 
@@ -222,7 +227,7 @@ class TunedLensOptions:
     steps: int = 500  # optimiser steps
     lr: float = 3e-3  # Adam learning rate
     batch_tokens: int = 512  # token positions per step
-    heldout_frac: float = 0.1  # fraction of training documents held out to measure KL
+    heldout_frac: float = 0.1  # fraction of people (all their documents) held out to measure KL
     seed: int = 0  # offset on the run seed (stats.run_seed) of the held-out split and batches
 
 
@@ -247,7 +252,8 @@ class LensOptions(Options):
     tuned_batch_tokens: int = option(512, "token positions per tuned-lens step", min=1)
     tuned_heldout_frac: float = option(
         0.1,
-        "fraction of training documents held out to measure the KL to the final layer",
+        "fraction of people held out (every document about them) to measure the KL to the "
+        "final layer on facts the tuned lens never saw",
         min=0,
         max=1,
         min_open=True,
@@ -270,11 +276,25 @@ class LensOptions(Options):
 def split_docs(
     docs: Sequence[Example], heldout_frac: float, seed: int
 ) -> tuple[list[Example], list[Example]]:
-    """Seeded split of documents into (fit, held-out); at least one of each."""
-    idx = list(range(len(docs)))
-    random.Random(seed).shuffle(idx)
-    n_out = min(len(docs) - 1, max(1, round(heldout_frac * len(docs))))
-    return [docs[i] for i in idx[n_out:]], [docs[i] for i in idx[:n_out]]
+    """Seeded person-disjoint split of documents into (fit, held-out): `heldout_frac` of the
+    people (at least one, never all) with every document about them are held out.
+
+    A split by document would leave a held-out person's other paraphrases in the fit set, so the
+    held-out KL would be measured on facts the translator has already seen; holding out whole
+    people measures it on facts it never saw. Documents about no person (`person` < 0) go to
+    the fit set.
+    """
+    people = sorted({d.person for d in docs if d.person >= 0})
+    if len(people) < 2:
+        raise UserError(
+            f"the tuned lens needs documents about at least 2 people to hold some out, got "
+            f"{len(people)}: use a world with more people"
+        )
+    random.Random(seed).shuffle(people)
+    n_out = min(len(people) - 1, max(1, round(heldout_frac * len(people))))
+    held_people = set(people[:n_out])
+    fit = [d for d in docs if d.person not in held_people]
+    return fit, [d for d in docs if d.person in held_people]
 
 
 @torch.no_grad()
@@ -313,7 +333,7 @@ def fit_tuned_lens(
     options: TunedLensOptions = TunedLensOptions(),
     progress: bool = True,
 ) -> tuple[TunedLens, dict[str, list[float]]]:
-    """Train a tuned lens on `docs` (all real positions) minus a held-out split.
+    """Train a tuned lens on `docs` (all real positions) minus a held-out split of people.
 
     Returns the lens and per-layer KL to the final distribution on the held-out documents for the
     logit lens (identity) and the tuned lens, plus the tuned lens's KL on the fitted documents.
@@ -631,6 +651,8 @@ def summarise(
             which = name.split("_")[1]
             for layer, v in enumerate(values[:n_layers]):
                 out[f"kl_{which}_layer{layer}"] = float(v)
+            # the last layer is the model itself (KL 0 for both), so it is left out of the mean
+            out[f"kl_{which}_heldout_mean"] = float(np.mean(values[:n_layers]))
     return out
 
 

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -91,12 +91,22 @@ SCORE_UNITS = {
 }
 
 NAME = "patching"
+SITES = ("entity_last", "final")  # the entity's last token (A's, forward) and the final position
 # The summary numbers the report prints: the n2d entity-swap numbers, forward vs reverse (raw
-# clean - corrupted gap; best resid_pre restoration and its wrong-source control where defined).
-HEADLINES = tuple(
-    f"{q}_{k}"
-    for q in ("forward", "reverse")
-    for k in ("clean_minus_corrupt", "best_restoration", "control_best_restoration")
+# clean - corrupted gap; best resid_pre restoration and its wrong-source control where defined),
+# and which sites carry the forward fact: per activation, the largest restored fraction over
+# layers at the entity's last token and at the final position (each run's within-run interval
+# over people, and its layer, are in the JSON's summary beside it).
+HEADLINES = (
+    *(
+        f"{q}_{k}"
+        for q in ("forward", "reverse")
+        for k in ("clean_minus_corrupt", "best_restoration", "control_best_restoration")
+    ),
+    *(f"forward_{site}_{a}_max" for site in SITES for a in ACTS),
+    # ROME's severed path at A's last token: resid_pre restored with nothing, the MLPs, or
+    # attention frozen at their corrupted values downstream (largest over layers)
+    *(f"forward_severed_{v}_max" for v in ("none", "mlp", "attn")),
 )
 
 
@@ -223,6 +233,84 @@ def trace_swap(
     )
     patched = cells.reshape(len(prompts), len(acts), n_layers, -1)  # prompt act layer pos
     return TraceGrids(patched, clean, corrupted, lengths)
+
+
+SEVER = ("none", "mlp", "attn")  # severed path: nothing, the MLPs or attention frozen corrupted
+
+
+@torch.no_grad()
+def trace_severed(
+    model: TransformerBridge, prompts: Sequence[Example], corrupters: Sequence[Example]
+) -> Float[Tensor, "prompt sever layer"]:
+    """ROME's severed-path tracing (Meng et al. 2022, section 2.2, Figure 3) under the entity
+    swap: for every layer l, patch the clean `resid_pre` of block l at the entity's last token
+    into the corrupted run, once as it is (`none`), once with the MLP outputs (`mlp`) and once
+    with the attention outputs (`attn`) of blocks l..n_layers-1 at that token frozen at their
+    corrupted values. What the patch still restores with the MLPs frozen does not need them: the
+    gap between `none` and `mlp` is what the MLPs at that token carry (likewise attention).
+    Scores are the swap's logit difference at the final position (raw; normalise with the
+    trace's clean and corrupted scores)."""
+    _check_aligned(prompts, corrupters, "severed")
+    device = next(model.parameters()).device
+    clean_toks, lengths = _tokens(prompts, device)
+    corr_toks, _ = _tokens(corrupters, device)
+    final, right = lengths - 1, _first(prompts, device)
+    wrong = _first(corrupters, device)[:, None]
+    pos = torch.tensor([entity_span(e)[1] - 1 for e in prompts], device=device)
+    rows = torch.arange(len(prompts), device=device)
+    n_layers = model.cfg.n_layers
+    _, clean_cache = model.run_with_cache(
+        clean_toks, names_filter=lambda n: n.endswith("hook_resid_pre")
+    )
+    _, corr_cache = model.run_with_cache(
+        corr_toks, names_filter=lambda n: n.endswith(("hook_mlp_out", "hook_attn_out"))
+    )
+
+    def put(src: Tensor) -> Callable[..., Tensor]:
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            act = act.clone()
+            act[rows, pos] = src[rows, pos].to(act.dtype)
+            return act
+
+        return hook
+
+    out = torch.empty(len(prompts), len(SEVER), n_layers)
+    for layer in range(n_layers):
+        name = f"blocks.{layer}.hook_resid_pre"
+        for v, sever in enumerate(SEVER):
+            hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = [
+                (name, put(clean_cache[name]))
+            ]
+            if sever != "none":
+                frozen_names = [f"blocks.{m}.hook_{sever}_out" for m in range(layer, n_layers)]
+                hooks += [(n, put(corr_cache[n])) for n in frozen_names]
+            logits = model.run_with_hooks(corr_toks, fwd_hooks=hooks)
+            out[:, v, layer] = answer_score(logits, final, right, wrong).cpu()
+    return out
+
+
+def severed_restoration(
+    scores: Float[Tensor, "prompt sever layer"], trace: TraceGrids, prompts: Sequence[Example]
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Per person, (severed score - corrupted) / (clean - corrupted), means over the person's
+    prompts as in `site_restoration`; the mean over people per layer with its 95% interval."""
+    people = sorted({e.person for e in prompts})
+    rows = [np.array([e.person == p for e in prompts]) for p in people]
+    effect = scores.double().numpy() - trace.corrupted.cpu().double().numpy()[:, None, None]
+    gap = (trace.clean - trace.corrupted).cpu().double().numpy()
+    per_person = np.stack([effect[r].mean(0) / gap[r].mean() for r in rows])  # person sever layer
+    out: dict[str, Any] = {"site": "entity_last", "n_people": len(people)}
+    for v, sever in enumerate(SEVER):
+        cis = [mean_ci(per_person[:, v, layer].tolist()) for layer in range(scores.shape[2])]
+        means = [c[0] for c in cis]
+        best = int(np.nanargmax(means))
+        out[sever] = {
+            "mean": means,
+            "low": [c[1] for c in cis],
+            "high": [c[2] for c in cis],
+            "max": {"value": means[best], "layer": best, "ci95": [cis[best][1], cis[best][2]]},
+        }
+    return out, per_person
 
 
 def embedding_std(model: TransformerBridge, token_ids: Sequence[int]) -> float:
@@ -492,6 +580,9 @@ def _summarise_group(
         "person": np.array([e.person for e in prompts]),
         "template": np.array([e.template for e in prompts]),
     }
+    if meaningful:
+        out["sites"], site_arrays = site_restoration(effect, gap, prompts, order)
+        arrays.update(site_arrays)
     if control is not None:
         # Control runs exist for the prompts that found a third person (`control_idx`).
         c_effect = by_label(
@@ -518,6 +609,59 @@ def _summarise_group(
     return out, arrays
 
 
+def entity_last_label(order: Sequence[str], letter: str) -> str | None:
+    """The position name of the entity's last token: `<letter>last`, or the highest
+    `<letter>k` when every prompt's entity has the same length."""
+    if f"{letter}last" in order:
+        return f"{letter}last"
+    ks = [int(x[1:]) for x in order if x[:1] == letter and x[1:].isdigit()]
+    return f"{letter}{max(ks)}" if ks else None
+
+
+def site_restoration(
+    effect: Float[np.ndarray, "prompt act layer label"],
+    gap: Float[np.ndarray, " prompt"],
+    prompts: Sequence[Example],
+    order: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Restored fraction per activation x layer at two sites, the entity's last token and the
+    final position, with a within-run 95% interval over people.
+
+    A person's restored fraction is the mean patched effect over their prompts divided by the
+    mean clean - corrupted gap over the same prompts (the group's normalisation, per person);
+    prompts of one person share the fact, so people, not prompts, are the items. The site
+    estimate is the mean over people with its Student-t interval. Returns the JSON part
+    (`sites[site][act]`: `mean`, `low`, `high` per layer, `max` with its layer and interval,
+    `n_people`) and arrays `sites/<site>` [person, act, layer].
+    """
+    people = sorted({e.person for e in prompts})
+    rows = [np.array([e.person == p for e in prompts]) for p in people]
+    letter = entity_letter(prompts[0])
+    out: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for site, label in (("entity_last", entity_last_label(order, letter)), ("final", "final")):
+        if label is None or label not in order:
+            continue
+        j = order.index(label)
+        per_person = np.stack(
+            [np.nanmean(effect[r, :, :, j], axis=0) / gap[r].mean() for r in rows]
+        )  # person act layer
+        arrays[f"sites/{site}"] = per_person
+        by_act: dict[str, Any] = {"label": label, "n_people": len(people)}
+        for i, a in enumerate(ACTS):
+            cis = [mean_ci(per_person[:, i, layer].tolist()) for layer in range(effect.shape[2])]
+            means = [c[0] for c in cis]
+            best = int(np.nanargmax(means))
+            by_act[a] = {
+                "mean": means,
+                "low": [c[1] for c in cis],
+                "high": [c[2] for c in cis],
+                "max": {"value": means[best], "layer": best, "ci95": [cis[best][1], cis[best][2]]},
+            }
+        out[site] = by_act
+    return out, arrays
+
+
 def _trace_group(
     run: Run,
     prompts: list[Example],
@@ -528,11 +672,12 @@ def _trace_group(
     std: float,
     progress: bool,
     desc: str,
-) -> tuple[TraceGrids, TraceGrids | None, list[int], list[Example], int]:
+) -> tuple[TraceGrids, TraceGrids | None, list[int], list[Example], int, Tensor | None]:
     """Run one corruption on one group.
 
-    Returns (trace, control, control_idx, prompts used, n skipped): the control covers the
-    prompts `control_idx` of the prompts used (those for which a third person exists).
+    Returns (trace, control, control_idx, prompts used, n skipped, severed): the control covers
+    the prompts `control_idx` of the prompts used (those for which a third person exists);
+    `severed` is `trace_severed`'s scores under the swap (None under noise).
     """
     model, pools = run.model, template_pools(run.dataset)
     if corruption == "swap":
@@ -549,6 +694,7 @@ def _trace_group(
         trace = trace_swap(
             model, prompts, corrupters, batch_size=opts.batch_size, progress=progress, desc=desc
         )
+        severed = trace_severed(model, prompts, corrupters)
         third = [swap_partner(e, pools[_key(e)], rng, avoid_first=(q.answer[0],)) for e, q in used]
         idx = [i for i, r in enumerate(third) if r is not None]
         control = None
@@ -564,7 +710,7 @@ def _trace_group(
                 desc=desc + " control",
             )
     else:
-        skipped = 0
+        skipped, severed = 0, None
         d_model = run.config.model.d_model
         noise = entity_noise(prompts, opts.noise_samples, d_model, opts.noise_scale * std, gen)
         e0 = prompts[0]
@@ -598,7 +744,7 @@ def _trace_group(
                 progress=progress,
                 desc=desc + " control",
             )
-    return trace, control, idx, prompts, skipped
+    return trace, control, idx, prompts, skipped, severed
 
 
 def run_analysis(
@@ -614,7 +760,12 @@ def run_analysis(
     named `<subset>/<query>/<corruption>/<array>`: `normalised` and `effect_raw` [act, layer,
     label] (acts in ACTS order; `normalised` is saved even where `meaningful` (0-d) is False,
     so check it), `per_prompt_effect` [prompt, act, layer, label], `clean`, `corrupted`,
-    `person`, `template` [prompt], `control_normalised_resid_pre` [layer, label].
+    `person`, `template` [prompt], `control_normalised_resid_pre` [layer, label], and where
+    the gap is meaningful `sites/entity_last` and `sites/final` [person, act, layer], each
+    person's restored fraction at the entity's last token and at the final position (JSON
+    `sites`: the mean over people per layer with its 95% interval, and the largest layer), and
+    under the swap `severed` [person, sever, layer] (`trace_severed`, SEVER order; JSON
+    `severed`).
     """
     asked = options or PatchingOptions()
     # item draws (prompts, swap partners, noise) differ per (world, seed) run
@@ -643,10 +794,12 @@ def run_analysis(
         if not prompts:
             continue
         desc = f"{subset} {query} {corruption}"
-        trace, control, cidx, used, skipped = _trace_group(
+        trace, control, cidx, used, skipped, severed = _trace_group(
             run, prompts, corruption, opts, rng, gen, std, progress, desc
         )
         res, arr = _summarise_group(trace, control, cidx, used, opts, ds)
+        if severed is not None and res["meaningful"]:
+            res["severed"], arr["severed"] = severed_restoration(severed, trace, used)
         res = {"direction": QUERIES[query], "n_skipped_no_partner": skipped, **res}
         groups.setdefault(subset, {}).setdefault(query, {})[corruption] = res
         arrays.update({f"{subset}/{query}/{corruption}/{n}": v for n, v in arr.items()})
@@ -700,6 +853,19 @@ def summary(groups: dict[str, Any]) -> dict[str, float]:
             out[f"{query}_best_layer"] = float(g["best"]["resid_pre"]["layer"])
             if g.get("control") and g["control"]["best"]:
                 out[f"{query}_control_best_restoration"] = g["control"]["best"]["value"]
+            for site, by_act in g.get("sites", {}).items():
+                for a in ACTS:
+                    m = by_act[a]["max"]
+                    key = f"{query}_{site}_{a}_max"
+                    out[key] = m["value"]
+                    out[f"{key}_layer"] = float(m["layer"])
+                    out[f"{key}_low"], out[f"{key}_high"] = m["ci95"]
+            for sever in SEVER if "severed" in g else ():
+                m = g["severed"][sever]["max"]
+                key = f"{query}_severed_{sever}_max"
+                out[key] = m["value"]
+                out[f"{key}_layer"] = float(m["layer"])
+                out[f"{key}_low"], out[f"{key}_high"] = m["ci95"]
     return out
 
 
@@ -728,6 +894,28 @@ def format_summary(result: Result) -> str:
             f"forward (n2d, swap) best resid_pre restoration: "
             f"{s['forward_best_restoration']:.3f}; wrong-source control: "
             f"{s.get('forward_control_best_restoration', float('nan')):.3f}"
+        )
+    g = result["groups"].get("n2d", {}).get("forward", {}).get("swap", {})
+    for site, by_act in g.get("sites", {}).items():
+        cells = [
+            f"{a} {m['value']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}] @L{m['layer']}"
+            for a in ACTS
+            for m in [by_act[a]["max"]]
+        ]
+        lines.append(
+            f"forward (n2d, swap) restored at {site} ({by_act['label']}; max over layers, "
+            f"95% interval over {by_act['n_people']} people): " + "; ".join(cells)
+        )
+    if "severed" in g:
+        sv = g["severed"]
+        cells = [
+            f"{v} {m['value']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}] @L{m['layer']}"
+            for v in SEVER
+            for m in [sv[v]["max"]]
+        ]
+        lines.append(
+            "forward (n2d, swap) severed path at the entity's last token, resid_pre restored "
+            "with nothing / the MLPs / attention frozen corrupted: " + "; ".join(cells)
         )
     if "reverse_clean_minus_corrupt" in s:
         lines.append(

@@ -1,0 +1,84 @@
+"""Which sites carry the forward fact: restored fraction per layer at the entity's last token and
+at the final position, per activation, and ROME's severed path at the entity's last token.
+
+Reads `analysis/patching.json` (`sites`, `severed` of the forward entity-swap group); never
+recomputes. One run: the band is the 95% interval over people; several runs: the line is the
+mean over runs and the band the 95% interval over runs (each run's own interval is in its JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from interp.analysis.activation_patching import ACTS
+from interp.errors import UserError
+from interp.plots import finish
+from interp.runs import read_result
+from interp.stats import mean_ci_axis
+
+SITE_STYLE = {"entity_last": ("-", "entity's last token"), "final": ("--", "final position")}
+SEVER_COLOR = {"none": "black", "mlp": "tab:orange", "attn": "tab:blue"}
+ACT_COLOR = {"resid_pre": "black", "attn_out": "tab:blue", "mlp_out": "tab:orange"}
+
+
+def _band(ax: plt.Axes, curves: list[dict[str, Any]], color: str, ls: str, label: str) -> None:
+    """Draw the mean (one run: its people's mean and interval; several: over runs)."""
+    if len(curves) == 1:
+        m, lo, hi = (np.array(curves[0][k], dtype=float) for k in ("mean", "low", "high"))
+    else:
+        m, lo, hi = mean_ci_axis(np.array([c["mean"] for c in curves], dtype=float))
+    x = np.arange(len(m))
+    ax.plot(x, m, ls=ls, color=color, marker="o", ms=3, label=label)
+    ax.fill_between(x, lo, hi, color=color, alpha=0.15)
+    ax.set_xticks(x)
+
+
+def plot_patching_sites(
+    run_dirs: Sequence[str | Path], out: str | Path | None = None, subset: str = "n2d"
+) -> Figure:
+    """Restored fraction per layer at the two sites per activation, and the severed path."""
+    groups = []
+    for r in run_dirs:
+        g = read_result(r, "patching", arrays=False)["groups"].get(subset, {})
+        g = g.get("forward", {}).get("swap")
+        if g is not None and "sites" in g:
+            groups.append(g)
+    if not groups:
+        raise UserError(
+            f"no forward entity-swap sites for {subset!r} in the runs' analysis/patching.json: "
+            "rerun `interp patching RUN_DIR` with the current kit"
+        )
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax = axes[0]
+    for site, (ls, name) in SITE_STYLE.items():
+        for act in ACTS:
+            curves = [g["sites"][site][act] for g in groups if site in g["sites"]]
+            if curves:
+                _band(ax, curves, ACT_COLOR[act], ls, f"{act}, {name}")
+    ax.set_xlabel("layer (block input for resid_pre, block output otherwise)", fontsize=8)
+    ax.set_ylabel("restored fraction (0 = corrupted, 1 = clean)", fontsize=8)
+    ax.set_title(f"{subset} forward, entity swap: where the fact is carried", fontsize=9)
+    ax.axhline(0, color="gray", lw=0.6)
+    ax.legend(fontsize=6, frameon=False)
+    ax = axes[1]
+    severed = [g["severed"] for g in groups if "severed" in g]
+    for sever, color in SEVER_COLOR.items():
+        if severed:
+            label = "nothing frozen" if sever == "none" else f"{sever} frozen (corrupted)"
+            _band(ax, [s[sever] for s in severed], color, "-", label)
+    ax.set_xlabel("layer of the patched resid_pre (entity's last token)", fontsize=8)
+    ax.set_title("ROME's severed path: downstream MLPs or attention frozen", fontsize=9)
+    ax.axhline(0, color="gray", lw=0.6)
+    ax.legend(fontsize=6, frameon=False)
+    n = len(groups)
+    bands = "one run; bands: 95% interval over people" if n == 1 else f"{n} runs; bands: 95% "
+    bands += "" if n == 1 else "interval over runs"
+    fig.suptitle(f"Patching sites ({bands})", fontsize=10)
+    fig.tight_layout()
+    return finish(fig, out)
