@@ -44,6 +44,7 @@ check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy interp
+	$(BIN)/python -m pytest -m provenance tests/test_findings.py
 
 format: $(STAMP)
 	$(BIN)/ruff format .

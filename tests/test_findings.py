@@ -30,6 +30,7 @@ def _committed() -> dict:
     return json.loads(COMMITTED.read_text())
 
 
+@pytest.mark.provenance  # in `make check`, not `make test`: any code change needs a new study
 def test_committed_findings_were_made_by_the_current_code_and_study():
     prov = _committed()["provenance"]
     code, study = F.code_sha256(), F.study_sha256(make_plan("default"))
