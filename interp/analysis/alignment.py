@@ -143,15 +143,18 @@ def step_loss(
     return total / draws  # type: ignore[no-any-return]
 
 
-def answer_logprob(net: torch.nn.Module, prompts: Sequence[Example]) -> Tensor:
+def answer_logprob(net: torch.nn.Module, prompts: Sequence[Example], first: bool = False) -> Tensor:
     """Mean over `prompts` of log p(answer | prompt), summed over the answer's tokens (the
-    quantity `interp.evaluate.completion_logprobs` measures), differentiable."""
+    quantity `interp.evaluate.completion_logprobs` measures), differentiable. `first`: the
+    answer's first token only (free of the within-entity bigram the documents teach)."""
     device = next(net.parameters()).device
     tokens, lengths = pad_batch([e.tokens for e in prompts], device=device)
     logp = net(tokens).log_softmax(-1)[:, :-1]  # position t predicts token t+1
     target_pos = torch.arange(1, tokens.shape[1], device=device)
     starts = torch.tensor([e.prompt_len for e in prompts], device=device)
     answer = (target_pos[None] >= starts[:, None]) & (target_pos[None] < lengths[:, None])
+    if first:
+        answer &= target_pos[None] == starts[:, None]
     picked = logp.gather(-1, tokens[:, 1:, None])[..., 0]  # [batch, pos-1]
     return (picked * answer).sum(1).mean()
 
@@ -191,13 +194,18 @@ def group_dot(
 
 
 def answer_gradients(
-    net: torch.nn.Module, params: Sequence[torch.nn.Parameter], items: Sequence[FactItems]
+    net: torch.nn.Module,
+    params: Sequence[torch.nn.Parameter],
+    items: Sequence[FactItems],
+    first: bool = False,
 ) -> Float[Tensor, "person direction n_params"]:
     """grad log p(answer | prompt) of every person's prompts, both directions (one backward each;
     the model is the same for every fact, so these are computed once and reused)."""
     return torch.stack(
         [
-            torch.stack([flat_grad(answer_logprob(net, it.prompts[d]), params) for d in DIRECTIONS])
+            torch.stack(
+                [flat_grad(answer_logprob(net, it.prompts[d], first), params) for d in DIRECTIONS]
+            )
             for it in items
         ]
     )
