@@ -140,3 +140,12 @@ def role_shares(
         go = torch.stack([g for _, g in per_layer]).double()[:, None]
         out[key] = -((terms.w_in * gi).sum((-1, -2)) + (terms.w_out * go).sum((-1, -2)))
     return out
+
+
+def token_rank(
+    written: Float[Tensor, "*lead d_model"], u_all: Float[Tensor, "d_vocab d_model"], token: int
+) -> Int[Tensor, "*lead"]:
+    """Rank of `token` (0 = top) when the written values are read on the vocabulary through
+    the final norm's unembedding directions (`update.unembed_directions` of every token)."""
+    scores = written.float() @ u_all.T  # [..., d_vocab]
+    return (scores > scores[..., token : token + 1]).sum(-1)

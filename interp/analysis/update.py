@@ -79,7 +79,7 @@ from interp.analysis.alignment import (
     step_loss,
     subset_items,
 )
-from interp.analysis.decomposition import ROLES, mlp_terms, role_shares
+from interp.analysis.decomposition import ROLES, mlp_terms, role_shares, token_rank
 from interp.analysis.options import SEED_MAX, Options, option
 from interp.analysis.params import (
     group_norms,
@@ -606,6 +606,7 @@ def run_analysis(
         written_cos=np.zeros((F, L, R, len(ENTITIES))),
         written_cos_control=np.zeros((F, L, R, len(ENTITIES))),
         written_rank=np.zeros((F, L, R, len(ENTITIES))),
+        written=np.zeros((F, L, R, model.cfg.d_model)),
     )
 
     pool_items = [
@@ -656,9 +657,9 @@ def run_analysis(
             cc = wn @ u_all[control_tok[k][e]].T  # [layer, role, n_control]
             arrays["written_cos"][k, :, :, e] = tc.numpy()
             arrays["written_cos_control"][k, :, :, e] = cc.mean(-1).numpy()
-            scores = w @ u_all.T  # [layer, role, d_vocab]
-            t = int(target_tok[k, e])
-            arrays["written_rank"][k, :, :, e] = (scores > scores[..., t : t + 1]).sum(-1).numpy()
+            rank = token_rank(w, u_all, int(target_tok[k, e]))
+            arrays["written_rank"][k, :, :, e] = rank.numpy()
+        arrays["written"][k] = terms.written.numpy()
 
         with restored(model) as before:
             arrays["loss_before"][k], arrays["loss_after"][k] = take_steps(
