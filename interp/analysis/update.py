@@ -603,6 +603,7 @@ def run_analysis(
         attribution=np.zeros((F, D, G)),
         role_norm_share=np.zeros((F, L, R)),
         role_effect=np.zeros((F, D, L, R)),
+        role_effect_first=np.zeros((F, D, L, R)),
         written_cos=np.zeros((F, L, R, len(ENTITIES))),
         written_cos_control=np.zeros((F, L, R, len(ENTITIES))),
         written_rank=np.zeros((F, L, R, len(ENTITIES))),
@@ -642,14 +643,16 @@ def run_analysis(
         batch = step_docs(lay.docs[k], opts.condition, objective, ds)
         terms = mlp_terms(net, batch, loss_of, max(len(d.tokens) for d in batch))
         per_dir = {
-            d: [tuple(answer_grads[k, di, slice(*offsets[n])].view_as(params[n]) for n in pair)
-                for pair in mlp_keys]
+            f"{d}{m}": [tuple(g[k, di, slice(*offsets[n])].view_as(params[n]) for n in pair)
+                        for pair in mlp_keys]
+            for m, g in (("", answer_grads), ("_first", first_grads))
             for di, d in enumerate(DIRECTIONS)
         }  # fmt: skip
         shares = role_shares(terms, per_dir)  # type: ignore[arg-type]
         arrays["role_norm_share"][k] = shares["norm_share"].numpy()
         for di, d in enumerate(DIRECTIONS):
             arrays["role_effect"][k, di] = shares[d].numpy()
+            arrays["role_effect_first"][k, di] = shares[f"{d}_first"].numpy()
         for e in range(len(ENTITIES)):
             w = terms.written.float()  # [layer, role, d_model]
             wn = w / w.norm(dim=-1, keepdim=True).clamp_min(1e-30)

@@ -390,6 +390,8 @@ def decomposition_tables(a: dict[str, np.ndarray]) -> list[dict[str, Any]]:
                     "norm_share": float(a["role_norm_share"][:, li, ri].mean()),
                     "effect_forward": float(a["role_effect"][:, 0, li, ri].mean()),
                     "effect_reverse": float(a["role_effect"][:, 1, li, ri].mean()),
+                    "effect_forward_first": float(a["role_effect_first"][:, 0, li, ri].mean()),
+                    "effect_reverse_first": float(a["role_effect_first"][:, 1, li, ri].mean()),
                     "written_cos_b": float(a["written_cos"][:, li, ri, 0].mean()),
                     "written_cos_b_control": float(a["written_cos_control"][:, li, ri, 0].mean()),
                     "written_rank_b": float(a["written_rank"][:, li, ri, 0].mean()),
