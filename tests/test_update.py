@@ -388,3 +388,17 @@ def test_objective_condition_averages_seeded_mask_draws(tiny_run):
     assert float(again) == float(same), "same seed and person must give the same masks"
     assert float(again) != float(one), (float(again), float(one))
     assert float(causal) != float(again)
+
+
+def test_reverse_training_step_shows_a_reverse_alignment(tiny_run):
+    """The instrument can say yes on the new facts too: the reverse-training step (the reversed
+    copy of "A is B" in the batch, --condition objective) has a reverse first-token alignment
+    clearly above its control, a large share of the forward one; the causal step does not."""
+    run = tiny_run
+    opts = UpdateOptions(condition="objective", objective="reverse_entity", n_facts=6, n_both=0)
+    s = run_analysis(run, opts, write=False, progress=False).summary
+    numbers = {k: round(v, 4) for k, v in s.items() if k.startswith("align_")}
+    assert s["align_reverse_first_mean"] > s["align_reverse_first_control_mean"], numbers
+    assert s["align_reverse_first_p"] < 0.05, numbers
+    assert s["align_reverse_over_forward_first"] > 0.2, numbers
+    print(numbers)
