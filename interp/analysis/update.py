@@ -36,21 +36,37 @@ and restores the weights bitwise before the next fact. Measured, per fact:
    B's role word; at B: A's first name). The direction is the one the final LayerNorm reads,
    u_t = centre(gamma * W_U[:, t]) / norm (centring only for LN/LNPre, which subtract the mean),
    taken from the weights before the update, so Delta h . u_t is the linearised change of the
-   logit-lens logit of t. Control: the mean projection on `n_control_tokens` random non-special
-   tokens' directions (seeded). The hypothesis predicts a positive projection at A's position and
-   none beyond control at B's.
+   logit-lens logit of t. Controls matched to the answer class: at A the other role words, at B
+   the other first names (`matched_controls`); next to the projection, the answer token's actual
+   logit change at that site (`dlogit`) against the same controls' logit changes.
 3. Which parameters carry it. The update Delta theta split into groups (token and position
    embeddings; each block's attention, MLP and LayerNorms; the final LayerNorm; the unembedding):
-   its norm per group (squares add up to the total), and the causal share: Delta log p(correct)
-   with one group's update reverted (all others kept), and with only that group's update applied.
+   its norm per group (squares add up to the total), and the first-order attribution
+   grad log p . Delta theta per group, which sums exactly to the total first-order change
+   (`interp.analysis.alignment`). The "revert one group" / "only one group" tables are written
+   only where the group-alone effects sum to within 20% of the full effect (the linear regime).
+4. Alignment (influence): -grad L . grad log p per unit step, per group, against the same for
+   every other new person's own prompts; full answer and first token; checked against the
+   measured change (they agree within 10% at a small lr). The positive control: the same on the
+   Both subset, learned in both orders (`both_*`), and with both orders' documents in the step
+   (`both_all_*`).
+5. Where the update is written: each MLP weight gradient split exactly into per-position terms
+   by role (A, B, the position before B, template), with each role's share of the update and of
+   its first-order effect, and the written values read on the vocabulary
+   (`interp.analysis.decomposition`).
+
+Conditions (`--condition`): the main one, "causal", is the same plain next-token SGD step on the
+new fact's forward documents for every objective's trained weights, so objectives are compared
+under one step; "objective" is the objective's own step (reverse training's batch holds the
+reversed copy, so its reverse change is partly by construction; the masked objectives average
+their loss over `n_mask_draws` masks seeded per fact and run); "b_only" puts the loss on B's
+tokens only (predicting B from A, without A's own bigram).
 
 Optimiser. Plain SGD by default: Delta theta = -lr * gradient is the update the hypothesis talks
 about, and its group norms reflect gradient magnitudes. A fresh AdamW (`optimizer="adamw"`, the
 training's betas, weight decay on matrices only as in training) is offered too, but its first
 step moves every parameter with a non-zero gradient by about lr (m / sqrt(v) = sign(g)), so its
-group norms count parameters rather than measure where the gradient points. The update uses the
-run's own training objective by default (`objective="run"`), so a mitigation run is updated the
-way it was trained; "causal" forces plain next-token prediction.
+group norms count parameters rather than measure where the gradient points.
 """
 
 from __future__ import annotations
@@ -110,8 +126,10 @@ from interp.train import make_optimizer
 
 OPTIMIZERS = ("sgd", "adamw")
 # Default learning rate per optimiser. SGD 0.01: on the tiny preset one step lowers the fact's
-# loss by about a quarter and stays near-linear (the group-alone effects add up to ~1.3x the
-# full effect; at 0.03 they add up to ~2x). AdamW 1e-3: the training's peak lr (default preset).
+# loss by about a quarter; it is not in the linear regime (first order overestimates the forward
+# change by ~1.3x, the group-alone effects add up to ~1.3x the full effect), so the step-size-free
+# alignment and the attribution carry the decomposition; at lr 1e-4 first order agrees within 1%.
+# AdamW 1e-3: the training's peak lr (default preset).
 DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
 
 
