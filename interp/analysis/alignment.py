@@ -187,10 +187,17 @@ def segments(
 def group_dot(
     x: Float[Tensor, "*a n_params"], y: Float[Tensor, " n_params"], seg: Tensor, n_groups: int
 ) -> Float[Tensor, "*a group"]:
-    """x . y restricted to each group (float64): the groups sum exactly to the full dot."""
-    prod = x.double() * y.double()
-    out = torch.zeros(*prod.shape[:-1], n_groups, dtype=torch.float64)
-    return out.index_add_(-1, seg, prod)
+    """x . y restricted to each group (float64): the groups sum exactly to the full dot.
+
+    One matrix-vector product per contiguous run of a group's coordinates (a parameter tensor
+    or several), not an elementwise product of the whole batch: the update test's hot loop."""
+    x, y = x.double(), y.double()
+    change = torch.nonzero(seg[1:] != seg[:-1]).flatten() + 1
+    bounds = [0, *change.tolist(), len(seg)]
+    out = torch.zeros(*x.shape[:-1], n_groups, dtype=torch.float64)
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        out[..., int(seg[start])] += x[..., start:end] @ y[start:end]
+    return out
 
 
 def answer_gradients(
@@ -200,7 +207,7 @@ def answer_gradients(
     first: bool = False,
 ) -> Float[Tensor, "person direction n_params"]:
     """grad log p(answer | prompt) of every person's prompts, both directions (one backward each;
-    the model is the same for every fact, so these are computed once and reused)."""
+    the model is the same for every fact, so these are computed once and reused; float64)."""
     return torch.stack(
         [
             torch.stack(
@@ -208,7 +215,7 @@ def answer_gradients(
             )
             for it in items
         ]
-    )
+    ).double()
 
 
 def alignment_rows(
