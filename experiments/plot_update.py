@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 from interp.errors import UserError
 from interp.plots import figure_paths
@@ -29,12 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     try:
-        runs: dict[str, list[str]] = {}
+        runs: dict[str, Sequence[str | Path]] = {}
         for pair in args.objective:
             if "=" not in pair:
                 raise UserError(f"--objective {pair!r}: write NAME=RUN_DIR")
             name, run_dir = pair.split("=", 1)
-            runs.setdefault(name, []).append(run_dir)
+            runs[name] = [*runs.get(name, []), run_dir]
         plot_update(args.run_dirs, args.out)
         plot_update_sites(args.run_dirs, f"{args.out}_sites")
         plot_alignment(runs or {"runs": args.run_dirs}, f"{args.out}_alignment")

@@ -137,10 +137,8 @@ def step_loss(
     if condition == "b_only":
         return b_only_loss(net(tokens), tokens, docs)
     draws = n_draws if isinstance(obj, MaskedObjective) else 1
-    total = sum(
-        obj.loss(net, tokens, lengths, fact_generator(seed, person, d)) for d in range(draws)
-    )
-    return total / draws  # type: ignore[no-any-return]
+    losses = [obj.loss(net, tokens, lengths, fact_generator(seed, person, d)) for d in range(draws)]
+    return torch.stack(losses).mean()
 
 
 def answer_logprob(net: torch.nn.Module, prompts: Sequence[Example], first: bool = False) -> Tensor:
