@@ -258,7 +258,11 @@ def plot_alignment(runs: dict[str, Sequence[str | Path]], out: str | Path | None
     control on the Both subset of the first objective's runs. `runs`: objective -> run dirs."""
     if not runs:
         raise UserError("plot_alignment needs at least one objective's runs")
-    loaded = {name: load_update(dirs)[1] for name, dirs in runs.items()}
+    both = {name: load_update(dirs) for name, dirs in runs.items()}
+    loaded = {name: arrays for name, (_, arrays) in both.items()}
+    conditions = sorted(
+        {str(r["options"].get("condition", "?")) for results, _ in both.values() for r in results}
+    )
     first = next(iter(loaded.values()))
     columns: list[tuple[str, list[dict[str, np.ndarray]], str]] = [
         (name, arrays, "align_first") for name, arrays in loaded.items()
@@ -281,7 +285,8 @@ def plot_alignment(runs: dict[str, Sequence[str | Path]], out: str | Path | None
     ax.set_ylabel("cos(step, grad log p(first answer token))")
     ax.set_title(
         "Does a step on 'A is B' point toward B|A (forward) and A|B (reverse)?\n"
-        "one causal SGD step per new fact; means with 95% t-intervals over facts",
+        f"one step per new fact (condition: {', '.join(conditions)}); means with 95% "
+        "t-intervals over facts; controls: other people's prompts",
         fontsize=10,
     )
     ax.legend(fontsize=8)
