@@ -405,3 +405,15 @@ def test_reverse_training_step_shows_a_reverse_alignment(tiny_run):
     assert s["align_reverse_first_p"] < 0.05, numbers
     assert s["align_reverse_over_forward_first"] > 0.2, numbers
     print(numbers)
+
+
+def test_figures_read_the_saved_result(analysed, tmp_path):
+    """The alignment and where-written figures draw from update.json/.npz alone."""
+    from interp.plots.update import plot_alignment, plot_update_sites
+
+    run, _, _, _, _ = analysed
+    fig = plot_alignment({"causal": [run.path]}, tmp_path / "align")
+    assert len(fig.axes[0].patches) == 4 * 3, "4 bars per column: causal, Both, Both both-orders"
+    fig = plot_update_sites([run.path], tmp_path / "sites")
+    assert len(fig.axes) == 6  # three heatmaps and their colour bars
+    assert (tmp_path / "align.png").is_file() and (tmp_path / "sites.pdf").is_file()

@@ -28,6 +28,7 @@ from scipy import stats
 from interp.errors import UserError
 from interp.plots import Figure, finish, plt
 from interp.runs import read_result
+from interp.stats import mean_ci as mean_ci_1d
 from interp.stats import mean_ci_axis as mean_ci
 
 DIRECTION_LABEL = {"same": "forward\nlog p(B | A ...)", "reverse": "reverse\nlog p(A | B ...)"}
@@ -276,7 +277,7 @@ def plot_alignment(runs: dict[str, Sequence[str | Path]], out: str | Path | None
     for ci, (_, arrays, prefix) in enumerate(columns):
         for bi, (label, di, ctl, color) in enumerate(ALIGN_BARS):
             vals = _cos_values(arrays, prefix, di, ctl)
-            m, lo, hi = mean_ci(vals)
+            m, lo, hi, _ = mean_ci_1d(vals)
             x = ci + (bi - 1.5) * width
             ax.bar(x, m, width * 0.9, color=color, label=label if ci == 0 else None)
             ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], color="black", capsize=2, lw=1)
