@@ -36,21 +36,37 @@ and restores the weights bitwise before the next fact. Measured, per fact:
    B's role word; at B: A's first name). The direction is the one the final LayerNorm reads,
    u_t = centre(gamma * W_U[:, t]) / norm (centring only for LN/LNPre, which subtract the mean),
    taken from the weights before the update, so Delta h . u_t is the linearised change of the
-   logit-lens logit of t. Control: the mean projection on `n_control_tokens` random non-special
-   tokens' directions (seeded). The hypothesis predicts a positive projection at A's position and
-   none beyond control at B's.
+   logit-lens logit of t. Controls matched to the answer class: at A the other role words, at B
+   the other first names (`matched_controls`); next to the projection, the answer token's actual
+   logit change at that site (`dlogit`) against the same controls' logit changes.
 3. Which parameters carry it. The update Delta theta split into groups (token and position
    embeddings; each block's attention, MLP and LayerNorms; the final LayerNorm; the unembedding):
-   its norm per group (squares add up to the total), and the causal share: Delta log p(correct)
-   with one group's update reverted (all others kept), and with only that group's update applied.
+   its norm per group (squares add up to the total), and the first-order attribution
+   grad log p . Delta theta per group, which sums exactly to the total first-order change
+   (`interp.analysis.alignment`). The "revert one group" / "only one group" tables are written
+   only where the group-alone effects sum to within 20% of the full effect (the linear regime).
+4. Alignment (influence): -grad L . grad log p per unit step, per group, against the same for
+   every other new person's own prompts; full answer and first token; checked against the
+   measured change (they agree within 10% at a small lr). The positive control: the same on the
+   Both subset, learned in both orders (`both_*`), and with both orders' documents in the step
+   (`both_all_*`).
+5. Where the update is written: each MLP weight gradient split exactly into per-position terms
+   by role (A, B, the position before B, template), with each role's share of the update and of
+   its first-order effect, and the written values read on the vocabulary
+   (`interp.analysis.decomposition`).
+
+Conditions (`--condition`): the main one, "causal", is the same plain next-token SGD step on the
+new fact's forward documents for every objective's trained weights, so objectives are compared
+under one step; "objective" is the objective's own step (reverse training's batch holds the
+reversed copy, so its reverse change is partly by construction; the masked objectives average
+their loss over `n_mask_draws` masks seeded per fact and run); "b_only" puts the loss on B's
+tokens only (predicting B from A, without A's own bigram).
 
 Optimiser. Plain SGD by default: Delta theta = -lr * gradient is the update the hypothesis talks
 about, and its group norms reflect gradient magnitudes. A fresh AdamW (`optimizer="adamw"`, the
 training's betas, weight decay on matrices only as in training) is offered too, but its first
 step moves every parameter with a non-zero gradient by about lr (m / sqrt(v) = sign(g)), so its
-group norms count parameters rather than measure where the gradient points. The update uses the
-run's own training objective by default (`objective="run"`), so a mitigation run is updated the
-way it was trained; "causal" forces plain next-token prediction.
+group norms count parameters rather than measure where the gradient points.
 """
 
 from __future__ import annotations
@@ -67,6 +83,19 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from interp.analysis.alignment import (
+    CONDITIONS,
+    FactItems,
+    alignment_rows,
+    answer_gradients,
+    flat_grad,
+    group_dot,
+    segments,
+    step_docs,
+    step_loss,
+    subset_items,
+)
+from interp.analysis.decomposition import ROLES, mlp_terms, role_shares, token_rank
 from interp.analysis.options import SEED_MAX, Options, option
 from interp.analysis.params import (
     group_norms,
@@ -86,20 +115,21 @@ from interp.analysis.update_summary import (
     format_summary as format_summary,  # the instrument's formatter, re-exported
 )
 from interp.data.dataset import DIRECTIONS, Example, FactDataset, entity_alone, pad_batch
-from interp.data.tokenizer import SPECIALS
 from interp.data.world import Person
 from interp.errors import UserError
 from interp.evaluate import completion_logprobs
 from interp.model import raw_forward
-from interp.objectives import OBJECTIVES, get_objective
+from interp.objectives import OBJECTIVES
 from interp.runs import Result, Run, write_result
 from interp.stats import run_seed
-from interp.train import make_optimizer, step_generator
+from interp.train import make_optimizer
 
 OPTIMIZERS = ("sgd", "adamw")
 # Default learning rate per optimiser. SGD 0.01: on the tiny preset one step lowers the fact's
-# loss by about a quarter and stays near-linear (the group-alone effects add up to ~1.3x the
-# full effect; at 0.03 they add up to ~2x). AdamW 1e-3: the training's peak lr (default preset).
+# loss by about a quarter; it is not in the linear regime (first order overestimates the forward
+# change by ~1.3x, the group-alone effects add up to ~1.3x the full effect), so the step-size-free
+# alignment and the attribution carry the decomposition; at lr 1e-4 first order agrees within 1%.
+# AdamW 1e-3: the training's peak lr (default preset).
 DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
 
 
@@ -112,7 +142,17 @@ HEADLINES = (
     "specific_forward_minus_reverse_mean",
     "specific_forward_minus_reverse_p",
     *(f"proj_{d}_{k}" for d in ("a_to_b", "b_to_a") for k in ("mean", "control_mean", "p")),
-    "top_group_revert_fraction_forward",
+    *(
+        f"align_{d}_first_{k}"
+        for d in ("forward", "reverse")
+        for k in ("mean", "control_mean", "p", "cos_mean")
+    ),
+    "reverse_first_bound_pct_of_forward",
+    "first_order_over_measured_forward",
+    "both_align_reverse_first_mean",
+    "both_align_reverse_first_control_mean",
+    "both_align_reverse_first_p",
+    "top_group_attribution_fraction_forward",
 )
 
 
@@ -133,18 +173,32 @@ class UpdateOptions(Options):
         choices=OPTIMIZERS,
     )
     weight_decay: float = option(0.0, "AdamW weight decay on matrices during the update", min=0)
+    condition: str = option(
+        "causal",
+        "the step's loss: 'causal' (plain next-token on the forward documents, the same for "
+        "every objective: the main condition), 'b_only' (loss on B's tokens only) or "
+        "'objective' (the objective's own step)",
+        choices=CONDITIONS,
+    )
     objective: str = option(
-        "run", "loss of the update: 'run' (the run's own objective) or an objective's name"
+        "run",
+        "objective of --condition objective: 'run' (the run's own) or an objective's name",
+    )
+    n_mask_draws: int = option(
+        16, "mask draws averaged per fact by a masked objective's own step", min=1
     )
     n_facts: int | None = option(
         None, "update on the first N new people only (default: all; controls use all)", min=1
     )
-    n_control_tokens: int = option(
-        16, "random token directions per fact for the projection control", min=1
+    n_both: int = option(
+        16,
+        "Both-subset people in the positive control (alignment of their forward step with "
+        "their reverse log-prob; 0: skip)",
+        min=0,
     )
     seed: int = option(
         0,
-        "offset on the run's item seed (stats.run_seed) of the control tokens and any masking",
+        "offset on the run's item seed (stats.run_seed) of the mask draws",
         min=0,
         max=SEED_MAX,
     )
@@ -176,19 +230,20 @@ class UpdateOptions(Options):
 # The update.
 
 
+def objective_name(opts: UpdateOptions, run: Run) -> str:
+    """The objective whose loss the step uses under --condition objective."""
+    return run.config.train.objective if opts.objective == "run" else opts.objective
+
+
 def take_steps(
     model: TransformerBridge, docs: Sequence[Example], opts: UpdateOptions, run: Run
 ) -> tuple[float, float]:
     """Take `opts.steps` optimiser steps on `docs` (one batch); return (loss before, loss after).
 
-    The loss is the objective's own (causal next-token for causal runs) on the fact's documents;
-    the optimiser is fresh, so every fact starts from the same state.
+    The loss is the condition's (`alignment.step_loss`: causal next-token by default, the same
+    for every objective); the optimiser is fresh, so every fact starts from the same state. A
+    masked objective's own step averages its loss over `n_mask_draws` masks seeded per fact.
     """
-    name = run.config.train.objective if opts.objective == "run" else opts.objective
-    objective = get_objective(name)
-    docs = objective.documents(list(docs), run.dataset)
-    device = next(model.parameters()).device
-    tokens, lengths = pad_batch([d.tokens for d in docs], device=device)
     params = list(trainable(model).values())
     lr = opts.resolved().lr
     assert lr is not None  # resolved() fills in DEFAULT_LR[optimizer]
@@ -198,18 +253,32 @@ def take_steps(
         cfg = dataclasses.replace(run.config.train, lr=lr, weight_decay=opts.weight_decay)
         opt = make_optimizer(model, cfg)
     net = raw_forward(model)  # same parameters and function, no hook dispatch
+    person = docs[0].person
+
+    def loss() -> Tensor:
+        return step_loss(
+            net,
+            docs,
+            opts.condition,
+            objective_name(opts, run),
+            run.dataset,
+            opts.seed,
+            person,
+            opts.n_mask_draws,
+        )
+
     model.train()
     losses = []
-    for step in range(opts.steps):
-        loss = objective.loss(net, tokens, lengths, step_generator(opts.seed, step))
-        losses.append(loss.item())
+    for _ in range(opts.steps):
+        value = loss()
+        losses.append(value.item())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
     opt.zero_grad(set_to_none=True)
     model.eval()
     with torch.no_grad():
-        after = objective.loss(net, tokens, lengths, step_generator(opts.seed, 0)).item()
+        after = loss().item()
     return losses[0], after
 
 
@@ -449,30 +518,48 @@ def footprint(
     }
 
 
+def matched_controls(dataset: FactDataset) -> tuple[list[int], list[int]]:
+    """The answer classes of the projection controls: every role word (the first token of a
+    description) and every first name (the first token of a name) in the world, sorted."""
+    roles = {entity_alone(dataset, p, "b").tokens[1] for p in dataset.people}
+    firsts = {entity_alone(dataset, p, "a").tokens[1] for p in dataset.people}
+    return sorted(roles), sorted(firsts)
+
+
 def entity_directions(
-    model: TransformerBridge, lay: Layout, n_control: int, seed: int
-) -> tuple[
-    Int[Tensor, "fact entity"],
-    Int[Tensor, "fact entity n_control"],
-    Float[Tensor, "fact entity d_model"],
-    Float[Tensor, "fact entity n_control d_model"],
-]:
-    """For each fact: at A the direction of B's first token, at B that of A's first token;
-    and `n_control` random non-special tokens per (fact, entity) as the control (seeded)."""
-    gen = torch.Generator().manual_seed(seed)
-    ordinary = torch.arange(len(SPECIALS), model.cfg.d_vocab)
+    model: TransformerBridge, lay: Layout, dataset: FactDataset
+) -> tuple[Int[Tensor, "fact entity"], list[list[Tensor]], Float[Tensor, "fact entity d_model"]]:
+    """For each fact: at A the direction of B's first token (its role word), at B that of A's
+    first token (its first name); the matched controls are the *other* role words (at A) and the
+    *other* first names (at B), so target and control are of one answer class."""
+    roles, firsts = matched_controls(dataset)
     F = lay.n_facts
     target = torch.tensor(
         [[lay.first_token(k, "same"), lay.first_token(k, "reverse")] for k in range(F)]
     )
-    control = torch.zeros(F, 2, n_control, dtype=torch.long)
-    for f in range(F):
-        for e in range(2):
-            choice = ordinary[ordinary != target[f, e]]
-            control[f, e] = choice[torch.randperm(len(choice), generator=gen)[:n_control]]
+    control = [
+        [
+            torch.tensor([t for t in cls if t != int(target[f, e])])
+            for e, cls in enumerate((roles, firsts))
+        ]
+        for f in range(F)
+    ]
     u = unembed_directions(model, target.flatten()).reshape(F, 2, -1)
-    uc = unembed_directions(model, control.flatten()).reshape(F, 2, n_control, -1)
-    return target, control, u, uc
+    return target, control, u
+
+
+@torch.no_grad()
+def site_logits(
+    model: TransformerBridge, sites: dict[tuple[str, str], list[tuple[tuple[int, ...], int]]]
+) -> dict[tuple[str, str], Float[Tensor, "site d_vocab"]]:
+    """The model's logits at each site (the answer token's actual logit change is read here)."""
+    net = raw_forward(model)
+    out = {}
+    for key, items in sites.items():
+        toks, _ = pad_batch([q for q, _ in items], device=next(model.parameters()).device)
+        logits = net(toks)
+        out[key] = logits[torch.arange(len(items)), torch.tensor([i for _, i in items])].cpu()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,16 +577,25 @@ def run_analysis(
     DEFAULT_LR[optimizer].
     """
     asked = (options or UpdateOptions()).resolved()
-    # item draws (control tokens, any masking) differ per (world, seed) run
+    # item draws (any masking) differ per (world, seed) run
     opts = replace(asked, seed=run_seed(run.config, asked.seed))
     ds, model = run.dataset, run.model
     opts.validate(sum(p.subset == "new" for p in ds.people))
     lay = layout(ds, opts.n_facts)
     model.eval()
     groups = parameter_groups(model)
+    params = trainable(model)
+    plist = list(params.values())
+    seg = segments(params, groups)
+    net = raw_forward(model)
     F, K, T, D = lay.n_facts, len(lay.pool), lay.n_templates, len(DIRECTIONS)
-    G, n_depth = len(groups), model.cfg.n_layers + 1
-    target_tok, control_tok, u, uc = entity_directions(model, lay, opts.n_control_tokens, opts.seed)
+    G, n_depth, L = len(groups), model.cfg.n_layers + 1, model.cfg.n_layers
+    R = len(ROLES)
+    target_tok, control_tok, u = entity_directions(model, lay, ds)
+    u_all = unembed_directions(model, torch.arange(model.cfg.d_vocab))  # [d_vocab, d_model]
+    mlp_keys = [(f"blocks.{l}.mlp.in.weight", f"blocks.{l}.mlp.out.weight") for l in range(L)]
+    offsets = param_offsets(params)
+    objective = objective_name(opts, run)
 
     arrays: dict[str, np.ndarray] = {
         f"delta_{m}_{t}": np.zeros((F, D, T, K)) for m in MEASURES for t in ("full", "first")
@@ -507,6 +603,8 @@ def run_analysis(
     arrays["logp0_correct"] = np.zeros((F, D, T))
     for key in ("dh_rel", "proj", "proj_control", "cos", "cos_control"):
         arrays[key] = np.zeros((F, len(CONTEXTS), len(ENTITIES), n_depth))
+    for key in ("dlogit", "dlogit_control"):
+        arrays[key] = np.zeros((F, len(CONTEXTS), len(ENTITIES)))
     arrays.update(
         group_norm=np.zeros((F, G)),
         total_norm=np.zeros(F),
@@ -515,15 +613,75 @@ def run_analysis(
         full_correct=np.zeros((F, D)),
         loss_before=np.zeros(F),
         loss_after=np.zeros(F),
+        **{
+            f"align{m}{k}": np.zeros((F, D, G) if k in ("", "_control") else (F, D))
+            for m in ("", "_first")
+            for k in ("", "_control", "_cos", "_cos_control")
+        },
+        attribution=np.zeros((F, D, G)),
+        role_norm_share=np.zeros((F, L, R)),
+        role_effect=np.zeros((F, D, L, R)),
+        role_effect_first=np.zeros((F, D, L, R)),
+        written_cos=np.zeros((F, L, R, len(ENTITIES))),
+        written_cos_control=np.zeros((F, L, R, len(ENTITIES))),
+        written_rank=np.zeros((F, L, R, len(ENTITIES))),
+        written=np.zeros((F, L, R, model.cfg.d_model)),
     )
 
+    pool_items = [
+        FactItems(p.id, lay.docs[k], {d: lay.prompts[(k, d)] for d in DIRECTIONS})
+        for k, p in enumerate(lay.pool)
+    ]
+    answer_grads = answer_gradients(net, plist, pool_items)  # [K, D, P]
+    first_grads = answer_gradients(net, plist, pool_items, first=True)
     before_tables = all_fact_logprobs(model, lay)
     for k in tqdm(range(F), desc="update test", disable=not progress, dynamic_ncols=True):
         sites = entity_sites(ds, lay, k)
-        h0 = site_activations(model, sites)
+        h0, logits0 = site_activations(model, sites), site_logits(model, sites)
         lp0 = before_tables(k)
         base = correct_logprobs(model, lay, k)
         arrays["logp0_correct"][k] = lp0["row_full"][..., k]
+        person = lay.pool[k].id
+
+        def loss_of(k: int = k, person: int = person) -> Tensor:
+            return step_loss(
+                net, lay.docs[k], opts.condition, objective, ds, opts.seed, person,
+                opts.n_mask_draws,
+            )  # fmt: skip
+
+        # Alignment: the first-order change per unit SGD step, -grad L . grad f, per group.
+        step = -flat_grad(loss_of(), plist)
+        for m, grads in (("", answer_grads), ("_first", first_grads)):
+            rows = alignment_rows(step, grads, k, seg, G)
+            arrays[f"align{m}"][k] = rows["align"].numpy()
+            arrays[f"align{m}_control"][k] = rows["align_control"].numpy()
+            arrays[f"align{m}_cos"][k] = rows["cos"].numpy()
+            arrays[f"align{m}_cos_control"][k] = rows["cos_control"].numpy()
+        # Where the step is written: the MLP weight gradients split by position role.
+        batch = step_docs(lay.docs[k], opts.condition, objective, ds)
+        terms = mlp_terms(net, batch, loss_of, max(len(d.tokens) for d in batch))
+        per_dir = {
+            f"{d}{m}": [tuple(g[k, di, slice(*offsets[n])].view_as(params[n]) for n in pair)
+                        for pair in mlp_keys]
+            for m, g in (("", answer_grads), ("_first", first_grads))
+            for di, d in enumerate(DIRECTIONS)
+        }  # fmt: skip
+        shares = role_shares(terms, per_dir)  # type: ignore[arg-type]
+        arrays["role_norm_share"][k] = shares["norm_share"].numpy()
+        for di, d in enumerate(DIRECTIONS):
+            arrays["role_effect"][k, di] = shares[d].numpy()
+            arrays["role_effect_first"][k, di] = shares[f"{d}_first"].numpy()
+        for e in range(len(ENTITIES)):
+            w = terms.written.float()  # [layer, role, d_model]
+            wn = w / w.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            tc = wn @ u[k, e]  # [layer, role]
+            cc = wn @ u_all[control_tok[k][e]].T  # [layer, role, n_control]
+            arrays["written_cos"][k, :, :, e] = tc.numpy()
+            arrays["written_cos_control"][k, :, :, e] = cc.mean(-1).numpy()
+            rank = token_rank(w, u_all, int(target_tok[k, e]))
+            arrays["written_rank"][k, :, :, e] = rank.numpy()
+        arrays["written"][k] = terms.written.numpy()
+
         with restored(model) as before:
             arrays["loss_before"][k], arrays["loss_after"][k] = take_steps(
                 model, lay.docs[k], opts, run
@@ -531,15 +689,21 @@ def run_analysis(
             after = snapshot(model)
             arrays["group_norm"][k] = group_norms(before, after, groups)
             arrays["total_norm"][k] = group_norms(before, after, {"all": list(after)})[0]
+            delta = torch.cat([(after[n] - before[n]).reshape(-1) for n in params])
+            arrays["attribution"][k] = group_dot(answer_grads[k], delta, seg, G).numpy()
             for key, v in fact_logprobs(model, lay, k).items():
                 arrays[f"delta_{key}"][k] = v - lp0[key]
             arrays["full_correct"][k] = correct_logprobs(model, lay, k) - base
-            h1 = site_activations(model, sites)
+            h1, logits1 = site_activations(model, sites), site_logits(model, sites)
             for c, ctx in enumerate(CONTEXTS):
                 for e, ent in enumerate(ENTITIES):
-                    fp = footprint(h0[(ctx, ent)], h1[(ctx, ent)], u[k, e], uc[k, e])
+                    uc = u_all[control_tok[k][e]]
+                    fp = footprint(h0[(ctx, ent)], h1[(ctx, ent)], u[k, e], uc)
                     for key, v in fp.items():
                         arrays[key][k, c, e] = v
+                    dl = (logits1[(ctx, ent)] - logits0[(ctx, ent)]).double()  # [site, d_vocab]
+                    arrays["dlogit"][k, c, e] = float(dl[:, int(target_tok[k, e])].mean())
+                    arrays["dlogit_control"][k, c, e] = float(dl[:, control_tok[k][e]].mean())
             for g, keys in enumerate(groups.values()):
                 load_params(model, {key: before[key] for key in keys})  # revert g alone
                 arrays["revert"][k, g] = correct_logprobs(model, lay, k) - base
@@ -548,18 +712,21 @@ def run_analysis(
                 arrays["only"][k, g] = correct_logprobs(model, lay, k) - base
                 load_params(model, after)
 
+    if opts.n_both:
+        arrays.update(both_control(net, plist, seg, G, ds, opts, objective))
     arrays.update(
         facts=np.array([p.id for p in lay.pool[:F]]),
         pool=np.array([p.id for p in lay.pool]),
         directions=np.array(DIRECTIONS),
         contexts=np.array(CONTEXTS),
         entities=np.array(ENTITIES),
+        roles=np.array(ROLES),
         layers=np.array(layer_labels(model.cfg.n_layers)),
         templates=np.array([e.templates for e in lay.prompts[(0, "same")]]),
         groups=np.array(list(groups)),
         first_tokens=np.array([[lay.first_token(k, d) for d in DIRECTIONS] for k in range(K)]),
         target_tokens=target_tok.numpy(),
-        control_tokens=control_tok.numpy(),
+        lr=np.array(asked.lr),
     )
     for tokens in ("full", "first"):  # per-fact scores (all templates), for the figure
         scores = per_fact_scores(arrays, tokens)
@@ -569,6 +736,51 @@ def run_analysis(
     if write:
         write_result(run.path, result)
     return result
+
+
+def param_offsets(params: dict[str, torch.nn.Parameter]) -> dict[str, tuple[int, int]]:
+    """[start, end) of each parameter in the flattened parameter vector (in `params` order)."""
+    out, start = {}, 0
+    for name, p in params.items():
+        out[name] = (start, start + p.numel())
+        start += p.numel()
+    return out
+
+
+def both_control(
+    net: torch.nn.Module,
+    plist: list[torch.nn.Parameter],
+    seg: Tensor,
+    n_groups: int,
+    ds: FactDataset,
+    opts: UpdateOptions,
+    objective: str,
+) -> dict[str, np.ndarray]:
+    """The positive control: the same alignment on people of the Both subset, whose facts the
+    model learned in both orders. `both_*`: the step on their forward documents only (does the
+    forward step raise log p(A | B...) where the reverse is known?); `both_all_*`: the step on
+    all their documents, both orders, where the reverse term is in the loss, so the instrument
+    must report a clearly positive reverse alignment. Controls: the other Both people."""
+    items = subset_items(ds, "both")[: opts.n_both]
+    if len(items) < 2:
+        return {}
+    grads = {"": answer_gradients(net, plist, items)}
+    grads["_first"] = answer_gradients(net, plist, items, first=True)
+    every = {it.person: it for it in subset_items(ds, "both", ("n2d", "d2n"))}
+    out: dict[str, list[np.ndarray]] = defaultdict(list)
+    for k, it in enumerate(items):
+        for tag, docs in (("both", it.docs), ("both_all", every[it.person].docs)):
+            loss = step_loss(
+                net, docs, opts.condition, objective, ds, opts.seed, it.person, opts.n_mask_draws
+            )
+            step = -flat_grad(loss, plist)
+            for m, g in grads.items():
+                rows = alignment_rows(step, g, k, seg, n_groups)
+                out[f"{tag}{m}_align"].append(rows["align"].sum(-1).numpy())
+                out[f"{tag}{m}_align_control"].append(rows["align_control"].sum(-1).numpy())
+                out[f"{tag}{m}_cos"].append(rows["cos"].numpy())
+                out[f"{tag}{m}_cos_control"].append(rows["cos_control"].numpy())
+    return {k: np.stack(v) for k, v in out.items()}  # each [person, direction]
 
 
 def layer_labels(n_layers: int) -> list[str]:

@@ -16,7 +16,10 @@ from jaxtyping import Float
 from scipy import stats
 
 from interp.runs import Result, read_result
+from interp.stats import equivalence_bound
 from interp.stats import paired_test as paired_t_test
+
+LINEAR_TOLERANCE = 0.2  # revert/only group tables are kept when their sum is within 20% of full
 
 CONTEXTS = ("alone", "prompt")  # entity alone ("<bos> A") or inside the prompts
 ENTITIES = ("a", "b")  # A's last token (direction: B's first token), B's last token (A's first)
@@ -168,25 +171,45 @@ def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, An
     lost = full[:, None, :] - a["revert"]  # [F, G, D]: gain lost when group g is reverted
     frac_lost = lost.mean(0) / np.where(np.abs(full.mean(0)) > 0, full.mean(0), np.nan)  # [G, D]
     frac_only = a["only"].mean(0) / np.where(np.abs(full.mean(0)) > 0, full.mean(0), np.nan)
-    group_rows = [
-        {
+    # The revert/only tables decompose the effect only in the linear regime: kept when the
+    # group-alone effects sum to within LINEAR_TOLERANCE of the full forward effect.
+    only_sum_ratio = float(a["only"][:, :, 0].sum(1).mean() / full[:, 0].mean())
+    keep_tables = abs(only_sum_ratio - 1) <= LINEAR_TOLERANCE
+    summary["only_sum_over_full_forward"] = only_sum_ratio
+    attribution = a["attribution"]  # [F, D, G]: grad f . Delta theta per group
+    attr_total = attribution.sum(-1).mean(0)  # [D]
+    group_rows = []
+    for i, g in enumerate(group_names):
+        row = {
             "group": g,
             "norm_mean": float(a["group_norm"][:, i].mean()),
             "norm_sq_share": float(share[i]),
-            "revert_loss_forward": float(lost[:, i, 0].mean()),
-            "revert_loss_reverse": float(lost[:, i, 1].mean()),
-            "revert_fraction_forward": float(frac_lost[i, 0]),
-            "only_fraction_forward": float(frac_only[i, 0]),
+            "attribution_forward": float(attribution[:, 0, i].mean()),
+            "attribution_reverse": float(attribution[:, 1, i].mean()),
+            "attribution_fraction_forward": float(attribution[:, 0, i].mean() / attr_total[0]),
+            "alignment_forward": float(a["align"][:, 0, i].mean()),
+            "alignment_reverse": float(a["align"][:, 1, i].mean()),
+            "alignment_reverse_first": float(a["align_first"][:, 1, i].mean()),
+            "alignment_reverse_first_control": float(a["align_first_control"][:, 1, i].mean()),
         }
-        for i, g in enumerate(group_names)
-    ]
-    top = int(np.argmax(lost[:, :, 0].mean(0)))
+        if keep_tables:
+            row.update(
+                revert_loss_forward=float(lost[:, i, 0].mean()),
+                revert_loss_reverse=float(lost[:, i, 1].mean()),
+                revert_fraction_forward=float(frac_lost[i, 0]),
+                only_fraction_forward=float(frac_only[i, 0]),
+            )
+        group_rows.append(row)
+    top = int(np.argmax(attribution[:, 0].mean(0)))
     top_norm = int(np.argmax(share))
-    summary["top_group_revert_fraction_forward"] = float(frac_lost[top, 0])
+    summary["top_group_attribution_fraction_forward"] = float(
+        attribution[:, 0, top].mean() / attr_total[0]
+    )
     summary["top_group_norm_sq_share"] = float(share[top_norm])
     for i, g in enumerate(group_names):
-        summary[f"revert_loss_forward_{g}"] = float(lost[:, i, 0].mean())
+        summary[f"attribution_forward_{g}"] = float(attribution[:, 0, i].mean())
         summary[f"norm_sq_share_{g}"] = float(share[i])
+    summary.update(alignment_summary(a, tests))
 
     return {
         "options": options,
@@ -197,7 +220,14 @@ def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, An
         "projections": projections,
         "layers": layers,
         "groups": group_rows,
-        "top_group_revert": group_names[top],
+        "top_group_attribution": group_names[top],
+        "revert_only_tables": "kept"
+        if keep_tables
+        else (
+            f"dropped: group-alone effects sum to {only_sum_ratio:.2f}x the full forward effect "
+            f"(outside 1 +- {LINEAR_TOLERANCE}); take a smaller --lr for the linear regime"
+        ),
+        "decomposition": decomposition_tables(a),
         "top_group_norm": group_names[top_norm],
         "definitions": {
             "delta_logp": "log p(answer | prompt) after the update minus before, summed over the "
@@ -218,7 +248,24 @@ def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, An
             "proj_b_to_a": "Delta h at B's last token ('<bos> B' alone) on A's first token's "
             "direction; prompt_*: the same inside forward / reverse prompts",
             "revert_loss_forward_G": "Delta log p(B | forward prompt) of the full update minus "
-            "that with group G's update reverted (nats)",
+            "that with group G's update reverted (nats); kept only in the linear regime",
+            "alignment": "-grad L . grad log p(answer | prompt): the first-order change of the "
+            "log-prob per unit SGD step (influence), summed over groups; control: the same for "
+            "every other new person's own prompts and answer",
+            "attribution": "grad log p . Delta theta of the step taken, per group; the groups "
+            "sum exactly to the total first-order change",
+            "first_order_over_measured": "lr * alignment / measured Delta log p (1 in the linear "
+            "regime; SGD, one step)",
+            "reverse_first_bound_pct_of_forward": "equivalence bound (90% t-interval) of the "
+            "reverse first-token alignment minus its control, as % of the forward one",
+            "both_*": "positive control on the Both subset (learned in both orders): the "
+            "forward step's alignment with log p(A | B-prompt); both_all_*: the step on both "
+            "orders' documents",
+            "decomposition": "per layer and position role (A, B, final = the position before B, "
+            "template): share of the MLP weight update (<G_r, G>/|G|^2), its first-order effect "
+            "per unit step on each direction, and the written values' (-backward signal) cosine "
+            "with the other entity's first token (control: other roles at A, other first names "
+            "at B) and that token's rank on the vocabulary",
         },
     }
 
@@ -252,8 +299,105 @@ def format_summary(result: Result) -> str:
         f"(control {s['proj_b_to_a_control_mean']:+.4g}, p={s['proj_b_to_a_p']:.3g})"
     )
     lines.append(
-        f"top group by revert effect: {result['top_group_revert']} "
-        f"({s['top_group_revert_fraction_forward']:.0%} of the forward gain); "
-        f"by norm: {result['top_group_norm']}"
+        f"alignment per unit step, first token (vs other people's): forward "
+        f"{s['align_forward_first_mean']:.3g} ({s['align_forward_first_control_mean']:.3g}), "
+        f"reverse {s['align_reverse_first_mean']:.3g} "
+        f"({s['align_reverse_first_control_mean']:.3g}, p={s['align_reverse_first_p']:.2g}); "
+        f"reverse specific below {s['reverse_first_bound_pct_of_forward']:.2g}% of forward"
+    )
+    if "both_align_reverse_first_mean" in s:
+        lines.append(
+            f"positive control (Both subset): reverse first-token alignment "
+            f"{s['both_align_reverse_first_mean']:.3g} vs control "
+            f"{s['both_align_reverse_first_control_mean']:.3g} "
+            f"(p={s['both_align_reverse_first_p']:.2g})"
+        )
+    lines.append(
+        f"first order / measured (forward): {s['first_order_over_measured_forward']:.3f}; "
+        f"top group by attribution: {result['top_group_attribution']} "
+        f"({s['top_group_attribution_fraction_forward']:.0%}); by norm: "
+        f"{result['top_group_norm']}; revert/only tables {result['revert_only_tables']}"
     )
     return "\n".join(lines)
+
+
+def alignment_summary(a: dict[str, np.ndarray], tests: dict[str, Any]) -> dict[str, float]:
+    """The step-size-free alignment: forward vs reverse against matched controls, the
+    first-order check against the measured change, the reverse bound, the Both control."""
+    name = {"same": "forward", "reverse": "reverse"}
+    out: dict[str, float] = {}
+    specific: dict[str, np.ndarray] = {}
+    for m in ("", "_first"):
+        for di, d in enumerate(a["directions"]):
+            key = f"align_{name[str(d)]}{m}"
+            align = a[f"align{m}"][:, di].sum(-1)
+            control = a[f"align{m}_control"][:, di].sum(-1)
+            r = paired_test(align, control)
+            tests[key] = r
+            specific[key] = align - control
+            out[f"{key}_mean"] = r["mean"]
+            out[f"{key}_control_mean"] = r["control_mean"]
+            out[f"{key}_p"] = r["t_p"]
+            out[f"{key}_cos_mean"] = float(a[f"align{m}_cos"][:, di].mean())
+            out[f"{key}_cos_control_mean"] = float(a[f"align{m}_cos_control"][:, di].mean())
+        fwd = specific[f"align_forward{m}"].mean()
+        rev = specific[f"align_reverse{m}"]
+        out[f"align_reverse_over_forward{m}"] = float(rev.mean() / fwd)
+        out[f"reverse{m}_bound_pct_of_forward"] = float(100 * equivalence_bound(rev) / abs(fwd))
+    lr = float(a["lr"]) if "lr" in a else float("nan")
+    for di, d in enumerate(a["directions"]):
+        measured = a["full_correct"][:, di].mean()
+        out[f"first_order_over_measured_{name[str(d)]}"] = float(
+            lr * a["align"][:, di].sum(-1).mean() / measured
+        )
+        out[f"attribution_total_{name[str(d)]}_mean"] = float(
+            a["attribution"][:, di].sum(-1).mean()
+        )
+    for c, ctx in enumerate(CONTEXTS):
+        for e, ent in enumerate(ENTITIES):
+            tag = f"{ctx}_{'a_to_b' if ent == 'a' else 'b_to_a'}"
+            r = paired_test(a["dlogit"][:, c, e], a["dlogit_control"][:, c, e])
+            out[f"dlogit_{tag}_mean"] = r["mean"]
+            out[f"dlogit_{tag}_control_mean"] = r["control_mean"]
+            out[f"dlogit_{tag}_p"] = r["t_p"]
+    for tag in ("both", "both_all"):
+        for m in ("", "_first"):
+            if f"{tag}{m}_align" not in a:
+                continue
+            align, control = a[f"{tag}{m}_align"], a[f"{tag}{m}_align_control"]
+            for di, d in enumerate(a["directions"]):
+                r = paired_test(align[:, di], control[:, di])
+                tests[f"{tag}_{name[str(d)]}{m}"] = r
+                out[f"{tag}_align_{name[str(d)]}{m}_mean"] = r["mean"]
+                out[f"{tag}_align_{name[str(d)]}{m}_control_mean"] = r["control_mean"]
+                out[f"{tag}_align_{name[str(d)]}{m}_p"] = r["t_p"]
+                out[f"{tag}_cos_{name[str(d)]}{m}_mean"] = float(a[f"{tag}{m}_cos"][:, di].mean())
+            out[f"{tag}_reverse_over_forward{m}"] = float(
+                (align[:, 1] - control[:, 1]).mean() / (align[:, 0] - control[:, 0]).mean()
+            )
+    return out
+
+
+def decomposition_tables(a: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One row per (layer, role) of the MLP-gradient decomposition, means over facts."""
+    rows = []
+    for li in range(a["role_norm_share"].shape[1]):
+        for ri, role in enumerate(a["roles"]):
+            rows.append(
+                {
+                    "layer": f"L{li}",
+                    "role": str(role),
+                    "norm_share": float(a["role_norm_share"][:, li, ri].mean()),
+                    "effect_forward": float(a["role_effect"][:, 0, li, ri].mean()),
+                    "effect_reverse": float(a["role_effect"][:, 1, li, ri].mean()),
+                    "effect_forward_first": float(a["role_effect_first"][:, 0, li, ri].mean()),
+                    "effect_reverse_first": float(a["role_effect_first"][:, 1, li, ri].mean()),
+                    "written_cos_b": float(a["written_cos"][:, li, ri, 0].mean()),
+                    "written_cos_b_control": float(a["written_cos_control"][:, li, ri, 0].mean()),
+                    "written_rank_b": float(a["written_rank"][:, li, ri, 0].mean()),
+                    "written_cos_a": float(a["written_cos"][:, li, ri, 1].mean()),
+                    "written_cos_a_control": float(a["written_cos_control"][:, li, ri, 1].mean()),
+                    "written_rank_a": float(a["written_rank"][:, li, ri, 1].mean()),
+                }
+            )
+    return rows

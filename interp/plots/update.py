@@ -10,9 +10,10 @@ one config; facts are pooled across runs) and draws six panels:
     token (-> B's first token) and at B's last token (-> A's first token), against random-token
     directions, with the entity alone (c) and inside the prompts (d);
 (e) the relative size of the change, |Delta h| / |h|, per layer at A's and B's last tokens;
-(f) per parameter group: its share of |Delta theta|^2, the fraction of the forward gain lost when
-    its update alone is reverted, and the fraction kept when only its update is applied.
-Never recomputes anything.
+(f) per parameter group: its share of |Delta theta|^2 and its first-order attribution.
+`plot_alignment` draws the ten-second figure (forward vs reverse alignment per objective, with
+controls and the Both-subset positive control); `plot_update_sites` where the update is written
+(MLP weight update by position role x layer). Never recomputes anything.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from scipy import stats
 from interp.errors import UserError
 from interp.plots import Figure, finish, plt
 from interp.runs import read_result
+from interp.stats import mean_ci as mean_ci_1d
 from interp.stats import mean_ci_axis as mean_ci
 
 DIRECTION_LABEL = {"same": "forward\nlog p(B | A ...)", "reverse": "reverse\nlog p(A | B ...)"}
@@ -138,7 +140,7 @@ def _projection_panel(
             ls="--",
             lw=1.2,
             color=style["color"],
-            label="  control: random tokens' directions",
+            label="  control: other roles (at A) / other first names (at B)",
         )
         ax.fill_between(x, lo, hi, color=style["color"], alpha=0.07)
     ax.axhline(0, color="black", lw=0.8)
@@ -170,31 +172,32 @@ def _norm_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
 
 
 def _group_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
+    """Per group: share of |Delta theta|^2 and the first-order attribution grad f . Delta theta
+    as a fraction of the total (forward, reverse); the fractions sum exactly to 1."""
     groups = [str(g) for g in arrays[0]["groups"]]
     share = np.mean(
         [(a["group_norm"] ** 2).sum(0) / (a["group_norm"] ** 2).sum() for a in arrays], axis=0
     )
-    full = [a["full_correct"][:, 0].mean() for a in arrays]
-    revert = np.mean(
-        [
-            (a["full_correct"][:, None, 0] - a["revert"][:, :, 0]).mean(0) / f
-            for a, f in zip(arrays, full, strict=True)
-        ],
-        axis=0,
-    )
-    only = np.mean(
-        [a["only"][:, :, 0].mean(0) / f for a, f in zip(arrays, full, strict=True)], axis=0
-    )
+    fractions = {
+        di: np.mean(
+            [
+                a["attribution"][:, di].mean(0) / a["attribution"][:, di].sum(-1).mean()
+                for a in arrays
+            ],
+            axis=0,
+        )
+        for di in (0, 1)
+    }
     y = np.arange(len(groups))
     h = 0.27
     ax.barh(y - h, share, h, color="tab:gray", label="share of |Delta theta|^2")
-    ax.barh(y, revert, h, color="tab:red", label="forward gain lost when this group is reverted")
-    ax.barh(y + h, only, h, color="tab:green", label="forward gain kept with only this group")
+    ax.barh(y, fractions[0], h, color="tab:blue", label="forward: grad f . Delta theta / total")
+    ax.barh(y + h, fractions[1], h, color="tab:red", label="reverse: grad f . Delta theta / total")
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, groups)
     ax.invert_yaxis()
-    ax.set_xlabel("fraction (of the total squared norm / of the full update's forward gain)")
-    ax.set_title("(f) which parameters carry the update", fontsize=10)
+    ax.set_xlabel("fraction of the total (first-order attribution sums exactly to 1)")
+    ax.set_title("(f) which parameters carry the update (first order)", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
 
 
@@ -230,4 +233,97 @@ def plot_update(run_dirs: Sequence[str | Path], out: str | Path | None = None) -
         fontsize=12,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return finish(fig, out)
+
+
+ALIGN_BARS = (
+    ("forward", 0, "", "tab:blue"),
+    ("forward control", 0, "_control", "lightsteelblue"),
+    ("reverse", 1, "", "tab:red"),
+    ("reverse control", 1, "_control", "mistyrose"),
+)
+
+
+def _cos_values(arrays: list[dict[str, np.ndarray]], prefix: str, di: int, ctl: str) -> np.ndarray:
+    """Per-fact cosines of the step with an answer gradient, pooled over runs."""
+    if prefix == "align_first":
+        key = f"align_first_cos{ctl}"
+    else:  # the Both positive controls: "both_first" / "both_all_first"
+        key = f"{prefix}_cos{ctl}"
+    return np.concatenate([a[key][:, di] for a in arrays if key in a])
+
+
+def plot_alignment(runs: dict[str, Sequence[str | Path]], out: str | Path | None = None) -> Figure:
+    """Forward vs reverse alignment (cosine of the step with grad log p of the answer's first
+    token) per objective, each with its control (other people's prompts), and the positive
+    control on the Both subset of the first objective's runs. `runs`: objective -> run dirs."""
+    if not runs:
+        raise UserError("plot_alignment needs at least one objective's runs")
+    both = {name: load_update(dirs) for name, dirs in runs.items()}
+    loaded = {name: arrays for name, (_, arrays) in both.items()}
+    conditions = sorted(
+        {str(r["options"].get("condition", "?")) for results, _ in both.values() for r in results}
+    )
+    first = next(iter(loaded.values()))
+    columns: list[tuple[str, list[dict[str, np.ndarray]], str]] = [
+        (name, arrays, "align_first") for name, arrays in loaded.items()
+    ]
+    if all("both_first_cos" in a for a in first):
+        columns.append((f"Both subset\n({next(iter(loaded))}), + control", first, "both_first"))
+    if all("both_all_first_cos" in a for a in first):
+        columns.append(("Both, step on\nboth orders", first, "both_all_first"))
+    fig, ax = plt.subplots(figsize=(2.2 * len(columns) + 3, 4.8))
+    width = 0.2
+    for ci, (_, arrays, prefix) in enumerate(columns):
+        for bi, (label, di, ctl, color) in enumerate(ALIGN_BARS):
+            vals = _cos_values(arrays, prefix, di, ctl)
+            m, lo, hi, _ = mean_ci_1d(vals)
+            x = ci + (bi - 1.5) * width
+            ax.bar(x, m, width * 0.9, color=color, label=label if ci == 0 else None)
+            ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], color="black", capsize=2, lw=1)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(columns)), [c[0] for c in columns], fontsize=8)
+    ax.set_ylabel("cos(step, grad log p(first answer token))")
+    ax.set_title(
+        "Does a step on 'A is B' point toward B|A (forward) and A|B (reverse)?\n"
+        f"one step per new fact (condition: {', '.join(conditions)}); means with 95% "
+        "t-intervals over facts; controls: other people's prompts",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return finish(fig, out)
+
+
+def plot_update_sites(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
+    """Where the update is written: per layer x position role, the share of the MLP weight
+    update and its first-order effect per unit step on the answer's first token, forward
+    (B's role word | A ...) and reverse (A's first name | B ...): first tokens, so the
+    within-name bigram the document teaches does not pass for reversal."""
+    _, arrays = load_update(run_dirs)
+    roles = [str(r) for r in arrays[0]["roles"]]
+    panels = (
+        ("share of the MLP weight update", np.concatenate([a["role_norm_share"] for a in arrays])),
+        ("effect on log p(B's 1st token | A ...)\nper unit step",
+         np.concatenate([a["role_effect_first"][:, 0] for a in arrays])),
+        ("effect on log p(A's 1st token | B ...)\nper unit step",
+         np.concatenate([a["role_effect_first"][:, 1] for a in arrays])),
+    )  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3 + 0.5 * panels[0][1].shape[1]))
+    for ax, (title, vals) in zip(axes, panels, strict=True):
+        m = vals.mean(0)  # [layer, role]
+        lim = float(np.abs(m).max()) or 1.0
+        im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+        for (li, ri), v in np.ndenumerate(m):
+            ax.text(ri, li, f"{v:.2g}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(roles)), ["A's tokens", "B's tokens", "before B", "template"])
+        ax.set_yticks(range(m.shape[0]), [f"L{l} MLP" for l in range(m.shape[0])])
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(
+        "Where one step on 'A is B' writes: MLP weight gradients split exactly by the position "
+        "of each term (mean over facts)",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return finish(fig, out)
