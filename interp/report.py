@@ -56,6 +56,7 @@ FIGURES: dict[str, tuple[str, str, str]] = {
     "patching_sites": ("interp.plots.patching_sites", "plot_patching_sites", "patching"),
     "probing": ("interp.plots.probing", "plot_probing", "probing"),
     "update": ("interp.plots.update", "plot_update", "update"),
+    "update_sites": ("interp.plots.update", "plot_update_sites", "update"),
     "dynamics": ("interp.plots.dynamics", "plot_dynamics", "dynamics"),
     "selective": ("interp.plots.selective", "plot_selective", "selective"),
 }
@@ -76,6 +77,12 @@ CAPTIONS: dict[str, str] = {
     "alone, with random-init and random-label controls and chance.",
     "update": "The gradient-update test: change of log p(B | A-prompt) vs log p(A | B-prompt) "
     "after a step on 'A is B', against controls, and where the update lands.",
+    "update_sites": "Where the update is written: share of the MLP weight update and of its "
+    "first-order effect on the answer's first token, per layer x position role, forward vs "
+    "reverse.",
+    "update_alignment": "Step-size-free alignment: cosine of the plain causal step on 'A is B' "
+    "with grad log p of the answer's first token, forward vs reverse per objective, against "
+    "other people's prompts, and the Both subset as the positive control.",
     "dynamics": "Training dynamics: exact match, probes and lens over checkpoints.",
     "selective": "Selective prediction: accuracy-coverage curves per confidence score.",
 }
@@ -387,6 +394,14 @@ def draw_figures(
         tasks.append(
             ("all", "objectives_comparison", "interp.plots.comparison", "plot_comparison",
              groups, inputs)
+        )  # fmt: skip
+    with_update = {o: [r for r in runs if _inputs([r], "update")] for o, runs in groups.items()}
+    with_update = {o: runs for o, runs in with_update.items() if runs}
+    if with_update:
+        inputs = [p for runs in with_update.values() for p in _inputs(runs, "update")]
+        tasks.append(
+            ("all", "update_alignment", "interp.plots.update", "plot_alignment", with_update,
+             inputs)
         )  # fmt: skip
     drawn: dict[str, dict[str, Path]] = {}
     todo = []
