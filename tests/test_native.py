@@ -1,0 +1,112 @@
+"""Native-mode evaluation (interp.native): the masking objectives asked in their own mode.
+
+The mode must (1) never show the model the answer it is asked for, (2) read each masked token at
+the position the masking objectives train (t - 1), (3) leave the model causal afterwards, and
+(4) be what `evaluate_run` reports, beside causal decoding, for BICO and MLM-U only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from interp.data.tokenizer import EOS, MASK
+from interp.evaluate import evaluate_run, is_masked_objective
+from interp.native import document_suffix, native_exact_match, native_predict
+from interp.objectives.masking import bidirectional, is_causal
+from interp.runs import build_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_config):
+    return build_dataset(tiny_config)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_config, dataset):
+    from interp.model import build_model
+
+    m = build_model(tiny_config.model, dataset.d_vocab, seed=0)
+    m.eval()
+    return m
+
+
+def test_suffix_is_the_documents_tail(dataset):
+    suffix = document_suffix(dataset)
+    assert suffix[-1] == EOS, suffix
+    assert dataset.text(suffix[:-1]).strip() == ".", dataset.text(suffix)
+
+
+def test_native_reads_masked_positions_before_each_token(model, dataset):
+    prompts = [e for e in dataset.prompts if e.direction == "reverse"][:12]
+    suffix = document_suffix(dataset)
+    pred = native_predict(model, prompts, suffix)
+    for e, p in zip(prompts, pred, strict=True):
+        seq = torch.tensor([tuple(e.prompt) + (MASK,) * len(e.answer) + suffix])
+        with bidirectional(model), torch.no_grad():
+            logits = model(seq)[0]
+        n = len(e.prompt)
+        want = tuple(logits[n - 1 : n - 1 + len(e.answer)].argmax(-1).tolist())
+        assert p == want, (p, want)
+    assert is_causal(model), "native mode left the model bidirectional"
+
+
+def test_native_never_sees_the_answer(model, dataset):
+    """Swapping every answer for another person's of the same length changes no prediction:
+    the answer only enters as <mask> tokens."""
+    prompts = [e for e in dataset.prompts if e.direction == "reverse"][:20]
+    others = list(reversed(prompts))
+    swapped = [
+        replace(e, tokens=tuple(e.prompt) + tuple(o.answer))
+        for e, o in zip(prompts, others, strict=True)
+        if len(o.answer) == len(e.answer)
+    ]
+    assert len(swapped) >= 5, len(swapped)
+    originals = [e for e, o in zip(prompts, others, strict=True) if len(o.answer) == len(e.answer)]
+    assert native_predict(model, swapped) == native_predict(model, originals)
+
+
+def test_native_exact_match_scores_a_perfect_reader(dataset):
+    """A 'model' whose bidirectional logits at t - 1 name the answer token scores 100%, and 0%
+    when it names any other token: the score can say yes and no."""
+
+    class Oracle(torch.nn.Module):
+        def __init__(self, shift: int) -> None:
+            super().__init__()
+            self.attn = torch.nn.Linear(1, 1)
+            self.attn.causal = True  # the flag `bidirectional` flips
+            self.shift = shift
+            self.answers = {tuple(e.prompt): tuple(e.answer) for e in dataset.prompts}
+
+        def forward(self, toks: torch.Tensor) -> torch.Tensor:
+            assert not self.attn.causal, "native mode must run bidirectionally"
+            out = torch.zeros(*toks.shape, dataset.d_vocab)
+            for r, row in enumerate(toks.tolist()):
+                k = row.index(MASK)
+                ans = self.answers[tuple(row[:k])]
+                for j, a in enumerate(ans):
+                    out[r, k - 1 + j, (a + self.shift) % dataset.d_vocab] = 1.0
+            return out
+
+    right = native_exact_match(Oracle(0), dataset)["exact_match"]
+    wrong = native_exact_match(Oracle(1), dataset)["exact_match"]
+    for s, by_d in right.items():
+        for d, by_k in by_d.items():
+            for k, v in by_k.items():
+                assert v == 1.0 and wrong[s][d][k] == 0.0, (s, d, k, v, wrong[s][d][k])
+
+
+def test_evaluate_run_reports_native_mode_for_masking_objectives(
+    tmp_path, tiny_config, dataset, model
+):
+    assert is_masked_objective("mlm_u") and is_masked_objective("bico")
+    assert not is_masked_objective("causal") and not is_masked_objective("reverse_entity")
+    for objective in ("mlm_u", "causal"):
+        cfg = replace(tiny_config, train=replace(tiny_config.train, objective=objective))
+        out = tmp_path / objective
+        out.mkdir()
+        m = evaluate_run(out, model=model, dataset=dataset, config=cfg)
+        assert ("native" in m) == (objective == "mlm_u"), (objective, sorted(m))
+    assert set(m) >= {"exact_match"}
