@@ -346,7 +346,7 @@ def evaluate_run(
         # also asked in the objective's own mode (interp.native), beside causal decoding
         from interp.native import native_exact_match
 
-        metrics["native"] = native_exact_match(model, dataset)
+        metrics["native"], arrays["native_exact_match"] = native_exact_match(model, dataset)
     tmp = run_dir / "eval_logprobs.tmp.npz"
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(run_dir / "eval_logprobs.npz")

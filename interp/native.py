@@ -81,9 +81,12 @@ def native_predict(
     return out
 
 
-def native_exact_match(model: torch.nn.Module, dataset: FactDataset) -> dict[str, Any]:
+def native_exact_match(
+    model: torch.nn.Module, dataset: FactDataset
+) -> tuple[dict[str, Any], np.ndarray]:
     """Native-mode exact match per subset x direction x template kind (the shape of
-    `evaluate`'s `exact_match`), with the counts and the suffix used."""
+    `evaluate`'s `exact_match`), with the counts and the suffix used; and the per-prompt hits
+    (in `dataset.prompts` order, for the report's per-person intervals)."""
     prompts = dataset.prompts
     was_training = model.training
     model.eval()
@@ -104,9 +107,10 @@ def native_exact_match(model: torch.nn.Module, dataset: FactDataset) -> dict[str
                 if mask.any():
                     em.setdefault(s, {}).setdefault(d, {})[k] = float(hits[mask].mean())
                     em_n.setdefault(s, {}).setdefault(d, {})[k] = int(mask.sum())
-    return {
+    metrics = {
         "exact_match": em,
         "exact_match_n": em_n,
         "mode": "bidirectional attention, answer span masked, one-shot argmax at t-1",
         "suffix": list(suffix),
     }
+    return metrics, hits

@@ -7,8 +7,11 @@ the position the masking objectives train (t - 1), (3) leave the model causal af
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,8 +93,8 @@ def test_native_exact_match_scores_a_perfect_reader(dataset):
                     out[r, k - 1 + j, (a + self.shift) % dataset.d_vocab] = 1.0
             return out
 
-    right = native_exact_match(Oracle(0), dataset)["exact_match"]
-    wrong = native_exact_match(Oracle(1), dataset)["exact_match"]
+    right = native_exact_match(Oracle(0), dataset)[0]["exact_match"]
+    wrong = native_exact_match(Oracle(1), dataset)[0]["exact_match"]
     for s, by_d in right.items():
         for d, by_k in by_d.items():
             for k, v in by_k.items():
@@ -109,4 +112,30 @@ def test_evaluate_run_reports_native_mode_for_masking_objectives(
         out.mkdir()
         m = evaluate_run(out, model=model, dataset=dataset, config=cfg)
         assert ("native" in m) == (objective == "mlm_u"), (objective, sorted(m))
+        saved = np.load(out / "eval_logprobs.npz")
+        assert ("native_exact_match" in saved) == (objective == "mlm_u"), sorted(saved)
     assert set(m) >= {"exact_match"}
+
+
+def test_report_lists_native_mode_beside_causal_decoding(tmp_path):
+    """A run whose eval_logprobs.npz holds native-mode hits gets a native-mode row in the
+    report's exact-match table, with its own rate; a run without them shows '-'."""
+    from interp.report import behaviour_section
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_report_behaviour import _fake_run
+
+    causal = [_fake_run(tmp_path / "c", 0, 0, 0.0, 0.0)]
+    masked = _fake_run(tmp_path / "m", 0, 0, 0.0, 0.0)
+    a = dict(np.load(masked / "eval_logprobs.npz"))
+    a["native_exact_match"] = (a["direction"] == "reverse") & (a["subset"] == "n2d")
+    np.savez(masked / "eval_logprobs.npz", **a)
+    text = "\n".join(behaviour_section({"causal": causal, "mlm_u": [masked]}))
+    rows = [ln for ln in text.splitlines() if "native mode |" in ln]
+    assert rows, text
+    print("\n".join(rows))
+    n2d = next(ln for ln in rows if ln.startswith("| n2d reverse (train"))
+    d2n = next(ln for ln in rows if ln.startswith("| d2n reverse (train"))
+    assert n2d.split("|")[2].strip() == "-", n2d  # the causal run has no native mode
+    assert n2d.split("|")[3].strip().startswith("100.0%"), n2d
+    assert d2n.split("|")[3].strip().startswith("0.0%"), d2n
