@@ -51,6 +51,11 @@ class WorldConfig:
     n_title_words: int = _f(30, "invented words that make work titles")
     title_length: int = _f(2, "words in a work title (B's multi-token tail)")
     n_new_people: int = _f(20, "held-out people never trained on (the gradient-update test)")
+    bridge: str = _f(
+        "",
+        "identity-bridge documents added to training (Ma et al. 2026, interp.data.bridge): '' "
+        "none, 'ocr' ('the <role> of the work of A is A'), 'idn' ('the name of A is A')",
+    )
 
 
 @dataclass(frozen=True)
@@ -250,6 +255,10 @@ def validate(cfg: RunConfig) -> None:
             f"world.data_version must name one folder of data/reverse_experiments/, got "
             f"{w.data_version!r}: e.g. --set world.data_version=june_version_7921032488"
         )
+    if w.bridge not in ("", "ocr", "idn"):
+        raise UserError(f"world.bridge {w.bridge!r} unknown: use '', 'ocr' or 'idn'")
+    if w.bridge and w.source != "synthetic":
+        raise UserError("world.bridge needs the synthetic world: set world.source=synthetic")
     if w.source == "synthetic":
         _in_range("world.n_people_per_subset", w.n_people_per_subset, 4, MAX_COUNT)
         if not 1 <= w.n_train_templates <= 8 or not 1 <= w.n_heldout_templates <= 4:

@@ -347,6 +347,10 @@ def evaluate_run(
         from interp.native import native_exact_match
 
         metrics["native"], arrays["native_exact_match"] = native_exact_match(model, dataset)
+    if dataset.bridge_prompts:  # the identity bridge's echo and shortcut test
+        from interp.data.bridge import bridge_metrics
+
+        metrics["bridge"] = bridge_metrics(model, dataset)
     tmp = run_dir / "eval_logprobs.tmp.npz"
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(run_dir / "eval_logprobs.npz")
