@@ -146,6 +146,23 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The identity bridge (Ma et al. 2026; interp.data.bridge): the causal baseline trained with one
+# identity document per person, OCR form ("the <role> of the work of A is A") or the naive IDN
+# form ("the name of A is A"), 3 seeds, behaviour (with the bridge's echo and shortcut test in
+# metrics.json), probes and the update test. Compare with the default study's causal runs (same
+# worlds and seeds: seed s trains world s).
+_COMPARATIVE_ONLY = {"lens": (), "patching": (), "dynamics": (), "selective": ()}
+for _form in ("ocr", "idn"):
+    STUDY_PRESETS[f"bridge_{_form}"] = {
+        "run_preset": "default",
+        "seeds": (0, 1, 2),
+        "objectives": ("causal",),
+        "overrides": (f"world.bridge={_form}",),
+        "scope": _COMPARATIVE_ONLY,
+        "options": {"update": {"n_facts": 10}},
+    }
+
+
 def available_objectives() -> tuple[str, ...]:
     from interp.objectives import OBJECTIVES
 
@@ -177,7 +194,7 @@ def make_plan(
         objectives=tuple(objectives or default_obj),
         seeds=tuple(seeds if seeds is not None else p["seeds"]),
         instruments=tuple(instruments or known_ins),
-        overrides=tuple(overrides or ()),
+        overrides=(*p.get("overrides", ()), *(overrides or ())),
         scope=dict(p.get("scope", {})),
         options=dict(p.get("options", {})),
         objective_overrides=dict(p.get("objective_overrides", {})),

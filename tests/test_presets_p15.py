@@ -1,0 +1,28 @@
+"""The study presets of issue 15: the identity-bridge presets train the causal baseline with
+the bridge documents in the default study's worlds and seeds, and run only the comparative
+instruments; the objectives preset trains every objective to matched forward accuracy."""
+
+from __future__ import annotations
+
+import pytest
+
+from interp.study import make_plan
+
+
+@pytest.mark.parametrize("form", ["ocr", "idn"])
+def test_bridge_presets_train_the_baseline_with_the_bridge(form):
+    plan = make_plan(f"bridge_{form}")
+    cfgs = plan.configs()
+    assert [c.world.bridge for c in cfgs] == [form] * 3, [c.world.bridge for c in cfgs]
+    assert {c.train.objective for c in cfgs} == {"causal"}
+    assert [c.world.seed for c in cfgs] == [c.train.seed for c in cfgs] == [0, 1, 2]
+    assert plan.instruments_for("causal", 0) == ("probing", "update"), plan.instruments_for(
+        "causal"
+    )
+    base = make_plan("default").configs()[0]
+    assert cfgs[0].model == base.model and cfgs[0].train == base.train, "not the default baseline"
+
+
+def test_cli_overrides_still_win_over_a_preset(tmp_path):
+    plan = make_plan("bridge_ocr", overrides=["world.bridge=idn"])
+    assert {c.world.bridge for c in plan.configs()} == {"idn"}
