@@ -9,8 +9,8 @@ itself. This module measures the objective: for each prompt the input is
 
     prompt + <mask> x len(answer) + suffix
 
-(`suffix` is the tail the training documents put after their last entity, e.g. ". <eos>" on the
-synthetic world, so the masked answer sits where a training document's entity sits), attention
+(`suffix` is the rest of the prompt's own template and <eos>, e.g. " . <eos>", so the masked
+answer sits in a whole sentence, as a masked entity of a training document does), attention
 is bidirectional with no padding attended, and the answer is the argmax at the positions the
 masking objectives train: masked token t is read from the logits at position t - 1 (see
 `interp.objectives.masking`). All masked tokens are read in one pass (one-shot parallel
@@ -32,7 +32,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, FactDataset
-from interp.data.tokenizer import EOS, MASK
+from interp.data.tokenizer import EOS, MASK, encode
 from interp.data.world import SUBSETS
 from interp.objectives.masking import bidirectional
 
@@ -50,25 +50,44 @@ def document_suffix(dataset: FactDataset) -> tuple[int, ...]:
     return tails.most_common(1)[0][0] if tails else (EOS,)
 
 
+def prompt_suffixes(dataset: FactDataset, prompts: list[Example]) -> list[tuple[int, ...]]:
+    """What follows each prompt's answer in its full text, <eos> included: on the synthetic
+    world the rest of the prompt's own template (" ." for "the <B> is called <A> .", "now enjoys
+    a quiet life ." for "... , <A> now enjoys a quiet life ."), so the masked answer sits in the
+    sentence it belongs to; elsewhere the documents' most common tail (`document_suffix`)."""
+    world = dataset.world
+    if world is None:
+        return [document_suffix(dataset)] * len(prompts)
+    out = []
+    for e in prompts:
+        words = world.templates(e.order, e.templates)[e.template].split()
+        second = max(i for i, w in enumerate(words) if w in ("<A>", "<B>"))
+        tail = " ".join(words[second + 1 :])
+        out.append((*(encode(dataset.tokenizer, tail) if tail else ()), EOS))
+    return out
+
+
 @torch.no_grad()
 def native_predict(
     model: torch.nn.Module,
     prompts: list[Example],
-    suffix: tuple[int, ...] = (EOS,),
+    suffixes: list[tuple[int, ...]] | None = None,
     batch_size: int = BATCH,
 ) -> list[tuple[int, ...]]:
     """For each prompt, the argmax token at each of its masked answer positions (one pass,
-    bidirectional attention). Prompts are grouped by total length so no padding is needed."""
+    bidirectional attention); `suffixes[i]` follows prompt i's masks (default: <eos>).
+    Inputs are grouped by total length so no padding is needed."""
     device = next(model.parameters()).device
+    tails = suffixes if suffixes is not None else [(EOS,)] * len(prompts)
     groups: dict[int, list[int]] = defaultdict(list)
     for i, e in enumerate(prompts):
-        groups[len(e.prompt) + len(e.answer)].append(i)
+        groups[len(e.prompt) + len(e.answer) + len(tails[i])].append(i)
     out: list[tuple[int, ...]] = [() for _ in prompts]
     for _, idxs in sorted(groups.items()):
         for s in range(0, len(idxs), batch_size):
             chunk = idxs[s : s + batch_size]
             seqs = [
-                tuple(prompts[i].prompt) + (MASK,) * len(prompts[i].answer) + tuple(suffix)
+                tuple(prompts[i].prompt) + (MASK,) * len(prompts[i].answer) + tuple(tails[i])
                 for i in chunk
             ]
             toks: Int[Tensor, "batch pos"] = torch.tensor(seqs, dtype=torch.long, device=device)
@@ -91,8 +110,7 @@ def native_exact_match(
     was_training = model.training
     model.eval()
     try:
-        suffix = document_suffix(dataset)
-        pred = native_predict(model, prompts, suffix)
+        pred = native_predict(model, prompts, prompt_suffixes(dataset, prompts))
     finally:
         model.train(was_training)
     hits = np.array([p == tuple(e.answer) for p, e in zip(pred, prompts, strict=True)])
@@ -111,6 +129,6 @@ def native_exact_match(
         "exact_match": em,
         "exact_match_n": em_n,
         "mode": "bidirectional attention, answer span masked, one-shot argmax at t-1",
-        "suffix": list(suffix),
+        "suffix": "the rest of each prompt's template, then <eos>",
     }
     return metrics, hits

@@ -17,7 +17,7 @@ import torch
 
 from interp.data.tokenizer import EOS, MASK
 from interp.evaluate import evaluate_run, is_masked_objective
-from interp.native import document_suffix, native_exact_match, native_predict
+from interp.native import document_suffix, native_exact_match, native_predict, prompt_suffixes
 from interp.objectives.masking import bidirectional, is_causal
 from interp.runs import build_dataset
 
@@ -42,11 +42,23 @@ def test_suffix_is_the_documents_tail(dataset):
     assert dataset.text(suffix[:-1]).strip() == ".", dataset.text(suffix)
 
 
+def test_suffix_completes_each_prompts_own_template(dataset):
+    """The masked answer sits in its template's whole sentence: prompt + answer + suffix is the
+    template's full text for that person (a training document, for training templates)."""
+    docs = {d.tokens for d in dataset.train_docs}
+    prompts = [e for e in dataset.prompts if e.templates == "train"]
+    for e, suffix in zip(prompts, prompt_suffixes(dataset, prompts), strict=True):
+        assert suffix[-1] == EOS, suffix
+        assert tuple(e.tokens) + suffix in docs or e.direction == "reverse", dataset.text(e.tokens)
+    long_tail = [s for s in prompt_suffixes(dataset, dataset.prompts) if len(s) > 2]
+    assert long_tail, "no template with words after its answer: the test checks nothing"
+
+
 def test_native_reads_masked_positions_before_each_token(model, dataset):
     prompts = [e for e in dataset.prompts if e.direction == "reverse"][:12]
-    suffix = document_suffix(dataset)
-    pred = native_predict(model, prompts, suffix)
-    for e, p in zip(prompts, pred, strict=True):
+    suffixes = prompt_suffixes(dataset, prompts)
+    pred = native_predict(model, prompts, suffixes)
+    for e, p, suffix in zip(prompts, pred, suffixes, strict=True):
         seq = torch.tensor([tuple(e.prompt) + (MASK,) * len(e.answer) + suffix])
         with bidirectional(model), torch.no_grad():
             logits = model(seq)[0]
