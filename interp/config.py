@@ -30,7 +30,11 @@ def _f(default: Any, help: str) -> Any:
 class WorldConfig:
     """The synthetic world of people and their facts (or the paper's published data)."""
 
-    source: str = _f("synthetic", "where the facts come from: 'synthetic' or 'paper' (Exp. 1 data)")
+    source: str = _f(
+        "synthetic",
+        "where the facts come from: 'synthetic', 'paper' (Exp. 1 data) or 'retrieval' (random "
+        "key-value pairs, interp.data.retrieval)",
+    )
     data_dir: str = _f(
         "",
         "the paper's Exp. 1 data (source='paper' only): a version folder, or a clone of "
@@ -247,8 +251,16 @@ def validate(cfg: RunConfig) -> None:
         )
     if m.positional_embedding not in POSITIONALS:
         raise UserError(f"model.positional_embedding must be one of {POSITIONALS}")
-    if w.source not in ("synthetic", "paper"):
-        raise UserError(f"world.source {w.source!r} unknown: use 'synthetic' or 'paper'")
+    if w.source not in ("synthetic", "paper", "retrieval"):
+        raise UserError(
+            f"world.source {w.source!r} unknown: use 'synthetic', 'paper' or 'retrieval'"
+        )
+    if w.source == "retrieval" and w.n_title_words**w.title_length < 3 * w.n_people_per_subset:
+        raise UserError(
+            f"world.source=retrieval needs n_title_words ** title_length >= 3 x "
+            f"n_people_per_subset distinct keys, got {w.n_title_words}**{w.title_length}: "
+            "raise world.n_title_words or world.title_length"
+        )
     _in_range("world.seed", w.seed, 0, MAX_SEED)
     if w.source == "paper" and (not w.data_version or "/" in w.data_version):
         raise UserError(

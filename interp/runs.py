@@ -62,6 +62,10 @@ def build_dataset(cfg: RunConfig) -> FactDataset:
         from interp.data.paper import build_paper_dataset
 
         return build_paper_dataset(cfg.world)
+    if cfg.world.source == "retrieval":
+        from interp.data.retrieval import build_retrieval
+
+        return build_retrieval(cfg.world)
     return build_synthetic(cfg.world)
 
 

@@ -163,6 +163,19 @@ for _form in ("ocr", "idn"):
     }
 
 
+# Kitouni et al. (2024)'s retrieval task (interp.data.retrieval): random key-value pairs in the
+# three subsets, next-token prediction, token reversal (their "AR w/ reversed tokens"), BICO (a
+# fixed 15% masking rate, as their MLM) and MLM-U, 3 seeds; behaviour only (the instruments read
+# the fact world's attributes), with native mode for the masking objectives.
+STUDY_PRESETS["retrieval"] = {
+    "run_preset": "default",
+    "seeds": (0, 1, 2),
+    "objectives": ("causal", "reverse_token", "bico", "mlm_u"),
+    "overrides": ("world.source=retrieval",),
+    "scope": {i: () for i in ("lens", "patching", "probing", "update", "dynamics", "selective")},
+}
+
+
 def available_objectives() -> tuple[str, ...]:
     from interp.objectives import OBJECTIVES
 

@@ -26,3 +26,11 @@ def test_bridge_presets_train_the_baseline_with_the_bridge(form):
 def test_cli_overrides_still_win_over_a_preset(tmp_path):
     plan = make_plan("bridge_ocr", overrides=["world.bridge=idn"])
     assert {c.world.bridge for c in plan.configs()} == {"idn"}
+
+
+def test_retrieval_preset_trains_the_retrieval_world_behaviour_only():
+    plan = make_plan("retrieval")
+    cfgs = plan.configs()
+    assert {c.world.source for c in cfgs} == {"retrieval"}
+    assert {c.train.objective for c in cfgs} == {"causal", "reverse_token", "bico", "mlm_u"}
+    assert all(plan.instruments_for(o, 0) == () for o in plan.objectives), plan.scope
