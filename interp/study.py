@@ -146,12 +146,30 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The objectives on equal footing (issue 15): every objective of the kit, `reverse_token` beside
+# `reverse_entity`, each trained until its forward exact match on training templates reaches the
+# causal baseline's (>= 0.95 on every subset), 3 seeds,
+# the instruments that compare objectives (behaviour with native mode for BICO and MLM-U, probes,
+# the update test). The default study keeps its 1000-step BICO and MLM-U for its time bar.
+# Step budgets per objective (the others train the run preset's 800 steps). Measured with
+# experiments/steps_to_match.py: seed 0 of BICO and MLM-U reaches 100% forward at 1600 steps
+# (50-94% at 1200; the default study's note).
+MATCHED_STEPS: dict[str, int] = {"bico": 1600, "mlm_u": 1600}
+STUDY_PRESETS["objectives"] = {
+    "run_preset": "default",
+    "seeds": (0, 1, 2),
+    "objectives": OBJECTIVE_ORDER,
+    "objective_overrides": {o: (f"train.steps={n}",) for o, n in MATCHED_STEPS.items()},
+    "scope": {"lens": (), "patching": (), "dynamics": (), "selective": ()},
+    "options": {"update": {"n_facts": 10}},
+}
+
 # The identity bridge (Ma et al. 2026; interp.data.bridge): the causal baseline trained with one
 # identity document per person, OCR form ("the <role> of the work of A is A") or the naive IDN
 # form ("the name of A is A"), 3 seeds, behaviour (with the bridge's echo and shortcut test in
 # metrics.json), probes and the update test. Compare with the default study's causal runs (same
 # worlds and seeds: seed s trains world s).
-_COMPARATIVE_ONLY = {"lens": (), "patching": (), "dynamics": (), "selective": ()}
+_COMPARATIVE_ONLY = STUDY_PRESETS["objectives"]["scope"]
 for _form in ("ocr", "idn"):
     STUDY_PRESETS[f"bridge_{_form}"] = {
         "run_preset": "default",

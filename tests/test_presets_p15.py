@@ -34,3 +34,16 @@ def test_retrieval_preset_trains_the_retrieval_world_behaviour_only():
     assert {c.world.source for c in cfgs} == {"retrieval"}
     assert {c.train.objective for c in cfgs} == {"causal", "reverse_token", "bico", "mlm_u"}
     assert all(plan.instruments_for(o, 0) == () for o in plan.objectives), plan.scope
+
+
+def test_objectives_preset_has_every_objective_with_matched_budgets():
+    from interp.study import MATCHED_STEPS, OBJECTIVE_ORDER
+
+    plan = make_plan("objectives")
+    steps = {c.train.objective: c.train.steps for c in plan.configs()}
+    assert set(steps) == set(OBJECTIVE_ORDER), steps
+    assert "reverse_token" in steps and "reverse_entity" in steps
+    base = make_plan("default").configs()[0].train.steps
+    for o, n in steps.items():
+        assert n == MATCHED_STEPS.get(o, base), (o, n)
+    assert plan.instruments_for("mlm_u", 0) == ("probing", "update")

@@ -10,7 +10,11 @@ HELP = "run the whole study (objectives x seeds, every instrument) and write fig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="default", help="study preset: default or tiny")
+    p.add_argument(
+        "--preset",
+        default="default",
+        help="study preset: default, tiny, objectives, bridge_ocr, bridge_idn or retrieval",
+    )
     p.add_argument("--out", default="study_out", help="study directory (runs are cached inside it)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel (local processes)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
