@@ -151,3 +151,33 @@ def test_report_lists_native_mode_beside_causal_decoding(tmp_path):
     assert n2d.split("|")[2].strip() == "-", n2d  # the causal run has no native mode
     assert n2d.split("|")[3].strip().startswith("100.0%"), n2d
     assert d2n.split("|")[3].strip().startswith("0.0%"), d2n
+
+
+def test_comparison_figure_shows_forward_beside_reverse_and_native(tmp_path):
+    """The comparison's first panel has trained-order bars beside reversed ones, and native-mode
+    bars with the masking objective's value (nothing for the causal one)."""
+    import json
+
+    from interp.plots.comparison import plot_comparison
+
+    def run(name, native):
+        d = tmp_path / name
+        d.mkdir()
+        em = {s: {"same": {"train": 0.97}, "reverse": {"train": 0.0}} for s in ("n2d", "d2n")}
+        m = {"exact_match": em}
+        if native:
+            m["native"] = {"exact_match": {s: {"reverse": {"train": 0.6}} for s in ("n2d", "d2n")}}
+        (d / "metrics.json").write_text(json.dumps(m))
+        return d
+
+    fig = plot_comparison({"causal": [run("c", False)], "mlm_u": [run("m", True)]})
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:2] == ["n2d same", "d2n same"] and "n2d reversed, native" in labels, labels
+    from matplotlib.container import BarContainer
+
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    heights = {c.get_label(): [p.get_height() for p in c] for c in bars}
+    native = heights["n2d reversed, native"]
+    assert np.isnan(native[0]) and native[1] == pytest.approx(0.6), heights
+    assert heights["n2d same"] == [pytest.approx(0.97)] * 2, heights
