@@ -90,7 +90,8 @@ class StudyPlan:
 
 
 # The default study: the baseline and the three mitigations the science asks about (the weaker
-# `reverse_token` stays available with --objectives), 3 seeds, every instrument that compares
+# `reverse_token` is in the `objectives` preset below, with BICO and MLM-U trained to matched
+# forward accuracy), 3 seeds, every instrument that compares
 # objectives (behaviour, probes, update test) on every objective, and the per-model deep dives
 # on the causal baseline (lens and patching on 3 seeds, dynamics on seed 0); selective
 # prediction on it (3 seeds) and on reverse training (seed 0). BICO and MLM-U spend part of
