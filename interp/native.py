@@ -132,3 +132,34 @@ def native_exact_match(
         "suffix": "the rest of each prompt's template, then <eos>",
     }
     return metrics, hits
+
+
+def infill_exact_match(model: torch.nn.Module, dataset: FactDataset) -> dict[str, Any]:
+    """The objective's own training question: each training document with one entity masked
+    (bidirectional attention, each masked token read at t - 1), per subset. 'reverse' masks
+    the document's first entity (the one a reversed question asks for: A in "A is B", given
+    B after it), 'same' its second. This is Kitouni et al.'s backward retrieval (the key
+    masked in the stored pair), where the reversed question above changes the format too."""
+    docs = [d for d in dataset.train_docs if d.a_span[0] >= 0 and d.b_span[0] >= 0]
+    was_training = model.training
+    model.eval()
+    hits: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    device = next(model.parameters()).device
+    try:
+        for direction in DIRECTIONS:
+            for d in docs:
+                first, second = sorted([d.a_span, d.b_span])
+                lo, hi = first if direction == "reverse" else second
+                toks = list(d.tokens)
+                answer = tuple(toks[lo:hi])
+                toks[lo:hi] = [MASK] * (hi - lo)
+                with torch.no_grad(), bidirectional(model):
+                    logits = model(torch.tensor([toks], device=device))[0]
+                pred = tuple(logits[lo - 1 : hi - 1].argmax(-1).tolist())
+                hits[(d.subset, direction)].append(pred == answer)
+    finally:
+        model.train(was_training)
+    em: dict[str, Any] = {}
+    for (s, direction), h in hits.items():
+        em.setdefault(s, {})[direction] = {"rate": float(np.mean(h)), "n": len(h)}
+    return em

@@ -181,3 +181,38 @@ def test_comparison_figure_shows_forward_beside_reverse_and_native(tmp_path):
     native = heights["n2d reversed, native"]
     assert np.isnan(native[0]) and native[1] == pytest.approx(0.6), heights
     assert heights["n2d same"] == [pytest.approx(0.97)] * 2, heights
+
+
+def test_infill_masks_one_entity_and_scores_a_perfect_reader(dataset):
+    """infill_exact_match masks the first (reverse) or second (same) entity of each training
+    document; a reader that fills masks from the document scores 1, a shifted one 0."""
+    from interp.native import infill_exact_match
+
+    full = {}
+    for d in dataset.train_docs:
+        for span in (d.a_span, d.b_span):
+            t = list(d.tokens)
+            t[span[0] : span[1]] = [MASK] * (span[1] - span[0])
+            full[tuple(t)] = d.tokens
+
+    class Reader(torch.nn.Module):
+        def __init__(self, shift: int) -> None:
+            super().__init__()
+            self.attn = torch.nn.Linear(1, 1)
+            self.attn.causal = True
+            self.shift = shift
+
+        def forward(self, toks: torch.Tensor) -> torch.Tensor:
+            assert not self.attn.causal
+            row = toks[0].tolist()
+            orig = full[tuple(row)]  # KeyError if the input is not a doc with one entity masked
+            out = torch.zeros(1, len(row), dataset.d_vocab)
+            for t, tok in enumerate(row):
+                if tok == MASK:
+                    out[0, t - 1, (orig[t] + self.shift) % dataset.d_vocab] = 1.0
+            return out
+
+    right, wrong = infill_exact_match(Reader(0), dataset), infill_exact_match(Reader(1), dataset)
+    for s in right:
+        for d in ("same", "reverse"):
+            assert right[s][d]["rate"] == 1.0 and wrong[s][d]["rate"] == 0.0, (s, d, right, wrong)
