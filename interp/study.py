@@ -171,7 +171,11 @@ STUDY_PRESETS["objectives"] = {
 # identity document per person, OCR form ("the <role> of the work of A is A") or the naive IDN
 # form ("the name of A is A"), 3 seeds, behaviour (with the bridge's echo and shortcut test in
 # metrics.json), probes and the update test. Compare with the default study's causal runs (same
-# worlds and seeds: seed s trains world s).
+# worlds and seeds: seed s trains world s). Measured (seed 0, 800 steps, OCR form): reversed
+# exact match on training templates 0.0% for N2D and D2N, as the causal baseline's (0.0% /
+# 0.0%); the identity as trained echoed 100% (n=300) and the shortcut set (another role, no fact
+# behind it) 97.7% [95.3, 98.9]: at this scale the model learned to echo the name, not the
+# relation. Ma et al. report about 0% -> about 50% on a 1B model.
 _COMPARATIVE_ONLY = STUDY_PRESETS["objectives"]["scope"]
 for _form in ("ocr", "idn"):
     STUDY_PRESETS[f"bridge_{_form}"] = {
@@ -188,6 +192,14 @@ for _form in ("ocr", "idn"):
 # three subsets, next-token prediction, token reversal (their "AR w/ reversed tokens"), BICO (a
 # fixed 15% masking rate, as their MLM) and MLM-U, 3 seeds; behaviour only (the instruments read
 # the fact world's attributes), with native mode for the masking objectives.
+# Measured (experiments/steps_to_match.py, seed 0, 800 steps, training templates): causal
+# forward 100%, backward 0% (n2d and d2n); MLM-U forward 100% by causal decoding, backward 0%
+# by causal decoding and 0% in native mode (Both, trained in both orders: 64% native), and
+# 4% / 9% (n2d / d2n) with the key masked in its own stored pair (native.infill_exact_match;
+# the value masked: 57% / 66%). Kitouni et al. report MLM-U 100% / 100% forward / backward and
+# next-token 0% backward: the next-token result is reproduced, the MLM-U one is not (at this
+# budget, with the kit's variant: masked tokens read at t-1 through the causal head, half the
+# batches next-token).
 STUDY_PRESETS["retrieval"] = {
     "run_preset": "default",
     "seeds": (0, 1, 2),
