@@ -173,7 +173,7 @@ STUDY_PRESETS["objectives"] = {
 # metrics.json), probes and the update test. Compare with the default study's causal runs (same
 # worlds and seeds: seed s trains world s). Measured (seed 0, 800 steps, OCR form): reversed
 # exact match on training templates 0.0% for N2D and D2N, as the causal baseline's (0.0% /
-# 0.0%); the identity as trained echoed 100% (n=300) and the shortcut set (another role, no fact
+# 0.25%); the identity as trained echoed 100% (n=300) and the shortcut set (another role, no fact
 # behind it) 97.7% [95.3, 98.9]: at this scale the model learned to echo the name, not the
 # relation. Ma et al. report about 0% -> about 50% on a 1B model.
 _COMPARATIVE_ONLY = STUDY_PRESETS["objectives"]["scope"]
