@@ -154,9 +154,12 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
 # the update test). The default study keeps its 1000-step BICO and MLM-U for its time bar.
 # Step budgets per objective (the others train the run preset's 800 steps). Measured with
 # experiments/steps_to_match.py (default preset, forward exact match on training templates,
-# lowest subset): BICO at 1600 steps 0.993 / 1.000 / 1.000 on seeds 0 / 1 / 2 (71-107 s a run
-# on a shared CPU); MLM-U at 1600 on seed 0 100% (the default study's earlier note, which
-# found 50-94% at 1200 for both).
+# lowest subset): at 1600 steps BICO 0.993 / 1.000 / 1.000 and MLM-U 0.998 / 0.998 / 1.000 on
+# seeds 0 / 1 / 2 (71-107 s a run on a shared CPU; the default study's note found 50-94% at
+# 1200); at 800 steps causal and reverse_token 1.000 on seed 0. Reversed exact match at these
+# budgets (training templates, N2D / D2N, seeds 0-2): BICO 1.75-2.0% / 0.75-1.5% by causal
+# decoding, 0-2% / 0% in native mode; MLM-U 0-0.25% / 0-0.75% causal, 0-1% / 0% native
+# (Both, trained in both orders: 41-49% native vs 100% causal); reverse_token 0% / 0.75%.
 MATCHED_STEPS: dict[str, int] = {"bico": 1600, "mlm_u": 1600}
 STUDY_PRESETS["objectives"] = {
     "run_preset": "default",
