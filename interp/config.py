@@ -32,8 +32,9 @@ class WorldConfig:
 
     source: str = _f(
         "synthetic",
-        "where the facts come from: 'synthetic' (A is B), 'paper' (Exp. 1 data) or 'biography' "
-        "(people with several attributes, interp.data.biography)",
+        "where the facts come from: 'synthetic' (A is B), 'paper' (Exp. 1 data), 'biography' "
+        "(people with several attributes, interp.data.biography) or 'retrieval' (random "
+        "key-value pairs, interp.data.retrieval)",
     )
     data_dir: str = _f(
         "",
@@ -59,6 +60,11 @@ class WorldConfig:
     bio_multiplicity: int = _f(1, "biography world: distinct biographies per person")
     bio_permute: int = _f(0, "biography world: 1 shuffles each biography's sentence order")
     bio_fullname: int = _f(0, "biography world: 1 repeats the full name in every sentence")
+    bridge: str = _f(
+        "",
+        "identity-bridge documents added to training (Ma et al. 2026, interp.data.bridge): '' "
+        "none, 'ocr' ('the <role> of the work of A is A'), 'idn' ('the name of A is A')",
+    )
 
 
 @dataclass(frozen=True)
@@ -250,9 +256,16 @@ def validate(cfg: RunConfig) -> None:
         )
     if m.positional_embedding not in POSITIONALS:
         raise UserError(f"model.positional_embedding must be one of {POSITIONALS}")
-    if w.source not in ("synthetic", "paper", "biography"):
+    if w.source not in ("synthetic", "paper", "biography", "retrieval"):
         raise UserError(
-            f"world.source {w.source!r} unknown: use 'synthetic', 'paper' or 'biography'"
+            f"world.source {w.source!r} unknown: use 'synthetic', 'paper', 'biography' or "
+            "'retrieval'"
+        )
+    if w.source == "retrieval" and w.n_title_words**w.title_length < 3 * w.n_people_per_subset:
+        raise UserError(
+            f"world.source=retrieval needs n_title_words ** title_length >= 3 x "
+            f"n_people_per_subset distinct keys, got {w.n_title_words}**{w.title_length}: "
+            "raise world.n_title_words or world.title_length"
         )
     _in_range("world.seed", w.seed, 0, MAX_SEED)
     if w.source == "biography":
@@ -262,6 +275,10 @@ def validate(cfg: RunConfig) -> None:
             f"world.data_version must name one folder of data/reverse_experiments/, got "
             f"{w.data_version!r}: e.g. --set world.data_version=june_version_7921032488"
         )
+    if w.bridge not in ("", "ocr", "idn"):
+        raise UserError(f"world.bridge {w.bridge!r} unknown: use '', 'ocr' or 'idn'")
+    if w.bridge and w.source != "synthetic":
+        raise UserError("world.bridge needs the synthetic world: set world.source=synthetic")
     if w.source == "synthetic":
         _in_range("world.n_people_per_subset", w.n_people_per_subset, 4, MAX_COUNT)
         if not 1 <= w.n_train_templates <= 8 or not 1 <= w.n_heldout_templates <= 4:

@@ -298,6 +298,13 @@ def format_table(metrics: dict[str, Any]) -> str:
         for d, by_kind in by_dir.items():
             tr, ho = by_kind.get("train", float("nan")), by_kind.get("heldout", float("nan"))
             lines.append(f"{s:<6} {d:<8} {tr:>10.1%} {ho:>10.1%}")
+    if "native" in metrics:
+        lines.append("")
+        lines.append(f"native mode ({metrics['native']['mode']}):")
+        for s, by_dir in metrics["native"]["exact_match"].items():
+            for d, by_kind in by_dir.items():
+                tr, ho = by_kind.get("train", float("nan")), by_kind.get("heldout", float("nan"))
+                lines.append(f"{s:<6} {d:<8} {tr:>10.1%} {ho:>10.1%}")
     lines.append("")
     lines.append("reversed log-prob test (correct vs random same-subset completion, per person):")
     for s, by_dir in metrics["logprob_test"].items():
@@ -308,6 +315,15 @@ def format_table(metrics: dict[str, Any]) -> str:
                 f"excludes beyond +-{r.get('equivalence_bound', float('nan')):.2f} nats"
             )
     return "\n".join(lines)
+
+
+def is_masked_objective(name: str) -> bool:
+    """Whether objective `name` trains a bidirectional masked mode (BICO, MLM-U), which then
+    also gets native-mode evaluation."""
+    from interp.objectives import OBJECTIVES
+    from interp.objectives.masking import MaskedObjective
+
+    return name in OBJECTIVES and issubclass(OBJECTIVES[name], MaskedObjective)
 
 
 def evaluate_run(
@@ -329,6 +345,15 @@ def evaluate_run(
         config = load_config(run_dir)
     model.eval()
     metrics, arrays = evaluate(model, dataset, progress=progress, seed=run_seed(config))
+    if is_masked_objective(config.train.objective):
+        # also asked in the objective's own mode (interp.native), beside causal decoding
+        from interp.native import native_exact_match
+
+        metrics["native"], arrays["native_exact_match"] = native_exact_match(model, dataset)
+    if dataset.bridge_prompts:  # the identity bridge's echo and shortcut test
+        from interp.data.bridge import bridge_metrics
+
+        metrics["bridge"] = bridge_metrics(model, dataset)
     tmp = run_dir / "eval_logprobs.tmp.npz"
     np.savez(tmp, **arrays)  # type: ignore[arg-type]
     tmp.replace(run_dir / "eval_logprobs.npz")

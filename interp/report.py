@@ -120,11 +120,14 @@ def _person_values(run: Path, subset: str, direction: str, kind: str) -> dict[st
     def per_person(x: np.ndarray) -> np.ndarray:
         return np.bincount(inv, weights=x[m].astype(float), minlength=len(people)) / cnt
 
-    return {
+    out = {
         "hit": per_person(a["exact_match"]),
         "correct": per_person(a["correct_logprob"]),
         "random": per_person(a["random_logprob"]),
     }
+    if "native_exact_match" in a:  # BICO and MLM-U asked in their own mode (interp.native)
+        out["native_hit"] = per_person(a["native_exact_match"])
+    return out
 
 
 def _cells(run: Path) -> list[tuple[str, str, str]]:
@@ -236,10 +239,28 @@ def behaviour_section(groups: dict[str, list[Path]]) -> list[str]:
         for o in objectives:
             row.append(exact_match_cell(groups[o], s, d, k).fmt(pct=True, items="people"))
         rows.append(row)
+        native = {
+            o: [
+                v["native_hit"]
+                for r in groups[o]
+                if "native_hit" in (v := _person_values(r, s, d, k))
+            ]
+            for o in objectives
+        }
+        if any(native.values()):
+            rows.append(
+                [f"{s} {d} ({k} templates), native mode"]
+                + [
+                    rate_estimate(native[o]).fmt(pct=True, items="people") if native[o] else "-"
+                    for o in objectives
+                ]
+            )
     md += [
         "Exact match: mean over runs of each run's rate over people, [95% hierarchical "
         "bootstrap interval: runs, then people within runs, widened to the pooled Wilson "
-        "interval, which bounds a rate of 0 or 100%] (runs, people).",
+        "interval, which bounds a rate of 0 or 100%] (runs, people). Rows marked native mode: "
+        "BICO and MLM-U asked in their own mode (answer masked, bidirectional attention, "
+        "interp.native), beside causal decoding.",
         "",
         _md_table(["", *objectives], rows),
         "",

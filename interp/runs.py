@@ -66,6 +66,10 @@ def build_dataset(cfg: RunConfig) -> FactDataset:
         from interp.data.biography_dataset import build_biography
 
         return build_biography(cfg.world)
+    if cfg.world.source == "retrieval":
+        from interp.data.retrieval import build_retrieval
+
+        return build_retrieval(cfg.world)
     return build_synthetic(cfg.world)
 
 

@@ -90,7 +90,8 @@ class StudyPlan:
 
 
 # The default study: the baseline and the three mitigations the science asks about (the weaker
-# `reverse_token` stays available with --objectives), 3 seeds, every instrument that compares
+# `reverse_token` is in the `objectives` preset below, with BICO and MLM-U trained to matched
+# forward accuracy), 3 seeds, every instrument that compares
 # objectives (behaviour, probes, update test) on every objective, and the per-model deep dives
 # on the causal baseline (lens and patching on 3 seeds, dynamics on seed 0); selective
 # prediction on it (3 seeds) and on reverse training (seed 0). BICO and MLM-U spend part of
@@ -148,6 +149,71 @@ STUDY_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The objectives on equal footing (issue 15): every objective of the kit, `reverse_token` beside
+# `reverse_entity`, each trained until its forward exact match on training templates reaches the
+# causal baseline's (>= 0.95 on every subset), 3 seeds,
+# the instruments that compare objectives (behaviour with native mode for BICO and MLM-U, probes,
+# the update test). The default study keeps its 1000-step BICO and MLM-U for its time bar.
+# Step budgets per objective (the others train the run preset's 800 steps). Measured with
+# experiments/steps_to_match.py (default preset, forward exact match on training templates,
+# lowest subset): at 1600 steps BICO 0.993 / 1.000 / 1.000 and MLM-U 0.998 / 0.998 / 1.000 on
+# seeds 0 / 1 / 2 (71-107 s a run on a shared CPU; the default study's note found 50-94% at
+# 1200); at 800 steps causal and reverse_token 1.000 on seed 0. Reversed exact match at these
+# budgets (training templates, N2D / D2N, seeds 0-2): BICO 1.75-2.0% / 0.75-1.5% by causal
+# decoding, 0-2% / 0% in native mode; MLM-U 0-0.25% / 0-0.75% causal, 0-1% / 0% native
+# (Both, trained in both orders: 41-49% native vs 100% causal); reverse_token 0% / 0.75%.
+MATCHED_STEPS: dict[str, int] = {"bico": 1600, "mlm_u": 1600}
+STUDY_PRESETS["objectives"] = {
+    "run_preset": "default",
+    "seeds": (0, 1, 2),
+    "objectives": OBJECTIVE_ORDER,
+    "objective_overrides": {o: (f"train.steps={n}",) for o, n in MATCHED_STEPS.items()},
+    "scope": {"lens": (), "patching": (), "dynamics": (), "selective": ()},
+    "options": {"update": {"n_facts": 10}},
+}
+
+# The identity bridge (Ma et al. 2026; interp.data.bridge): the causal baseline trained with one
+# identity document per person, OCR form ("the <role> of the work of A is A") or the naive IDN
+# form ("the name of A is A"), 3 seeds, behaviour (with the bridge's echo and shortcut test in
+# metrics.json), probes and the update test. Compare with the default study's causal runs (same
+# worlds and seeds: seed s trains world s). Measured (seed 0, 800 steps, OCR form): reversed
+# exact match on training templates 0.0% for N2D and D2N, as the causal baseline's (0.0% /
+# 0.25%); the identity as trained echoed 100% (n=300) and the shortcut set (another role, no fact
+# behind it) 97.7% [95.3, 98.9]: at this scale the model learned to echo the name, not the
+# relation. Ma et al. report about 0% -> about 50% on a 1B model.
+_COMPARATIVE_ONLY = STUDY_PRESETS["objectives"]["scope"]
+for _form in ("ocr", "idn"):
+    STUDY_PRESETS[f"bridge_{_form}"] = {
+        "run_preset": "default",
+        "seeds": (0, 1, 2),
+        "objectives": ("causal",),
+        "overrides": (f"world.bridge={_form}",),
+        "scope": _COMPARATIVE_ONLY,
+        "options": {"update": {"n_facts": 10}},
+    }
+
+
+# Kitouni et al. (2024)'s retrieval task (interp.data.retrieval): random key-value pairs in the
+# three subsets, next-token prediction, token reversal (their "AR w/ reversed tokens"), BICO (a
+# fixed 15% masking rate, as their MLM) and MLM-U, 3 seeds; behaviour only (the instruments read
+# the fact world's attributes), with native mode for the masking objectives.
+# Measured (experiments/steps_to_match.py, seed 0, 800 steps, training templates): causal
+# forward 100%, backward 0% (n2d and d2n); MLM-U forward 100% by causal decoding, backward 0%
+# by causal decoding and 0% in native mode (Both, trained in both orders: 64% native), and
+# 4% / 9% (n2d / d2n) with the key masked in its own stored pair (native.infill_exact_match;
+# the value masked: 57% / 66%). Kitouni et al. report MLM-U 100% / 100% forward / backward and
+# next-token 0% backward: the next-token result is reproduced, the MLM-U one is not (at this
+# budget, with the kit's variant: masked tokens read at t-1 through the causal head, half the
+# batches next-token).
+STUDY_PRESETS["retrieval"] = {
+    "run_preset": "default",
+    "seeds": (0, 1, 2),
+    "objectives": ("causal", "reverse_token", "bico", "mlm_u"),
+    "overrides": ("world.source=retrieval",),
+    "scope": {i: () for i in ("lens", "patching", "probing", "update", "dynamics", "selective")},
+}
+
+
 def available_objectives() -> tuple[str, ...]:
     from interp.objectives import OBJECTIVES
 
@@ -179,7 +245,7 @@ def make_plan(
         objectives=tuple(objectives or default_obj),
         seeds=tuple(seeds if seeds is not None else p["seeds"]),
         instruments=tuple(instruments or known_ins),
-        overrides=tuple(overrides or ()),
+        overrides=(*p.get("overrides", ()), *(overrides or ())),
         scope=dict(p.get("scope", {})),
         options=dict(p.get("options", {})),
         objective_overrides=dict(p.get("objective_overrides", {})),

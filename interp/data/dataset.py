@@ -77,6 +77,7 @@ class FactDataset:
     new_docs: list[Example] = field(default_factory=list)
     new_prompts: list[Example] = field(default_factory=list)
     world: World | BiographyWorld | None = None
+    bridge_prompts: list[Example] = field(default_factory=list)  # interp.data.bridge's tests
     # Supplied log-prob controls, keyed by index in `prompts` (the paper's `_randomized` files);
     # prompts without one get a random same-subset answer (interp.evaluate.control_answers).
     control_answers: dict[int, tuple[int, ...]] = field(default_factory=dict)
@@ -201,14 +202,17 @@ def build_synthetic(world_cfg) -> FactDataset:  # type: ignore[no-untyped-def]
     tok = word_tokenizer(world.vocabulary())
     trained = [p for p in world.people if p.subset in SUBSETS]
     new = [p for p in world.people if p.subset == "new"]
+    from interp.data.bridge import bridge_documents, bridge_prompts
+
     return FactDataset(
         tokenizer=tok,
-        train_docs=documents(world, tok, trained),
+        train_docs=documents(world, tok, trained) + bridge_documents(world, tok, trained),
         prompts=test_prompts(world, tok, trained),
         people=list(world.people),
         new_docs=documents(world, tok, new),
         new_prompts=test_prompts(world, tok, new),
         world=world,
+        bridge_prompts=bridge_prompts(world, tok, trained),
     )
 
 

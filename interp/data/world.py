@@ -180,6 +180,10 @@ class World:
                 words += [w for w in t.split() if w not in ("<A>", "<B>")]
         words += ["the", "of", *ROLES[: self.config.n_roles]]
         words += [*self.first_names, *self.last_names, *self.title_words]
+        if self.config.bridge:  # last, so a world without the bridge keeps its token ids
+            from interp.data.bridge import WORDS
+
+            words += [*WORDS, *ROLES[: self.config.n_roles]]
         return list(dict.fromkeys(words))
 
 

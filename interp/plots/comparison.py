@@ -1,7 +1,8 @@
 """Objectives side by side: does the mechanistic signature move with reverse accuracy?
 
 One panel per instrument, one group of bars per objective (mean and 95% interval over seeds,
-seeds as dots): reverse exact match, the cross-entity probes (B's attribute from A alone, A's
+seeds as dots): exact match in the trained order beside the reversed one (causal decoding, and
+native mode for BICO and MLM-U), the cross-entity probes (B's attribute from A alone, A's
 attribute from B alone, with the random-label control), the gradient-update test, and selective
 prediction. Reads metrics.json and analysis/*.json only.
 """
@@ -44,10 +45,16 @@ def _values(runs: list[Path], source: str, key: str) -> list[float]:
 
 # Panel title -> list of (bar label, source file, key).
 PANELS: dict[str, list[tuple[str, str, str]]] = {
-    "reverse exact match (training templates)": [
+    # Forward (trained order) beside reverse, so a reader sees the objectives are matched on
+    # what they were trained to do; native mode (answer masked, bidirectional: interp.native)
+    # exists for the masking objectives only and is empty for the others.
+    "exact match (training templates)": [
+        ("n2d same", "metrics.json", "exact_match.n2d.same.train"),
+        ("d2n same", "metrics.json", "exact_match.d2n.same.train"),
         ("n2d reversed", "metrics.json", "exact_match.n2d.reverse.train"),
         ("d2n reversed", "metrics.json", "exact_match.d2n.reverse.train"),
-        ("n2d same", "metrics.json", "exact_match.n2d.same.train"),
+        ("n2d reversed, native", "metrics.json", "native.exact_match.n2d.reverse.train"),
+        ("d2n reversed, native", "metrics.json", "native.exact_match.d2n.reverse.train"),
     ],
     "probe accuracy, best layer (resid)": [
         ("B's attr. from A, n2d", "analysis/probing.json", "probe_a_to_b_n2d_best"),
