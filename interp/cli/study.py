@@ -13,8 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
         default="default",
-        help="study preset: default, tiny, objectives, bridge_ocr, bridge_idn or retrieval; storage "
-        "(or storage_tiny) runs the storage study on the biography world (interp.storage_study)",
+        help="study preset: default, tiny, objectives, bridge_ocr, bridge_idn or retrieval; "
+        "storage (or storage_tiny) runs the storage study on the biography world "
+        "(interp.storage_study)",
     )
     p.add_argument("--out", default="study_out", help="study directory (runs are cached inside it)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel (local processes)")
