@@ -277,6 +277,9 @@ def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys):
     assert s["positive_control_auroc_test"] > 0.9, s["positive_control_auroc_test"]
     assert s["positive_control_val_loss_best"] < S.LN2, s["positive_control_val_loss_best"]
     assert set(res["probe"]["position"]) == set(S.PROBES), res["probe"]
+    lo, hi = s["auroc_likelihood_mixed_low"], s["auroc_likelihood_mixed_high"]
+    assert lo <= real <= hi and hi - lo < 0.5, f"likelihood AUROC {real} interval [{lo}, {hi}]"
+    assert "95% interval" in table, table
 
 
 def test_plot_selective_writes_png_and_pdf(analysed, tmp_path):

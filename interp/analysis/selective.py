@@ -79,7 +79,7 @@ from interp.errors import UserError
 from interp.evaluate import Candidate, beam_search, is_exact_match, match_rule
 from interp.model import raw_forward
 from interp.runs import Result, Run, write_result
-from interp.stats import run_seed
+from interp.stats import hierarchical_bootstrap, run_seed
 
 NAME = "selective"
 SETS = ("mixed", "forward", "reverse")
@@ -291,6 +291,49 @@ def split_people(
         out["val"] += people[n_test : n_test + n_val]
         out["train"] += people[n_test + n_val :]
     return {k: sorted(int(p) for p in v) for k, v in out.items()}
+
+
+INTERVAL_SETS = ("mixed", "reverse")
+N_BOOT = 1000
+
+
+def metric_intervals(
+    scores: dict[str, np.ndarray],
+    correct: np.ndarray,
+    masks: dict[str, np.ndarray],
+    seed: int,
+    undefined: dict[str, str],
+) -> dict[str, float]:
+    """95% bootstrap intervals of AUROC and AUACC (`<metric>_<score>_<set>_low` / `_high`).
+
+    Resamples the test questions of one run (`stats.hierarchical_bootstrap` with one group of
+    question indices, `N_BOOT` replicates); the spread over seeds is the study's business. A
+    bound is NaN, with a reason, when some replicates hold one class only (AUROC undefined).
+    """
+    out: dict[str, float] = {}
+    for set_name in INTERVAL_SETS:
+        mask = masks[set_name]
+        c = correct[mask]
+        if not mask.any():
+            continue
+        for name, sc in scores.items():
+            if name == "oracle":
+                continue
+            x = sc[mask]
+            for metric, fn in (("auroc", auroc), ("auacc", auacc)):
+                est = hierarchical_bootstrap(
+                    [np.arange(len(x), dtype=float)],
+                    statistic=lambda i, fn=fn, x=x, c=c: fn(x[i.astype(int)], c[i.astype(int)]),
+                    n_boot=N_BOOT,
+                    seed=seed,
+                )
+                key = f"{metric}_{name}_{set_name}"
+                out[f"{key}_low"], out[f"{key}_high"] = est.low, est.high
+                if math.isnan(est.low):
+                    undefined[f"{key}_interval"] = (
+                        f"{set_name}: some bootstrap draws hold one class only"
+                    )
+    return out
 
 
 def _vocab_id(ds: FactDataset, text: str, flag: str) -> int:
@@ -515,6 +558,7 @@ def run_analysis(
     test_q = [questions[q] for q in test.question]
     summary, undefined, curves = _metrics(scores, test.correct, _set_masks(test_q))
     summary["alpha"] = alpha
+    summary.update(metric_intervals(scores, test.correct, _set_masks(test_q), opts.seed, undefined))
     if alpha_reason:
         undefined["alpha"] = alpha_reason
     fit = fits["self_eval"]
@@ -630,6 +674,15 @@ def format_table(data: dict[str, Any]) -> str:
     lines.append(
         f"chance: AUROC 0.5, AUACC = accuracy. ASPIRE alpha (validation) = {s['alpha']:.2f}"
     )
+    spans = [
+        f"{n} [{s[f'auroc_{n}_mixed_low']:.2f}, {s[f'auroc_{n}_mixed_high']:.2f}]"
+        for n in names
+        if f"auroc_{n}_mixed_low" in s
+    ]
+    if spans:
+        lines.append(
+            "mixed AUROC 95% interval (bootstrap over test questions): " + ", ".join(spans)
+        )
     if "self_eval_val_loss_best" in s:
         line = (
             f"self-evaluation validation loss {s['self_eval_val_loss_best']:.3f} vs ln 2 = "
