@@ -321,11 +321,14 @@ def metric_intervals(
                 continue
             x = sc[mask]
             for metric, fn in (("auroc", auroc), ("auacc", auacc)):
+
+                def statistic(
+                    i: np.ndarray, fn: Any = fn, x: np.ndarray = x, c: np.ndarray = c
+                ) -> float:
+                    return float(fn(x[i.astype(int)], c[i.astype(int)]))
+
                 est = hierarchical_bootstrap(
-                    [np.arange(len(x), dtype=float)],
-                    statistic=lambda i, fn=fn, x=x, c=c: fn(x[i.astype(int)], c[i.astype(int)]),
-                    n_boot=N_BOOT,
-                    seed=seed,
+                    [np.arange(len(x), dtype=float)], statistic=statistic, n_boot=N_BOOT, seed=seed
                 )
                 key = f"{metric}_{name}_{set_name}"
                 out[f"{key}_low"], out[f"{key}_high"] = est.low, est.high
