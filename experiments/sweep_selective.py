@@ -86,6 +86,10 @@ def main() -> None:
     )
     for lr in (float(x) for x in a.lrs.split(",")):
         for n_soft in (int(x) for x in a.n_soft.split(",")):
+            longest = max(len(e.tokens) for e in qs) + n_soft
+            if longest > run.model.cfg.n_ctx:
+                print(f"{lr:>7g} {n_soft:>6} skipped: {longest} positions > n_ctx")
+                continue
             o = replace(opts, lr=lr, n_soft=n_soft, max_epochs=a.max_epochs, patience=a.max_epochs)
             for name, (y, yv) in labels.items():
                 t = time.perf_counter()
