@@ -19,13 +19,22 @@ hidden state? Scores compared (higher = more confident):
   (constant, so uninformative, with 1 beam);
 - `probe`: logistic regression on the last layer's residual stream (`blocks.{L-1}.hook_resid_post`)
   at the LAST ANSWER TOKEN of "question + candidate": the position that has read both the
-  question and the whole answer, the same information the self-evaluation sees;
+  question and the whole answer, the same information the self-evaluation sees (but whose
+  stream is busy predicting the next template word);
+- `probe_question`: the same probe at the question's final position (before any answer token:
+  does the model know, before answering, whether it can?); `probe_first_answer`: at the first
+  answer token (it has read the first token of the candidate);
 - `self_eval`: log P(correct) from the learned soft prompt, where P(correct) is the softmax over
   just two logits at the last soft position: the correct token (default ".", a statement) and
   the incorrect token (default "?", a doubt). Both exist in every tokenizer the kit builds and
   are predicted often in training, so their unembedding rows are well trained; any two tokens
   would do, since only the learned prompt gives them meaning;
 - `aspire`: (1 - alpha) * likelihood + alpha * self_eval.
+The self-evaluation is only evidence if it can learn: its best validation loss (class-balanced
+cross-entropy) is reported against ln 2, the loss of a constant predictor, and a POSITIVE CONTROL
+trains the same learner on the same rows with a label it can read from them (does the question
+ask for the name?): if the control beats ln 2 and the real label does not, the learner works and
+the model's state does not carry correctness in a form it can reach.
 Controls: `oracle` (the correctness itself: the best possible curve), the chance selector (a
 random score has AUROC 0.5 and AUACC equal to plain accuracy, reported as `accuracy_<set>`), and
 `probe_shuffled` / `self_eval_shuffled`, the same learners trained on shuffled labels (they should
@@ -70,12 +79,31 @@ from interp.errors import UserError
 from interp.evaluate import Candidate, beam_search, is_exact_match, match_rule
 from interp.model import raw_forward
 from interp.runs import Result, Run, write_result
-from interp.stats import run_seed
+from interp.stats import hierarchical_bootstrap, run_seed
 
 NAME = "selective"
 SETS = ("mixed", "forward", "reverse")
-SCORES = ("likelihood", "entropy", "probe", "self_eval", "aspire")
+SCORES = (
+    "likelihood",
+    "entropy",
+    "probe",
+    "probe_question",
+    "probe_first_answer",
+    "self_eval",
+    "aspire",
+)
 CONTROLS = ("oracle", "probe_shuffled", "self_eval_shuffled")
+# Where each probe reads the last block's residual stream, relative to the question's length
+# (`Example.prompt_len`) or the row's end: the last answer token (-1 from the end) has read the
+# whole answer but predicts the next template word; the question's final position has read only
+# the question (it predicts the first answer token: a probe there asks whether the model "knows
+# that it knows" before answering); the first answer token has read one answer token.
+PROBES = {
+    "probe": ("end", -1),
+    "probe_question": ("prompt", -1),
+    "probe_first_answer": ("prompt", 0),
+}
+LN2 = math.log(2)  # class-balanced cross-entropy of a constant predictor: the bar to beat
 SPLITS = ("train", "val", "test")
 BATCH = 256
 
@@ -184,17 +212,32 @@ def auacc(score: Float[np.ndarray, " n"], correct: Bool[np.ndarray, " n"]) -> fl
 
 @torch.no_grad()
 def final_hidden(
-    model: TransformerBridge, seqs: list[tuple[int, ...]], batch_size: int = BATCH
+    model: TransformerBridge,
+    seqs: list[tuple[int, ...]],
+    batch_size: int = BATCH,
+    positions: list[int] | None = None,
 ) -> Float[np.ndarray, "n d_model"]:
-    """The last block's resid_post at the last token of each sequence (the last answer token)."""
+    """The last block's resid_post of each sequence at its last token (the last answer token).
+
+    With `positions` (one per row), the states at those positions instead.
+    """
     name = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     device = next(model.parameters()).device
     out = []
     for s in range(0, len(seqs), batch_size):
         toks, lens = pad_batch(seqs[s : s + batch_size], device=device)
+        at = lens - 1 if positions is None else torch.tensor(positions[s : s + batch_size])
         _, cache = model.run_with_cache(toks, names_filter=name)
-        out.append(cache[name][torch.arange(len(lens), device=device), lens - 1].float().cpu())
+        out.append(cache[name][torch.arange(len(lens), device=device), at.to(device)].float().cpu())
     return torch.cat(out).numpy().astype(np.float64)
+
+
+def probe_positions(rows: Rows, questions: list[Example], where: tuple[str, int]) -> list[int]:
+    """Per row, the position a probe reads (`PROBES`): from the row's end or the question's."""
+    base, offset = where
+    if base == "end":
+        return [len(s) + offset for s in rows.seqs]
+    return [questions[q].prompt_len + offset for q in rows.question]
 
 
 def fit_probe(
@@ -248,6 +291,52 @@ def split_people(
         out["val"] += people[n_test : n_test + n_val]
         out["train"] += people[n_test + n_val :]
     return {k: sorted(int(p) for p in v) for k, v in out.items()}
+
+
+INTERVAL_SETS = ("mixed", "reverse")
+N_BOOT = 1000
+
+
+def metric_intervals(
+    scores: dict[str, np.ndarray],
+    correct: np.ndarray,
+    masks: dict[str, np.ndarray],
+    seed: int,
+    undefined: dict[str, str],
+) -> dict[str, float]:
+    """95% bootstrap intervals of AUROC and AUACC (`<metric>_<score>_<set>_low` / `_high`).
+
+    Resamples the test questions of one run (`stats.hierarchical_bootstrap` with one group of
+    question indices, `N_BOOT` replicates); the spread over seeds is the study's business. A
+    bound is NaN, with a reason, when some replicates hold one class only (AUROC undefined).
+    """
+    out: dict[str, float] = {}
+    for set_name in INTERVAL_SETS:
+        mask = masks[set_name]
+        c = correct[mask]
+        if not mask.any():
+            continue
+        for name, sc in scores.items():
+            if name == "oracle":
+                continue
+            x = sc[mask]
+            for metric, fn in (("auroc", auroc), ("auacc", auacc)):
+
+                def statistic(
+                    i: np.ndarray, fn: Any = fn, x: np.ndarray = x, c: np.ndarray = c
+                ) -> float:
+                    return float(fn(x[i.astype(int)], c[i.astype(int)]))
+
+                est = hierarchical_bootstrap(
+                    [np.arange(len(x), dtype=float)], statistic=statistic, n_boot=N_BOOT, seed=seed
+                )
+                key = f"{metric}_{name}_{set_name}"
+                out[f"{key}_low"], out[f"{key}_high"] = est.low, est.high
+                if math.isnan(est.low):
+                    undefined[f"{key}_interval"] = (
+                        f"{set_name}: some bootstrap draws hold one class only"
+                    )
+    return out
 
 
 def _vocab_id(ds: FactDataset, text: str, flag: str) -> int:
@@ -322,6 +411,12 @@ class Answers:
                     ys.append(y)
                     qs.append(q)
         return Rows(seqs, np.array(ys, dtype=bool), qs)
+
+
+def answer_is_name(rows: Rows, questions: list[Example]) -> Bool[np.ndarray, " n"]:
+    """The positive control's label: is the row's question asking for the name A (its answer
+    span holds A)? Every candidate of a question carries the question's label."""
+    return np.array([questions[q].a_span[0] >= questions[q].prompt_len for q in rows.question])
 
 
 def answer_questions(
@@ -409,12 +504,18 @@ def run_analysis(
     val_top, test = answers.rows(people["val"], True), answers.rows(people["test"], True)
     shuffled = np.random.default_rng(opts.seed + 1).permutation(train.correct)
 
-    # 2. Self-evaluation, and the linear probe on the final hidden state.
+    # 2. Self-evaluation, and the linear probes on the last block's residual stream.
     margins = (
         SelfEvalMargins(net, train.seqs, token_ids),
         SelfEvalMargins(net, val.seqs, token_ids),
     )
-    x_train, x_val, x_test = (final_hidden(model, r.seqs) for r in (train, val, test))
+    hidden = {
+        name: tuple(
+            final_hidden(model, r.seqs, positions=probe_positions(r, questions, where))
+            for r in (train, val, test)
+        )
+        for name, where in PROBES.items()
+    }
     # the real labels, and the shuffled-label controls: same training, same validation labels
     variants = {"": train.correct, **({"_shuffled": shuffled} if opts.controls else {})}
     fits, probes = {}, {}
@@ -423,7 +524,17 @@ def run_analysis(
             net, (train.seqs, y), (val.seqs, val.correct), token_ids, opts, opts.seed, progress,
             margins,
         )  # fmt: skip
-        probes[f"probe{suffix}"] = fit_probe(x_train, y, x_val, val.correct)
+        for name, (x_train, x_val, _) in hidden.items():
+            if suffix == "" or name == "probe":
+                probes[f"{name}{suffix}"] = fit_probe(x_train, y, x_val, val.correct)
+    if opts.controls:
+        # Positive control: the same learner, the same rows, a label readable from them (is the
+        # answer a name?). If it cannot learn this, a failure on correctness says nothing.
+        fits["self_eval_positive_control"] = train_self_eval(
+            net, (train.seqs, answer_is_name(train, questions)),
+            (val.seqs, answer_is_name(val, questions)), token_ids, opts, opts.seed, progress,
+            margins,
+        )  # fmt: skip
 
     def log_p_correct(fit: SelfEvalFit, seqs: list[tuple[int, ...]]) -> np.ndarray:
         with torch.no_grad():
@@ -437,18 +548,20 @@ def run_analysis(
         val_top.correct,
     )
     scores = beam_scores([answers.candidates[q] for q in test.question])
-    scores["probe"] = probes["probe"][0].decision_function(x_test)
+    for name in PROBES:
+        scores[name] = probes[name][0].decision_function(hidden[name][2])
     scores["self_eval"] = log_p_correct(fits["self_eval"], test.seqs)
     scores["aspire"] = (1 - alpha) * scores["likelihood"] + alpha * scores["self_eval"]
     scores["oracle"] = test.correct.astype(float)
     if opts.controls:
-        scores["probe_shuffled"] = probes["probe_shuffled"][0].decision_function(x_test)
+        scores["probe_shuffled"] = probes["probe_shuffled"][0].decision_function(hidden["probe"][2])
         scores["self_eval_shuffled"] = log_p_correct(fits["self_eval_shuffled"], test.seqs)
 
     # 4. Metrics per question set.
     test_q = [questions[q] for q in test.question]
     summary, undefined, curves = _metrics(scores, test.correct, _set_masks(test_q))
     summary["alpha"] = alpha
+    summary.update(metric_intervals(scores, test.correct, _set_masks(test_q), opts.seed, undefined))
     if alpha_reason:
         undefined["alpha"] = alpha_reason
     fit = fits["self_eval"]
@@ -456,6 +569,14 @@ def run_analysis(
     summary["self_eval_train_loss_best"] = fit.train_loss[fit.best_epoch]
     summary["self_eval_val_loss_start"] = fit.val_loss[0]
     summary["self_eval_val_loss_best"] = fit.val_loss[fit.best_epoch]
+    summary["self_eval_val_loss_minus_ln2"] = fit.val_loss[fit.best_epoch] - LN2
+    if opts.controls:
+        pc = fits["self_eval_positive_control"]
+        summary["positive_control_val_loss_best"] = pc.val_loss[pc.best_epoch]
+        summary["positive_control_auroc_test"] = auroc(
+            log_p_correct(pc, test.seqs), answer_is_name(test, questions)
+        )
+        summary["self_eval_shuffled_val_loss_best"] = min(fits["self_eval_shuffled"].val_loss)
     cells = sorted({(e.subset, e.direction) for e in test_q})
     data: dict[str, Any] = {
         "summary": summary,
@@ -497,10 +618,19 @@ def run_analysis(
             k: {"train_loss": f.train_loss, "val_loss": f.val_loss, "best_epoch": f.best_epoch}
             for k, f in fits.items()
         },
+        "ln2": LN2,
+        "positive_control": {
+            "label": "the answer is the name (A), not the description: readable from the rows",
+            "score": "AUROC of log P(correct) on the test people's chosen answers",
+        },
         "probe": {
             "hook": f"blocks.{model.cfg.n_layers - 1}.hook_resid_post",
-            "position": "last answer token",
-            "C": probes["probe"][1],
+            "position": {
+                "probe": "last answer token",
+                "probe_question": "question's final position",
+                "probe_first_answer": "first answer token",
+            },
+            "C": {name: probes[name][1] for name in PROBES},
         },
     }
     arrays = {
@@ -519,9 +649,15 @@ def run_analysis(
 
 def format_summary(result: Result) -> str:
     """The AUROC / AUACC table (scores x question sets), with accuracy and the controls."""
+    return format_table(result.data)
+
+
+def format_table(data: dict[str, Any]) -> str:
+    """`format_summary` of a result's JSON (as read back: undefined numbers are null), with the
+    self-evaluation's best validation loss against ln 2 (a constant predictor) when recorded."""
     nan = float("nan")  # undefined numbers are null in the saved JSON (interp.runs.strict_json)
-    s = {k: nan if v is None else v for k, v in result["summary"].items()}
-    names = [*result["scores"], *result["controls"]]
+    s = {k: nan if v is None else v for k, v in data["summary"].items()}
+    names = [*data["scores"], *data["controls"]]
     lines = [f"{'score':<20}" + "".join(f"{st + ' AUROC':>15}{st + ' AUACC':>15}" for st in SETS)]
     lines.append(
         f"{'accuracy (n)':<20}"
@@ -541,6 +677,29 @@ def format_summary(result: Result) -> str:
     lines.append(
         f"chance: AUROC 0.5, AUACC = accuracy. ASPIRE alpha (validation) = {s['alpha']:.2f}"
     )
-    for why in sorted(set(result["undefined"].values())):
+    spans = [
+        f"{n} [{s[f'auroc_{n}_mixed_low']:.2f}, {s[f'auroc_{n}_mixed_high']:.2f}]"
+        for n in names
+        if f"auroc_{n}_mixed_low" in s
+    ]
+    if spans:
+        lines.append(
+            "mixed AUROC 95% interval (bootstrap over test questions): " + ", ".join(spans)
+        )
+    if "self_eval_val_loss_best" in s:
+        line = (
+            f"self-evaluation validation loss {s['self_eval_val_loss_best']:.3f} vs ln 2 = "
+            f"{LN2:.3f} (a constant predictor): "
+            + ("learned" if s["self_eval_val_loss_best"] < LN2 else "NOT learned")
+        )
+        if "positive_control_val_loss_best" in s:
+            line += (
+                "; positive control (is the answer a name?) "
+                f"{s['positive_control_val_loss_best']:.3f}, "
+                f"test AUROC {s['positive_control_auroc_test']:.3f}; shuffled labels "
+                f"{s['self_eval_shuffled_val_loss_best']:.3f}"
+            )
+        lines.append(line)
+    for why in sorted(set(data["undefined"].values())):
         lines.append(f"nan: {why}")
     return "\n".join(lines)

@@ -23,6 +23,8 @@ STYLE: dict[str, dict[str, Any]] = {
     "likelihood": dict(color="tab:blue", lw=10, alpha=0.35),
     "entropy": dict(color="tab:orange", lw=6.5, alpha=0.7),
     "probe": dict(color="tab:green", lw=2),
+    "probe_question": dict(color="tab:olive", lw=1.5, ls="-."),
+    "probe_first_answer": dict(color="tab:cyan", lw=1.5, ls="--"),
     "self_eval": dict(color="tab:red", lw=2),
     "aspire": dict(color="tab:purple", lw=3.5),
     "oracle": dict(color="black", lw=1.2, ls="--"),
@@ -32,7 +34,9 @@ STYLE: dict[str, dict[str, Any]] = {
 LABEL = {
     "likelihood": "likelihood",
     "entropy": "-entropy (beams)",
-    "probe": "linear probe",
+    "probe": "linear probe, last answer token",
+    "probe_question": "linear probe, question's end",
+    "probe_first_answer": "linear probe, first answer token",
     "self_eval": "self-eval log P(correct)",
     "aspire": "ASPIRE",
     "oracle": "oracle",
@@ -53,6 +57,31 @@ def _fmt(vals: list[float | None]) -> str:  # None: undefined (null in the JSON)
     if len(v) == 0:
         return "n/a"
     return f"{v.mean():.3f}" + (f" ±{v.std(ddof=1):.3f}" if len(v) > 1 else "")
+
+
+VAL_LOSS = {
+    "self_eval": ("real label (correct?)", "tab:red", "-"),
+    "self_eval_shuffled": ("shuffled label", "tab:red", ":"),
+    "self_eval_positive_control": ("positive control (name?)", "tab:brown", "--"),
+}
+
+
+def _plot_val_loss(ax: Any, results: list[dict]) -> None:
+    """The soft-prompt learner's validation loss per epoch against ln 2, the loss of a constant
+    predictor: below the line the learner knows something about its label, above it nothing."""
+    for key, (label, color, ls) in VAL_LOSS.items():
+        for i, r in enumerate(results):
+            fit = r.get("self_eval", {}).get(key)
+            if fit is None:
+                continue
+            ax.plot(fit["val_loss"], color=color, ls=ls, lw=1.3, label=label if i == 0 else None)
+    ax.axhline(np.log(2), color="black", lw=1, label="ln 2 (constant predictor)")
+    ax.set_xlabel("epoch (0 = before training)", fontsize=8)
+    ax.set_ylabel("validation loss\n(class-balanced)", fontsize=8)
+    ax.set_title("self-evaluation learner", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, frameon=False)
+    ax.grid(alpha=0.3)
 
 
 def plot_selective(run_dirs: list[str | Path], out: str | Path | None = None) -> Figure:
@@ -108,16 +137,18 @@ def plot_selective(run_dirs: list[str | Path], out: str | Path | None = None) ->
         ax.set_title(f"{what}\nn = {sizes} questions per run, {len(results)} run(s)")
         ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
-    legend_ax = fig.add_subplot(gs[0, 2])
+    side = gs[0, 2].subgridspec(2, 1, height_ratios=[1.5, 1], hspace=0.35)
+    legend_ax = fig.add_subplot(side[0])
     legend_ax.axis("off")
     legend_ax.legend(
         handles,
         labels,
         loc="center left",
-        fontsize=10,
+        fontsize=9,
         frameon=False,
         title="score (higher = more confident);\ncoinciding curves are drawn nested",
     )
+    _plot_val_loss(fig.add_subplot(side[1]), results)
     ax = fig.add_subplot(gs[1, :])
     ax.axis("off")
     sets = ("mixed", "forward", "reverse")
@@ -153,6 +184,13 @@ def plot_selective(run_dirs: list[str | Path], out: str | Path | None = None) ->
         f"ASPIRE alpha (validation) = {alphas}; beams = {results[0]['options']['beams']}, "
         f"templates = {results[0]['options']['templates']}."
     )
+    if "self_eval_val_loss_best" in results[0]["summary"]:
+        best = _fmt([r["summary"]["self_eval_val_loss_best"] for r in results])
+        note += f"\nSelf-evaluation best validation loss {best} vs ln 2 = {np.log(2):.3f}"
+        if "positive_control_val_loss_best" in results[0]["summary"]:
+            pc = _fmt([r["summary"]["positive_control_val_loss_best"] for r in results])
+            auc = _fmt([r["summary"]["positive_control_auroc_test"] for r in results])
+            note += f"; positive control {pc} (test AUROC {auc})."
     for why in reasons[:4]:
         note += f"\nn/a because {why}"
     ax.set_title(note, fontsize=9, loc="left")
