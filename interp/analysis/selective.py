@@ -649,10 +649,10 @@ def run_analysis(
 
 def format_summary(result: Result) -> str:
     """The AUROC / AUACC table (scores x question sets), with accuracy and the controls."""
-    return format_table(result.data)
+    return _format_data(result.data)
 
 
-def format_table(data: dict[str, Any]) -> str:
+def _format_data(data: dict[str, Any]) -> str:
     """`format_summary` of a result's JSON (as read back: undefined numbers are null), with the
     self-evaluation's best validation loss against ln 2 (a constant predictor) when recorded."""
     nan = float("nan")  # undefined numbers are null in the saved JSON (interp.runs.strict_json)
