@@ -21,6 +21,7 @@ position against alternatives, normalised so the corrupted run scores 0 and the 
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.errors import UserError
+from interp.model import attend_unmasked, embed_positions, mlp, qkv_fused, raw, supports_raw
 
 ACTS = ("resid_pre", "attn_out", "mlp_out")
 
@@ -122,6 +124,69 @@ def _patch_hook(
     return hook
 
 
+# --- the forward pass without hook dispatch, started at any point of the residual stream -----
+
+
+def _raw_net(model: TransformerBridge) -> Any | None:
+    """The native model under `model` when the hook-free path computes what the bridge does:
+    `interp.model.supports_raw` and every attention causal (right padding must stay invisible,
+    and the cell batches below mix runs of different lengths). None means: use the hooks."""
+    net = getattr(model, "original_model", model)
+    if not supports_raw(net):
+        return None
+    return net if all(raw(b.attn).causal for b in net.layers) else None
+
+
+_NAME = re.compile(r"blocks\.(\d+)\.hook_(resid_pre|attn_out|mlp_out)")
+
+
+def _parse(name: str) -> tuple[int, str] | None:
+    """(layer, act) of a hook point the hook-free path patches; None for any other."""
+    m = _NAME.fullmatch(name)
+    return None if m is None else (int(m.group(1)), m.group(2))
+
+
+def _embed(
+    net: Any, tokens: Int[Tensor, "batch pos"], noise: Float[Tensor, "batch pos d_model"] | None
+) -> tuple[Float[Tensor, "batch pos d_model"], Int[Tensor, "batch pos"]]:
+    """resid_pre of layer 0 (token embedding, plus `noise` as a `hook_embed` hook adds it, plus
+    the positional embedding) and the position ids."""
+    positions = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)
+    h = raw(net.tok_embed)(tokens)
+    if noise is not None:
+        h = h + noise[:, : tokens.shape[1]]
+    return embed_positions(net, h, positions), positions.expand(tokens.shape[0], -1)
+
+
+def _attn(net: Any, layer: int, h: Tensor, positions: Tensor) -> Tensor:
+    """hook_attn_out of block `layer` on resid_pre `h` (causal, no mask: right padding)."""
+    block = net.layers[layer]
+    att = raw(block.attn)
+    q, k, v = qkv_fused(att, raw(block.ln1)(h), positions)
+    return attend_unmasked(att, q, k, v)
+
+
+def _stream(
+    net: Any, tokens: Int[Tensor, "batch pos"], noise: Tensor | None = None
+) -> dict[str, Float[Tensor, "layer batch pos d_model"]]:
+    """resid_pre, attn_out and mlp_out of every layer of an unpatched (right-padded) batch."""
+    h, positions = _embed(net, tokens, noise)
+    parts: dict[str, list[Tensor]] = {a: [] for a in ACTS}
+    for layer, block in enumerate(net.layers):
+        parts["resid_pre"].append(h)
+        a = _attn(net, layer, h, positions)
+        parts["attn_out"].append(a)
+        h = h + a
+        m = mlp(block, h)
+        parts["mlp_out"].append(m)
+        h = h + m
+    return {a: torch.stack(v) for a, v in parts.items()}
+
+
+def _logits(net: Any, h: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_vocab"]:
+    return raw(net.head)(raw(net.ln_out)(h))
+
+
 @torch.no_grad()
 def cache_activations(
     model: TransformerBridge,
@@ -129,9 +194,21 @@ def cache_activations(
     names: Sequence[str],
     batch_size: int = 512,
 ) -> dict[str, Float[Tensor, "batch pos d_model"]]:
-    """The activations at hook points `names` of a (right-padded) batch, chunked."""
-    out: dict[str, list[Tensor]] = defaultdict(list)
+    """The activations at hook points `names` of a (right-padded) batch, chunked.
+
+    Hook points of `ACTS` on a model `raw_forward` covers are computed by the same arithmetic
+    without hook dispatch (`_stream`); any other name goes through TransformerLens's
+    `run_with_cache`."""
     wanted = list(names)
+    net = _raw_net(model)
+    parsed = [_parse(n) for n in wanted]
+    if net is not None and all(p is not None for p in parsed):
+        streams = [
+            _stream(net, tokens[s : s + batch_size]) for s in range(0, len(tokens), batch_size)
+        ]
+        parts = {a: torch.cat([st[a] for st in streams], 1) for a in ACTS}  # act: layer batch pos d
+        return {n: parts[p[1]][p[0]] for n, p in zip(wanted, parsed, strict=True) if p is not None}
+    out: dict[str, list[Tensor]] = defaultdict(list)
     for s in range(0, tokens.shape[0], batch_size):
         _, cache = model.run_with_cache(tokens[s : s + batch_size], names_filter=wanted)
         for n in wanted:
@@ -149,8 +226,15 @@ def run_metric(
 ) -> Float[Tensor, " run"]:
     """`metric` of each unpatched run (the clean or corrupted baseline)."""
     out = []
+    net = _raw_net(model)
     for s in range(0, tokens.shape[0], batch_size):
         idx = torch.arange(s, min(s + batch_size, tokens.shape[0]), device=tokens.device)
+        if net is not None:
+            noise = None if embed_noise is None else embed_noise[idx]
+            h = _stream(net, tokens[idx], noise)
+            resid = h["resid_pre"][-1] + h["attn_out"][-1] + h["mlp_out"][-1]
+            out.append(metric(_logits(net, resid), idx))
+            continue
         hooks: list[tuple[str | Callable[..., Any], Callable[..., Any]]] = (
             [] if embed_noise is None else [("hook_embed", _add_noise(embed_noise[idx]))]
         )
@@ -202,6 +286,27 @@ def patch_cells(
     cells = cells[cells[:, 2] < lengths[cells[:, 0]]]
     out = torch.full((n_runs, len(names), n_pos), float("nan"), device=device)
     starts = range(0, cells.shape[0], batch_size)
+    net = _raw_net(model)
+    parsed = [_parse(n) for n in names]
+    if net is not None and all(p is not None for p in parsed):
+        at = [p for p in parsed if p is not None]
+        chunks = tqdm(starts, desc=desc, disable=not progress, dynamic_ncols=True, leave=False)
+        _patch_from_stream(
+            net,
+            corrupted_tokens,
+            clean_cache,
+            names,
+            at,
+            metric,
+            cells,
+            lengths,
+            source,
+            embed_noise,
+            batch_size,
+            chunks,
+            out,
+        )
+        return out
     for s in tqdm(starts, desc=desc, disable=not progress, dynamic_ncols=True, leave=False):
         chunk = cells[s : s + batch_size]
         run, hook, pos = chunk.unbind(-1)
@@ -216,6 +321,87 @@ def patch_cells(
         logits = model.run_with_hooks(corrupted_tokens[run, :width], fwd_hooks=hooks)
         out[run, hook, pos] = metric(logits, run).to(out.dtype)
     return out
+
+
+_STAGE = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2}
+
+
+def _patch_from_stream(
+    net: Any,
+    corrupted_tokens: Int[Tensor, "run pos"],
+    clean_cache: Mapping[str, Float[Tensor, "source pos d_model"]],
+    names: Sequence[str],
+    at: Sequence[tuple[int, str]],
+    metric: RowMetric,
+    cells: Int[Tensor, "cell 3"],
+    lengths: Int[Tensor, " run"],
+    source: Int[Tensor, " run"],
+    embed_noise: Tensor | None,
+    batch_size: int,
+    chunks: Any,
+    out: Float[Tensor, "run hook pos"],
+) -> None:
+    """`patch_cells` without hook dispatch, each cell's forward started where its patch lands.
+
+    A patch at layer L leaves layers 0..L-1 as they were in the corrupted run, so the corrupted
+    runs' residual streams are computed once (`_stream`) and a cell starts from the stored
+    stream: resid_pre L patched at stage 2L (before block L's attention), attn_out L at stage
+    2L+1 (before its MLP: resid_pre + patched attn_out), mlp_out L at stage 2L+2 (before the next
+    block). A batch of cells is sorted by stage and walks the stages once: the rows that start
+    at a stage join the batch there, so each block's attention and MLP run once per batch, on
+    only the rows whose patch lies before them. The patch is written by `_write_rows` into the
+    stored activation, as the hook path writes it into the live one (the same arithmetic:
+    `tests/test_patching.py` holds both to TransformerLens within 1e-5)."""
+    n_layers = len(net.layers)
+    device = corrupted_tokens.device
+    streams = [
+        _stream(
+            net,
+            corrupted_tokens[s : s + batch_size],
+            None if embed_noise is None else embed_noise[s : s + batch_size],
+        )
+        for s in range(0, corrupted_tokens.shape[0], batch_size)
+    ]
+    stored = {a: torch.cat([st[a] for st in streams], 1) for a in ACTS}  # act: layer run pos d
+    del streams
+    # A sort key per hook: its stage first, then the hook, so a stage's rows are contiguous.
+    stage = torch.tensor([2 * layer + _STAGE[a] for layer, a in at], device=device)
+    key = stage * len(names) + torch.arange(len(names), device=device)
+    for s in chunks:
+        chunk = cells[s : s + batch_size]
+        chunk = chunk[torch.argsort(key[chunk[:, 1]], stable=True)]
+        run, hook, pos = chunk.unbind(-1)
+        width = int(lengths[run].max())
+        positions = torch.arange(width, device=device).unsqueeze(0)
+        hooks, counts = torch.unique_consecutive(hook, return_counts=True)
+        groups = list(zip(hooks.tolist(), counts.tolist(), strict=True))
+        h = torch.empty(0, width, stored["resid_pre"].shape[-1], device=device)
+        start, g = 0, 0
+        for st in range(int(stage[groups[0][0]]), 2 * n_layers + 1):
+            while g < len(groups) and int(stage[groups[g][0]]) == st:
+                k, n = groups[g]
+                r, p = run[start : start + n], pos[start : start + n]
+                layer, act = at[k]
+                clean = clean_cache[names[k]][source[r], p]  # n d_model
+                rows = torch.arange(n, device=device)
+                patched = _write_rows(stored[act][layer, r, :width].clone(), rows, p, clean)
+                if act == "resid_pre":
+                    new = patched
+                elif act == "attn_out":
+                    new = stored["resid_pre"][layer, r, :width] + patched
+                else:
+                    pre = stored["resid_pre"][layer, r, :width]
+                    new = (pre + stored["attn_out"][layer, r, :width]) + patched
+                h = torch.cat([h, new])
+                start, g = start + n, g + 1
+            if st == 2 * n_layers:
+                break
+            layer = st // 2
+            if st % 2 == 0:
+                h = h + _attn(net, layer, h, positions.expand(h.shape[0], -1))
+            else:
+                h = h + mlp(net.layers[layer], h)
+        out[run, hook, pos] = metric(_logits(net, h), run).to(out.dtype)
 
 
 def get_act_patch(
