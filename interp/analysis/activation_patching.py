@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -158,23 +159,20 @@ def _embed(
     return embed_positions(net, h, positions), positions.expand(tokens.shape[0], -1)
 
 
-def _attn(net: Any, layer: int, h: Tensor, positions: Tensor) -> Tensor:
-    """hook_attn_out of block `layer` on resid_pre `h` (causal, no mask: right padding)."""
-    block = net.layers[layer]
-    att = raw(block.attn)
-    q, k, v = qkv_fused(att, raw(block.ln1)(h), positions)
-    return attend_unmasked(att, q, k, v)
-
-
 def _stream(
     net: Any, tokens: Int[Tensor, "batch pos"], noise: Tensor | None = None
-) -> dict[str, Float[Tensor, "layer batch pos d_model"]]:
-    """resid_pre, attn_out and mlp_out of every layer of an unpatched (right-padded) batch."""
+) -> dict[str, Float[Tensor, "layer batch ..."]]:
+    """resid_pre, attn_out and mlp_out of every layer of an unpatched (right-padded) batch, and
+    each layer's keys and values ([layer, batch, kv_head, pos, d_head]) for the cells to reuse."""
     h, positions = _embed(net, tokens, noise)
-    parts: dict[str, list[Tensor]] = {a: [] for a in ACTS}
-    for layer, block in enumerate(net.layers):
+    parts: dict[str, list[Tensor]] = {a: [] for a in (*ACTS, "k", "v")}
+    for block in net.layers:
         parts["resid_pre"].append(h)
-        a = _attn(net, layer, h, positions)
+        att = raw(block.attn)
+        q, k, v = qkv_fused(att, raw(block.ln1)(h), positions)
+        parts["k"].append(k)
+        parts["v"].append(v)
+        a = attend_unmasked(att, q, k, v)
         parts["attn_out"].append(a)
         h = h + a
         m = mlp(block, h)
@@ -362,7 +360,7 @@ def _patch_from_stream(
         )
         for s in range(0, corrupted_tokens.shape[0], batch_size)
     ]
-    stored = {a: torch.cat([st[a] for st in streams], 1) for a in ACTS}  # act: layer run pos d
+    stored = {a: torch.cat([st[a] for st in streams], 1) for a in streams[0]}  # layer run ...
     del streams
     # A sort key per hook: its stage first, then the hook, so a stage's rows are contiguous.
     stage = torch.tensor([2 * layer + _STAGE[a] for layer, a in at], device=device)
@@ -371,11 +369,20 @@ def _patch_from_stream(
         chunk = cells[s : s + batch_size]
         chunk = chunk[torch.argsort(key[chunk[:, 1]], stable=True)]
         run, hook, pos = chunk.unbind(-1)
-        width = int(lengths[run].max())
-        positions = torch.arange(width, device=device).unsqueeze(0)
-        hooks, counts = torch.unique_consecutive(hook, return_counts=True)
-        groups = list(zip(hooks.tolist(), counts.tolist(), strict=True))
-        h = torch.empty(0, width, stored["resid_pre"].shape[-1], device=device)
+        lens = lengths[run]
+        width = int(lens.max())
+        # The positions each row recomputes, row-major: pos[i] .. lens[i] - 1 (the ones its
+        # patch can reach). Rows join in stage order, so the active rows are always a prefix
+        # of the rows, and their positions a prefix of these tokens.
+        counts = lens - pos
+        ends = counts.cumsum(0)
+        tok_row = torch.repeat_interleave(torch.arange(len(run), device=device), counts)
+        tok_pos = (
+            pos[tok_row] + torch.arange(int(ends[-1]), device=device) - (ends - counts)[tok_row]
+        )
+        hooks, n_rows = torch.unique_consecutive(hook, return_counts=True)
+        groups = list(zip(hooks.tolist(), n_rows.tolist(), strict=True))
+        h = torch.empty(0, stored["resid_pre"].shape[-1], device=device)  # token d_model
         start, g = 0, 0
         for st in range(int(stage[groups[0][0]]), 2 * n_layers + 1):
             while g < len(groups) and int(stage[groups[g][0]]) == st:
@@ -385,23 +392,61 @@ def _patch_from_stream(
                 clean = clean_cache[names[k]][source[r], p]  # n d_model
                 rows = torch.arange(n, device=device)
                 patched = _write_rows(stored[act][layer, r, :width].clone(), rows, p, clean)
-                if act == "resid_pre":
-                    new = patched
-                elif act == "attn_out":
-                    new = stored["resid_pre"][layer, r, :width] + patched
-                else:
+                if act == "attn_out":
+                    patched = stored["resid_pre"][layer, r, :width] + patched
+                elif act == "mlp_out":
                     pre = stored["resid_pre"][layer, r, :width]
-                    new = (pre + stored["attn_out"][layer, r, :width]) + patched
-                h = torch.cat([h, new])
+                    patched = (pre + stored["attn_out"][layer, r, :width]) + patched
+                t0, t1 = int(ends[start] - counts[start]), int(ends[start + n - 1])
+                h = torch.cat([h, patched[tok_row[t0:t1] - start, tok_pos[t0:t1]]])
                 start, g = start + n, g + 1
             if st == 2 * n_layers:
                 break
-            layer = st // 2
+            layer, t = st // 2, h.shape[0]
             if st % 2 == 0:
-                h = h + _attn(net, layer, h, positions.expand(h.shape[0], -1))
+                h = h + _attn_tail(
+                    net, layer, h, stored, run[:start], tok_row[:t], tok_pos[:t], width
+                )
             else:
                 h = h + mlp(net.layers[layer], h)
-        out[run, hook, pos] = metric(_logits(net, h), run).to(out.dtype)
+        # Positions before a row's patch keep the corrupted run's logits.
+        runs, inv = torch.unique(run, return_inverse=True)
+        final = stored["resid_pre"][-1, runs, :width] + stored["attn_out"][-1, runs, :width]
+        logits = _logits(net, final + stored["mlp_out"][-1, runs, :width])[inv]
+        logits[tok_row, tok_pos] = _logits(net, h)
+        out[run, hook, pos] = metric(logits, run).to(out.dtype)
+
+
+def _attn_tail(
+    net: Any,
+    layer: int,
+    h: Float[Tensor, "token d_model"],
+    stored: Mapping[str, Tensor],
+    run: Int[Tensor, " row"],
+    tok_row: Int[Tensor, " token"],
+    tok_pos: Int[Tensor, " token"],
+    width: int,
+) -> Float[Tensor, "token d_model"]:
+    """attn_out of block `layer` at the recomputed tokens (row `tok_row`, position `tok_pos`) of
+    patched rows whose earlier positions are unchanged: their keys and values come from the
+    corrupted run of `run[row]` (`stored`), the recomputed ones are written over them, and each
+    row attends causally over its whole width (queries at unchanged positions are zeros and
+    their outputs unused)."""
+    block = net.layers[layer]
+    att = raw(block.attn)
+    q, k, v = qkv_fused(att, raw(block.ln1)(h)[None], tok_pos[None])  # 1 head token d_head
+    q, k, v = (x[0].transpose(0, 1) for x in (q, k, v))  # token head d_head
+    keys = stored["k"][layer, run, :, :width].clone()  # row kv_head pos d_head
+    values = stored["v"][layer, run, :, :width].clone()
+    keys[tok_row, :, tok_pos] = k
+    values[tok_row, :, tok_pos] = v
+    queries = q.new_zeros(len(run), q.shape[1], width, q.shape[2])
+    queries[tok_row, :, tok_pos] = q
+    if att.kv_repeats > 1:
+        keys = keys.repeat_interleave(att.kv_repeats, dim=1)
+        values = values.repeat_interleave(att.kv_repeats, dim=1)
+    z = F.scaled_dot_product_attention(queries, keys, values, is_causal=True, scale=1 / att.scale)
+    return raw(att.o)(z[tok_row, :, tok_pos].reshape(len(tok_row), -1))
 
 
 def get_act_patch(
