@@ -391,7 +391,8 @@ def _patch_from_stream(
                 layer, act = at[k]
                 clean = clean_cache[names[k]][source[r], p]  # n d_model
                 rows = torch.arange(n, device=device)
-                patched = _write_rows(stored[act][layer, r, :width].clone(), rows, p, clean)
+                # (indexing by the tensor `r` copies: the stored stream is never written)
+                patched = _write_rows(stored[act][layer, r, :width], rows, p, clean)
                 if act == "attn_out":
                     patched = stored["resid_pre"][layer, r, :width] + patched
                 elif act == "mlp_out":
@@ -436,8 +437,8 @@ def _attn_tail(
     att = raw(block.attn)
     q, k, v = qkv_fused(att, raw(block.ln1)(h)[None], tok_pos[None])  # 1 head token d_head
     q, k, v = (x[0].transpose(0, 1) for x in (q, k, v))  # token head d_head
-    keys = stored["k"][layer, run, :, :width].clone()  # row kv_head pos d_head
-    values = stored["v"][layer, run, :, :width].clone()
+    keys = stored["k"][layer, run, :, :width]  # row kv_head pos d_head (a copy: `run` indexes)
+    values = stored["v"][layer, run, :, :width]
     keys[tok_row, :, tok_pos] = k
     values[tok_row, :, tok_pos] = v
     queries = q.new_zeros(len(run), q.shape[1], width, q.shape[2])
