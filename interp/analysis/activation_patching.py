@@ -6,14 +6,22 @@ This is the generic part of causal tracing (Meng et al. 2022; TransformerLens's
 in; a grid of metric values out. `interp.analysis.patching` is the reversal-curse study built on
 it (corruptions, prompt sets, position names, summaries).
 
-Speed. Every cell is an independent forward pass of the corrupted input, so cells are batched:
-the corrupted inputs are stacked, one batch row per (run, hook, position) cell, and one hook per
-hook point writes the clean activation into the rows that patch it (TL's
-`generic_activation_patch` runs one forward per cell). Runs of different lengths share a batch
-under right padding, which a causal model never sees. `batch_size` bounds the rows per forward
-pass. `get_act_patch` is TL's `get_act_patch_<act>` on this engine; `tests/test_patching.py`
-checks every grid against `transformer_lens.patching` to 1e-5, and a deliberately broken
-`_write_rows` must fail that comparison.
+Speed. Every cell is an independent forward pass of the corrupted input, but most of that pass
+is already known: a patch at layer L and position p leaves layers 0..L-1 (every position) and
+positions 0..p-1 (every layer, by causality) exactly as in the corrupted run. So on the kit's
+models (`interp.model.supports_raw`, causal attention) the engine runs the corrupted inputs
+once, storing each layer's residual stream, attention and MLP outputs, keys and values
+(`_stream`), and each cell recomputes only positions p.. of layers L.. from there: its tokens
+are flattened (no padding in the matrix multiplies), attention reads the stored keys and values
+for the earlier positions, and the arithmetic is `interp.model`'s hook-free block pieces
+(`qkv_fused`, `mlp`), the ones training uses. Cells are batched (`batch_size` per batch); a batch
+walks the layers once, each cell joining where its patch lands. Any other model or hook point
+takes the hook path: one hook per hook point writing the clean activation into the rows that
+patch it (TL's `generic_activation_patch` runs one forward per cell). Runs of different
+lengths share a batch under right padding, which a causal model never sees. `get_act_patch` is
+TL's `get_act_patch_<act>` on this engine; `tests/test_patching.py` checks every grid against
+`transformer_lens.patching` to 1e-5, and a deliberately broken `_write_rows` (used by both
+paths) must fail that comparison. `experiments/bench_patching.py` times it against TL's loops.
 
 The metric (`answer_score`, `patching_metric`) scores the first answer token at the final prompt
 position against alternatives, normalised so the corrupted run scores 0 and the clean run 1.
@@ -261,9 +269,10 @@ def patch_cells(
     Run r is the corrupted input `corrupted_tokens[r]` (plus `embed_noise[r]` on the token
     embeddings, if given); its cell (h, p) replaces activation `names[h]` at position p with
     `clean_cache[names[h]][source[r], p]` (`source` defaults to r). Cells are stacked as batch
-    rows, `batch_size` rows per forward pass, one hook per hook point writing all its rows.
-    `metric(logits, run)` scores each row given the run it belongs to. Positions at or past
-    `lengths[r]` (right padding) are not patched and hold NaN.
+    rows, `batch_size` rows per batch (see the module docstring for how a batch is computed).
+    `metric(logits, run)` scores each row given the run it belongs to; its logits are those of
+    the patched run at every position before `lengths[r]` (past it, right padding, they are
+    not meaningful). Positions at or past `lengths[r]` are not patched and hold NaN.
     """
     n_runs, n_pos = corrupted_tokens.shape
     device = corrupted_tokens.device
@@ -347,7 +356,9 @@ def _patch_from_stream(
     2L+1 (before its MLP: resid_pre + patched attn_out), mlp_out L at stage 2L+2 (before the next
     block). A batch of cells is sorted by stage and walks the stages once: the rows that start
     at a stage join the batch there, so each block's attention and MLP run once per batch, on
-    only the rows whose patch lies before them. The patch is written by `_write_rows` into the
+    only the rows whose patch lies before them, and only at positions from the patched one to
+    the run's end (flattened to tokens; `_attn_tail` supplies the earlier keys and values, and
+    the earlier logits are the corrupted run's). The patch is written by `_write_rows` into the
     stored activation, as the hook path writes it into the live one (the same arithmetic:
     `tests/test_patching.py` holds both to TransformerLens within 1e-5)."""
     n_layers = len(net.layers)
@@ -382,7 +393,7 @@ def _patch_from_stream(
         )
         hooks, n_rows = torch.unique_consecutive(hook, return_counts=True)
         groups = list(zip(hooks.tolist(), n_rows.tolist(), strict=True))
-        h = torch.empty(0, stored["resid_pre"].shape[-1], device=device)  # token d_model
+        h = stored["resid_pre"].new_empty(0, stored["resid_pre"].shape[-1])  # token d_model
         start, g = 0, 0
         for st in range(int(stage[groups[0][0]]), 2 * n_layers + 1):
             while g < len(groups) and int(stage[groups[g][0]]) == st:
