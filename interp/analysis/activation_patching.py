@@ -420,12 +420,12 @@ def _patch_from_stream(
                     net, layer, h, stored, run[:start], tok_row[:t], tok_pos[:t], width
                 )
             else:
-                h = h + mlp(net.layers[layer], h)
+                h = h + mlp(net.layers[layer], h[None])[0]  # (pieces take [batch, pos, d])
         # Positions before a row's patch keep the corrupted run's logits.
         runs, inv = torch.unique(run, return_inverse=True)
         final = stored["resid_pre"][-1, runs, :width] + stored["attn_out"][-1, runs, :width]
         logits = _logits(net, final + stored["mlp_out"][-1, runs, :width])[inv]
-        logits[tok_row, tok_pos] = _logits(net, h)
+        logits[tok_row, tok_pos] = _logits(net, h[None])[0]
         out[run, hook, pos] = metric(logits, run).to(out.dtype)
 
 
