@@ -137,8 +137,10 @@ def test_noise_matches_transformer_lens(tiny_run):
     assert min(gap) > 0.5, f"noise should hurt the trained model's answer: gaps {gap}"
 
 
-def test_broken_patch_is_caught(tiny_run, monkeypatch):
-    """Patching the position after the intended one must fail the comparison with TL."""
+@pytest.mark.parametrize("path", ["stream", "hooks"])
+def test_broken_patch_is_caught(tiny_run, monkeypatch, path):
+    """Patching the position after the intended one must fail the comparison with TL, on the
+    stored-stream path and on the hook path alike."""
 
     def off_by_one(act, rows, pos, clean):
         act[rows, (pos + 1).clamp(max=act.shape[1] - 1)] = clean
@@ -146,8 +148,38 @@ def test_broken_patch_is_caught(tiny_run, monkeypatch):
 
     prompts, partners = forward_prompts(tiny_run.dataset, n=2)
     monkeypatch.setattr(E, "_write_rows", off_by_one)
+    if path == "hooks":
+        monkeypatch.setattr(E, "_raw_net", lambda model: None)
     worst, _ = max_diff_vs_tl(tiny_run.model, prompts, partners)
     assert worst > 0.1, f"an off-by-one patch went unnoticed: max |diff| vs TL {worst:.3g}"
+
+
+def test_stream_path_is_taken_and_matches_hooks(tiny_run, monkeypatch):
+    """On the kit's models the engine patches from the stored stream (no bridge forward at all),
+    and it agrees with the hook path cell for cell, for swaps and noise, across batch splits."""
+    model, ds = tiny_run.model, tiny_run.dataset
+    prompts, partners = forward_prompts(ds)
+    alternatives = [e.answer[0] for e in ds.select(subset="n2d", direction="same")]
+    noise = P.entity_noise(prompts, 2, model.cfg.d_model, 0.5, torch.Generator().manual_seed(0))
+
+    def both(batch_size):
+        swap = P.trace_swap(model, prompts, partners, batch_size=batch_size)
+        nz = P.trace_noise(model, prompts, noise, alternatives, batch_size=batch_size)
+        return torch.stack([swap.patched, nz.patched])
+
+    def no_bridge(*args, **kwargs):
+        raise AssertionError("the stored-stream path ran a bridge forward")
+
+    with monkeypatch.context() as m:
+        m.setattr(model, "run_with_hooks", no_bridge)
+        m.setattr(model, "run_with_cache", no_bridge)
+        fast = {b: both(b) for b in (3, 512)}
+    monkeypatch.setattr(E, "_raw_net", lambda model: None)
+    hooks = both(512)
+    for b, grid in fast.items():
+        assert bool((grid.isnan() == hooks.isnan()).all()), f"batch {b}: padding cells differ"
+        diff = float((grid - hooks).nan_to_num().abs().max())
+        assert diff <= 1e-5, f"batch {b}: stream vs hook path max |diff| {diff:.2e}"
 
 
 def test_clean_into_clean_gives_one(tiny_run):
