@@ -113,6 +113,9 @@ BATCH = 256
 HEADLINES = (
     "accuracy_mixed",
     *(f"auroc_{k}_mixed" for k in (*SCORES, "self_eval_shuffled")),
+    "self_eval_val_loss_best",  # against ln 2 = 0.693, a constant predictor's loss
+    "positive_control_val_loss_best",  # the same learner on a label it can read
+    "positive_control_auroc_test",
 )
 
 
