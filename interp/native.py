@@ -33,7 +33,7 @@ from torch import Tensor
 
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, FactDataset
 from interp.data.tokenizer import EOS, MASK, encode
-from interp.data.world import SUBSETS
+from interp.data.world import SUBSETS, World
 from interp.objectives.masking import bidirectional
 
 BATCH = 256
@@ -56,7 +56,7 @@ def prompt_suffixes(dataset: FactDataset, prompts: list[Example]) -> list[tuple[
     a quiet life ." for "... , <A> now enjoys a quiet life ."), so the masked answer sits in the
     sentence it belongs to; elsewhere the documents' most common tail (`document_suffix`)."""
     world = dataset.world
-    if world is None:
+    if not isinstance(world, World):  # the paper's data, or a world without A-is-B templates
         return [document_suffix(dataset)] * len(prompts)
     out = []
     for e in prompts:
