@@ -45,7 +45,7 @@ from tokenizers import Tokenizer
 
 from interp.config import WorldConfig
 from interp.data.tokenizer import BOS, EOS, encode
-from interp.data.world import ROLES, Person, _pseudo_words
+from interp.data.world import ROLES, Person, _pseudo_words, draw_name_and_work
 from interp.errors import UserError
 
 BIO_SUBSETS = ("qa_train", "qa_test")  # people whose QA is trained / only tested
@@ -240,17 +240,9 @@ def make_biography_world(cfg: WorldConfig) -> BiographyWorld:
     people: list[BioPerson] = []
     groups = [s for s in BIO_SUBSETS for _ in range(cfg.n_people_per_subset)]
     for pid, subset in enumerate(groups):
-        while True:
-            fi, last = rng.randrange(len(first_names)), rng.choice(last_names)
-            if (first_names[fi], last) not in names:
-                break
-        names.add((first_names[fi], last))
-        while True:
-            role = rng.randrange(cfg.n_roles)
-            title = tuple(rng.choice(title_words) for _ in range(cfg.title_length))
-            if (role, title) not in works:
-                break
-        works.add((role, title))
+        fi, last, role, title = draw_name_and_work(
+            rng, first_names, last_names, title_words, cfg.n_roles, cfg.title_length, names, works
+        )
         k = cfg.n_attribute_values
         city, year, employer = rng.randrange(k), rng.randrange(k), rng.randrange(k)
         people.append(

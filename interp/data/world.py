@@ -218,6 +218,33 @@ def heldout_templates(order: str, n_train_templates: int) -> tuple[str, ...]:
     )
 
 
+def draw_name_and_work(
+    rng: random.Random,
+    first_names: tuple[str, ...],
+    last_names: tuple[str, ...],
+    title_words: tuple[str, ...],
+    n_roles: int,
+    title_length: int,
+    names: set[tuple[str, str]],
+    works: set[tuple[int, tuple[str, ...]]],
+) -> tuple[int, str, int, tuple[str, ...]]:
+    """One new person's (first-name index, last name, role, title), drawn until both the name
+    and the work are unused; both are added to `names` and `works`. One draw order for every
+    world that uses it (A-is-B and biography), so a seed gives the same people in both."""
+    while True:
+        fi, last = rng.randrange(len(first_names)), rng.choice(last_names)
+        if (first_names[fi], last) not in names:
+            break
+    names.add((first_names[fi], last))
+    while True:
+        role = rng.randrange(n_roles)
+        title = tuple(rng.choice(title_words) for _ in range(title_length))
+        if (role, title) not in works:
+            break
+    works.add((role, title))
+    return fi, last, role, title
+
+
 def _pseudo_words(rng: random.Random, n: int, taken: set[str]) -> list[str]:
     """`n` distinct invented words of 2-3 syllables, none in `taken`."""
     out: list[str] = []
@@ -255,16 +282,8 @@ def make_world(cfg: WorldConfig) -> World:
     assert len(groups) == n_total
     per_class = cfg.n_first_names // cfg.n_first_name_classes
     for pid, subset in enumerate(groups):
-        while True:
-            fi, last = rng.randrange(len(first_names)), rng.choice(last_names)
-            if (first_names[fi], last) not in names:
-                break
-        names.add((first_names[fi], last))
-        while True:
-            role = rng.randrange(cfg.n_roles)
-            title = tuple(rng.choice(title_words) for _ in range(cfg.title_length))
-            if (role, title) not in descs:
-                break
-        descs.add((role, title))
+        fi, last, role, title = draw_name_and_work(
+            rng, first_names, last_names, title_words, cfg.n_roles, cfg.title_length, names, descs
+        )
         people.append(Person(pid, subset, first_names[fi], last, role, title, fi // per_class))
     return World(cfg, tuple(people), first_names, last_names, title_words)
