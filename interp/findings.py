@@ -294,37 +294,32 @@ def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
         else:
             bound = f"; excludes effects beyond +{hi:.2f} nats" if lo <= 0 else ""
             out.append(_verdict(claim, "failed" if lo > 0 else "held", ev + bound))
-    claim = (
-        "Causal tracing as in ROME: the MLP outputs at A's last token restore the forward fact "
-        "beyond the wrong-source control's best cell (largest over layers vs the control's "
-        "largest; N2D, entity swap; mean over runs of each run's difference)"
+    rome = (  # (claim, key, the key it is compared with, unit of the difference)
+        (
+            "Causal tracing as in ROME: the MLP outputs at A's last token restore the forward "
+            "fact beyond the wrong-source control's best cell (largest over layers vs the "
+            "control's largest; N2D, entity swap; mean over runs of each run's difference)",
+            "forward_entity_last_mlp_out_max",
+            "forward_control_best_restoration",
+            "",
+        ),
+        (
+            "Severed path as in ROME: freezing the MLPs at A's last token at their corrupted "
+            "values lowers what patching A's residual stream there restores (largest over "
+            "layers, without minus with the MLPs frozen; mean over runs of each run's "
+            "difference)",
+            "forward_severed_none_max",
+            "forward_severed_mlp_max",
+            " of the clean-corrupted gap",
+        ),
     )
-    r2 = _per_run_difference(
-        f,
-        "patching",
-        "causal",
-        "forward_entity_last_mlp_out_max",
-        "forward_control_best_restoration",
-    )
-    if r2 is None:
-        out.append(_verdict(claim, "not measured", "needs 2 or more runs with patching"))
-    else:
-        m, lo, hi, n = r2
-        ev = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] (n={n} runs)"
-        out.append(_verdict(claim, _positive(lo, hi), ev))
-    claim = (
-        "Severed path as in ROME: freezing the MLPs at A's last token at their corrupted values "
-        "lowers what patching A's residual stream there restores (largest over layers, without "
-        "minus with the MLPs frozen; mean over runs of each run's difference)"
-    )
-    r3 = _per_run_difference(
-        f, "patching", "causal", "forward_severed_none_max", "forward_severed_mlp_max"
-    )
-    if r3 is None:
-        out.append(_verdict(claim, "not measured", "needs 2 or more runs with patching"))
-    else:
-        m, lo, hi, n = r3
-        ev = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] of the clean-corrupted gap (n={n} runs)"
+    for claim, key, control, unit in rome:
+        r = _per_run_difference(f, "patching", "causal", key, control)
+        if r is None:
+            out.append(_verdict(claim, "not measured", "needs 2 or more runs with patching"))
+            continue
+        m, lo, hi, n = r
+        ev = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]{unit} (n={n} runs)"
         out.append(_verdict(claim, _positive(lo, hi), ev))
     claim = (
         "Entity-preserving reverse training answers N2D facts reversed more often than the "
