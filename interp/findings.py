@@ -331,6 +331,16 @@ def predictions(f: dict[str, Any]) -> list[dict[str, str]]:
         out.append(_verdict(claim, "not measured", ""))
     else:
         out.append(_verdict(claim, _above(r, c), f"{r['text']} vs {c['text']}"))
+    claim = (
+        "Keeping entities whole matters (Golovneva et al. 2024): entity-preserving reverse "
+        "training answers N2D facts reversed more often than token-level reverse training "
+        "(exact match, training templates)"
+    )
+    t = _get(f, "behaviour.reverse_token.exact_match.n2d_reverse_train")
+    if r is None or t is None or r["low"] is None or t["high"] is None:
+        out.append(_verdict(claim, "not measured", ""))
+    else:
+        out.append(_verdict(claim, _above(r, t), f"{r['text']} vs {t['text']}"))
     return out
 
 
