@@ -143,7 +143,7 @@ def test_render_quotes_only_what_the_findings_hold(tmp_path):
     plan = make_plan("tiny")
     f = F.collect({"causal": [_fake_run(tmp_path / "c0", "causal", 0, 0.0, 0.0)]}, plan)
     text = F.render(f, "N2D reversed {{behaviour.causal.exact_match.n2d_reverse_train}}.")
-    assert re.fullmatch(r"N2D reversed 0\.0% \[0\.0, \d+\.\d\] \(1 runs, 12 people\)\.", text), text
+    assert re.fullmatch(r"N2D reversed 0\.0% \[0\.0, \d+\.\d\] \(1 run, 12 people\)\.", text), text
     with pytest.raises(UserError, match="behaviour.bico.exact_match"):
         F.render(f, "{{behaviour.bico.exact_match.n2d_reverse_train}}")
     lenient = F.render(f, "{{behaviour.bico.exact_match.n2d_reverse_train}}", strict=False)
