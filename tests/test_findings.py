@@ -116,8 +116,8 @@ def test_findings_state_the_curse_and_a_failed_prediction(tmp_path):
     json.dumps(f, allow_nan=False)  # strict JSON
     v = [p["verdict"] for p in f["predictions"]]
     # n2d/d2n not answered reversed, no log-prob preference, Both positive, update forward only;
-    # patching and the mitigation are not in this study
-    assert v == ["held"] * 7 + ["not measured"] * 3, json.dumps(f["predictions"], indent=1)
+    # patching (2) and the mitigations (entity vs causal, entity vs token) are not in this study
+    assert v == ["held"] * 7 + ["not measured"] * 4, json.dumps(f["predictions"], indent=1)
     rev = f["behaviour"]["causal"]["reversed"]["n2d_train"]
     assert rev["null"] and "covers 0" in rev["claim"] and "exclude effects beyond" in rev["claim"]
     assert rev["bound"] == pytest.approx(max(abs(rev["low"]), abs(rev["high"])))
