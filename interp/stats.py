@@ -232,9 +232,13 @@ class RunsInterval:
 
     def fmt(self, digits: int = 3) -> str:
         """'0.930 [0.880, 0.960] (n=3)', '0.930 (1 run)', '1.000 (all 3 runs)'; a dagger marks
-        an interval truncated to the range."""
+        an interval truncated to the range. An interval narrower than `digits` shows gets more
+        digits ('1.0000 [0.9997, 1.0000]'), never a '[1.000, 1.000]' that reads as no spread."""
         if self.n == 0:
             return "n/a"
+        if self.low is not None and self.high is not None:
+            while f"{self.low:.{digits}f}" == f"{self.high:.{digits}f}" and digits < 8:
+                digits += 1
         m = f"{self.mean:.{digits}f}"
         if self.method == "single":
             return f"{m} (1 run)"

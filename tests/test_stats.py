@@ -232,6 +232,9 @@ def test_runs_interval_on_known_inputs():
     assert r.method == "t-truncated" and r.low == 0.0, r
     assert r.high == pytest.approx(_t([0.0, 0.01, 0.02])[1]), r
     assert r.fmt() == f"0.010 [0.000, {r.high:.3f}]\u2020 (n=3)", r.fmt()
+    # an interval narrower than the digits shows gets more digits, never "[1.000, 1.000]"
+    r = stats.runs_interval([1.0, 0.99985, 1.0], stats.UNIT)
+    assert r.fmt() == "1.0000 [0.9997, 1.0000]\u2020 (n=3)", r.fmt()
     # no spread, one run, no run: no interval
     assert stats.runs_interval([1.0, 1.0, 1.0], stats.UNIT).fmt() == "1.000 (all 3 runs)"
     assert stats.runs_interval([0.667] * 3, stats.UNIT).fmt(2) == "0.67 (all 3 runs)"
