@@ -141,8 +141,13 @@ def _over_runs(values: list[float], key: str) -> dict[str, Any]:
         }
     r = runs_interval(values, value_range(key))
     text = r.fmt(digits=2)
-    if r.method not in ("single", "constant"):
-        text = text.replace(f"(n={r.n})", f"(n={r.n} runs)")
+    if r.method not in ("single", "constant"):  # the README has no legend for the dagger
+        why = (
+            ", a run on the range's bound: t-interval truncated"
+            if r.method == "t-truncated"
+            else ""
+        )
+        text = text.replace("\u2020", "").replace(f"(n={r.n})", f"(n={r.n} runs{why})")
     return {
         "per_run": values,
         "estimate": _finite(r.mean),

@@ -126,6 +126,11 @@ def test_report_intervals_stay_in_their_ranges(tmp_path, monkeypatch):
                 if not r.low <= node["low"] <= node["estimate"] <= node["high"] <= r.high:
                     bad.append(f"{name}.{obj}.{key}: {node['text']} (range {r})")
     assert not bad, "findings intervals outside their ranges:\n" + "\n".join(bad)
+    texts = [
+        n["text"] for po in f["instruments"].values() for ks in po.values() for n in ks.values()
+    ]
+    assert any("t-interval truncated" in t for t in texts), texts
+    assert not any("\u2020" in t for t in texts), texts  # the README has no legend for it
     # the scan itself catches an impossible interval
     assert out_of_range_intervals("| positive_control_val_loss_best | 0.004 [-0.002, 0.01] (n=3) |")
     assert out_of_range_intervals("| accuracy_mixed | 0.667 [0.667, 0.667] (n=3) |")
