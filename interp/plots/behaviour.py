@@ -60,7 +60,8 @@ def plot_exact_match(
     n = len(ms)
     fig.suptitle(
         title
-        or f"Exact match by subset and direction (mean, 95% CI over {n} seed(s); dots = seeds)"
+        or f"Exact match by subset and direction (mean, 95% interval inside [0, 100]% over {n} "
+        "run(s); dots = runs)"
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return finish(fig, out)

@@ -119,7 +119,8 @@ def plot_comparison(groups: dict[str, list[Path]], out: str | Path | None = None
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(
-        "Objectives compared (mean, 95% CI over seeds; dots = seeds; hatched = controls)",
+        "Objectives compared (mean over runs, 95% interval inside each number's range; "
+        "dots = runs; hatched = controls)",
         fontsize=10,
     )
     fig.tight_layout()
