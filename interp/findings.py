@@ -8,8 +8,9 @@ collects, from the runs' saved results only,
   hierarchical interval, bounded to [0, 100]%) and the reversed log-probability test per subset
   x template kind (study-level difference with its hierarchical interval, Fisher-combined p, the
   bound a null supports, and a one-line `claim` saying what the numbers show and no more);
-- every instrument's declared `HEADLINES` per objective: mean and Student-t 95% interval over
-  runs with n, p-values listed per run and Fisher-combined, never averaged;
+- every instrument's declared `HEADLINES` per objective: mean and 95% interval over runs inside
+  the number's declared range (`interp.stats.runs_interval`) with n, p-values listed per run
+  and Fisher-combined, never averaged;
 - the hypothesis's predictions, each with a verdict computed from those numbers ("held",
   "failed" or "not measured") and the evidence, so a failed prediction is said, not hidden;
 - provenance: a SHA-256 of the study's run configs, instruments and options (`study_sha256`),
@@ -36,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from interp.errors import UserError
-from interp.stats import Estimate, combine_pvalues, fmt_pvalues, mean_ci
+from interp.stats import (
+    Estimate,
+    combine_pvalues,
+    fmt_pvalues,
+    is_pvalue,
+    mean_ci,
+    runs_interval,
+    value_range,
+)
 
 PACKAGE = Path(__file__).resolve().parent
 TEMPLATE = PACKAGE / "findings_template.md"
@@ -120,23 +129,32 @@ def _estimate(e: Estimate, text: str) -> dict[str, Any]:
     }
 
 
-def _over_runs(values: list[float], is_p: bool) -> dict[str, Any]:
-    """One headline number over runs: mean [t-interval] (n runs), or p-values listed and
-    Fisher-combined."""
-    if is_p:
+def _over_runs(values: list[float], key: str) -> dict[str, Any]:
+    """One headline number over runs: mean [95% interval inside the number's declared range]
+    (n runs), by `interp.stats.runs_interval` (no interval for 1 run or identical runs), or,
+    for a p-value, the per-run p-values listed and Fisher-combined."""
+    if is_pvalue(key):
         return {
             "per_run": values,
             "combined_fisher": _finite(combine_pvalues(values)),
             "text": fmt_pvalues(values),
         }
-    m, lo, hi, n = mean_ci(values)
-    text = f"{m:.2f} (1 run)" if n == 1 else f"{m:.2f} [{lo:.2f}, {hi:.2f}] (n={n} runs)"
+    r = runs_interval(values, value_range(key))
+    text = r.fmt(digits=2)
+    if r.method not in ("single", "constant"):  # the README has no legend for the dagger
+        why = (
+            ", a run on the range's bound: t-interval truncated"
+            if r.method == "t-truncated"
+            else ""
+        )
+        text = text.replace("\u2020", "").replace(f"(n={r.n})", f"(n={r.n} runs{why})")
     return {
         "per_run": values,
-        "estimate": _finite(m),
-        "low": _finite(lo) if n > 1 else None,
-        "high": _finite(hi) if n > 1 else None,
-        "n_runs": n,
+        "estimate": _finite(r.mean),
+        "low": _finite(r.low) if r.low is not None else None,
+        "high": _finite(r.high) if r.high is not None else None,
+        "interval": r.method,
+        "n_runs": r.n,
         "text": text,
     }
 
@@ -187,7 +205,7 @@ def instrument_findings(groups: dict[str, list[Path]]) -> dict[str, Any]:
                 vals = [float(s[k]) for s in sums if isinstance(s.get(k), int | float)]
                 vals = [v for v in vals if math.isfinite(v)]
                 if vals:
-                    keys[k] = _over_runs(vals, k.endswith("_p") or k.endswith("pvalue"))
+                    keys[k] = _over_runs(vals, k)
             per_obj[o] = keys
         if per_obj:
             out[name] = per_obj

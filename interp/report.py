@@ -2,9 +2,10 @@
 
 Reads only what the runs saved (metrics.json, analysis/*.json); draws each instrument's figure
 with its own plot function; writes `report.md` and a self-contained `report.html` (figures
-inline as base64 PNG). Every number is a mean over seeds with its Student-t 95% interval and n,
-and each instrument's table lists its controls beside its headline numbers, because the
-instruments put both in their `summary`. Each instrument's table lists the numbers its module
+inline as base64 PNG). Every instrument number is a mean over runs with its 95% interval inside
+the number's declared range (`interp.stats.runs_interval`) and n, and each instrument's table
+lists its controls beside its headline numbers, because the instruments put both in their
+`summary`. Each instrument's table lists the numbers its module
 declares as `HEADLINES` (the registry in `interp.analysis`); the rest stay in the JSON. The
 behaviour section (`behaviour_section`) follows `interp.stats`'s rules instead: people nested in
 runs, bounded rates, per-run tests, Fisher-combined p-values, Holm over a declared family, nulls
@@ -39,10 +40,11 @@ from interp.stats import (
     bound_of_interval,
     combine_pvalues,
     equivalence_bound,
-    fmt_ci,
     fmt_pvalues,
+    fmt_runs,
     hierarchical_bootstrap,
     holm,
+    is_pvalue,
     paired_test,
     rate_estimate,
 )
@@ -86,6 +88,16 @@ CAPTIONS: dict[str, str] = {
     "dynamics": "Training dynamics: exact match, probes and lens over checkpoints.",
     "selective": "Selective prediction: accuracy-coverage curves per confidence score.",
 }
+
+
+RUNS_RULE = (
+    "Instrument tables: mean over runs [95% interval] (n runs), the interval inside the "
+    "number's declared range (interp.stats.RANGES): a t-interval on the logit scale for "
+    "numbers in [0, 1] (and [-1, 1]), on the log scale for numbers bounded on one side, a plain "
+    "t-interval for unbounded ones; \u2020 marks a t-interval truncated to the range because a "
+    "run sits on its bound; no interval where there is 1 run or every run has the same value; "
+    "p-values listed per run with Fisher's combination."
+)
 
 
 def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
@@ -288,7 +300,7 @@ def behaviour_section(groups: dict[str, list[Path]]) -> list[str]:
                 )
                 null = f"interval covers 0: excludes effects beyond +-{c.bound:.3f} nats{share}"
             table.append(
-                [f"**{s} ({k})**", f"study ({h.n_runs} runs, {h.n_items} people)", str(h.n_items),
+                [f"**{s} ({k})**", f"study ({h.fmt_n('people')})", str(h.n_items),
                  f"{h.estimate:+.3f} [{h.low:+.3f}, {h.high:+.3f}]",
                  f"Fisher {c.fisher_p:.3g}", "", null or "(effect: interval excludes 0)"]
             )  # fmt: skip
@@ -326,8 +338,10 @@ def summary_rows(
     groups: dict[str, list[Path]], instrument: str, keys: Sequence[str] | None = None
 ) -> list[list[str]]:
     """One row per summary number in `keys` (default: every number any run has), one cell per
-    objective: mean [95% interval over seeds] (n); a p-value (a key ending in `_p`) is listed per
-    seed instead, never averaged or given an interval. No rows if no run has the result."""
+    objective: mean [95% interval over runs, inside the number's declared range] (n runs), by
+    `interp.stats.runs_interval`; a p-value (`interp.stats.is_pvalue`) is listed per run and
+    Fisher-combined instead, never averaged or given an interval. No rows if no run has the
+    result."""
     per_obj = {o: _summaries(rs, instrument) for o, rs in groups.items()}
     if not any(per_obj.values()):
         return []
@@ -343,11 +357,11 @@ def summary_rows(
             vals = [float(s[k]) for s in sums if isinstance(s.get(k), int | float)]
             if not vals:
                 cells.append("n/a")
-            elif k.endswith("_p") or k.endswith("pvalue"):  # listed and combined, not averaged
+            elif is_pvalue(k):  # listed and combined, not averaged
                 cells.append(fmt_pvalues(vals))
             else:
-                cells.append(fmt_ci(vals, digits=3))
-        rows.append([f"{k}, per seed" if k.endswith("_p") or k.endswith("pvalue") else k, *cells])
+                cells.append(fmt_runs(vals, k))
+        rows.append([f"{k}, per run" if is_pvalue(k) else k, *cells])
     return rows
 
 
@@ -480,7 +494,7 @@ def write_report(
     objectives = list(groups)
     fig_dir = out / "figures"
     drawn = draw_figures(groups, fig_dir, jobs=jobs)
-    header = ["", *[f"{o} (n={len(groups[o])})" for o in objectives]]
+    header = ["", *objectives]  # each cell states its own n: instruments run on some runs only
     findings = write_findings(out, groups, plan)  # OUT/findings.json, findings.md
     md = [
         "# Reversal-curse study report",
@@ -488,7 +502,7 @@ def write_report(
         provenance_line(findings["provenance"]),
         "",
         f"Runs: {len(run_dirs)} ({', '.join(objectives)} x seeds {list(plan.seeds)}), "
-        f"run preset `{plan.run_preset}`. Every cell: mean [95% interval over seeds] (n seeds). "
+        f"run preset `{plan.run_preset}`. {RUNS_RULE} "
         f"Study wall time this invocation: {wall_seconds:.0f} s.",
         "",
         "## Behaviour: exact match and the reversed log-probability test",

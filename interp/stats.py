@@ -39,14 +39,38 @@ of a run, and its interval must carry both. The choices, and why:
 - **Multiplicity**: the headline claims form a declared family, corrected by **Holm's step-down**
   procedure (Holm 1979), which controls the family-wise error rate under any dependence and is
   uniformly more powerful than Bonferroni.
+- **Every summary number has a declared range**, and its interval over runs stays in it
+  (`runs_interval`). The range comes from the number's key by one table, `RANGES` (first
+  matching pattern wins; `value_range`): accuracies, rates, AUROC/AUACC, probe accuracies,
+  shares in [0, 1]; cosines and probe selectivities in [-1, 1]; losses, KL, norms and counts
+  in [0, inf); ranks (1-based) in [1, inf); log-probabilities in (-inf, 0]; unbounded:
+  log-prob differences, logits and logit differences, restored fractions (patching can
+  overshoot 1 or undershoot 0), alignments, projections, attributions and ratios. The interval
+  over runs is then, by case:
+  - 1 run: the value, no interval ("0.93 (1 run)");
+  - every run the same value (e.g. every AUROC 1.0, every rank 1): the value, no interval
+    ("1.000 (all 3 runs)"): there is no spread to estimate a width from, and a zero-width
+    interval would claim certainty;
+  - unbounded: the Student-t interval of the mean;
+  - bounded, every value strictly inside the range: the Student-t interval on a scale where the
+    range is the whole line, mapped back: the logit of (x - a) / (b - a) for [a, b] (the
+    Fisher z for cosines, up to a factor), log(x - a) for [a, inf), log(b - x) for (-inf, b].
+    The point stays the arithmetic mean of the runs; where it falls outside the mapped-back
+    interval (Jensen's gap, only for very skewed runs) the interval is widened to contain it;
+  - bounded, some run exactly on a bound (the transform is infinite there): the Student-t
+    interval on the original scale truncated to the range, marked with a dagger. The true mean
+    lies in the range, so truncating never drops it: the coverage is that of the t-interval.
+  Rates with a known count of items (exact match) get Wilson and the hierarchical bootstrap
+  instead (`rate_estimate`); the summaries do not store their item counts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -86,6 +110,184 @@ def fmt_ci(values: Values, pct: bool = False, digits: int = 2) -> str:
     if n == 1:
         return f"{m:.{digits}f} (n=1)"
     return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={n})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranges and bounded intervals over runs
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a summary number can take: [low, high], either end possibly infinite."""
+
+    low: float = -math.inf
+    high: float = math.inf
+
+    @property
+    def bounded(self) -> bool:
+        return math.isfinite(self.low) or math.isfinite(self.high)
+
+    def __contains__(self, x: float) -> bool:
+        return self.low <= x <= self.high
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.low == -math.inf else f"{self.low:g}"
+        hi = "inf" if self.high == math.inf else f"{self.high:g}"
+        return f"[{lo}, {hi}]"
+
+    def to_line(self, x: np.ndarray) -> np.ndarray:
+        """Map values strictly inside the range onto the real line (logit or log)."""
+        a, b = self.low, self.high
+        if math.isfinite(a) and math.isfinite(b):
+            u = (x - a) / (b - a)
+            return np.log(u) - np.log1p(-u)
+        if math.isfinite(a):
+            return np.log(x - a)
+        if math.isfinite(b):
+            return np.log(b - x)
+        return x
+
+    def from_line(self, z: float) -> float:
+        """The inverse of `to_line` (monotone increasing except for (-inf, b], decreasing)."""
+        a, b = self.low, self.high
+        if math.isfinite(a) and math.isfinite(b):
+            return a + (b - a) * float(1 / (1 + np.exp(-z)))
+        if math.isfinite(a):
+            return a + float(np.exp(z))
+        if math.isfinite(b):
+            return b - float(np.exp(z))
+        return z
+
+
+REAL = Range()
+UNIT = Range(0.0, 1.0)
+SIGNED_UNIT = Range(-1.0, 1.0)
+NONNEGATIVE = Range(0.0, math.inf)
+RANK = Range(1.0, math.inf)
+LOGPROB = Range(-math.inf, 0.0)
+
+# (pattern searched in the key, its range, why). First match wins, so the specific patterns
+# come before the general ones ("loss_minus_ln2" before "loss"; "delta_logp" before "logp";
+# "auroc_probe" before "probe"). A key `<base>_low` / `<base>_high` (a within-run interval's
+# ends) has the range of `<base>`.
+RANGES: tuple[tuple[str, Range, str], ...] = (
+    (r"(_p|pvalue)$", UNIT, "a p-value (listed per run and combined, never given an interval)"),
+    (r"loss_minus", REAL, "a loss minus a constant (ln 2): either sign"),
+    (r"(^|_)loss(_|$)", NONNEGATIVE, "a cross-entropy loss"),
+    (r"^kl_", NONNEGATIVE, "a KL divergence"),
+    (r"(^|_)rank(_|$)", RANK, "a 1-based rank in the vocabulary"),
+    (r"(^|_)cos(_|$)", SIGNED_UNIT, "a cosine"),
+    (r"^selectivity_", SIGNED_UNIT, "a probe accuracy minus its control's"),
+    (r"(^|_)(auroc|auacc)(_|$)", UNIT, "an area under a ROC or accuracy-coverage curve"),
+    (r"^(accuracy|em)_", UNIT, "an accuracy or exact-match rate"),
+    (r"^(probe|control_rand(label|init))_", UNIT, "a probe's accuracy"),
+    (r"^chance_", UNIT, "a probe's chance accuracy"),
+    (r"norm_sq_share", UNIT, "a share of the squared update norm"),
+    (r"^alpha$", UNIT, "ASPIRE's mixing weight"),
+    (r"(^|_)dh_rel_", NONNEGATIVE, "|Delta h| / |h|"),
+    (r"bound_pct", NONNEGATIVE, "a bound on |effect|, in % of another"),
+    (r"update_norm", NONNEGATIVE, "a parameter-update norm"),
+    (r"(^n_|_layer$|^last_step$)", NONNEGATIVE, "a count or an index"),
+    (r"delta_logp|dlogit|specific_forward_minus", REAL, "a change or difference of log-probs"),
+    (r"(^|_)(logp|logprob)(_|$)", LOGPROB, "a log-probability"),
+    (r"restoration|severed|(resid_pre|attn_out|mlp_out|control)_(best|max)$", REAL,
+     "a restored fraction: patching can overshoot 1 or undershoot 0"),
+    (r"clean_minus_corrupt|(^|_)(clean|corrupted)$", REAL, "a logit difference"),
+    (r"(^|_)(align|proj|attribution)_", REAL, "a dot product, projection or attribution"),
+    (r"_over_", REAL, "a ratio of signed quantities"),
+)  # fmt: skip
+
+
+def declared_range(key: str) -> tuple[Range, str] | None:
+    """(range, why) of the first `RANGES` pattern that `key` matches, or None."""
+    base = re.sub(r"_(low|high)$", "", key)
+    for pattern, rng, why in RANGES:
+        if re.search(pattern, base):
+            return rng, why
+    return None
+
+
+def value_range(key: str) -> Range:
+    """The declared range of summary number `key`; unbounded where no pattern declares one (the
+    tests check that every headline number is declared)."""
+    found = declared_range(key)
+    return found[0] if found else REAL
+
+
+def is_pvalue(key: str) -> bool:
+    """A summary key that holds a p-value: listed per run and combined, never averaged."""
+    return re.search(r"(_p|pvalue)$", key) is not None
+
+
+@dataclass(frozen=True)
+class RunsInterval:
+    """A summary number over runs: the mean, and its 95% interval inside the number's range."""
+
+    mean: float
+    low: float | None  # None: no interval (one run, or every run the same value)
+    high: float | None
+    n: int  # runs
+    method: str  # "none", "single", "constant", "t", "t-transformed" or "t-truncated"
+    range: Range = field(default=REAL)
+
+    def fmt(self, digits: int = 3) -> str:
+        """'0.930 [0.880, 0.960] (n=3)', '0.930 (1 run)', '1.000 (all 3 runs)'; a dagger marks
+        an interval truncated to the range. An interval narrower than `digits` shows gets more
+        digits ('1.0000 [0.9997, 1.0000]'), never a '[1.000, 1.000]' that reads as no spread."""
+        if self.n == 0:
+            return "n/a"
+        if self.low is not None and self.high is not None:
+            while f"{self.low:.{digits}f}" == f"{self.high:.{digits}f}" and digits < 8:
+                digits += 1
+        m = f"{self.mean:.{digits}f}"
+        if self.method == "single":
+            return f"{m} (1 run)"
+        if self.method == "constant":
+            return f"{m} (all {self.n} runs)"
+        mark = "†" if self.method == "t-truncated" else ""
+        return f"{m} [{self.low:.{digits}f}, {self.high:.{digits}f}]{mark} (n={self.n})"
+
+
+def runs_interval(values: Values, rng: Range = REAL, level: float = 0.95) -> RunsInterval:
+    """The mean over runs of a summary number with its interval inside `rng` (the rule in the
+    module docstring). NaNs are dropped; a value outside `rng` is a bug upstream and raises."""
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    n = len(v)
+    if n == 0:
+        return RunsInterval(float("nan"), None, None, 0, "none", rng)
+    bad = v[(v < rng.low) | (v > rng.high)]
+    if len(bad):
+        raise ValueError(f"values {bad.tolist()} lie outside their declared range {rng}")
+    m = float(v.mean())
+    if n == 1:
+        return RunsInterval(m, None, None, 1, "single", rng)
+    if np.ptp(v) == 0:
+        return RunsInterval(m, None, None, n, "constant", rng)
+    if not rng.bounded:
+        _, lo, hi, _ = mean_ci(v, level)
+        return RunsInterval(m, lo, hi, n, "t", rng)
+    if np.all((v > rng.low) & (v < rng.high)):
+        _, zlo, zhi, _ = mean_ci(rng.to_line(v), level)
+        ends = sorted((rng.from_line(zlo), rng.from_line(zhi)))
+        lo, hi = min(ends[0], m), max(ends[1], m)
+        # keep float round-off at extreme logits from leaving the range
+        return RunsInterval(m, max(lo, rng.low), min(hi, rng.high), n, "t-transformed", rng)
+    _, lo, hi, _ = mean_ci(v, level)
+    return RunsInterval(m, max(lo, rng.low), min(hi, rng.high), n, "t-truncated", rng)
+
+
+def bounded_mean_ci(values: Values, rng: Range) -> tuple[float, float, float]:
+    """(mean, low, high) of `runs_interval` for a figure's error bar; low = high = mean where it
+    gives no interval (one run, identical runs), nan for no value."""
+    r = runs_interval(values, rng)
+    if r.low is None or r.high is None:
+        return r.mean, r.mean, r.mean
+    return r.mean, r.low, r.high
+
+
+def fmt_runs(values: Values, key: str, digits: int = 3) -> str:
+    """A summary number `key` over runs, formatted by `runs_interval` in its declared range."""
+    return runs_interval(values, value_range(key)).fmt(digits)
 
 
 def mean_ci_axis(
@@ -168,8 +370,12 @@ class Estimate:
         d = 1 if pct else digits
         return (
             f"{s * self.estimate:.{d}f}{u} [{s * self.low:.{d}f}, {s * self.high:.{d}f}] "
-            f"({self.n_runs} runs, {self.n_items} {items})"
+            f"({self.fmt_n(items)})"
         )
+
+    def fmt_n(self, items: str = "items") -> str:
+        """'3 runs, 300 people' (or '1 run, ...')."""
+        return f"{self.n_runs} run{'' if self.n_runs == 1 else 's'}, {self.n_items} {items}"
 
 
 def hierarchical_bootstrap(
@@ -204,6 +410,31 @@ def hierarchical_bootstrap(
         )
     lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2])
     return Estimate(est, float(lo), float(hi), len(runs), n_items)
+
+
+def hierarchical_bootstrap_axis(
+    groups: Sequence[np.ndarray], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(estimate, low, high) elementwise for per-run arrays `groups[r]` of shape [items, ...]
+    (e.g. one curve over layers per fact): the mean over runs of each run's mean over items,
+    and the percentile interval of the same two-stage bootstrap as `hierarchical_bootstrap`
+    (runs with replacement, then items with replacement within each drawn run). For a figure's
+    curves and bars over the items of several runs; with one run it is a bootstrap over items.
+    """
+    runs = [np.asarray(g, dtype=float) for g in groups]
+    runs = [g for g in runs if len(g)]
+    if not runs:
+        raise ValueError("hierarchical_bootstrap_axis needs at least one run with items")
+    est = np.mean([g.mean(0) for g in runs], axis=0)
+    rng = np.random.default_rng(seed)
+    reps = np.empty((n_boot, *est.shape))
+    for b in range(n_boot):
+        picked = rng.integers(0, len(runs), size=len(runs))
+        reps[b] = np.mean(
+            [runs[r][rng.integers(0, len(runs[r]), len(runs[r]))].mean(0) for r in picked], axis=0
+        )
+    lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2], axis=0)
+    return est, lo, hi
 
 
 def rate_estimate(groups: Sequence[Values], *, seed: int = 0, level: float = 0.95) -> Estimate:

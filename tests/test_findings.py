@@ -116,8 +116,8 @@ def test_findings_state_the_curse_and_a_failed_prediction(tmp_path):
     json.dumps(f, allow_nan=False)  # strict JSON
     v = [p["verdict"] for p in f["predictions"]]
     # n2d/d2n not answered reversed, no log-prob preference, Both positive, update forward only;
-    # patching and the mitigation are not in this study
-    assert v == ["held"] * 7 + ["not measured"] * 3, json.dumps(f["predictions"], indent=1)
+    # patching (2) and the mitigations (entity vs causal, entity vs token) are not in this study
+    assert v == ["held"] * 7 + ["not measured"] * 4, json.dumps(f["predictions"], indent=1)
     rev = f["behaviour"]["causal"]["reversed"]["n2d_train"]
     assert rev["null"] and "covers 0" in rev["claim"] and "exclude effects beyond" in rev["claim"]
     assert rev["bound"] == pytest.approx(max(abs(rev["low"]), abs(rev["high"])))
@@ -143,7 +143,7 @@ def test_render_quotes_only_what_the_findings_hold(tmp_path):
     plan = make_plan("tiny")
     f = F.collect({"causal": [_fake_run(tmp_path / "c0", "causal", 0, 0.0, 0.0)]}, plan)
     text = F.render(f, "N2D reversed {{behaviour.causal.exact_match.n2d_reverse_train}}.")
-    assert re.fullmatch(r"N2D reversed 0\.0% \[0\.0, \d+\.\d\] \(1 runs, 12 people\)\.", text), text
+    assert re.fullmatch(r"N2D reversed 0\.0% \[0\.0, \d+\.\d\] \(1 run, 12 people\)\.", text), text
     with pytest.raises(UserError, match="behaviour.bico.exact_match"):
         F.render(f, "{{behaviour.bico.exact_match.n2d_reverse_train}}")
     lenient = F.render(f, "{{behaviour.bico.exact_match.n2d_reverse_train}}", strict=False)

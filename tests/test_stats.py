@@ -123,3 +123,153 @@ def test_hierarchical_interval_on_rates_is_bounded():
     assert 0.05 < rate.high < 0.09, rate  # 0 of 48: [0, 7.4]%
     mixed = stats.rate_estimate([h.astype(float) for h in hits], seed=3)
     assert mixed.low <= est.low and mixed.high >= est.high and 0 <= mixed.low <= mixed.high <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Declared ranges and bounded intervals over runs
+
+# Written by hand from what each number is, not from stats.RANGES: the table must agree.
+KNOWN_RANGES = {
+    "accuracy_mixed": (0, 1),
+    "auroc_likelihood_mixed": (0, 1),
+    "auacc_aspire_reverse_low": (0, 1),
+    "positive_control_auroc_test": (0, 1),
+    "em_n2d_reverse_final": (0, 1),
+    "probe_a_to_b_n2d_best": (0, 1),
+    "control_randlabel_b_to_a_both_best": (0, 1),
+    "control_randinit_a_to_b_d2n_best_step0": (0, 1),
+    "chance_a_to_b_n2d": (0, 1),
+    "norm_sq_share_L0.attn": (0, 1),
+    "delta_logp_forward_p": (0, 1),
+    "align_forward_first_cos_mean": (-1, 1),
+    "both_all_cos_reverse_first_mean": (-1, 1),
+    "selectivity_a_to_b_n2d": (-1, 1),
+    "positive_control_val_loss_best": (0, math.inf),
+    "self_eval_val_loss_best": (0, math.inf),
+    "update_loss_before_mean": (0, math.inf),
+    "kl_tuned_heldout_mean": (0, math.inf),
+    "dh_rel_a_mean": (0, math.inf),
+    "reverse_first_bound_pct_of_forward": (0, math.inf),
+    "n_checkpoints": (0, math.inf),
+    "forward_best_layer": (0, math.inf),
+    "final_pos_rank_last_layer_all_same": (1, math.inf),
+    "control_random_init_final_pos_rank_last_layer_all_reverse": (1, math.inf),
+    "final_pos_logprob_last_layer_n2d_same": (-math.inf, 0),
+    "logp_forward_before_mean": (-math.inf, 0),
+    # unbounded: log-prob differences, logits, restored fractions, alignments, ratios
+    "self_eval_val_loss_minus_ln2": (-math.inf, math.inf),
+    "delta_logp_reverse_mean": (-math.inf, math.inf),
+    "specific_forward_minus_reverse_mean": (-math.inf, math.inf),
+    "forward_clean_minus_corrupt": (-math.inf, math.inf),
+    "forward_corrupted": (-math.inf, math.inf),
+    "forward_best_restoration": (-math.inf, math.inf),
+    "forward_control_best_restoration": (-math.inf, math.inf),
+    "forward_entity_last_mlp_out_max": (-math.inf, math.inf),
+    "forward_entity_last_mlp_out_max_low": (-math.inf, math.inf),
+    "forward_severed_mlp_max": (-math.inf, math.inf),
+    "n2d_forward_swap_control_best": (-math.inf, math.inf),
+    "align_reverse_first_mean": (-math.inf, math.inf),
+    "proj_a_to_b_mean": (-math.inf, math.inf),
+    "top_group_attribution_fraction_forward": (-math.inf, math.inf),
+    "first_order_over_measured_forward": (-math.inf, math.inf),
+}
+
+
+def test_declared_ranges_of_known_numbers():
+    wrong = {
+        k: (str(stats.value_range(k)), want)
+        for k, want in KNOWN_RANGES.items()
+        if (stats.value_range(k).low, stats.value_range(k).high) != want
+        or stats.declared_range(k) is None
+    }
+    assert not wrong, f"key: (declared, expected): {wrong}"
+    assert stats.is_pvalue("delta_logp_forward_wilcoxon_p") and not stats.is_pvalue("n_people")
+
+
+def test_every_headline_number_has_a_declared_range():
+    from interp.analysis import INSTRUMENTS
+
+    missing = [
+        k for ins in INSTRUMENTS.values() for k in ins.headlines if not stats.declared_range(k)
+    ]
+    assert not missing, f"headline numbers with no range in stats.RANGES: {missing}"
+
+
+def _t(values: list[float]) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    return sps.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=sps.sem(v))
+
+
+def test_runs_interval_on_known_inputs():
+    from scipy.special import expit, logit
+
+    # [0, 1], inside: the t-interval of the logits, mapped back; the point is the plain mean
+    v = [0.2, 0.3, 0.4]
+    r = stats.runs_interval(v, stats.UNIT)
+    lo, hi = _t(list(logit(v)))
+    assert r.method == "t-transformed" and r.mean == pytest.approx(0.3), r
+    assert (r.low, r.high) == pytest.approx((expit(lo), expit(hi))), (r, expit(lo), expit(hi))
+    # [-1, 1]: the same on (x + 1) / 2 (Fisher's z up to a factor)
+    r = stats.runs_interval([0.5, 0.6, 0.55], stats.SIGNED_UNIT)
+    lo, hi = _t(list(np.arctanh([0.5, 0.6, 0.55])))
+    assert (r.low, r.high) == pytest.approx((np.tanh(lo), np.tanh(hi))), r
+    # [0, inf): the t-interval of the logs: 1, 2, 4 -> exp(log 2 +- t(2) * log 2 / sqrt 3)
+    r = stats.runs_interval([1.0, 2.0, 4.0], stats.NONNEGATIVE)
+    half = sps.t.ppf(0.975, 2) * math.log(2) / math.sqrt(3)
+    assert (r.low, r.high) == pytest.approx((2 * math.exp(-half), 2 * math.exp(half))), r
+    # a loss near 0: the plain t-interval goes below 0, this one cannot
+    loss = [0.0036, 0.0001, 0.009]
+    assert _t(loss)[0] < 0 and stats.runs_interval(loss, stats.NONNEGATIVE).low > 0
+    # ranks from 1, log-probs up to 0
+    r = stats.runs_interval([2.0, 3.0, 5.0], stats.RANK)  # log(rank - 1) = log 1, 2, 4
+    assert (r.low, r.high) == pytest.approx((1 + 2 * math.exp(-half), 1 + 2 * math.exp(half))), r
+    r = stats.runs_interval([1.0, 2.0, 3.0], stats.RANK)
+    assert r.method == "t-truncated" and r.low == 1.0, r  # a run at rank 1 sits on the bound
+    r = stats.runs_interval([-0.006, -0.008, -0.001], stats.LOGPROB)
+    assert r.method == "t-transformed" and r.low < r.mean < r.high < 0, r
+    # a run exactly on a bound: the t-interval truncated to the range, marked
+    r = stats.runs_interval([0.0, 0.01, 0.02], stats.UNIT)
+    assert r.method == "t-truncated" and r.low == 0.0, r
+    assert r.high == pytest.approx(_t([0.0, 0.01, 0.02])[1]), r
+    assert r.fmt() == f"0.010 [0.000, {r.high:.3f}]\u2020 (n=3)", r.fmt()
+    # an interval narrower than the digits shows gets more digits, never "[1.000, 1.000]"
+    r = stats.runs_interval([1.0, 0.99985, 1.0], stats.UNIT)
+    assert r.fmt() == "1.0000 [0.9997, 1.0000]\u2020 (n=3)", r.fmt()
+    # no spread, one run, no run: no interval
+    assert stats.runs_interval([1.0, 1.0, 1.0], stats.UNIT).fmt() == "1.000 (all 3 runs)"
+    assert stats.runs_interval([0.667] * 3, stats.UNIT).fmt(2) == "0.67 (all 3 runs)"
+    assert stats.runs_interval([0.5], stats.UNIT).fmt() == "0.500 (1 run)"
+    assert stats.runs_interval([float("nan")], stats.UNIT).fmt() == "n/a"
+    # unbounded: the plain t-interval (restored fractions may pass 1)
+    r = stats.runs_interval([0.9, 1.05, 0.95], stats.REAL)
+    assert r.method == "t" and (r.low, r.high) == pytest.approx(_t([0.9, 1.05, 0.95])), r
+    assert r.high > 1
+    with pytest.raises(ValueError, match="outside their declared range"):
+        stats.runs_interval([0.5, 1.2], stats.UNIT)
+    assert stats.fmt_runs([0.0036, 0.0001, 0.009], "positive_control_val_loss_best").startswith(
+        "0.004 [0.000, "
+    )
+
+
+def test_runs_intervals_stay_in_range_and_contain_the_mean():
+    rng = np.random.default_rng(0)
+    bad = []
+    for r in (stats.UNIT, stats.SIGNED_UNIT, stats.NONNEGATIVE, stats.RANK, stats.LOGPROB):
+        a = r.low if math.isfinite(r.low) else r.high - 50
+        b = r.high if math.isfinite(r.high) else r.low + 50
+        for _ in range(300):
+            n = int(rng.integers(2, 6))
+            # near a bound (on it, a hair inside) or anywhere inside
+            kind = rng.integers(3)
+            if kind == 0:
+                v = a + (b - a) * rng.uniform(0, 1, n)
+            else:
+                edge = a if (kind == 1) == math.isfinite(r.low) else b
+                v = edge + np.sign((a + b) / 2 - edge) * rng.choice([0.0, 1e-9, 1e-3, 0.05], n)
+            v = np.clip(v, r.low, r.high)
+            got = stats.runs_interval(v, r)
+            if got.low is None:
+                continue
+            if not (r.low <= got.low <= got.mean <= got.high <= r.high):
+                bad.append((str(r), v.tolist(), got))
+    assert not bad, bad[:5]

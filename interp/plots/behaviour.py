@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from interp.plots import Figure, finish, plt
-from interp.stats import mean_ci
+from interp.stats import UNIT, bounded_mean_ci, fmt_pvalues
 
 SUBSET_LABEL = {"n2d": "NameToDescription", "d2n": "DescriptionToName", "both": "Both"}
 
@@ -22,7 +22,7 @@ def plot_exact_match(
     run_dirs: list[str | Path], out: str | Path | None = None, title: str = ""
 ) -> Figure:
     """Bars: exact match per subset x direction, training vs held-out templates, mean and 95% CI
-    over runs (seeds), each run a dot."""
+    over runs inside [0, 100]% (`interp.stats.runs_interval`), each run a dot."""
     ms = _metrics([Path(r) for r in run_dirs])
     subsets = list(ms[0]["exact_match"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
@@ -30,7 +30,7 @@ def plot_exact_match(
         x = np.arange(len(subsets))
         for j, (d, color) in enumerate((("same", "tab:blue"), ("reverse", "tab:red"))):
             vals = [[m["exact_match"][s][d].get(kind, np.nan) for m in ms] for s in subsets]
-            stats = [mean_ci(v) for v in vals]
+            stats = [bounded_mean_ci(v, UNIT) for v in vals]  # rates: inside [0, 1]
             means = [100 * s[0] for s in stats]
             err = np.array(
                 [[100 * (s[0] - s[1]) for s in stats], [100 * (s[2] - s[0]) for s in stats]]
@@ -60,7 +60,8 @@ def plot_exact_match(
     n = len(ms)
     fig.suptitle(
         title
-        or f"Exact match by subset and direction (mean, 95% CI over {n} seed(s); dots = seeds)"
+        or f"Exact match by subset and direction (mean, 95% interval inside [0, 100]% over {n} "
+        "run(s); dots = runs)"
     )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return finish(fig, out)
@@ -73,7 +74,8 @@ def plot_logprob_hist(
     title: str = "",
 ) -> Figure:
     """Histograms of log p(correct completion) vs log p(random same-subset completion) on
-    reversed prompts, per subset, pooled over runs; t-test and KS p-values in each panel."""
+    reversed prompts, per subset, pooled over runs (the histogram only); each run's t-test and
+    KS p-values in each panel, listed and Fisher-combined, never averaged."""
     runs = [Path(r) for r in run_dirs]
     arrays = [np.load(r / "eval_logprobs.npz") for r in runs]
     ms = _metrics(runs)
@@ -93,9 +95,9 @@ def plot_logprob_hist(
         ax.hist(cc, bins, alpha=0.55, color="tab:green", label="correct")
         ps = [m["logprob_test"][s]["reverse"][templates] for m in ms]
         ax.set_title(
-            f"{SUBSET_LABEL.get(s, s)} reversed\n"
-            f"t-test p={np.median([p['t_pvalue'] for p in ps]):.2g}, "
-            f"KS p={np.median([p['ks_pvalue'] for p in ps]):.2g} (median over runs)",
+            f"{SUBSET_LABEL.get(s, s)} reversed; p per run (Fisher-combined)\n"
+            f"t-test: {fmt_pvalues([p['t_pvalue'] for p in ps])}\n"
+            f"KS: {fmt_pvalues([p['ks_pvalue'] for p in ps])}",
             fontsize=9,
         )
         ax.set_xlabel("log p(completion | reversed prompt)")

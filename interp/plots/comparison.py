@@ -1,10 +1,11 @@
 """Objectives side by side: does the mechanistic signature move with reverse accuracy?
 
-One panel per instrument, one group of bars per objective (mean and 95% interval over seeds,
-seeds as dots): exact match in the trained order beside the reversed one (causal decoding, and
-native mode for BICO and MLM-U), the cross-entity probes (B's attribute from A alone, A's
-attribute from B alone, with the random-label control), the gradient-update test, and selective
-prediction. Reads metrics.json and analysis/*.json only.
+One panel per instrument, one group of bars per objective (mean and 95% interval over runs
+inside each number's declared range, `interp.stats.runs_interval`; runs as dots): exact match in
+the trained order beside the reversed one (causal decoding, and native mode for BICO and MLM-U),
+the cross-entity probes (B's attribute from A alone, A's attribute from B alone, with the
+random-label control), the gradient-update test, and selective prediction.
+Reads metrics.json and analysis/*.json only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from interp.plots import Figure, finish, plt
 from interp.runs import read_result
-from interp.stats import mean_ci
+from interp.stats import UNIT, bounded_mean_ci, value_range
 
 
 def _get(d: dict[str, Any], path: str) -> float | None:
@@ -93,7 +94,8 @@ def plot_comparison(groups: dict[str, list[Path]], out: str | Path | None = None
         x = np.arange(len(objectives))
         for j, (label, src, key) in enumerate(bars):
             vals = [_values(groups[o], src, key) for o in objectives]
-            stats = [mean_ci(v) for v in vals]
+            rng = UNIT if src == "metrics.json" else value_range(key)  # exact match: a rate
+            stats = [bounded_mean_ci(v, rng) for v in vals]
             m = np.array([s[0] for s in stats])
             err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
             xs = x - 0.4 + width * (j + 0.5)
@@ -117,7 +119,8 @@ def plot_comparison(groups: dict[str, list[Path]], out: str | Path | None = None
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(
-        "Objectives compared (mean, 95% CI over seeds; dots = seeds; hatched = controls)",
+        "Objectives compared (mean over runs, 95% interval inside each number's range; "
+        "dots = runs; hatched = controls)",
         fontsize=10,
     )
     fig.tight_layout()

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from interp.errors import UserError
 from interp.plots import finish
 from interp.plots.probing import load_results, mean_ci_curves
+from interp.stats import RANK, UNIT, Range
 
 SUBSETS = ("n2d", "d2n", "both")
 COLOR = {"n2d": "tab:blue", "d2n": "tab:red", "both": "tab:green"}
@@ -27,8 +28,16 @@ DIR_STYLE = {"same": "-", "reverse": "--", "a_to_b": "-", "b_to_a": "--"}
 MARKER = {"n2d": "o", "d2n": "s", "both": "^"}  # lines that coincide stay tellable apart
 
 
-def _band(ax: plt.Axes, x: np.ndarray, curves: np.ndarray, n_runs: int, **style: object) -> None:
-    mean, lo, hi = mean_ci_curves(curves)
+def _band(
+    ax: plt.Axes,
+    x: np.ndarray,
+    curves: np.ndarray,
+    n_runs: int,
+    rng: Range = UNIT,
+    **style: object,
+) -> None:
+    """Mean over runs with its 95% interval inside `rng` (rates and accuracies by default)."""
+    mean, lo, hi = mean_ci_curves(curves, rng)
     ax.plot(x, mean, **style)  # type: ignore[arg-type]
     if n_runs > 1:
         ax.fill_between(x, lo, hi, color=style.get("color"), alpha=0.15, lw=0)  # type: ignore[arg-type]
@@ -125,6 +134,7 @@ def plot_dynamics(run_dirs: Sequence[str | Path], out: str | Path | None = None)
                     x,
                     stack(kind, f"{s}_{d}"),
                     n,
+                    RANK,
                     color=COLOR[s],
                     ls=DIR_STYLE[d],
                     marker=MARKER[s],
@@ -137,6 +147,7 @@ def plot_dynamics(run_dirs: Sequence[str | Path], out: str | Path | None = None)
             x,
             ctl,
             n,
+            RANK,
             color="tab:gray",
             ls=":",
             lw=1.5,

@@ -43,9 +43,12 @@ CONDITION_STYLE = {
 }
 
 
-def mean_ci_curves(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and 95% t-interval over runs (axis 0) of each point of `curves` [run, point]."""
-    m = np.array([stats.mean_ci(list(col))[:3] for col in np.asarray(curves, float).T])
+def mean_ci_curves(
+    curves: np.ndarray, rng: stats.Range = stats.UNIT
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% interval over runs (axis 0) of each point of `curves` [run, point], inside
+    the values' range `rng` (accuracies by default; `interp.stats.runs_interval`)."""
+    m = np.array([stats.bounded_mean_ci(col, rng) for col in np.asarray(curves, float).T])
     return m[:, 0], m[:, 1], m[:, 2]
 
 

@@ -1,10 +1,14 @@
 """The gradient-update test in one figure: what one step on "A is B" changes, and where.
 
-Reads `analysis/update.json` and `analysis/update.npz` from one or more run directories (seeds of
-one config; facts are pooled across runs) and draws six panels:
+Reads `analysis/update.json` and `analysis/update.npz` from one or more run directories (runs of
+one config: different worlds and seeds) and draws six panels. Facts are nested in runs, never
+pooled as if independent: every mean is the mean over runs of each run's mean over its facts,
+every interval the 95% hierarchical bootstrap (runs, then facts within runs;
+`interp.stats.hierarchical_bootstrap`), and every p-value a per-run paired t-test over that
+run's facts, the runs' p-values combined by Fisher's method (`interp.stats.combine_pvalues`).
 (a) Delta log p of the whole answer, forward (B | "A is the") and reverse (A | "the B is
-    called"), per fact, next to its two controls (other people's answers in the same prompts;
-    the same answer in other people's prompts), with paired t-test p-values;
+    called"), per fact (marker: run), next to its two controls (other people's answers in the
+    same prompts; the same answer in other people's prompts), with Fisher-combined p-values;
 (b) the same for the answer's first token only (free of the within-name bigram);
 (c, d) per layer, Delta h projected on the other entity's unembedding direction at A's last
     token (-> B's first token) and at B's last token (-> A's first token), against random-token
@@ -23,13 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from interp.errors import UserError
 from interp.plots import Figure, finish, plt
 from interp.runs import read_result
-from interp.stats import mean_ci as mean_ci_1d
-from interp.stats import mean_ci_axis as mean_ci
+from interp.stats import combine_pvalues, hierarchical_bootstrap_axis, paired_test
 
 DIRECTION_LABEL = {"same": "forward\nlog p(B | A ...)", "reverse": "reverse\nlog p(A | B ...)"}
 KINDS = (
@@ -65,10 +67,28 @@ def _p_text(p: float) -> str:
     return "p<1e-4" if p < 1e-4 else f"p={p:.2g}"
 
 
+RUN_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+# What every interval and p-value of these figures is (the titles quote it).
+NESTED = "facts nested in runs: means of run means, 95% hierarchical bootstrap (runs, then facts)"
+FISHER = "p: paired t-test over facts per run, Fisher-combined over runs"
+
+
+def _interval(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean of run means and its hierarchical bootstrap interval, elementwise over [facts, ...]."""
+    return hierarchical_bootstrap_axis(groups)
+
+
+def fisher_paired_p(values: list[np.ndarray], control: list[np.ndarray]) -> float:
+    """Each run's paired t-test of `values` against `control` (same facts), Fisher-combined."""
+    return combine_pvalues([paired_test(v, c).p for v, c in zip(values, control, strict=True)])
+
+
 def _delta_panel(
     ax: plt.Axes, arrays: list[dict[str, np.ndarray]], tokens: str, title: str
 ) -> None:
-    """Per-fact Delta log p (points), mean (bar) with its 95% CI, for both directions."""
+    """Per-fact Delta log p (points, one marker per run), the mean of run means (bar) with its
+    hierarchical 95% interval, for both directions; p-values per run, Fisher-combined."""
     directions = [str(d) for d in arrays[0]["directions"]]
     width = 0.26
     rng = np.random.default_rng(0)
@@ -78,25 +98,24 @@ def _delta_panel(
     span = float(np.ptp(everything)) or 1.0
     top_all = float(everything.max())
     for di in range(len(directions)):
-        vals = {
-            k: np.concatenate([a[f"score_{tokens}_{k}"][:, di] for a in arrays])
-            for k, _, _ in KINDS
-        }
+        vals = {k: [a[f"score_{tokens}_{k}"][:, di] for a in arrays] for k, _, _ in KINDS}
         for ki, (k, label, color) in enumerate(KINDS):
             x = di + (ki - 1) * width
-            m, lo, hi = mean_ci(vals[k])
+            m, lo, hi = (float(v) for v in _interval(vals[k]))
             ax.bar(x, m, width * 0.9, color=color, alpha=0.35, label=label if di == 0 else None)
             ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], color=color, capsize=3, lw=1.5)
-            ax.scatter(
-                x + rng.uniform(-width / 4, width / 4, len(vals[k])),
-                vals[k],
-                s=10,
-                color=color,
-                zorder=3,
-            )
-        top = max(v.max() for v in vals.values())
+            for ri, run_vals in enumerate(vals[k]):
+                ax.scatter(
+                    x + rng.uniform(-width / 4, width / 4, len(run_vals)),
+                    run_vals,
+                    s=10,
+                    color=color,
+                    marker=RUN_MARKERS[ri % len(RUN_MARKERS)],
+                    zorder=3,
+                )
+        top = max(float(np.max(v)) for runs in vals.values() for v in runs)
         for ki, k in ((1, "control"), (2, "cue_control")):
-            p = stats.ttest_rel(vals["correct"], vals[k]).pvalue if len(vals[k]) > 1 else 1.0
+            p = fisher_paired_p(vals["correct"], vals[k])
             ax.text(
                 di + (ki - 1) * width,
                 top + span * (0.03 + 0.07 * (ki - 1)),
@@ -113,7 +132,8 @@ def _delta_panel(
     ax.legend(
         fontsize=7,
         loc="upper right",
-        title="p: paired t-test vs correct, over facts",
+        title="p: paired t-test over facts per run,\nFisher-combined over runs "
+        f"({len(arrays)} runs; marker: run)",
         title_fontsize=7,
     )
 
@@ -128,12 +148,12 @@ def _projection_panel(
     layers = [str(x) for x in arrays[0]["layers"]]
     x = np.arange(len(layers))
     for e, style in ENTITY_STYLE.items():
-        real = np.concatenate([a[metric][:, context, e] for a in arrays])  # [facts, layer]
-        ctrl = np.concatenate([a[f"{metric}_control"][:, context, e] for a in arrays])
-        m, lo, hi = mean_ci(real)
+        real = [a[metric][:, context, e] for a in arrays]  # per run [facts, layer]
+        ctrl = [a[f"{metric}_control"][:, context, e] for a in arrays]
+        m, lo, hi = _interval(real)
         ax.plot(x, m, marker="o", lw=2, **style)  # type: ignore[arg-type]
         ax.fill_between(x, lo, hi, color=style["color"], alpha=0.15)
-        m, lo, hi = mean_ci(ctrl)
+        m, lo, hi = _interval(ctrl)
         ax.plot(
             x,
             m,
@@ -157,8 +177,7 @@ def _norm_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
     names = {0: "A's last token", 1: "B's last token"}
     for c, (ctx, ls) in enumerate((("alone", "-"), ("in prompts", ":"))):
         for e in (0, 1):
-            vals = np.concatenate([a["dh_rel"][:, c, e] for a in arrays])
-            m, lo, hi = mean_ci(vals)
+            m, lo, hi = _interval([a["dh_rel"][:, c, e] for a in arrays])
             ax.plot(
                 x, m, ls=ls, marker="o", color=ENTITY_STYLE[e]["color"], label=f"{names[e]}, {ctx}"
             )
@@ -229,10 +248,10 @@ def plot_update(run_dirs: Sequence[str | Path], out: str | Path | None = None) -
     fig.suptitle(
         f"Gradient-update test: {o['steps']} {o['optimizer']} step(s) (lr {lr}) on each "
         f"new fact 'A is B' from the trained weights; {n_facts} facts, "
-        f"{len(arrays)} run(s); means with 95% t-intervals over facts",
+        f"{len(arrays)} run(s)\n{NESTED}; {FISHER}",
         fontsize=12,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return finish(fig, out)
 
 
@@ -244,13 +263,15 @@ ALIGN_BARS = (
 )
 
 
-def _cos_values(arrays: list[dict[str, np.ndarray]], prefix: str, di: int, ctl: str) -> np.ndarray:
-    """Per-fact cosines of the step with an answer gradient, pooled over runs."""
+def _cos_values(
+    arrays: list[dict[str, np.ndarray]], prefix: str, di: int, ctl: str
+) -> list[np.ndarray]:
+    """Per-fact cosines of the step with an answer gradient, one array per run."""
     if prefix == "align_first":
         key = f"align_first_cos{ctl}"
     else:  # the Both positive controls: "both_first" / "both_all_first"
         key = f"{prefix}_cos{ctl}"
-    return np.concatenate([a[key][:, di] for a in arrays if key in a])
+    return [a[key][:, di] for a in arrays if key in a]
 
 
 def plot_alignment(runs: dict[str, Sequence[str | Path]], out: str | Path | None = None) -> Figure:
@@ -276,8 +297,7 @@ def plot_alignment(runs: dict[str, Sequence[str | Path]], out: str | Path | None
     width = 0.2
     for ci, (_, arrays, prefix) in enumerate(columns):
         for bi, (label, di, ctl, color) in enumerate(ALIGN_BARS):
-            vals = _cos_values(arrays, prefix, di, ctl)
-            m, lo, hi, _ = mean_ci_1d(vals)
+            m, lo, hi = (float(v) for v in _interval(_cos_values(arrays, prefix, di, ctl)))
             x = ci + (bi - 1.5) * width
             ax.bar(x, m, width * 0.9, color=color, label=label if ci == 0 else None)
             ax.errorbar(x, m, yerr=[[m - lo], [hi - m]], color="black", capsize=2, lw=1)
@@ -286,8 +306,8 @@ def plot_alignment(runs: dict[str, Sequence[str | Path]], out: str | Path | None
     ax.set_ylabel("cos(step, grad log p(first answer token))")
     ax.set_title(
         "Does a step on 'A is B' point toward B|A (forward) and A|B (reverse)?\n"
-        f"one step per new fact (condition: {', '.join(conditions)}); means with 95% "
-        "t-intervals over facts; controls: other people's prompts",
+        f"one step per new fact (condition: {', '.join(conditions)}); controls: other people's "
+        f"prompts\n{NESTED}",
         fontsize=10,
     )
     ax.legend(fontsize=8)
