@@ -112,7 +112,7 @@ def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
 def _summaries(runs: list[Path], instrument: str) -> list[dict[str, Any]]:
     """The summary of `instrument` of every run that has its result."""
     return [
-        read_result(r, instrument, arrays=False).summary
+        read_result(r, instrument, arrays=False).summary_dict
         for r in runs
         if (r / "analysis" / f"{instrument}.json").is_file()
     ]

@@ -47,3 +47,45 @@ def tiny_run(tiny_run_dir):
     from interp.runs import load_run
 
     return load_run(tiny_run_dir)
+
+
+def _check_typed_summary(run_dir, instrument, absent=()):
+    """The instrument's typed summary matches what `run_analysis` wrote: every headline is a
+    field; every field (but those in `absent`, which this result must lack) names a number of the
+    JSON's summary on disk and holds exactly it (a float, or None for null); the mapping view is
+    the whole JSON summary. A field renamed, or missing from the JSON, fails here."""
+    import json
+    import math
+
+    from interp.analysis import INSTRUMENTS
+    from interp.runs import read_result
+
+    ins = INSTRUMENTS[instrument]
+    cls = ins.summary_type()
+    names = cls.field_names()
+    assert names, f"{cls.__name__} has no fields"
+    not_fields = [h for h in ins.headlines if h not in names]
+    assert not not_fields, (
+        f"headlines of {instrument} that are not {cls.__name__} fields: {not_fields}"
+    )
+    on_disk = json.loads((run_dir / "analysis" / f"{instrument}.json").read_text())["summary"]
+    s = read_result(run_dir, instrument, arrays=False).summary
+    assert type(s) is cls, (type(s), cls)
+    missing = [n for n in names if n not in on_disk and n not in absent]
+    assert not missing, f"{cls.__name__} fields absent from {instrument}.json's summary: {missing}"
+    unexpected = [n for n in absent if n in on_disk]
+    assert not unexpected, f"expected absent here, but written: {unexpected}"
+    for n in names:
+        v = getattr(s, n)
+        assert v == on_disk.get(n) and (v is None or isinstance(v, float)), (n, v, on_disk.get(n))
+        assert v is None or math.isfinite(v), (n, v)
+        assert cls.__dataclass_fields__[n].metadata["help"], f"{cls.__name__}.{n} has no help"
+        assert n in (cls.__doc__ or ""), f"{n} is not in {cls.__name__}'s docstring"
+    assert dict(s) == on_disk
+    return s
+
+
+@pytest.fixture()
+def check_summary():
+    """`check_summary(run_dir, instrument, absent=())`: see `_check_typed_summary`."""
+    return _check_typed_summary

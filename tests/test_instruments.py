@@ -152,3 +152,46 @@ def test_study_cache_never_reuses_a_non_default_analysis(tiny_run_dir, tmp_path)
     assert sorted(p for p in tmp_path.rglob("*")) == before, "a plot without a path wrote files"
     assert plot_probing([run_dir], tmp_path / "fig" / "probing") is not None
     assert all(p.stat().st_size > 10_000 for p in figure_paths(tmp_path / "fig" / "probing"))
+
+
+@pytest.mark.parametrize("name", list(INSTRUMENTS))
+def test_every_instrument_has_a_typed_summary_of_its_headlines(name):
+    """`result.summary` is a frozen dataclass per instrument: every headline the report prints
+    is a field, each field a documented `float | None`, listed in the class docstring."""
+    from interp.runs import Summary
+
+    ins = INSTRUMENTS[name]
+    cls = ins.summary_type()
+    assert issubclass(cls, Summary) and cls is not Summary
+    assert cls.__dataclass_params__.frozen, f"{cls.__name__} must be frozen"  # type: ignore[attr-defined]
+    names = cls.field_names()
+    assert [h for h in ins.headlines if h not in names] == [], (names, ins.headlines)
+    for f in dataclasses.fields(cls):
+        if f.name == "raw":
+            continue
+        assert str(f.type) == "float | None", (f.name, f.type)
+        assert f.metadata.get("help") and f"{f.name}: {f.metadata['help']}" in cls.__doc__
+
+
+def test_summary_reads_numbers_by_name_and_by_cell():
+    from interp.analysis.lens import LensSummary
+    from interp.runs import Result
+
+    raw = {
+        "final_pos_rank_last_layer_all_same": 1.0,
+        "final_pos_rank_last_layer_n2d_reverse": 40.5,
+        "kl_logit_layer0": 2.0,
+        "kl_logit_layer1": 1.0,
+        "kl_logit_heldout_mean": math.nan,  # undefined: None, as the file on disk holds it
+    }
+    s = Result("lens", {"summary": raw, "options": {}}, {}).summary
+    assert type(s) is LensSummary
+    assert s.final_pos_rank_last_layer_all_same == 1.0 and s.chance_rank is None
+    assert s.kl_logit_heldout_mean is None and s["kl_logit_heldout_mean"] is None
+    assert s.missing() == [n for n in LensSummary.field_names() if n not in raw]
+    assert s.rank_last_layer() == {("n2d", "reverse"): 40.5}
+    assert s.kl_by_layer() == (2.0, 1.0) and s.kl_by_layer("tuned") == ()
+    assert s.prefixed("kl_logit_layer") == {"0": 2.0, "1": 1.0}
+    assert dict(s) == {**raw, "kl_logit_heldout_mean": None} and len(s) == len(raw)
+    assert s == LensSummary.from_dict(dict(s))
+    assert s != LensSummary.from_dict({**raw, "kl_logit_layer1": 1.5}), "all numbers compared"

@@ -120,7 +120,7 @@ def test_tuned_lens_beats_logit_lens_at_layer_0(tiny_run):
     )
 
 
-def test_analysis_effect_and_random_init_control(tiny_run_copy):
+def test_analysis_effect_and_random_init_control(tiny_run_copy, check_summary):
     run = load_run(tiny_run_copy)
     state = torch.random.get_rng_state()
     result = run_analysis(run, progress=False)
@@ -143,9 +143,15 @@ def test_analysis_effect_and_random_init_control(tiny_run_copy):
         assert "tuned_median_rank" not in z.files and "random_init_median_rank" in z.files
     assert json.loads((tiny_run_copy / "analysis" / "lens.json").read_text())["summary"] == s
     assert not (tiny_run_copy / "analysis" / "tuned_lens.safetensors").exists()
+    typed = check_summary(tiny_run_copy, "lens", absent=("kl_tuned_heldout_mean",))
+    assert typed.final_pos_rank_last_layer_all_same == 1.0, typed
+    ranks = typed.rank_last_layer()
+    assert ranks[("n2d", "same")] == s["final_pos_rank_last_layer_n2d_same"], ranks
+    assert set(ranks) == {(sub, d) for sub in ("n2d", "d2n", "both") for d in ("same", "reverse")}
+    assert len(typed.kl_by_layer()) == run.model.cfg.n_layers and not typed.kl_by_layer("tuned")
 
 
-def test_cli_tuned_saves_safetensors_and_plot(tiny_run_copy, tmp_path, capsys):
+def test_cli_tuned_saves_safetensors_and_plot(tiny_run_copy, tmp_path, capsys, check_summary):
     from interp.cli import main
 
     assert (
@@ -173,6 +179,9 @@ def test_cli_tuned_saves_safetensors_and_plot(tiny_run_copy, tmp_path, capsys):
         f"held-out people, mean KL over layers: tuned {s['kl_tuned_heldout_mean']}, "
         f"logit {s['kl_logit_heldout_mean']}"
     )
+    typed = check_summary(tiny_run_copy, "lens")
+    assert typed.kl_tuned_heldout_mean == s["kl_tuned_heldout_mean"]
+    assert typed.kl_by_layer("tuned")[0] == s["kl_tuned_layer0"]
     lens = TunedLens.load(tiny_run_copy / "analysis" / "tuned_lens.safetensors")
     run = load_run(tiny_run_copy)
     lens.check(run.model)

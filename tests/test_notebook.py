@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "experiments" / "notebooks" / "walkthrough.ipynb"
@@ -43,3 +45,52 @@ def test_walkthrough_notebook_runs(tiny_run_dir, tmp_path, monkeypatch):
     assert "ranked 1," in last_line, printed
     values = [o for o in patch_cell.outputs if o.output_type == "execute_result"]
     assert values and "image/png" in values[0]["data"], [o.output_type for o in patch_cell.outputs]
+
+
+FIGURE_CELL = """\
+from interp.plots.behaviour import plot_exact_match
+
+fig = plot_exact_match([RUN_DIR])  # no %matplotlib magic: the returned Figure shows inline
+fig"""
+
+
+def _figure_outputs(run_dir: Path, tmp_path: Path) -> list[dict]:
+    """Execute a notebook whose cell returns a plot function's Figure: that cell's outputs, then
+    the kernel's MPLBACKEND. The kernel inherits this process's environment (nbclient's
+    NotebookClient takes no `env`: the walkthrough test's is ignored)."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(f"RUN_DIR = {str(run_dir)!r}"),
+        nbformat.v4.new_code_cell(FIGURE_CELL),
+        nbformat.v4.new_code_cell("import os; print(os.environ.get('MPLBACKEND'))"),
+    ]
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs).strip()
+    return [*nb.cells[1].outputs, {"output_type": "backend", "text": printed}]
+
+
+@pytest.mark.parametrize("backend", [None, "Agg"])
+def test_plot_function_figure_displays_inline_without_magic(
+    tiny_run_dir, tmp_path, monkeypatch, backend
+):
+    """A plot function's Figure, returned as a cell's value, is rendered as a PNG by the kernel
+    with its default backend, and also when MPLBACKEND says Agg (as a CI or a shell profile may
+    export): then no inline backend registers the Figure formatter, and `interp.plots` does."""
+    if backend:
+        monkeypatch.setenv("MPLBACKEND", backend)
+    else:
+        monkeypatch.delenv("MPLBACKEND", raising=False)
+    *outputs, seen = _figure_outputs(tiny_run_dir, tmp_path)
+    want = backend or "module://matplotlib_inline.backend_inline"  # ipykernel's default
+    assert seen["text"] == want, f"the kernel ran with MPLBACKEND={seen['text']!r}, not {want!r}"
+    errors = [o for o in outputs if o["output_type"] == "error"]
+    assert not errors, errors
+    values = [o for o in outputs if o["output_type"] == "execute_result"]
+    kinds = [(o["output_type"], sorted(o.get("data", {}))) for o in outputs]
+    assert len(values) == 1 and "image/png" in values[0]["data"], kinds
+    png = base64.b64decode(values[0]["data"]["image/png"])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, len(png)
+    # shown once, as the value: not a second time by the inline backend's end-of-cell flush
+    assert not [o for o in outputs if o["output_type"] == "display_data"], kinds

@@ -228,7 +228,7 @@ def test_position_labels(tiny_run):
     assert P.entity_letter(r) == "B"
 
 
-def test_run_analysis_and_plot(tiny_run_copy, tmp_path):
+def test_run_analysis_and_plot(tiny_run_copy, tmp_path, check_summary):
     from interp.plots import figure_paths
     from interp.plots.patching import plot_patching
     from interp.runs import load_run
@@ -258,6 +258,15 @@ def test_run_analysis_and_plot(tiny_run_copy, tmp_path):
         if not g["meaningful"]:
             assert g["normalised"]["resid_pre"] is None
             assert f"n2d_reverse_{corruption}_resid_pre_best" not in s
+    reverse = res["groups"]["n2d"]["reverse"]["swap"]
+    absent = () if reverse["meaningful"] else ("reverse_best_restoration", "reverse_best_layer")
+    absent += () if reverse["meaningful"] else ("reverse_control_best_restoration",)
+    typed = check_summary(tiny_run_copy, "patching", absent=absent)
+    assert typed.forward_best_restoration == s["forward_best_restoration"]
+    sites = typed.site_max()
+    assert sites[("entity_last", "mlp_out")].value == s["forward_entity_last_mlp_out_max"], sites
+    assert set(typed.severed_max()) == {"none", "mlp", "attn"}, typed.severed_max()
+    assert typed.group_gaps()[("n2d", "forward", "swap")] == s["forward_clean_minus_corrupt"]
     plot_patching([tiny_run_copy], tmp_path / "patching")
     paths = figure_paths(tmp_path / "patching")
     assert all(p.stat().st_size > 10_000 for p in paths), paths

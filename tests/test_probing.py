@@ -143,7 +143,7 @@ def test_activations_read_the_entity_context(tiny_run):
     assert acc[0] < 0.45, f"the last title word's embedding alone should not give the role: {acc}"
 
 
-def test_probe_pipeline_on_tiny_run(tiny_run_copy, tmp_path, capsys):
+def test_probe_pipeline_on_tiny_run(tiny_run_copy, tmp_path, capsys, check_summary):
     from interp.cli import main
     from interp.plots import figure_paths
     from interp.plots.probing import plot_probing
@@ -173,6 +173,13 @@ def test_probe_pipeline_on_tiny_run(tiny_run_copy, tmp_path, capsys):
         "chance_b_to_a",
     ):
         assert key in sm, f"missing {key}"
+    typed = check_summary(tiny_run_copy, "probing")
+    assert typed.best()[("a_to_b", "n2d")] == sm["probe_a_to_b_n2d_best"]
+    assert (
+        typed.best("mlp_out", "control_randlabel")[("b_to_a", "n2d")]
+        == sm["control_randlabel_mlp_b_to_a_n2d_best"]
+    )
+    assert len(typed.selectivity("prompt_final")) == 6 and len(typed.chance()) == 6
     # The random-label control sits at chance (people are disjoint across folds): between the
     # proportional chance sum p_c^2 of a probe that learned nothing and the majority rate.
     randlabel = np.nanmean(acc[CONDITIONS.index("randlabel")])

@@ -231,7 +231,7 @@ def analysed(tiny_run_dir, tmp_path_factory):
     return run_dir
 
 
-def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys):
+def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys, check_summary):
     res = json.loads((analysed / "analysis" / "selective.json").read_text())
     s = res["summary"]
     assert all(isinstance(v, float) or v is None for v in s.values()), (
@@ -280,6 +280,13 @@ def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys):
     lo, hi = s["auroc_likelihood_mixed_low"], s["auroc_likelihood_mixed_high"]
     assert lo <= real <= hi and hi - lo < 0.5, f"likelihood AUROC {real} interval [{lo}, {hi}]"
     assert "95% interval" in table, table
+    typed = check_summary(analysed, "selective")
+    assert typed.auroc()["likelihood"] == real and typed.auroc("reverse") == {
+        k[len("auroc_") : -len("_reverse")]: v
+        for k, v in s.items()
+        if k.startswith("auroc_") and k.endswith("_reverse")
+    }
+    assert typed.interval("auroc", "likelihood") == (lo, hi)
 
 
 def test_plot_selective_writes_png_and_pdf(analysed, tmp_path):

@@ -105,7 +105,7 @@ def test_storage_instrument_end_to_end(bio_run: Path) -> None:
     opts = StorageOptions(folds=2, inner_folds=2, Cs=(1.0,), permutations=3)
     res = storage.run_analysis(run, opts, progress=False)
     back = read_result(bio_run, "storage")
-    assert back.summary == json.loads(json.dumps(res.summary))
+    assert back.summary_dict == json.loads(json.dumps(res.summary_dict))
     sm = res.summary
     for key in storage.HEADLINES:
         assert key in sm, key

@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-from interp.analysis.selective import SCORES, SETS, _metrics, format_summary
+from interp.analysis.selective import SCORES, SETS, format_summary
+from interp.analysis.selective_metrics import set_metrics
 from interp.runs import Result, write_json
 
 
@@ -48,7 +49,7 @@ def test_undefined_auroc_is_null_with_its_reason(tmp_path):
     masks = {"mixed": np.ones(n, bool), "forward": direction == "same"}
     masks["reverse"] = direction == "reverse"
     scores = {s: rng.normal(size=n) for s in SCORES}
-    summary, undefined, _ = _metrics(scores, correct, masks)
+    summary, undefined, _ = set_metrics(scores, correct, masks)
     assert math.isnan(summary["auroc_likelihood_forward"])
     assert not math.isnan(summary["auroc_likelihood_reverse"]), summary
     assert "all 20 forward answers are correct" in undefined["auroc_likelihood_forward"], undefined

@@ -112,7 +112,7 @@ def test_sgd_update_norm_is_lr_times_gradient_norm(analysed):
     assert abs(a["loss_before"][0] - loss.item()) < 1e-5, (a["loss_before"][0], loss.item())
 
 
-def test_outputs_on_disk(analysed):
+def test_outputs_on_disk(analysed, check_summary):
     run, result, a, _, _ = analysed
     saved = json.loads((run.analysis_dir() / "update.json").read_text())
     assert saved["summary"] == pytest.approx(result["summary"], nan_ok=True)
@@ -132,6 +132,11 @@ def test_outputs_on_disk(analysed):
     ):
         assert key in saved["summary"], key
     assert saved["options"]["steps"] == 1 and saved["top_group_attribution"] in a["groups"]
+    typed = check_summary(run.path, "update")
+    groups = [str(g) for g in a["groups"]]
+    assert list(typed.group_attribution()) == groups, (list(typed.group_attribution()), groups)
+    assert list(typed.group_norm_sq_share()) == groups
+    assert sum(typed.group_norm_sq_share().values()) == pytest.approx(1.0)
     n_new = sum(p.subset == "new" for p in run.dataset.people)
     assert a["delta_row_full"].shape[0] == n_new and a["proj"].shape[-1] == 3  # embed + 2 layers
 

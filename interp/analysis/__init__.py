@@ -5,7 +5,8 @@ in; tensors or a small result dataclass out) plus one entry point with the same 
 
 `options` is the module's frozen `Options` dataclass (its fields are the CLI's flags, validated on
 construction); `result` is an `interp.runs.Result` (the JSON as `result.data`, with
-`result.summary` and `result.options`, and the arrays), written with `write` to
+`result.summary`, the module's typed `Summary` dataclass of its headline numbers, and
+`result.options`, and the arrays), written with `write` to
 `RUN_DIR/analysis/<name>.json` and `.npz` by `interp.runs.write_result` and read back by
 `interp.runs.read_result`. Every module also has `format_summary(result)` (the text the CLI
 prints), `NAME` and `HEADLINES` (the summary numbers the report prints).
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from interp.analysis.options import Options
-    from interp.runs import Result, Run
+    from interp.runs import Result, Run, Summary
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Instrument:
     name: str  # module entry, CLI subcommand, analysis/<name>.json, the figure's name
     module: str  # the module with run_analysis, format_summary, NAME and HEADLINES
     options_class: str  # the name of its Options dataclass in `module`
+    summary_class: str  # the name of its Summary dataclass (interp.runs.Summary) in `module`
     aliases: tuple[str, ...] = ()  # older CLI subcommand names that still work
 
     def load(self) -> ModuleType:
@@ -50,6 +52,11 @@ class Instrument:
         """Its options with `values` (field name -> value) over the defaults, validated."""
         cls: type[Options] = getattr(self.load(), self.options_class)
         return cls.from_dict(values)
+
+    def summary_type(self) -> type[Summary]:
+        """Its typed summary class (what `Result.summary` is built as)."""
+        cls: type[Summary] = getattr(self.load(), self.summary_class)
+        return cls
 
     @property
     def headlines(self) -> tuple[str, ...]:
@@ -67,12 +74,18 @@ class Instrument:
 INSTRUMENTS: dict[str, Instrument] = {
     i.name: i
     for i in (
-        Instrument("lens", "interp.analysis.lens", "LensOptions"),
-        Instrument("patching", "interp.analysis.patching", "PatchingOptions", ("patch",)),
-        Instrument("probing", "interp.analysis.probing", "ProbingOptions", ("probe",)),
-        Instrument("update", "interp.analysis.update", "UpdateOptions"),
-        Instrument("dynamics", "interp.analysis.dynamics", "DynamicsOptions"),
-        Instrument("selective", "interp.analysis.selective", "SelectiveOptions"),
+        Instrument("lens", "interp.analysis.lens", "LensOptions", "LensSummary"),
+        Instrument(
+            "patching", "interp.analysis.patching", "PatchingOptions", "PatchingSummary", ("patch",)
+        ),
+        Instrument(
+            "probing", "interp.analysis.probing", "ProbingOptions", "ProbingSummary", ("probe",)
+        ),
+        Instrument("update", "interp.analysis.update", "UpdateOptions", "UpdateSummary"),
+        Instrument("dynamics", "interp.analysis.dynamics", "DynamicsOptions", "DynamicsSummary"),
+        Instrument(
+            "selective", "interp.analysis.selective", "SelectiveOptions", "SelectiveSummary"
+        ),
     )
 }
 

@@ -46,7 +46,15 @@ from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.evaluate import greedy_generate, is_exact_match, match_rule
 from interp.model import build_model
-from interp.runs import Result, Run, checkpoint_steps, load_run, write_result
+from interp.runs import (
+    Result,
+    Run,
+    Summary,
+    checkpoint_steps,
+    load_run,
+    summary_field,
+    write_result,
+)
 from interp.stats import run_seed
 
 NAME = "dynamics"
@@ -56,6 +64,71 @@ HEADLINES = (
     *(f"em_{s}_reverse_final" for s in SUBSETS),
     *(f"probe_{d}_{s}_best_final" for d in PROBE_DIRECTIONS for s in SUBSETS),
 )
+
+
+@dataclass(frozen=True)
+class DynamicsSummary(Summary):
+    """The training dynamics' headline numbers (`result.summary` of `run_analysis`): at the last
+    checkpoint, reverse exact match and the cross-entity probes per subset. Per (subset,
+    direction) numbers are in `exact_match` and `lens_final_rank`, the probes and their controls
+    in `probe`."""
+
+    n_checkpoints: float | None = summary_field("checkpoints measured (step 0 included)")
+    last_step: float | None = summary_field("the training step of the last checkpoint")
+    em_n2d_reverse_final: float | None = summary_field(
+        "exact match of n2d people's reverse questions at the last checkpoint"
+    )
+    em_d2n_reverse_final: float | None = summary_field(
+        "exact match of d2n people's reverse questions at the last checkpoint"
+    )
+    em_both_reverse_final: float | None = summary_field(
+        "exact match of both people's reverse questions at the last checkpoint"
+    )
+    probe_a_to_b_n2d_best_final: float | None = summary_field(
+        "A -> role probe, n2d people: best-layer accuracy at the last checkpoint"
+    )
+    probe_a_to_b_d2n_best_final: float | None = summary_field(
+        "A -> role probe, d2n people: best-layer accuracy at the last checkpoint"
+    )
+    probe_a_to_b_both_best_final: float | None = summary_field(
+        "A -> role probe, both people: best-layer accuracy at the last checkpoint"
+    )
+    probe_b_to_a_n2d_best_final: float | None = summary_field(
+        "B -> first-name probe, n2d people: best-layer accuracy at the last checkpoint"
+    )
+    probe_b_to_a_d2n_best_final: float | None = summary_field(
+        "B -> first-name probe, d2n people: best-layer accuracy at the last checkpoint"
+    )
+    probe_b_to_a_both_best_final: float | None = summary_field(
+        "B -> first-name probe, both people: best-layer accuracy at the last checkpoint"
+    )
+
+    def exact_match(self) -> dict[tuple[str, str], float]:
+        """Exact match at the last checkpoint by (subset, direction)."""
+        return self.cells("em_{subset}_{direction}_final", subset=SUBSETS, direction=DIRECTIONS)
+
+    def lens_final_rank(self, control: bool = False) -> dict[tuple[str, str], float]:
+        """Logit-lens median rank of the answer's first token at the final position, last
+        layer and checkpoint, by (subset, direction); `control` for the random other entity."""
+        pre = "control_random_entity_" if control else ""
+        return self.cells(
+            pre + "lens_final_rank_{subset}_{direction}_final",
+            subset=SUBSETS,
+            direction=DIRECTIONS,
+        )
+
+    def probe(self, which: str = "best_final") -> dict[tuple[str, str], float]:
+        """Probe accuracy by (direction, subset): `which` is best_final (last checkpoint),
+        best_when_learned (where forward exact match first reached 50%), control_randinit (step
+        0), control_randlabel (last checkpoint) or chance."""
+        pattern = {
+            "best_final": "probe_{direction}_{subset}_best_final",
+            "best_when_learned": "probe_{direction}_{subset}_best_when_learned",
+            "control_randinit": "control_randinit_{direction}_{subset}_best_step0",
+            "control_randlabel": "control_randlabel_{direction}_{subset}_best_final",
+            "chance": "chance_{direction}_{subset}",
+        }[which]
+        return self.cells(pattern, direction=PROBE_DIRECTIONS, subset=SUBSETS)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ Controls.
 - For the tuned lens, its KL to the final distribution on held-out people (every document about
   them left out of the fit) against the logit lens's on the same documents, per layer: a
   translator that does not beat the identity there has learned nothing that generalises.
+
+The lens machinery (`lens_stack`, `lens_logits`, `TunedLens` and its training) is
+:mod:`interp.analysis.tuned_lens`, re-exported here; this module reads it at named positions.
 """
 
 from __future__ import annotations
@@ -41,31 +44,42 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.analysis.options import SEED_MAX, Options, option
+from interp.analysis.tuned_lens import (
+    BATCH,
+    TunedLens,
+    TunedLensOptions,
+    doc_streams,
+    fit_tuned_lens,
+    kl_to_final,
+    lens_stack,
+    residual_stack,
+    split_docs,
+)
+from interp.analysis.tuned_lens import (  # re-exported: the notebook's entry points
+    lens_logits as lens_logits,
+)
+from interp.analysis.tuned_lens import (
+    resid_hook_names as resid_hook_names,
+)
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
-from interp.model import build_model, frozen
-from interp.runs import Result, Run, write_result
+from interp.model import build_model
+from interp.runs import Result, Run, Summary, summary_field, write_result
 from interp.stats import run_seed
 
 POSITIONS = ("a_last", "b_last", "final")  # where the lens reads the residual stream
 TARGETS = ("answer", "random_entity")  # the answer's first token; the control's
 STATS = ("mean_rank", "median_rank", "mean_log_rank", "mean_prob", "mean_logprob")
-BATCH = 256
 NAME = "lens"
 # The summary numbers the report prints: median rank of the answer's first token at the final
 # position, last layer, forward vs reverse (all subsets pooled), and the random-init control.
@@ -81,154 +95,49 @@ HEADLINES = (
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# The lens: one generic function, the logit lens being its identity case
-
-
-class TunedLens(nn.Module):
-    """Affine translators h -> h + h @ weight[l] + bias[l], one per layer 0..n_layers-1.
-
-    Zero-initialised, so a fresh `TunedLens` is the identity: the logit lens. Layer n_layers (the
-    model's output) has no translator. Saved as safetensors (`save`/`load`), never pickled.
-    """
-
-    def __init__(self, n_layers: int, d_model: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(n_layers, d_model, d_model))
-        self.bias = nn.Parameter(torch.zeros(n_layers, d_model))
-
-    @property
-    def n_layers(self) -> int:
-        return self.weight.shape[0]
-
-    def forward(
-        self, h: Float[Tensor, "*rest d_model"], layer: int
-    ) -> Float[Tensor, "*rest d_model"]:
-        if layer == self.n_layers:
-            return h
-        return h + h @ self.weight[layer] + self.bias[layer]
-
-    def check(self, model: TransformerBridge) -> None:
-        """Refuse a lens made for another model shape."""
-        if self.n_layers != model.cfg.n_layers or self.weight.shape[1] != model.cfg.d_model:
-            raise UserError(
-                f"tuned lens has {self.n_layers} layers x d_model {self.weight.shape[1]}, the "
-                f"model {model.cfg.n_layers} x {model.cfg.d_model}: train a lens for this model "
-                "(interp lens RUN_DIR --tuned)"
-            )
-
-    def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(
-            {
-                "weight": self.weight.detach().cpu().contiguous(),
-                "bias": self.bias.detach().cpu().contiguous(),
-            },
-            str(tmp),
-            metadata=metadata,
-        )
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TunedLens:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(
-                f"tuned lens {path} not found: make it with `interp lens RUN_DIR --tuned`"
-            )
-        try:
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise UserError(
-                f"tuned lens {path} is truncated or corrupt ({e}): retrain it"
-            ) from None
-        if set(state) != {"weight", "bias"} or state["weight"].ndim != 3:
-            raise UserError(f"{path} is not a tuned lens (keys {sorted(state)}): retrain it")
-        lens = cls(state["weight"].shape[0], state["weight"].shape[1])
-        lens.load_state_dict(state)
-        return lens
-
-
-def resid_hook_names(n_layers: int) -> list[str]:
-    """Hooks of the accumulated residual stream: every block's resid_pre, the last resid_post."""
-    return [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)] + [
-        f"blocks.{n_layers - 1}.hook_resid_post"
-    ]
-
-
-def residual_stack(
-    model: TransformerBridge, cache_or_tokens: ActivationCache | Int[Tensor, "batch pos"]
-) -> Float[Tensor, "layer batch pos d_model"]:
-    """The residual stream at every depth (layer 0 = embeddings ... n_layers = final), from a cache
-    or by running the tokens (no gradient)."""
-    if isinstance(cache_or_tokens, ActivationCache):
-        cache = cache_or_tokens
-    else:
-        names = set(resid_hook_names(model.cfg.n_layers))
-        with torch.no_grad():
-            _, cache = model.run_with_cache(cache_or_tokens, names_filter=lambda n: n in names)
-    stack = cache.accumulated_resid(layer=None, incl_mid=False, apply_ln=False)
-    assert isinstance(stack, Tensor)  # a tuple only with return_labels=True
-    return stack
-
-
-def lens_stack(
-    model: TransformerBridge,
-    resid: Float[Tensor, "layer *rest d_model"],
-    translator: TunedLens | None = None,
-    layers: Sequence[int] | None = None,
-) -> Float[Tensor, "layer *rest d_vocab"]:
-    """The generic lens: translate each layer's stream, final LayerNorm with its statistics
-    recomputed on that stream, unembed. `resid[i]` is the stream at depth `layers[i]` (default
-    0..n_layers); `translator=None` is the identity, i.e. the logit lens."""
-    layers = list(range(resid.shape[0])) if layers is None else list(layers)
-    if len(layers) != resid.shape[0]:
-        raise ValueError(f"{len(layers)} layer indices for a stack of {resid.shape[0]}")
-    out = []
-    for i, layer in enumerate(layers):
-        h = resid[i] if translator is None else translator(resid[i], layer)
-        flat = h.reshape(1, -1, h.shape[-1])  # [1, n, d_model]: ln_final acts per row
-        out.append(model.unembed(model.ln_final(flat)).reshape(*h.shape[:-1], -1))
-    return torch.stack(out)
-
-
-def lens_logits(
-    model: TransformerBridge,
-    cache_or_tokens: ActivationCache | Int[Tensor, "batch pos"],
-    layer: int,
-    positions: int | Int[Tensor, " batch"],
-    translator: TunedLens | None = None,
-) -> Float[Tensor, "batch d_vocab"]:
-    """Lens logits at depth `layer` (0 = embeddings, n_layers = the model's output), at one
-    position per row (an int for all rows, or a tensor of per-row positions). For notebooks:
-
-        lens_logits(run.model, tokens, layer=1, positions=torch.tensor([e.a_last for e in exs]))
-    """
-    n_layers = model.cfg.n_layers
-    if not -n_layers - 1 <= layer <= n_layers:
-        raise UserError(f"layer {layer} out of range: use 0 (embeddings) .. {n_layers} (output)")
-    layer %= n_layers + 1
-    stack = residual_stack(model, cache_or_tokens)  # [layer, batch, pos, d_model]
-    batch = stack.shape[1]
-    pos = torch.as_tensor(positions, device=stack.device).expand(batch) % stack.shape[2]
-    h = stack[layer, torch.arange(batch, device=stack.device), pos]  # [batch, d_model]
-    return lens_stack(model, h[None], translator, layers=[layer])[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Training the tuned lens
-
-
 @dataclass(frozen=True)
-class TunedLensOptions:
-    """How the tuned lens is trained (Adam on the summed per-layer KL, sampled token batches)."""
+class LensSummary(Summary):
+    """The lens's headline numbers (`result.summary` of `run_analysis`): median 1-based rank of
+    the answer's first token over the vocabulary (1 = top; chance is `chance_rank`), last layer,
+    and the held-out KL of each lens to the model's final distribution."""
 
-    steps: int = 500  # optimiser steps
-    lr: float = 3e-3  # Adam learning rate
-    batch_tokens: int = 512  # token positions per step
-    heldout_frac: float = 0.1  # fraction of people (all their documents) held out to measure KL
-    seed: int = 0  # offset on the run seed (stats.run_seed) of the held-out split and batches
+    final_pos_rank_last_layer_all_same: float | None = summary_field(
+        "logit lens, final prompt position, last layer: median rank, forward prompts of every "
+        "subset"
+    )
+    final_pos_rank_last_layer_all_reverse: float | None = summary_field(
+        "the same on reverse prompts"
+    )
+    control_random_init_final_pos_rank_last_layer_all_same: float | None = summary_field(
+        "the same forward rank on the run's random initial weights (about chance_rank)"
+    )
+    control_random_init_final_pos_rank_last_layer_all_reverse: float | None = summary_field(
+        "the same reverse rank on the random initial weights"
+    )
+    kl_logit_heldout_mean: float | None = summary_field(
+        "KL(final || logit lens), nats, on held-out people, mean over the layers before the last"
+    )
+    kl_tuned_heldout_mean: float | None = summary_field(
+        "the same for the tuned lens (None unless it was trained: `tuned`)"
+    )
+    chance_rank: float | None = summary_field("(d_vocab + 1) / 2, the rank of a random guess")
+
+    def kl_by_layer(self, lens: str = "logit") -> tuple[float, ...]:
+        """KL(final || `lens`) on held-out people per layer 0 .. n_layers - 1 (nats)."""
+        return self.series(f"kl_{lens}_layer{{}}")
+
+    def rank_last_layer(
+        self, position: str = "final", control: str | None = None
+    ) -> dict[tuple[str, str], float]:
+        """Median rank at `position` (a_last, b_last, final), last layer, by (subset,
+        direction); `control` "random_entity" or "random_init" for those controls."""
+        tag = "final_pos" if position == "final" else f"{position}_pos"
+        pre = f"control_{control}_" if control else ""
+        return self.cells(
+            pre + tag + "_rank_last_layer_{subset}_{direction}",
+            subset=SUBSETS,
+            direction=DIRECTIONS,
+        )
 
 
 @dataclass(frozen=True)
@@ -271,98 +180,6 @@ class LensOptions(Options):
             heldout_frac=self.tuned_heldout_frac,
             seed=self.tuned_seed,
         )
-
-
-def split_docs(
-    docs: Sequence[Example], heldout_frac: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """Seeded person-disjoint split of documents into (fit, held-out): `heldout_frac` of the
-    people (at least one, never all) with every document about them are held out.
-
-    A split by document would leave a held-out person's other paraphrases in the fit set, so the
-    held-out KL would be measured on facts the translator has already seen; holding out whole
-    people measures it on facts it never saw. Documents about no person (`person` < 0) go to
-    the fit set.
-    """
-    people = sorted({d.person for d in docs if d.person >= 0})
-    if len(people) < 2:
-        raise UserError(
-            f"the tuned lens needs documents about at least 2 people to hold some out, got "
-            f"{len(people)}: use a world with more people"
-        )
-    random.Random(seed).shuffle(people)
-    n_out = min(len(people) - 1, max(1, round(heldout_frac * len(people))))
-    held_people = set(people[:n_out])
-    fit = [d for d in docs if d.person not in held_people]
-    return fit, [d for d in docs if d.person in held_people]
-
-
-@torch.no_grad()
-def doc_streams(
-    model: TransformerBridge, docs: Sequence[Example], progress: bool = False
-) -> tuple[Float[Tensor, "layer n d_model"], Float[Tensor, "n d_vocab"]]:
-    """Residual streams at every real (non-pad) position of `docs`, and the model's final
-    log-probabilities there."""
-    device = next(model.parameters()).device
-    streams, finals = [], []
-    for s in tqdm(range(0, len(docs), BATCH), desc="lens streams", disable=not progress):
-        toks, lengths = pad_batch([d.tokens for d in docs[s : s + BATCH]], device=device)
-        stack = residual_stack(model, toks)  # [layer, batch, pos, d_model]
-        real = torch.arange(toks.shape[1], device=device)[None] < lengths[:, None]  # [batch, pos]
-        streams.append(stack[:, real])  # [layer, n_real, d_model]
-        finals.append(
-            lens_stack(model, stack[-1:, real], layers=[model.cfg.n_layers])[0].log_softmax(-1)
-        )
-    return torch.cat(streams, dim=1), torch.cat(finals)
-
-
-def kl_to_final(
-    model: TransformerBridge,
-    streams: Float[Tensor, "layer n d_model"],
-    final_logp: Float[Tensor, "n d_vocab"],
-    translator: TunedLens | None = None,
-) -> Float[Tensor, " layer"]:
-    """Mean over positions of KL(final distribution || lens distribution), per layer (nats)."""
-    logp = lens_stack(model, streams, translator).log_softmax(-1)  # [layer, n, d_vocab]
-    return (final_logp.exp() * (final_logp - logp)).sum(-1).mean(-1)
-
-
-def fit_tuned_lens(
-    model: TransformerBridge,
-    docs: Sequence[Example],
-    options: TunedLensOptions = TunedLensOptions(),
-    progress: bool = True,
-) -> tuple[TunedLens, dict[str, list[float]]]:
-    """Train a tuned lens on `docs` (all real positions) minus a held-out split of people.
-
-    Returns the lens and per-layer KL to the final distribution on the held-out documents for the
-    logit lens (identity) and the tuned lens, plus the tuned lens's KL on the fitted documents.
-    """
-    fit, held = split_docs(docs, options.heldout_frac, options.seed)
-    streams, final_logp = doc_streams(model, fit, progress)
-    h_streams, h_final = doc_streams(model, held)
-    device = streams.device
-    n_layers = model.cfg.n_layers
-    lens = TunedLens(n_layers, model.cfg.d_model).to(device)
-    opt = torch.optim.Adam(lens.parameters(), lr=options.lr)
-    g = torch.Generator().manual_seed(options.seed)
-    model.eval()
-    with frozen(model):
-        for _ in tqdm(range(options.steps), desc="tuned lens", disable=not progress):
-            idx = torch.randint(streams.shape[1], (options.batch_tokens,), generator=g).to(device)
-            kl = kl_to_final(model, streams[:n_layers, idx], final_logp[idx], lens)
-            opt.zero_grad(set_to_none=True)
-            kl.sum().backward()
-            opt.step()
-        with torch.no_grad():
-            info = {
-                "kl_logit_heldout": kl_to_final(model, h_streams, h_final).tolist(),
-                "kl_tuned_heldout": kl_to_final(model, h_streams, h_final, lens).tolist(),
-                "kl_tuned_fit": kl_to_final(model, streams, final_logp, lens).tolist(),
-            }
-    info["n_tokens_fit"] = [float(streams.shape[1])]
-    info["n_tokens_heldout"] = [float(h_streams.shape[1])]
-    return lens.eval(), info
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,9 @@ corrupted, in score units) is reported.
 
 The batched engine that patches the cells (`patch_cells`, `get_act_patch`, the metric) is
 `interp.analysis.activation_patching`, checked against TransformerLens; this module is the
-reversal-curse study on it.
+reversal-curse study on it (the tracing), and `interp.analysis.patching_summary` its numbers
+(position names, per-group summaries, sites, the severed path, `PatchingSummary`), re-exported
+here.
 
 Positions are aligned across templates by naming them relative to the entity span: `<bos>`,
 `pre` (tokens before the entity), `A1 A2` / `B1 ... B4` (the entity's tokens; `first`, `mid`,
@@ -75,14 +77,46 @@ from interp.analysis.activation_patching import (
     run_metric,
 )
 from interp.analysis.options import SEED_MAX, Options, option
+from interp.analysis.patching_summary import (  # the numbers of the study, re-exported
+    CORRUPTIONS,
+    QUERIES,
+    SEVER,
+    SITES,
+    entity_span,
+    severed_restoration,
+    summarise_group,
+    summary,
+)
+from interp.analysis.patching_summary import (
+    PatchingSummary as PatchingSummary,
+)
+from interp.analysis.patching_summary import (
+    by_label as by_label,
+)
+from interp.analysis.patching_summary import (
+    entity_last_label as entity_last_label,
+)
+from interp.analysis.patching_summary import (
+    entity_letter as entity_letter,
+)
+from interp.analysis.patching_summary import (
+    format_summary as format_summary,
+)
+from interp.analysis.patching_summary import (
+    label_order as label_order,
+)
+from interp.analysis.patching_summary import (
+    position_labels as position_labels,
+)
+from interp.analysis.patching_summary import (
+    site_restoration as site_restoration,
+)
 from interp.data.dataset import TEMPLATE_KINDS, Example, FactDataset, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.runs import Result, Run, write_result
-from interp.stats import mean_ci, run_seed
+from interp.stats import run_seed
 
-CORRUPTIONS = ("swap", "noise")
-QUERIES = {"forward": "same", "reverse": "reverse"}  # query name -> dataset direction
 SCORE_UNITS = {
     "swap": "logit(right answer's first token) - logit(corrupting answer's first token), final "
     "prompt position",
@@ -91,7 +125,6 @@ SCORE_UNITS = {
 }
 
 NAME = "patching"
-SITES = ("entity_last", "final")  # the entity's last token (A's, forward) and the final position
 # The summary numbers the report prints: the n2d entity-swap numbers, forward vs reverse (raw
 # clean - corrupted gap; best resid_pre restoration and its wrong-source control where defined),
 # and which sites carry the forward fact: per activation, the largest restored fraction over
@@ -142,15 +175,6 @@ class PatchingOptions(Options):
 
 
 # --- corruptions over sets of prompts -------------------------------------------------------
-
-
-def entity_span(e: Example) -> tuple[int, int]:
-    """The span of the entity the prompt names (A for "A is ..." prompts, B for "B is ...")."""
-    return e.a_span if 0 <= e.a_span[0] and e.a_span[1] <= e.prompt_len else e.b_span
-
-
-def entity_letter(e: Example) -> str:
-    return "A" if entity_span(e) == e.a_span else "B"
 
 
 @dataclass(frozen=True)
@@ -235,9 +259,6 @@ def trace_swap(
     return TraceGrids(patched, clean, corrupted, lengths)
 
 
-SEVER = ("none", "mlp", "attn")  # severed path: nothing, the MLPs or attention frozen corrupted
-
-
 @torch.no_grad()
 def trace_severed(
     model: TransformerBridge, prompts: Sequence[Example], corrupters: Sequence[Example]
@@ -287,30 +308,6 @@ def trace_severed(
             logits = model.run_with_hooks(corr_toks, fwd_hooks=hooks)
             out[:, v, layer] = answer_score(logits, final, right, wrong).cpu()
     return out
-
-
-def severed_restoration(
-    scores: Float[Tensor, "prompt sever layer"], trace: TraceGrids, prompts: Sequence[Example]
-) -> tuple[dict[str, Any], np.ndarray]:
-    """Per person, (severed score - corrupted) / (clean - corrupted), means over the person's
-    prompts as in `site_restoration`; the mean over people per layer with its 95% interval."""
-    people = sorted({e.person for e in prompts})
-    rows = [np.array([e.person == p for e in prompts]) for p in people]
-    effect = scores.double().numpy() - trace.corrupted.cpu().double().numpy()[:, None, None]
-    gap = (trace.clean - trace.corrupted).cpu().double().numpy()
-    per_person = np.stack([effect[r].mean(0) / gap[r].mean() for r in rows])  # person sever layer
-    out: dict[str, Any] = {"site": "entity_last", "n_people": len(people)}
-    for v, sever in enumerate(SEVER):
-        cis = [mean_ci(per_person[:, v, layer].tolist()) for layer in range(scores.shape[2])]
-        means = [c[0] for c in cis]
-        best = int(np.nanargmax(means))
-        out[sever] = {
-            "mean": means,
-            "low": [c[1] for c in cis],
-            "high": [c[2] for c in cis],
-            "max": {"value": means[best], "layer": best, "ci95": [cis[best][1], cis[best][2]]},
-        }
-    return out, per_person
 
 
 def embedding_std(model: TransformerBridge, token_ids: Sequence[int]) -> float:
@@ -434,70 +431,7 @@ def swap_partner(
     return rng.choice(cands) if cands else None
 
 
-def position_labels(e: Example, fixed_entity_len: bool = True) -> list[str]:
-    """The name of every prompt position relative to the entity span (see module docstring)."""
-    start, end = entity_span(e)
-    letter = entity_letter(e)
-    out = []
-    for p in range(e.prompt_len):
-        if p == 0:
-            out.append("<bos>")
-        elif p < start:
-            out.append("pre")
-        elif p < end:
-            k = p - start
-            if fixed_entity_len:
-                out.append(f"{letter}{k + 1}")
-            else:
-                out.append(
-                    f"{letter}last"
-                    if p == end - 1
-                    else f"{letter}first"
-                    if k == 0
-                    else f"{letter}mid"
-                )
-        elif p == e.prompt_len - 1:
-            out.append("final")
-        elif p == end:
-            out.append("post")
-        else:
-            out.append("mid")
-    return out
-
-
-def label_order(labels: Sequence[Sequence[str]]) -> list[str]:
-    """Every label that occurs, in prompt order (<bos>, pre, entity, post, mid, final)."""
-    seen = {x for ls in labels for x in ls}
-    order = ["<bos>", "pre"]
-    for letter in "AB":
-        order += [f"{letter}{k}" for k in range(1, 65)]
-        order += [f"{letter}first", f"{letter}mid", f"{letter}last"]
-    order += ["post", "mid", "final"]
-    return [x for x in order if x in seen]
-
-
-def by_label(
-    grid: Float[Tensor, "prompt act layer pos"],
-    labels: Sequence[Sequence[str]],
-    order: Sequence[str],
-) -> Float[np.ndarray, "prompt act layer label"]:
-    """Average each prompt's cells over the positions of each label (NaN where it has none)."""
-    g = grid.detach().cpu().double().numpy()
-    out = np.full((*g.shape[:3], len(order)), np.nan)
-    for i, ls in enumerate(labels):
-        for j, name in enumerate(order):
-            pos = [p for p, x in enumerate(ls) if x == name]
-            if pos:
-                out[i, :, :, j] = g[i][..., pos].mean(axis=-1)
-    return out
-
-
 # --- the analysis ---------------------------------------------------------------------------
-
-
-def _nan_to_none(a: np.ndarray) -> list[Any]:
-    """A nested list for JSON, with NaN (no data) as null."""
-    return [_nan_to_none(x) if np.ndim(x) else (None if np.isnan(x) else float(x)) for x in a]
 
 
 def _select(
@@ -509,157 +443,6 @@ def _select(
             rng.sample(prompts, opts.max_prompts), key=lambda e: (e.template, e.person)
         )
     return prompts
-
-
-def _summarise_group(
-    trace: TraceGrids,
-    control: TraceGrids | None,
-    control_idx: list[int],
-    prompts: list[Example],
-    opts: PatchingOptions,
-    ds: FactDataset,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Mean grids per position name, baselines, best cells and the meaningfulness flag."""
-    fixed = len({entity_span(e)[1] - entity_span(e)[0] for e in prompts}) == 1
-    labels = [position_labels(e, fixed) for e in prompts]
-    order = label_order(labels)
-    effect = by_label(trace.patched - trace.corrupted[:, None, None, None], labels, order)
-    clean = trace.clean.cpu().double().numpy()
-    corrupted = trace.corrupted.cpu().double().numpy()
-    gap = clean - corrupted
-    present = ~np.isnan(effect[:, 0, 0, :])  # prompt label
-    n_label = present.sum(0)
-    # Mean effect over the prompts that have each label, over the mean gap of those prompts.
-    mean_effect = np.nansum(effect, axis=0) / n_label  # act layer label
-    gap_label = (gap[:, None] * present).sum(0) / n_label  # label
-    # Prompts of one person share the fact, so the interval counts people, not prompts.
-    people = sorted({e.person for e in prompts})
-    per_person = np.array([gap[[e.person == p for e in prompts]].mean() for p in people])
-    p_mean, g_lo, g_hi, _ = mean_ci(per_person.tolist())
-    g_mean = float(gap.mean())
-    meaningful = abs(g_mean) >= opts.min_gap and (g_lo > 0 or g_hi < 0)
-    normalised = mean_effect / gap_label
-    out: dict[str, Any] = {
-        "n_prompts": len(prompts),
-        "corrupted_entity": entity_letter(prompts[0]),
-        "example_prompt": ds.text(prompts[0].prompt),
-        "labels": order,
-        "label_counts": [int(c) for c in n_label],
-        "clean": {"mean": float(clean.mean()), "per_prompt": clean.tolist()},
-        "corrupted": {"mean": float(corrupted.mean()), "per_prompt": corrupted.tolist()},
-        "clean_minus_corrupt": {
-            "mean": g_mean,
-            "mean_over_people": p_mean,
-            "ci95_over_people": [g_lo, g_hi],
-            "n_people": len(people),
-            "frac_prompts_above_min_gap": float(np.mean(gap >= opts.min_gap)),
-        },
-        "meaningful": bool(meaningful),
-        "effect_raw": {a: mean_effect[i].tolist() for i, a in enumerate(ACTS)},
-        "normalised": {
-            a: (normalised[i].tolist() if meaningful else None) for i, a in enumerate(ACTS)
-        },
-        "best": {},
-    }
-    for i, a in enumerate(ACTS):
-        src = normalised[i] if meaningful else mean_effect[i]
-        layer, j = np.unravel_index(int(np.argmax(src)), src.shape)
-        out["best"][a] = {
-            "value": float(src[layer, j]),
-            "layer": int(layer),
-            "position": order[j],
-            "units": "normalised" if meaningful else "raw",
-        }
-    arrays = {
-        "meaningful": np.array(meaningful),
-        "normalised": normalised,
-        "effect_raw": mean_effect,
-        "clean": clean,
-        "corrupted": corrupted,
-        "per_prompt_effect": effect,
-        "person": np.array([e.person for e in prompts]),
-        "template": np.array([e.template for e in prompts]),
-    }
-    if meaningful:
-        out["sites"], site_arrays = site_restoration(effect, gap, prompts, order)
-        arrays.update(site_arrays)
-    if control is not None:
-        # Control runs exist for the prompts that found a third person (`control_idx`).
-        c_effect = by_label(
-            control.patched - control.corrupted[:, None, None, None],
-            [labels[i] for i in control_idx],
-            order,
-        )
-        c_present = ~np.isnan(c_effect[:, 0, 0, :])
-        c_gap = (control.clean - control.corrupted).cpu().double().numpy()
-        with np.errstate(invalid="ignore", divide="ignore"):  # a label no control prompt has
-            c_norm = (np.nansum(c_effect, axis=0)[0] / c_present.sum(0)) / (
-                (c_gap[:, None] * c_present).sum(0) / c_present.sum(0)
-            )  # layer label
-        layer, j = np.unravel_index(int(np.nanargmax(c_norm)), c_norm.shape)
-        out["control"] = {
-            "what": "resid_pre patched from a third person's clean run (wrong source)",
-            "n_prompts": int(control.clean.shape[0]),
-            "normalised_resid_pre": _nan_to_none(c_norm) if meaningful else None,
-            "best": {"value": float(c_norm[layer, j]), "layer": int(layer), "position": order[j]}
-            if meaningful
-            else None,
-        }
-        arrays["control_normalised_resid_pre"] = c_norm
-    return out, arrays
-
-
-def entity_last_label(order: Sequence[str], letter: str) -> str | None:
-    """The position name of the entity's last token: `<letter>last`, or the highest
-    `<letter>k` when every prompt's entity has the same length."""
-    if f"{letter}last" in order:
-        return f"{letter}last"
-    ks = [int(x[1:]) for x in order if x[:1] == letter and x[1:].isdigit()]
-    return f"{letter}{max(ks)}" if ks else None
-
-
-def site_restoration(
-    effect: Float[np.ndarray, "prompt act layer label"],
-    gap: Float[np.ndarray, " prompt"],
-    prompts: Sequence[Example],
-    order: Sequence[str],
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Restored fraction per activation x layer at two sites, the entity's last token and the
-    final position, with a within-run 95% interval over people.
-
-    A person's restored fraction is the mean patched effect over their prompts divided by the
-    mean clean - corrupted gap over the same prompts (the group's normalisation, per person);
-    prompts of one person share the fact, so people, not prompts, are the items. The site
-    estimate is the mean over people with its Student-t interval. Returns the JSON part
-    (`sites[site][act]`: `mean`, `low`, `high` per layer, `max` with its layer and interval,
-    `n_people`) and arrays `sites/<site>` [person, act, layer].
-    """
-    people = sorted({e.person for e in prompts})
-    rows = [np.array([e.person == p for e in prompts]) for p in people]
-    letter = entity_letter(prompts[0])
-    out: dict[str, Any] = {}
-    arrays: dict[str, np.ndarray] = {}
-    for site, label in (("entity_last", entity_last_label(order, letter)), ("final", "final")):
-        if label is None or label not in order:
-            continue
-        j = order.index(label)
-        per_person = np.stack(
-            [np.nanmean(effect[r, :, :, j], axis=0) / gap[r].mean() for r in rows]
-        )  # person act layer
-        arrays[f"sites/{site}"] = per_person
-        by_act: dict[str, Any] = {"label": label, "n_people": len(people)}
-        for i, a in enumerate(ACTS):
-            cis = [mean_ci(per_person[:, i, layer].tolist()) for layer in range(effect.shape[2])]
-            means = [c[0] for c in cis]
-            best = int(np.nanargmax(means))
-            by_act[a] = {
-                "mean": means,
-                "low": [c[1] for c in cis],
-                "high": [c[2] for c in cis],
-                "max": {"value": means[best], "layer": best, "ci95": [cis[best][1], cis[best][2]]},
-            }
-        out[site] = by_act
-    return out, arrays
 
 
 def _trace_group(
@@ -797,7 +580,7 @@ def run_analysis(
         trace, control, cidx, used, skipped, severed = _trace_group(
             run, prompts, corruption, opts, rng, gen, std, progress, desc
         )
-        res, arr = _summarise_group(trace, control, cidx, used, opts, ds)
+        res, arr = summarise_group(trace, control, cidx, used, opts, ds)
         if severed is not None and res["meaningful"]:
             res["severed"], arr["severed"] = severed_restoration(severed, trace, used)
         res = {"direction": QUERIES[query], "n_skipped_no_partner": skipped, **res}
@@ -823,103 +606,3 @@ def run_analysis(
     if write:
         write_result(run.path, result)
     return result
-
-
-def summary(groups: dict[str, Any]) -> dict[str, float]:
-    """Flat headline numbers. Per group `<subset>_<query>_<corruption>_`: `clean_minus_corrupt`
-    (raw score gap, always), `<act>_best` and `control_best` (max normalised effect, only where
-    the gap is meaningful). Headlines: `forward_*` / `reverse_*` are the n2d swap numbers."""
-    out: dict[str, float] = {}
-    for subset, by_q in groups.items():
-        for query, by_c in by_q.items():
-            for corruption, g in by_c.items():
-                key = f"{subset}_{query}_{corruption}"
-                out[f"{key}_clean_minus_corrupt"] = g["clean_minus_corrupt"]["mean"]
-                if not g["meaningful"]:
-                    continue
-                for a in ACTS:
-                    out[f"{key}_{a}_best"] = g["best"][a]["value"]
-                if g.get("control") and g["control"]["best"]:
-                    out[f"{key}_control_best"] = g["control"]["best"]["value"]
-    for query in QUERIES:
-        g = groups.get("n2d", {}).get(query, {}).get("swap")
-        if g is None:
-            continue
-        out[f"{query}_clean_minus_corrupt"] = g["clean_minus_corrupt"]["mean"]
-        out[f"{query}_clean"] = g["clean"]["mean"]
-        out[f"{query}_corrupted"] = g["corrupted"]["mean"]
-        if g["meaningful"]:
-            out[f"{query}_best_restoration"] = g["best"]["resid_pre"]["value"]
-            out[f"{query}_best_layer"] = float(g["best"]["resid_pre"]["layer"])
-            if g.get("control") and g["control"]["best"]:
-                out[f"{query}_control_best_restoration"] = g["control"]["best"]["value"]
-            for site, by_act in g.get("sites", {}).items():
-                for a in ACTS:
-                    m = by_act[a]["max"]
-                    key = f"{query}_{site}_{a}_max"
-                    out[key] = m["value"]
-                    out[f"{key}_layer"] = float(m["layer"])
-                    out[f"{key}_low"], out[f"{key}_high"] = m["ci95"]
-            for sever in SEVER if "severed" in g else ():
-                m = g["severed"][sever]["max"]
-                key = f"{query}_severed_{sever}_max"
-                out[key] = m["value"]
-                out[f"{key}_layer"] = float(m["layer"])
-                out[f"{key}_low"], out[f"{key}_high"] = m["ci95"]
-    return out
-
-
-def format_summary(result: Result) -> str:
-    """A short table: per group the baselines, the gap and the best cell per activation."""
-    lines = [
-        f"{'group':<24} {'clean':>7} {'corrupt':>8} {'gap':>7}  best resid_pre / attn_out / "
-        "mlp_out (value @ layer, position)"
-    ]
-    for subset, by_q in result["groups"].items():
-        for query, by_c in by_q.items():
-            for corruption, g in by_c.items():
-                cells = []
-                for a in ACTS:
-                    b = g["best"][a]
-                    cells.append(f"{b['value']:.2f}@L{b['layer']},{b['position']}")
-                flag = "" if g["meaningful"] else "  [gap not meaningful: raw effects shown]"
-                lines.append(
-                    f"{subset + ' ' + query + ' ' + corruption:<24} "
-                    f"{g['clean']['mean']:>7.2f} {g['corrupted']['mean']:>8.2f} "
-                    f"{g['clean_minus_corrupt']['mean']:>7.2f}  {' / '.join(cells)}{flag}"
-                )
-    s = result["summary"]
-    if "forward_best_restoration" in s:
-        lines.append(
-            f"forward (n2d, swap) best resid_pre restoration: "
-            f"{s['forward_best_restoration']:.3f}; wrong-source control: "
-            f"{s.get('forward_control_best_restoration', float('nan')):.3f}"
-        )
-    g = result["groups"].get("n2d", {}).get("forward", {}).get("swap", {})
-    for site, by_act in g.get("sites", {}).items():
-        cells = [
-            f"{a} {m['value']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}] @L{m['layer']}"
-            for a in ACTS
-            for m in [by_act[a]["max"]]
-        ]
-        lines.append(
-            f"forward (n2d, swap) restored at {site} ({by_act['label']}; max over layers, "
-            f"95% interval over {by_act['n_people']} people): " + "; ".join(cells)
-        )
-    if "severed" in g:
-        sv = g["severed"]
-        cells = [
-            f"{v} {m['value']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}] @L{m['layer']}"
-            for v in SEVER
-            for m in [sv[v]["max"]]
-        ]
-        lines.append(
-            "forward (n2d, swap) severed path at the entity's last token, resid_pre restored "
-            "with nothing / the MLPs / attention frozen corrupted: " + "; ".join(cells)
-        )
-    if "reverse_clean_minus_corrupt" in s:
-        lines.append(
-            f"reverse (n2d, swap) clean - corrupted logit difference: "
-            f"{s['reverse_clean_minus_corrupt']:.3f}"
-        )
-    return "\n".join(lines)

@@ -76,7 +76,7 @@ from interp.data.dataset import FactDataset, entity_alone, pad_batch
 from interp.data.world import SUBSETS, Person
 from interp.errors import UserError
 from interp.model import build_model
-from interp.runs import Result, Run, write_result
+from interp.runs import Result, Run, Summary, summary_field, write_result
 from interp.stats import run_seed
 
 SITES = ("resid", "mlp_out", "prompt_final")
@@ -97,6 +97,77 @@ HEADLINES = tuple(
     for s in SUBSETS
     for k in ("probe", "control_randlabel")
 )
+
+
+@dataclass(frozen=True)
+class ProbingSummary(Summary):
+    """Probing's headline numbers (`result.summary` of `run_analysis`): best-layer accuracy of
+    the cross-entity probes on an entity's own representation (entity alone), per subset, with
+    the random-label control; chance is `chance_a_to_b` / `chance_b_to_a`. Every site
+    (resid, mlp_out, prompt_final) and control is in `best` and `selectivity`."""
+
+    probe_a_to_b_n2d_best: float | None = summary_field(
+        "A -> B's role probe, resid, n2d people: cross-validated accuracy, best layer"
+    )
+    control_randlabel_a_to_b_n2d_best: float | None = summary_field(
+        "the same probe on shuffled labels (the random-label control), best layer"
+    )
+    probe_a_to_b_d2n_best: float | None = summary_field(
+        "A -> B's role probe, resid, d2n people: cross-validated accuracy, best layer"
+    )
+    control_randlabel_a_to_b_d2n_best: float | None = summary_field(
+        "the same probe on shuffled labels (the random-label control), best layer"
+    )
+    probe_a_to_b_both_best: float | None = summary_field(
+        "A -> B's role probe, resid, both people: cross-validated accuracy, best layer"
+    )
+    control_randlabel_a_to_b_both_best: float | None = summary_field(
+        "the same probe on shuffled labels (the random-label control), best layer"
+    )
+    probe_b_to_a_n2d_best: float | None = summary_field(
+        "B -> first-name class probe, resid, n2d people: cross-validated accuracy, best layer"
+    )
+    control_randlabel_b_to_a_n2d_best: float | None = summary_field(
+        "the same probe on shuffled labels (the random-label control), best layer"
+    )
+    probe_b_to_a_d2n_best: float | None = summary_field(
+        "B -> first-name class probe, resid, d2n people: cross-validated accuracy, best layer"
+    )
+    control_randlabel_b_to_a_d2n_best: float | None = summary_field(
+        "the same probe on shuffled labels (the random-label control), best layer"
+    )
+    probe_b_to_a_both_best: float | None = summary_field(
+        "B -> first-name class probe, resid, both people: cross-validated accuracy, best layer"
+    )
+    control_randlabel_b_to_a_both_best: float | None = summary_field(
+        "the same probe on shuffled labels (the random-label control), best layer"
+    )
+    chance_a_to_b: float | None = summary_field(
+        "chance accuracy of the A -> role probe (majority class), mean over subsets"
+    )
+    chance_b_to_a: float | None = summary_field("the same for the B -> first-name probe")
+
+    def best(self, site: str = "resid", condition: str = "probe") -> dict[tuple[str, str], float]:
+        """Best-layer accuracy by (direction, subset) at `site` (resid, mlp_out, prompt_final),
+        for `condition` "probe" (trained model), "control_randinit" or "control_randlabel"."""
+        return self.cells(
+            f"{condition}_{SITE_TAG[site]}{{direction}}_{{subset}}_best",
+            direction=PROBE_DIRECTIONS,
+            subset=SUBSETS,
+        )
+
+    def selectivity(self, site: str = "resid") -> dict[tuple[str, str], float]:
+        """Real minus random-label accuracy at the real probe's best layer, by (direction,
+        subset)."""
+        return self.cells(
+            f"selectivity_{SITE_TAG[site]}{{direction}}_{{subset}}",
+            direction=PROBE_DIRECTIONS,
+            subset=SUBSETS,
+        )
+
+    def chance(self) -> dict[tuple[str, str], float]:
+        """Chance accuracy by (direction, subset)."""
+        return self.cells("chance_{direction}_{subset}", direction=PROBE_DIRECTIONS, subset=SUBSETS)
 
 
 @dataclass(frozen=True)

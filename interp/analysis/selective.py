@@ -30,6 +30,9 @@ hidden state? Scores compared (higher = more confident):
   are predicted often in training, so their unembedding rows are well trained; any two tokens
   would do, since only the learned prompt gives them meaning;
 - `aspire`: (1 - alpha) * likelihood + alpha * self_eval.
+The metrics (AUROC, AUACC, their intervals), `SelectiveSummary` and the text table are
+:mod:`interp.analysis.selective_metrics`, re-exported here.
+
 The self-evaluation is only evidence if it can learn: its best validation loss (class-balanced
 cross-entropy) is reported against ln 2, the loss of a constant predictor, and a POSITIVE CONTROL
 trains the same learner on the same rows with a label it can read from them (does the question
@@ -62,11 +65,34 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Bool, Float
-from scipy.stats import rankdata
 from torch.nn import functional as F
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.analysis.options import SEED_MAX, Options, option
+from interp.analysis.selective_metrics import (  # the metrics and numbers, re-exported
+    CONTROLS,
+    LN2,
+    SCORES,
+    auroc,
+    metric_intervals,
+    set_masks,
+    set_metrics,
+)
+from interp.analysis.selective_metrics import (
+    SETS as SETS,
+)
+from interp.analysis.selective_metrics import (
+    SelectiveSummary as SelectiveSummary,
+)
+from interp.analysis.selective_metrics import (
+    accuracy_coverage as accuracy_coverage,
+)
+from interp.analysis.selective_metrics import (
+    auacc as auacc,
+)
+from interp.analysis.selective_metrics import (
+    format_summary as format_summary,
+)
 from interp.analysis.soft_prompt import (
     SelfEvalFit,
     SelfEvalMargins,
@@ -79,20 +105,9 @@ from interp.errors import UserError
 from interp.evaluate import Candidate, beam_search, is_exact_match, match_rule
 from interp.model import raw_forward
 from interp.runs import Result, Run, write_result
-from interp.stats import hierarchical_bootstrap, run_seed
+from interp.stats import run_seed
 
 NAME = "selective"
-SETS = ("mixed", "forward", "reverse")
-SCORES = (
-    "likelihood",
-    "entropy",
-    "probe",
-    "probe_question",
-    "probe_first_answer",
-    "self_eval",
-    "aspire",
-)
-CONTROLS = ("oracle", "probe_shuffled", "self_eval_shuffled")
 # Where each probe reads the last block's residual stream, relative to the question's length
 # (`Example.prompt_len`) or the row's end: the last answer token (-1 from the end) has read the
 # whole answer but predicts the next template word; the question's final position has read only
@@ -103,7 +118,6 @@ PROBES = {
     "probe_question": ("prompt", -1),
     "probe_first_answer": ("prompt", 0),
 }
-LN2 = math.log(2)  # class-balanced cross-entropy of a constant predictor: the bar to beat
 SPLITS = ("train", "val", "test")
 BATCH = 256
 
@@ -172,48 +186,6 @@ class SelectiveOptions(Options):
 
 # ---------------------------------------------------------------------------------------------
 # Metrics
-
-
-def auroc(score: Float[np.ndarray, " n"], correct: Bool[np.ndarray, " n"]) -> float:
-    """P(score of a correct answer > score of a wrong one), ties counting 1/2 (Mann-Whitney U).
-
-    NaN when one class is empty: no ranking can be judged then.
-    """
-    n_pos = int(correct.sum())
-    n_neg = len(correct) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(score)  # average ranks for ties
-    u = ranks[correct].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
-
-
-def accuracy_coverage(
-    score: Float[np.ndarray, " n"], correct: Bool[np.ndarray, " n"]
-) -> tuple[Float[np.ndarray, " n"], Float[np.ndarray, " n"]]:
-    """The accuracy-coverage curve: keep the i most confident answers, i = 1..n.
-
-    Returns (coverage i/n, accuracy of the kept answers). Tied scores are broken at random in
-    expectation: inside a group of equal scores every answer counts with the group's accuracy,
-    so the curve does not depend on the order the data came in.
-    """
-    n = len(score)
-    if n == 0:
-        raise UserError("accuracy-coverage curve of an empty set: the set has no questions")
-    uniq, inverse = np.unique(-score, return_inverse=True)  # groups in descending score
-    group_n = np.bincount(inverse, minlength=len(uniq)).astype(float)
-    group_c = np.bincount(inverse, weights=correct.astype(float), minlength=len(uniq))
-    n_before = np.concatenate([[0.0], np.cumsum(group_n)[:-1]])
-    c_before = np.concatenate([[0.0], np.cumsum(group_c)[:-1]])
-    kept = np.arange(1, n + 1, dtype=float)
-    g = np.searchsorted(np.cumsum(group_n), kept, side="left")  # group holding the i-th answer
-    hits = c_before[g] + (kept - n_before[g]) * group_c[g] / group_n[g]
-    return kept / n, hits / kept
-
-
-def auacc(score: Float[np.ndarray, " n"], correct: Bool[np.ndarray, " n"]) -> float:
-    """Area under the accuracy-coverage curve (its mean over coverages 1/n .. n/n)."""
-    return float(accuracy_coverage(score, correct)[1].mean())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,52 +275,6 @@ def split_people(
     return {k: sorted(int(p) for p in v) for k, v in out.items()}
 
 
-INTERVAL_SETS = ("mixed", "reverse")
-N_BOOT = 1000
-
-
-def metric_intervals(
-    scores: dict[str, np.ndarray],
-    correct: np.ndarray,
-    masks: dict[str, np.ndarray],
-    seed: int,
-    undefined: dict[str, str],
-) -> dict[str, float]:
-    """95% bootstrap intervals of AUROC and AUACC (`<metric>_<score>_<set>_low` / `_high`).
-
-    Resamples the test questions of one run (`stats.hierarchical_bootstrap` with one group of
-    question indices, `N_BOOT` replicates); the spread over seeds is the study's business. A
-    bound is NaN, with a reason, when some replicates hold one class only (AUROC undefined).
-    """
-    out: dict[str, float] = {}
-    for set_name in INTERVAL_SETS:
-        mask = masks[set_name]
-        c = correct[mask]
-        if not mask.any():
-            continue
-        for name, sc in scores.items():
-            if name == "oracle":
-                continue
-            x = sc[mask]
-            for metric, fn in (("auroc", auroc), ("auacc", auacc)):
-
-                def statistic(
-                    i: np.ndarray, fn: Any = fn, x: np.ndarray = x, c: np.ndarray = c
-                ) -> float:
-                    return float(fn(x[i.astype(int)], c[i.astype(int)]))
-
-                est = hierarchical_bootstrap(
-                    [np.arange(len(x), dtype=float)], statistic=statistic, n_boot=N_BOOT, seed=seed
-                )
-                key = f"{metric}_{name}_{set_name}"
-                out[f"{key}_low"], out[f"{key}_high"] = est.low, est.high
-                if math.isnan(est.low):
-                    undefined[f"{key}_interval"] = (
-                        f"{set_name}: some bootstrap draws hold one class only"
-                    )
-    return out
-
-
 def _vocab_id(ds: FactDataset, text: str, flag: str) -> int:
     ids = encode(ds.tokenizer, text)
     if len(ids) != 1 or ids[0] == ds.tokenizer.token_to_id("<unk>"):
@@ -357,38 +283,6 @@ def _vocab_id(ds: FactDataset, text: str, flag: str) -> int:
             "e.g. '.' or '?'"
         )
     return ids[0]
-
-
-def _set_masks(questions: list[Example]) -> dict[str, np.ndarray]:
-    d = np.array([e.direction for e in questions])
-    return {"mixed": np.ones(len(d), dtype=bool), "forward": d == "same", "reverse": d == "reverse"}
-
-
-def _metrics(
-    scores: dict[str, np.ndarray], correct: np.ndarray, masks: dict[str, np.ndarray]
-) -> tuple[dict[str, float], dict[str, str], dict[str, np.ndarray]]:
-    """Summary numbers, reasons for NaNs, and the curves, for every score on every set."""
-    summary: dict[str, float] = {}
-    undefined: dict[str, str] = {}
-    curves: dict[str, np.ndarray] = {}
-    for set_name, mask in masks.items():
-        c = correct[mask]
-        summary[f"n_{set_name}"] = float(mask.sum())
-        summary[f"accuracy_{set_name}"] = float(c.mean()) if mask.any() else float("nan")
-        if not mask.any():
-            undefined[f"{set_name}"] = "no test questions in this set"
-            continue
-        curves[f"coverage_{set_name}"] = accuracy_coverage(np.zeros(int(mask.sum())), c)[0]
-        for name, s in scores.items():
-            summary[f"auroc_{name}_{set_name}"] = auroc(s[mask], c)
-            summary[f"auacc_{name}_{set_name}"] = auacc(s[mask], c)
-            curves[f"accuracy_{set_name}_{name}"] = accuracy_coverage(s[mask], c)[1]
-            if math.isnan(summary[f"auroc_{name}_{set_name}"]):
-                undefined[f"auroc_{name}_{set_name}"] = (
-                    f"all {int(mask.sum())} {set_name} answers are "
-                    f"{'correct' if c.all() else 'wrong'}: no ranking to judge"
-                )
-    return summary, undefined, curves
 
 
 @dataclass(frozen=True)
@@ -570,9 +464,9 @@ def run_analysis(
 
     # 4. Metrics per question set.
     test_q = [questions[q] for q in test.question]
-    summary, undefined, curves = _metrics(scores, test.correct, _set_masks(test_q))
+    summary, undefined, curves = set_metrics(scores, test.correct, set_masks(test_q))
     summary["alpha"] = alpha
-    summary.update(metric_intervals(scores, test.correct, _set_masks(test_q), opts.seed, undefined))
+    summary.update(metric_intervals(scores, test.correct, set_masks(test_q), opts.seed, undefined))
     if alpha_reason:
         undefined["alpha"] = alpha_reason
     fit = fits["self_eval"]
@@ -656,61 +550,3 @@ def run_analysis(
     if write:
         write_result(run.path, result)
     return result
-
-
-def format_summary(result: Result) -> str:
-    """The AUROC / AUACC table (scores x question sets), with accuracy and the controls."""
-    return _format_data(result.data)
-
-
-def _format_data(data: dict[str, Any]) -> str:
-    """`format_summary` of a result's JSON (as read back: undefined numbers are null), with the
-    self-evaluation's best validation loss against ln 2 (a constant predictor) when recorded."""
-    nan = float("nan")  # undefined numbers are null in the saved JSON (interp.runs.strict_json)
-    s = {k: nan if v is None else v for k, v in data["summary"].items()}
-    names = [*data["scores"], *data["controls"]]
-    lines = [f"{'score':<20}" + "".join(f"{st + ' AUROC':>15}{st + ' AUACC':>15}" for st in SETS)]
-    lines.append(
-        f"{'accuracy (n)':<20}"
-        + "".join(
-            f"{'':>15}{s[f'accuracy_{st}']:>9.3f} ({int(s[f'n_{st}'])})".ljust(30) for st in SETS
-        )
-    )
-    for name in names:
-        lines.append(
-            f"{name:<20}"
-            + "".join(
-                f"{s.get(f'auroc_{name}_{st}', nan):>15.3f}"
-                f"{s.get(f'auacc_{name}_{st}', nan):>15.3f}"
-                for st in SETS
-            )
-        )
-    lines.append(
-        f"chance: AUROC 0.5, AUACC = accuracy. ASPIRE alpha (validation) = {s['alpha']:.2f}"
-    )
-    spans = [
-        f"{n} [{s[f'auroc_{n}_mixed_low']:.2f}, {s[f'auroc_{n}_mixed_high']:.2f}]"
-        for n in names
-        if f"auroc_{n}_mixed_low" in s
-    ]
-    if spans:
-        lines.append(
-            "mixed AUROC 95% interval (bootstrap over test questions): " + ", ".join(spans)
-        )
-    if "self_eval_val_loss_best" in s:
-        line = (
-            f"self-evaluation validation loss {s['self_eval_val_loss_best']:.3f} vs ln 2 = "
-            f"{LN2:.3f} (a constant predictor): "
-            + ("learned" if s["self_eval_val_loss_best"] < LN2 else "NOT learned")
-        )
-        if "positive_control_val_loss_best" in s:
-            line += (
-                "; positive control (is the answer a name?) "
-                f"{s['positive_control_val_loss_best']:.3f}, "
-                f"test AUROC {s['positive_control_auroc_test']:.3f}; shuffled labels "
-                f"{s['self_eval_shuffled_val_loss_best']:.3f}"
-            )
-        lines.append(line)
-    for why in sorted(set(data["undefined"].values())):
-        lines.append(f"nan: {why}")
-    return "\n".join(lines)

@@ -8,6 +8,7 @@ rerunning the update test: `summary_from_saved(run_dir)`. Per fact the unit is t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 from jaxtyping import Float
 from scipy import stats
 
-from interp.runs import Result, read_result
+from interp.runs import Result, Summary, read_result, summary_field
 from interp.stats import equivalence_bound
 from interp.stats import paired_test as paired_t_test
 
@@ -23,6 +24,104 @@ LINEAR_TOLERANCE = 0.2  # revert/only group tables are kept when their sum is wi
 
 CONTEXTS = ("alone", "prompt")  # entity alone ("<bos> A") or inside the prompts
 ENTITIES = ("a", "b")  # A's last token (direction: B's first token), B's last token (A's first)
+
+
+@dataclass(frozen=True)
+class UpdateSummary(Summary):
+    """The gradient-update test's headline numbers (`result.summary` of `run_analysis`): per
+    fact, one update on "A is B", then what moved forward and in reverse, against matched
+    controls (tests paired over facts). Per parameter group: `group_attribution`,
+    `group_norm_sq_share`."""
+
+    delta_logp_forward_mean: float | None = summary_field(
+        "forward: mean over facts of Delta log p(B | 'A is the') after the update"
+    )
+    delta_logp_forward_control_mean: float | None = summary_field(
+        "forward: the same for other new people's answers (control)"
+    )
+    delta_logp_forward_p: float | None = summary_field(
+        "forward: paired t-test p, correct vs control, over facts"
+    )
+    delta_logp_reverse_mean: float | None = summary_field(
+        "reverse: mean over facts of Delta log p(A | 'the B is called') after the update"
+    )
+    delta_logp_reverse_control_mean: float | None = summary_field(
+        "reverse: the same for other new people's answers (control)"
+    )
+    delta_logp_reverse_p: float | None = summary_field(
+        "reverse: paired t-test p, correct vs control, over facts"
+    )
+    specific_forward_minus_reverse_mean: float | None = summary_field(
+        "fact-specific gain (correct - control), forward minus reverse"
+    )
+    specific_forward_minus_reverse_p: float | None = summary_field("its paired t-test p over facts")
+    proj_a_to_b_mean: float | None = summary_field(
+        "change of A's last token (entity alone) along B's first token's unembedding, "
+        "mean over depths and facts"
+    )
+    proj_a_to_b_control_mean: float | None = summary_field(
+        "the same along other people's tokens (control)"
+    )
+    proj_a_to_b_p: float | None = summary_field("Wilcoxon p, correct vs control, over facts")
+    proj_b_to_a_mean: float | None = summary_field(
+        "change of B's last token (entity alone) along A's first token's unembedding, "
+        "mean over depths and facts"
+    )
+    proj_b_to_a_control_mean: float | None = summary_field(
+        "the same along other people's tokens (control)"
+    )
+    proj_b_to_a_p: float | None = summary_field("Wilcoxon p, correct vs control, over facts")
+    align_forward_first_mean: float | None = summary_field(
+        "forward: first-order change of log p(answer's first token), grad . update"
+    )
+    align_forward_first_control_mean: float | None = summary_field(
+        "forward: the same for other people's first tokens (control)"
+    )
+    align_forward_first_p: float | None = summary_field(
+        "forward: paired t-test p, correct vs control"
+    )
+    align_forward_first_cos_mean: float | None = summary_field(
+        "forward: cosine of the gradient with the update"
+    )
+    align_reverse_first_mean: float | None = summary_field(
+        "reverse: first-order change of log p(answer's first token), grad . update"
+    )
+    align_reverse_first_control_mean: float | None = summary_field(
+        "reverse: the same for other people's first tokens (control)"
+    )
+    align_reverse_first_p: float | None = summary_field(
+        "reverse: paired t-test p, correct vs control"
+    )
+    align_reverse_first_cos_mean: float | None = summary_field(
+        "reverse: cosine of the gradient with the update"
+    )
+    reverse_first_bound_pct_of_forward: float | None = summary_field(
+        "95% equivalence bound on the reverse alignment, % of forward"
+    )
+    first_order_over_measured_forward: float | None = summary_field(
+        "first-order prediction over the measured forward change (1: linear)"
+    )
+    both_align_reverse_first_mean: float | None = summary_field(
+        "Both-subset control: reverse first-token alignment of a trained reverse fact"
+    )
+    both_align_reverse_first_control_mean: float | None = summary_field("its control")
+    both_align_reverse_first_p: float | None = summary_field("its paired t-test p")
+    top_group_attribution_fraction_forward: float | None = summary_field(
+        "share of the forward first-order change of the top parameter group"
+    )
+    update_loss_before_mean: float | None = summary_field(
+        "the fact's training loss before the update, mean over facts"
+    )
+    update_loss_after_mean: float | None = summary_field("the same after the update")
+    update_norm_mean: float | None = summary_field("norm of the parameter update, mean over facts")
+
+    def group_attribution(self) -> dict[str, float]:
+        """First-order forward change attributed to each parameter group (grad . update)."""
+        return self.prefixed("attribution_forward_")
+
+    def group_norm_sq_share(self) -> dict[str, float]:
+        """Each parameter group's share of the update's squared norm."""
+        return self.prefixed("norm_sq_share_")
 
 
 def summary_from_saved(run_dir: str | Path) -> dict[str, Any]:

@@ -10,12 +10,44 @@ out.pdf. Nothing is recomputed.
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
-if "ipykernel" not in sys.modules:  # scripts, tests, workers: no display; Jupyter keeps inline
+
+def _kernel_shell() -> Any:
+    """The IPython shell of the Jupyter kernel this process runs in, or None (a script, the CLI,
+    a test, a terminal IPython). A study worker forked from a notebook inherits it: harmless,
+    since figures are drawn off-screen and saved either way."""
+    if "ipykernel" not in sys.modules:
+        return None
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    return shell if getattr(shell, "kernel", None) is not None else None
+
+
+def _show_figures_inline(shell: Any) -> None:
+    """Make a `Figure` that is a cell's value display as a PNG, whatever the backend (the
+    kernel's inline backend registers this itself, but not when MPLBACKEND names another one,
+    e.g. Agg exported by a CI or a shell profile). A format the user chose is left alone."""
+    from IPython.core.pylabtools import print_figure
+    from matplotlib.figure import Figure
+
+    formatters = shell.display_formatter.formatters
+    if not any(Figure in f.type_printers for f in formatters.values()):
+        formatters["image/png"].for_type(Figure, partial(print_figure, fmt="png", base64=True))
+
+
+_SHELL = _kernel_shell()
+if _SHELL is None:  # scripts, the CLI, tests, workers: no display, never a GUI backend
     matplotlib.use("Agg")
+else:  # Jupyter: keep the kernel's backend; a returned Figure shows inline
+    _show_figures_inline(_SHELL)
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
