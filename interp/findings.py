@@ -867,7 +867,7 @@ def _objectives_table(ctx: dict[str, Any], preset: str) -> str:
             f"{_pct(em.get('d2n_reverse_train'))} | {_pct(nat.get('n2d_reverse_train'))} | "
             f"{_pct(nat.get('d2n_reverse_train'))} |"
         )
-    first = next(iter(f.get("behaviour", {}).values()), {})
+    first: dict[str, Any] = next(iter(f.get("behaviour", {}).values()), {})
     n = _n(first.get("exact_match", {}).get("n2d_reverse_train"))
     return "\n".join(rows) + f"\n\nEach cell: mean [95% interval] over {n} per subset."
 
@@ -957,7 +957,7 @@ def _retrieval_table(ctx: dict[str, Any], preset: str) -> str:
                 f"{_pct(em.get(f'{s}_same_train'))} | {_pct(em.get(f'{s}_reverse_train'))} | "
                 f"{_pct(nat.get(f'{s}_reverse_train'))} | {paper} |"
             )
-    first = next(iter(f.get("behaviour", {}).values()), {})
+    first: dict[str, Any] = next(iter(f.get("behaviour", {}).values()), {})
     n = _n(first.get("exact_match", {}).get("n2d_reverse_train")).replace("people", "pairs")
     return "\n".join(rows) + f"\n\nEach cell: mean [95% interval] over {n} per subset."
 
