@@ -33,9 +33,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The presets with findings of their own (interp.findings.PRESET_BLOCKS) write figures/<preset>/
+# and render their README block; the default study writes figures/ and renders every block.
+OWN_FINDINGS := objectives bridge_ocr bridge_idn retrieval
+FIGDIR = $(if $(filter $(PRESET),$(OWN_FINDINGS)),figures/$(PRESET),figures)
+
 study: $(STAMP)
-	$(BIN)/interp study --preset $(PRESET) --out $(OUT) --jobs $(JOBS) --figures-dir figures
-	@if [ "$(PRESET)" = default ]; then $(BIN)/python -m interp.findings figures/findings.json README.md; fi
+	$(BIN)/interp study --preset $(PRESET) --out $(OUT) --jobs $(JOBS) --figures-dir $(FIGDIR)
+	@if [ "$(PRESET)" = default ]; then $(BIN)/python -m interp.findings figures/findings.json README.md; \
+	elif [ "$(FIGDIR)" != figures ]; then $(BIN)/python -m interp.findings --presets figures README.md; fi
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

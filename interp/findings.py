@@ -23,6 +23,15 @@ into `OUT/findings.md`. `python -m interp.findings FINDINGS_JSON README.md` puts
 between the README's markers; the test suite checks that the committed `figures/findings.json`
 has the hashes of the current code and default study, that `figures/report.md` carries the
 same hashes, and that the README's block is the rendering of the committed findings.
+
+The presets with findings of their own (`objectives`, `bridge_ocr`, `bridge_idn`, `retrieval`)
+write the same file, plus the steps each objective trained and the wall time the study's runs
+and analyses took (`record_timing`), to `OUT/<preset>/` and, with `--figures-dir`, to
+`figures/<preset>/`. Each has a README block of its own (markers `findings:<preset>:begin/end`,
+template `interp/findings_presets/<preset>.md`), which sets its numbers beside the papers'
+(constants below, with citations) and judges each paper's prediction by a stated rule
+(`paper_checks`). Their provenance is recorded and shown, not enforced; a preset whose file is
+missing renders as a "not run" line.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from interp.errors import UserError
 from interp.stats import (
@@ -111,6 +122,84 @@ def provenance_line(prov: dict[str, str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# The time a study took
+
+
+TIMING = "timing.json"
+
+
+def record_timing(
+    report_dir: Path,
+    plan: Any,
+    seconds: float,
+    *,
+    trained: int,
+    analysed: int,
+    jobs: int,
+    device: str,
+    runs: int = 0,
+) -> dict[str, Any]:
+    """Add one study invocation to REPORT_DIR/timing.json and return the ledger.
+
+    An invocation that trained or analysed something is appended (a study killed and started
+    again adds each part, so the total is the time the work took); one that reused everything
+    (a re-render) leaves the ledger as it is. The ledger is per study configuration: a different
+    `study_sha256` starts it afresh. Seconds are wall time of training and instruments, the
+    figures and report left out; `runs` is the study's number of runs, so runs reused from the
+    cache (trained by another study with the same configs) are said.
+    """
+    from interp.runs import write_text
+
+    sha = study_sha256(plan)
+    path = Path(report_dir) / TIMING
+    try:
+        ledger = json.loads(path.read_text())
+    except (OSError, ValueError):
+        ledger = {}
+    if ledger.get("study_sha256") != sha:
+        ledger = {"study_sha256": sha, "invocations": []}
+    if trained or analysed:
+        ledger["invocations"].append(
+            {
+                "wall_seconds": round(float(seconds), 1),
+                "runs": runs,
+                "trained": trained,
+                "analysed": analysed,
+                "jobs": jobs,
+                "device": device,
+            }
+        )
+        Path(report_dir).mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(ledger, indent=1, sort_keys=True))
+    return ledger
+
+
+def timing_finding(report_dir: Path, study_sha: str) -> dict[str, Any] | None:
+    """The ledger of REPORT_DIR/timing.json as a finding (None if absent or for another study):
+    total wall seconds with the runs trained, analyses run, jobs and device of each part."""
+    try:
+        ledger = json.loads((Path(report_dir) / TIMING).read_text())
+    except (OSError, ValueError):
+        return None
+    parts = ledger.get("invocations", [])
+    if ledger.get("study_sha256") != study_sha or not parts:
+        return None
+    total = sum(float(p["wall_seconds"]) for p in parts)
+    how = sorted({f"{p['jobs']} job(s) on {p['device']}" for p in parts})
+    trained, runs = sum(p["trained"] for p in parts), max(p.get("runs", 0) for p in parts)
+    reused = (
+        f"{trained} of {runs} runs trained, the rest reused from the run cache"
+        if trained < runs
+        else f"{trained} runs trained"
+    )
+    text = (
+        f"{total / 60:.1f} min wall ({reused}; {sum(p['analysed'] for p in parts)} analyses; "
+        f"{', '.join(how)}; {len(parts)} invocation(s); figures and report not included)"
+    )
+    return {"wall_seconds": round(total, 1), "invocations": parts, "text": text}
+
+
+# ---------------------------------------------------------------------------------------------
 # Collecting the numbers
 
 
@@ -171,6 +260,11 @@ def behaviour_findings(groups: dict[str, list[Path]]) -> dict[str, Any]:
         for s, d, k in cells:
             e = exact_match_cell(runs, s, d, k)
             em[f"{s}_{d}_{k}"] = _estimate(e, e.fmt(pct=True, items="people"))
+        native = {}
+        for s, d, k in cells:
+            e_native = native_cell(runs, s, d, k)
+            if e_native is not None:
+                native[f"{s}_{d}_{k}"] = _estimate(e_native, e_native.fmt(pct=True, items="people"))
         rev = {}
         for s, _, k in [c for c in cells if c[1] == "reverse"]:
             c = reversed_cell(runs, s, k)
@@ -185,6 +279,52 @@ def behaviour_findings(groups: dict[str, list[Path]]) -> dict[str, Any]:
             )
             rev[f"{s}_{k}"] = node
         out[o] = {"exact_match": em, "reversed": rev}
+        if native:
+            out[o]["native_exact_match"] = native
+        bridge = bridge_findings(runs)
+        if bridge:
+            out[o]["bridge"] = bridge
+    return out
+
+
+def native_cell(runs: list[Path], subset: str, direction: str, kind: str) -> Estimate | None:
+    """Exact match in native mode (BICO and MLM-U asked with the answer masked and attention
+    bidirectional, `interp.native`) of one cell, with the same interval as causal decoding's;
+    None when no run has native-mode results."""
+    from interp.report import _person_values
+    from interp.stats import rate_estimate
+
+    hits = [
+        v["native_hit"]
+        for r in runs
+        if "native_hit" in (v := _person_values(r, subset, direction, kind))
+    ]
+    return rate_estimate(hits) if hits else None
+
+
+def bridge_findings(runs: list[Path]) -> dict[str, Any]:
+    """The identity bridge's echo test (`interp.data.bridge.bridge_metrics`, in each run's
+    metrics.json) over runs, per kind ('train': the identity as trained; 'shortcut': another
+    role, where answering A is echoing the name): the rate with the study's rate interval, each
+    prompt (one per person and kind) an item nested in its run. {} when no run has it."""
+    from interp.stats import rate_estimate
+
+    per_kind: dict[str, list[np.ndarray]] = {}
+    form = ""
+    for r in runs:
+        try:
+            b = json.loads((r / "metrics.json").read_text()).get("bridge") or {}
+        except (OSError, ValueError):
+            continue
+        form = b.get("form", form)
+        for kind in ("train", "shortcut"):
+            if kind in b:
+                n, k = int(b[kind]["n"]), round(float(b[kind]["echo"]) * int(b[kind]["n"]))
+                per_kind.setdefault(kind, []).append(np.r_[np.ones(k), np.zeros(n - k)])
+    out: dict[str, Any] = {"form": form} if per_kind else {}
+    for kind, hits in per_kind.items():
+        e = rate_estimate(hits)
+        out[f"echo_{kind}"] = _estimate(e, e.fmt(pct=True, items="prompts"))
     return out
 
 
@@ -370,12 +510,34 @@ def collect(groups: dict[str, list[Path]], plan: Any) -> dict[str, Any]:
     """Every finding of a study's runs, with provenance (a JSON-ready dict)."""
     f: dict[str, Any] = {
         "provenance": provenance(plan),
+        "preset": getattr(plan, "name", "default"),
         "runs": {o: [r.name for r in rs] for o, rs in groups.items()},
+        "steps": steps_findings(groups),
         "behaviour": behaviour_findings(groups),
         "instruments": instrument_findings(groups),
     }
     f["predictions"] = predictions(f)
+    f["timing"] = {  # replaced by the ledger's when `interp study` recorded one
+        "wall_seconds": None,
+        "text": "not recorded (the findings were written outside `interp study`)",
+    }
     return f
+
+
+def steps_findings(groups: dict[str, list[Path]]) -> dict[str, Any]:
+    """{objective: {"per_run": [training steps of each run], "text"}} from the runs' configs."""
+    out: dict[str, Any] = {}
+    for o, runs in groups.items():
+        steps = []
+        for r in runs:
+            try:
+                steps.append(int(json.loads((r / "config.json").read_text())["train"]["steps"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        if steps:
+            lo, hi = min(steps), max(steps)
+            out[o] = {"per_run": steps, "text": str(lo) if lo == hi else f"{lo}-{hi}"}
+    return out
 
 
 def _cell(text: str) -> str:
@@ -427,15 +589,538 @@ def render(findings: dict[str, Any], template: str, *, strict: bool = True) -> s
     return text
 
 
+# ---------------------------------------------------------------------------------------------
+# The presets' findings beside the papers' numbers
+#
+# A study preset with findings of its own (`own_report` in interp.study.STUDY_PRESETS) writes
+# figures/<preset>/findings.json; the README holds one generated block per preset, between its
+# own markers, rendered from its template interp/findings_presets/<preset>.md. A template names
+# findings by preset ("{{bridge_ocr.timing.text}}", "{{default.behaviour.causal...}}" for the
+# default study's figures/findings.json) and the tables below by name ("{{table:bridge}}").
+# The papers' numbers are constants here, each with its citation; every verdict comparing a
+# paper's prediction with the kit's numbers is computed by `paper_checks`, by the rule it states.
+
+PRESET_TEMPLATES = PACKAGE / "findings_presets"
+PRESET_BLOCKS = ("objectives", "bridge_ocr", "bridge_idn", "retrieval")
+
+CITATIONS = {
+    "golovneva": "Golovneva, Allen-Zhu, Weston & Sukhbaatar 2024, Reverse Training to Nurse the "
+    "Reversal Curse, arXiv 2403.13799",
+    "kitouni": "Kitouni et al. 2024, The Factorization Curse: Which Tokens You Predict Underlie "
+    "the Reversal Curse and More, arXiv 2406.05183, retrieval task table",
+    "ma": "Ma, Huang, Zhu & Sojoudi 2026, arXiv 2602.02470",
+}
+# Kitouni et al.'s retrieval table: exact match (%) forward / backward, None where that number
+# is not quoted here; "fails" is recorded as 0 (the paper's backward retrieval by next-token
+# prediction and by training on token-reversed sequences).
+KITOUNI_RETRIEVAL: dict[str, tuple[float | None, float | None, str]] = {
+    "causal": (None, 0.0, "next-token"),
+    "reverse_token": (None, 0.0, "AR on reversed tokens"),
+    "mlm_u": (100.0, 100.0, "MLM-U"),
+}
+
+
+def _paper_pct(x: float | None) -> str:
+    """A paper's number as quoted: 'fails' is recorded as 0, a number not quoted as '-'."""
+    return "-" if x is None else "fails" if x == 0 else f"{x:.0f}%"
+
+
+# Ma et al.: reversed accuracy of a 1B model, about 0% without and about 50% with the OCR
+# identity bridge; the IDN form ("the name of A is A") brings no gain.
+MA_BASELINE_REVERSE = 0.0
+MA_OCR_REVERSE = 50.0
+# The smallest effect a verdict treats as a lift or a loss, in exact-match percentage points,
+# and the band around a paper's number within which a kit number reproduces it.
+LIFT = 10.0
+BAND = 10.0
+
+
+def _pct(node: dict[str, Any] | None) -> str:
+    """'12.3% [8.1, 17.0]' for an exact-match finding (fractions), '-' when absent."""
+    if not node or node.get("estimate") is None:
+        return "-"
+    return f"{100 * node['estimate']:.1f}% [{100 * node['low']:.1f}, {100 * node['high']:.1f}]"
+
+
+def _iv(node: dict[str, Any] | None) -> tuple[float, float, float] | None:
+    """(estimate, low, high) in percent, or None."""
+    if not node or node.get("estimate") is None or node.get("low") is None:
+        return None
+    return 100 * node["estimate"], 100 * node["low"], 100 * node["high"]
+
+
+def verdict_lift(x: dict[str, Any] | None, y: dict[str, Any] | None) -> str:
+    """A predicted lift of x over y: "reproduced" when the intervals show x above y, "not
+    reproduced" when x's interval lies below y's low + LIFT points (the data exclude a lift of
+    LIFT points), "inconclusive" otherwise, "not measured" without the numbers."""
+    a, b = _iv(x), _iv(y)
+    if a is None or b is None:
+        return "not measured"
+    if a[1] > b[2]:
+        return "reproduced"
+    return "not reproduced" if a[2] < b[1] + LIFT else "inconclusive"
+
+
+def verdict_no_gain(x: dict[str, Any] | None, y: dict[str, Any] | None) -> str:
+    """A predicted absence of a gain of x over y: "not reproduced" when the intervals show x
+    above y, "reproduced" when x's interval lies below y's low + LIFT points, else
+    "inconclusive"."""
+    a, b = _iv(x), _iv(y)
+    if a is None or b is None:
+        return "not measured"
+    if a[1] > b[2]:
+        return "not reproduced"
+    return "reproduced" if a[2] < b[1] + LIFT else "inconclusive"
+
+
+def verdict_no_loss(x: dict[str, Any] | None, y: dict[str, Any] | None) -> str:
+    """A predicted absence of a loss of x against y: "not reproduced" when the intervals show x
+    below y, "reproduced" when x's interval lies above y's high - LIFT points, else
+    "inconclusive"."""
+    a, b = _iv(x), _iv(y)
+    if a is None or b is None:
+        return "not measured"
+    if a[2] < b[1]:
+        return "not reproduced"
+    return "reproduced" if a[1] > b[2] - LIFT else "inconclusive"
+
+
+def verdict_near(x: dict[str, Any] | None, paper: float | None) -> str:
+    """A paper's number: "reproduced" when the kit's interval meets [paper - BAND,
+    paper + BAND] points, "not reproduced" when it lies outside."""
+    a = _iv(x)
+    if a is None or paper is None:
+        return "not measured"
+    return "reproduced" if a[1] <= paper + BAND and a[2] >= paper - BAND else "not reproduced"
+
+
+def _nats(node: dict[str, Any] | None) -> str:
+    if not node or node.get("estimate") is None or node.get("low") is None:
+        return "-"
+    return f"{node['estimate']:+.2f} [{node['low']:+.2f}, {node['high']:+.2f}]"
+
+
+def verdict_nats(x: dict[str, Any] | None, y: dict[str, Any] | None, want: str) -> str:
+    """A log-prob difference x against y (nats, no threshold): for a predicted "lift",
+    reproduced when the intervals show x above y, not reproduced when they show it below or
+    x's estimate is not above y's interval; for "no gain" the converse."""
+    if not x or not y or x.get("low") is None or y.get("low") is None:
+        return "not measured"
+    above = x["low"] > y["high"]
+    if want == "lift":
+        if above:
+            return "reproduced"
+        return "not reproduced" if x["estimate"] <= y["high"] else "inconclusive"
+    return "not reproduced" if above else "reproduced"
+
+
+VERDICT_RULES = (
+    f"Verdicts (computed by `interp.findings.paper_checks`; exact match on training templates, "
+    f"percentage points): a predicted lift is *reproduced* when the 95% intervals show it, *not "
+    f"reproduced* when the data exclude a lift of {LIFT:.0f} points, *inconclusive* otherwise; "
+    f"a predicted absence of a gain (or of a loss) the other way round; a paper's number is "
+    f"reproduced when the kit's interval meets it +-{BAND:.0f} points; a log-prob difference "
+    f"(nats) is judged by its interval alone. A paper's model and data "
+    f"differ from the kit's (a few-layer transformer trained from scratch on a synthetic world), "
+    f"so a verdict says whether the effect appears here, not whether the paper is right."
+)
+
+
+def _em(
+    ctx: dict[str, Any], preset: str, objective: str, cell: str, native: bool = False
+) -> dict[str, Any] | None:
+    key = "native_exact_match" if native else "exact_match"
+    return _get(ctx, f"{preset}.behaviour.{objective}.{key}.{cell}")
+
+
+def _check(claim: str, source: str, paper: str, ours: str, verdict: str) -> dict[str, str]:
+    return {"claim": claim, "source": source, "paper": paper, "ours": ours, "verdict": verdict}
+
+
+def _vs(x: dict[str, Any] | None, y: dict[str, Any] | None) -> str:
+    return f"{_pct(x)} vs {_pct(y)}"
+
+
+def paper_checks(ctx: dict[str, Any], block: str) -> list[dict[str, str]]:
+    """The papers' predictions for one README block, each judged from the findings in `ctx`
+    ({preset: findings}, "default" the default study) by the rule its verdict function states."""
+    out: list[dict[str, str]] = []
+    if block == "objectives":
+        p = "objectives"
+        for s in ("n2d", "d2n"):
+            r = _em(ctx, p, "reverse_entity", f"{s}_reverse_train")
+            c = _em(ctx, p, "causal", f"{s}_reverse_train")
+            out.append(_check(
+                f"Entity-preserving reverse training answers {s.upper()} facts reversed more "
+                "often than the causal baseline (reverse_entity vs causal)",
+                "golovneva", "far better on reversal tasks", _vs(r, c), verdict_lift(r, c),
+            ))  # fmt: skip
+        for s in ("n2d", "d2n"):
+            r = _em(ctx, p, "reverse_entity", f"{s}_reverse_train")
+            t = _em(ctx, p, "reverse_token", f"{s}_reverse_train")
+            out.append(_check(
+                f"Keeping entities whole matters: entity-preserving above token reversal, "
+                f"{s.upper()} reversed (reverse_entity vs reverse_token)",
+                "golovneva", "entity-preserving best", _vs(r, t), verdict_lift(r, t),
+            ))  # fmt: skip
+        for o in ("reverse_entity", "reverse_token"):
+            r = _em(ctx, p, o, "n2d_same_train")
+            c = _em(ctx, p, "causal", "n2d_same_train")
+            out.append(_check(
+                f"Reverse training does not cost forward accuracy (N2D forward, {o} vs causal)",
+                "golovneva", "no loss forward", _vs(r, c), verdict_no_loss(r, c),
+            ))  # fmt: skip
+        for s in ("n2d", "d2n"):
+            m = _em(ctx, p, "mlm_u", f"{s}_reverse_train", native=True)
+            c = _em(ctx, p, "causal", f"{s}_reverse_train")
+            out.append(_check(
+                f"An any-order objective answers reversed: MLM-U in native mode above the "
+                f"causal baseline, {s.upper()} reversed (the retrieval result carried to "
+                "facts)",
+                "kitouni", "MLM-U 100% backward (retrieval)", _vs(m, c), verdict_lift(m, c),
+            ))  # fmt: skip
+    elif block == "bridge_ocr":
+        for s in ("n2d", "d2n"):
+            base = _em(ctx, "objectives", "causal", f"{s}_reverse_train")
+            ocr = _em(ctx, "bridge_ocr", "causal", f"{s}_reverse_train")
+            out.append(_check(
+                f"Without the bridge the causal model does not answer {s.upper()} reversed",
+                "ma", f"about {MA_BASELINE_REVERSE:.0f}% (1B model)", _pct(base),
+                verdict_near(base, MA_BASELINE_REVERSE),
+            ))  # fmt: skip
+            out.append(_check(
+                f"The OCR identity bridge lifts {s.upper()} reversed exact match above the "
+                "causal baseline (same worlds and seeds)",
+                "ma", f"{MA_BASELINE_REVERSE:.0f}% -> {MA_OCR_REVERSE:.0f}%", _vs(ocr, base),
+                verdict_lift(ocr, base),
+            ))  # fmt: skip
+            out.append(_check(
+                f"With the OCR bridge, {s.upper()} reversed exact match is about "
+                f"{MA_OCR_REVERSE:.0f}%",
+                "ma", f"about {MA_OCR_REVERSE:.0f}% (1B model)", _pct(ocr),
+                verdict_near(ocr, MA_OCR_REVERSE),
+            ))  # fmt: skip
+            idn = _em(ctx, "bridge_idn", "causal", f"{s}_reverse_train")
+            out.append(_check(
+                f"The naive IDN form brings no gain, {s.upper()} reversed (IDN vs baseline)",
+                "ma", "no gain", _vs(idn, base), verdict_no_gain(idn, base),
+            ))  # fmt: skip
+        # a softer measure than exact match: the reversed log-probability test (N2D), the
+        # difference log p(correct A) - log p(random A) against the baseline's, in nats
+        base = _get(ctx, "objectives.behaviour.causal.reversed.n2d_train")
+        for form, want in (("ocr", "lift"), ("idn", "no gain")):
+            x = _get(ctx, f"bridge_{form}.behaviour.causal.reversed.n2d_train")
+            out.append(_check(
+                f"{form.upper()} bridge, a softer measure: the reversed N2D log-prob test's "
+                "difference log p(correct A) - log p(random A) "
+                + ("above the baseline's" if want == "lift" else "not above the baseline's"),
+                "ma", "OCR helps" if want == "lift" else "IDN does not",
+                f"{_nats(x)} vs {_nats(base)} nats",
+                verdict_nats(x, base, want),
+            ))  # fmt: skip
+    elif block == "retrieval":
+        p = "retrieval"
+        for o, (fwd, bwd, label) in KITOUNI_RETRIEVAL.items():
+            native = o == "mlm_u"  # Kitouni et al. query MLM-U in its own mode
+            mode = "native mode" if native else "causal decoding"
+            for s in ("n2d", "d2n"):
+                if fwd is not None:
+                    x = _em(ctx, p, o, f"{s}_same_train")
+                    out.append(_check(
+                        f"{o} retrieves forward ({s.upper()} pairs, causal decoding)",
+                        "kitouni", f"{label}: {_paper_pct(fwd)}", _pct(x), verdict_near(x, fwd),
+                    ))  # fmt: skip
+                x = _em(ctx, p, o, f"{s}_reverse_train", native=native)
+                out.append(_check(
+                    f"{o} retrieves backward ({s.upper()} pairs, {mode})",
+                    "kitouni", f"{label}: {_paper_pct(bwd)}", _pct(x), verdict_near(x, bwd),
+                ))  # fmt: skip
+    return out
+
+
+def _checks_table(ctx: dict[str, Any], block: str) -> str:
+    rows = [
+        "| prediction | source | paper | this kit | verdict |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {_cell(c['claim'])} | {c['source']} | {_cell(c['paper'])} | "
+            f"{_cell(c['ours'])} | **{c['verdict']}** |"
+            for c in paper_checks(ctx, block)
+        ),
+    ]
+    return "\n".join(rows)
+
+
+def _ordered(behaviour: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The objectives in the kit's order (interp.study.OBJECTIVE_ORDER), others after."""
+    from interp.study import OBJECTIVE_ORDER
+
+    rank = {o: i for i, o in enumerate(OBJECTIVE_ORDER)}
+    return sorted(behaviour.items(), key=lambda kv: rank.get(kv[0], len(rank)))
+
+
+def _n(node: dict[str, Any] | None) -> str:
+    return f"{node['n_runs']} runs x {node['n_items']} people" if node else "-"
+
+
+def _objectives_table(ctx: dict[str, Any], preset: str) -> str:
+    """Per objective: steps, forward exact match (training templates; matched when >= 95% on
+    N2D and D2N), reversed by causal decoding and, for the masking objectives, in native mode."""
+    f = ctx.get(preset)
+    if f is None:
+        return f"(`{preset}` not run)"
+    rows = [
+        "| objective | steps | forward N2D | forward D2N | matched (>= 95%) | reversed N2D | "
+        "reversed D2N | reversed N2D, native | reversed D2N, native |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for o, b in _ordered(f.get("behaviour", {})):
+        em, nat = b.get("exact_match", {}), b.get("native_exact_match", {})
+        fwd = [em.get(f"{s}_same_train") for s in ("n2d", "d2n")]
+        ests = [x["estimate"] for x in fwd if x and x.get("estimate") is not None]
+        matched = "yes" if len(ests) == 2 and min(ests) >= 0.95 else "no"
+        rows.append(
+            f"| {o} | {_get(f, f'steps.{o}.text') or '-'} | {_pct(fwd[0])} | {_pct(fwd[1])} | "
+            f"{matched} | {_pct(em.get('n2d_reverse_train'))} | "
+            f"{_pct(em.get('d2n_reverse_train'))} | {_pct(nat.get('n2d_reverse_train'))} | "
+            f"{_pct(nat.get('d2n_reverse_train'))} |"
+        )
+    first: dict[str, Any] = next(iter(f.get("behaviour", {}).values()), {})
+    n = _n(first.get("exact_match", {}).get("n2d_reverse_train"))
+    return "\n".join(rows) + f"\n\nEach cell: mean [95% interval] over {n} per subset."
+
+
+# The bridge's baseline: the `objectives` preset's causal runs, which have the default study's
+# configs (same worlds, seeds and steps as the bridge presets' runs, without the identities).
+BASELINE_LABEL = "facts only (causal runs of `objectives`)"
+
+
+def _bridge_table(ctx: dict[str, Any], _: str) -> str:
+    """The causal baseline (the `objectives` preset's causal runs: the default study's configs,
+    the same worlds and seeds), the OCR and the IDN bridge side by side: steps, forward and
+    reversed exact match, the echo test, and the instruments' view."""
+    rows = [
+        "| training data | steps | forward N2D | forward D2N | reversed N2D | reversed D2N | "
+        "identity as trained, echoed | shortcut (another role), echoed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for preset, label in (
+        ("objectives", BASELINE_LABEL),
+        ("bridge_ocr", "facts + OCR identities"),
+        ("bridge_idn", "facts + IDN identities"),
+    ):
+        f = ctx.get(preset)
+        if f is None:
+            rows.append(f"| {label} | not run (`make study PRESET={preset}`) |||||||")
+            continue
+        b = _get(f, "behaviour.causal") or {}
+        em, br = b.get("exact_match", {}), b.get("bridge", {})
+        rows.append(
+            f"| {label} | {_get(f, 'steps.causal.text') or '-'} | "
+            f"{_pct(em.get('n2d_same_train'))} | {_pct(em.get('d2n_same_train'))} | "
+            f"{_pct(em.get('n2d_reverse_train'))} | {_pct(em.get('d2n_reverse_train'))} | "
+            f"{_pct(br.get('echo_train'))} | {_pct(br.get('echo_shortcut'))} |"
+        )
+    rows += [
+        "",
+        "The instruments' view (mean [t-interval over runs]): the gradient-update test, change "
+        "of log p(A | B-prompt) after one step on a new person's fact, against control answers; "
+        "a linear probe reading A's attribute from B alone (N2D, best layer), against "
+        "random labels.",
+        "",
+        "| training data | update: reverse | update: reverse, control | probe B -> A | "
+        "probe B -> A, random labels |",
+        "|---|---|---|---|---|",
+    ]
+    for preset, label in (
+        ("objectives", BASELINE_LABEL),
+        ("bridge_ocr", "facts + OCR identities"),
+        ("bridge_idn", "facts + IDN identities"),
+    ):
+        f = ctx.get(preset)
+        if f is None:
+            rows.append(f"| {label} | not run (`make study PRESET={preset}`) ||||")
+            continue
+        cells = [
+            _get(f, f"instruments.{path}.text") or "-"
+            for path in (
+                "update.causal.delta_logp_reverse_mean",
+                "update.causal.delta_logp_reverse_control_mean",
+                "probing.causal.probe_b_to_a_n2d_best",
+                "probing.causal.control_randlabel_b_to_a_n2d_best",
+            )
+        ]
+        rows.append(f"| {label} | {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
+def _retrieval_table(ctx: dict[str, Any], preset: str) -> str:
+    """Kitouni et al.'s table beside the kit's: forward and backward per objective and subset,
+    backward by causal decoding and in native mode."""
+    f = ctx.get(preset)
+    if f is None:
+        return f"(`{preset}` not run)"
+    rows = [
+        "| objective | steps | pairs | forward | backward, causal decoding | "
+        "backward, native mode | Kitouni et al. (forward / backward) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for o, b in _ordered(f.get("behaviour", {})):
+        em, nat = b.get("exact_match", {}), b.get("native_exact_match", {})
+        fwd, bwd, label = KITOUNI_RETRIEVAL.get(o, (None, None, ""))
+        paper = f"{_paper_pct(fwd)} / {_paper_pct(bwd)}" if label else "not quoted here"
+        for s in ("n2d", "d2n"):
+            rows.append(
+                f"| {o} | {_get(f, f'steps.{o}.text') or '-'} | {s.upper()} | "
+                f"{_pct(em.get(f'{s}_same_train'))} | {_pct(em.get(f'{s}_reverse_train'))} | "
+                f"{_pct(nat.get(f'{s}_reverse_train'))} | {paper} |"
+            )
+    first: dict[str, Any] = next(iter(f.get("behaviour", {}).values()), {})
+    n = _n(first.get("exact_match", {}).get("n2d_reverse_train")).replace("people", "pairs")
+    return "\n".join(rows) + f"\n\nEach cell: mean [95% interval] over {n} per subset."
+
+
+def _shortcut(ctx: dict[str, Any], preset: str) -> str:
+    """What the echo test shows for the OCR bridge, by a stated rule: the model echoes the name
+    when it answers A on the shortcut prompts (a role no fact supports) more than half the time
+    (the interval's low above 50%), computes the relation when it rarely does (the interval's
+    high below LIFT%), and neither is shown otherwise."""
+    b = _get(ctx, f"{preset}.behaviour.causal.bridge") or {}
+    tr, sc = _iv(b.get("echo_train")), _iv(b.get("echo_shortcut"))
+    if tr is None or sc is None:
+        return "The echo test was not measured."
+    if sc[1] > 50:
+        what = "the model echoes the name (the shortcut Ma et al. warn of), not the relation"
+    elif sc[2] < LIFT:
+        what = "the model answers the identity through the relation, not by echoing the name"
+    else:
+        what = "neither pure echo nor the relation is shown"
+    return (
+        f"Shortcut test: the identity as trained is answered {_pct(b['echo_train'])}, the same "
+        f"identity with another role, which no fact supports, {_pct(b['echo_shortcut'])} "
+        f"({b['echo_shortcut']['n_runs']} runs x {b['echo_shortcut']['n_items']} prompts): "
+        f"{what} (rule: echo when the shortcut's interval lies above 50%, relation when it "
+        f"lies below {LIFT:.0f}%)."
+    )
+
+
+TABLES: dict[str, Callable[[dict[str, Any], str], str]] = {
+    "objectives": _objectives_table,
+    "bridge": _bridge_table,
+    "shortcut": _shortcut,
+    "retrieval": _retrieval_table,
+}
+
+
+def _provenance_text(f: dict[str, Any]) -> str:
+    p = f["provenance"]
+    return (
+        f"code sha256 `{p['code_sha256'][:16]}`, study configs sha256 "
+        f"`{p['study_sha256'][:16]}` (torch {p['torch']})"
+    )
+
+
+def render_block(ctx: dict[str, Any], block: str, template: str | None = None) -> str:
+    """One preset's README text: its template with `{{preset.path}}` replaced by that finding,
+    `{{table:NAME}}` by a table, `{{checks}}` by the papers' predictions judged,
+    `{{provenance:PRESET}}` by that file's hashes. The block's own findings missing, the whole
+    block is one "not run" line; another preset's missing, its cells say "not run"."""
+    if block not in ctx:
+        return (
+            f"*Not run: `figures/{block}/findings.json` is missing; `make study PRESET={block}` "
+            "makes it.*"
+        )
+    template = template if template is not None else (PRESET_TEMPLATES / f"{block}.md").read_text()
+    missing: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        path = m.group(1)
+        if path == "checks":
+            used = dict.fromkeys(c["source"] for c in paper_checks(ctx, block))
+            sources = "; ".join(f"{k}: {CITATIONS[k]}" for k in used)
+            return f"{VERDICT_RULES}\n\n{_checks_table(ctx, block)}\n\nSources: {sources}."
+        if ":" in path:
+            kind, arg = path.split(":", 1)
+            if kind == "table" and arg in TABLES:
+                return TABLES[arg](ctx, block)
+            if kind == "provenance":
+                return _provenance_text(ctx[arg]) if arg in ctx else f"`{arg}` not run"
+            missing.append(path)
+            return path
+        head = path.split(".", 1)[0]
+        if head in PRESET_BLOCKS and head not in ctx:
+            return f"not run (`make study PRESET={head}`)"
+        node = _get(ctx, path)
+        if node is None:
+            missing.append(path)
+            return path
+        if isinstance(node, dict):
+            return str(node.get("text", node))
+        return f"{node:.3g}" if isinstance(node, float) else str(node)
+
+    text = re.sub(r"\{\{\s*([A-Za-z0-9_.:]+)\s*\}\}", sub, template)
+    if missing:
+        raise UserError(
+            f"the {block} findings lack {', '.join(missing)}: run `make study PRESET={block}` "
+            f"or change interp/findings_presets/{block}.md"
+        )
+    return text.strip()
+
+
+def preset_markers(block: str) -> tuple[str, str]:
+    return (
+        f"<!-- findings:{block}:begin (generated by `python -m interp.findings`; "
+        f"edit interp/findings_presets/{block}.md) -->",
+        f"<!-- findings:{block}:end -->",
+    )
+
+
+def load_context(figures: Path) -> dict[str, Any]:
+    """{preset: findings} for the committed files under FIGURES: "default" from
+    figures/findings.json, each preset from figures/<preset>/findings.json (absent ones left
+    out)."""
+    ctx: dict[str, Any] = {}
+    for name, path in (("default", figures / "findings.json"),
+                       *((b, figures / b / "findings.json") for b in PRESET_BLOCKS)):  # fmt: skip
+        if path.is_file():
+            try:
+                ctx[name] = json.loads(path.read_text())
+            except ValueError as e:
+                raise UserError(f"cannot read {path} ({e}): run its study again") from e
+    return ctx
+
+
+def preset_block(ctx: dict[str, Any], block: str) -> str:
+    """What the README holds for one preset, markers included."""
+    begin, end = preset_markers(block)
+    return f"{begin}\n{render_block(ctx, block)}\n{end}"
+
+
 def write_findings(out: Path, groups: dict[str, list[Path]], plan: Any) -> dict[str, Any]:
     """Write OUT/findings.json and OUT/findings.md (the template rendered, missing numbers
     marked); return the findings."""
     from interp.runs import write_text
 
     f = collect(groups, plan)
+    timing = timing_finding(out, f["provenance"]["study_sha256"])
+    if timing is not None:
+        f["timing"] = timing
     write_text(out / "findings.json", json.dumps(f, indent=1, sort_keys=True, allow_nan=False))
-    write_text(out / "findings.md", render(f, TEMPLATE.read_text(), strict=False))
+    name = f["preset"]
+    if name in PRESET_BLOCKS:  # its own block (other presets' cells: not run, in this file)
+        md = render_block({name: f}, name, _lenient((PRESET_TEMPLATES / f"{name}.md").read_text()))
+    else:
+        md = render(f, TEMPLATE.read_text(), strict=False)
+    write_text(out / "findings.md", md)
     return f
+
+
+def _lenient(template: str) -> str:
+    """A preset template for a findings.md written beside one study: placeholders naming other
+    files (the default study, other presets) are dropped to 'see the README'."""
+    return re.sub(
+        r"\{\{\s*(default\.[A-Za-z0-9_.]+|provenance:default)\s*\}\}", "(see the README)", template
+    )
 
 
 def readme_block(findings: dict[str, Any]) -> str:
@@ -444,8 +1129,10 @@ def readme_block(findings: dict[str, Any]) -> str:
 
 
 def update_readme(findings_path: Path, readme: Path) -> bool:
-    """Replace the README's block between the markers by the rendering of `findings_path`;
-    return whether it changed."""
+    """Replace the README's block between the markers by the rendering of `findings_path`, and
+    each preset's block (where the README has its markers) by the rendering of the presets'
+    files beside it (`<dir of findings_path>/<preset>/findings.json`; a missing one renders as
+    "not run"); return whether anything changed."""
     try:
         findings = json.loads(findings_path.read_text())
     except (OSError, ValueError) as e:
@@ -457,6 +1144,9 @@ def update_readme(findings_path: Path, readme: Path) -> bool:
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     new = head + readme_block(findings) + tail
+    ctx = load_context(findings_path.parent)
+    ctx["default"] = findings
+    new = _with_preset_blocks(new, ctx)
     if new == text:
         return False
     from interp.runs import write_text
@@ -465,14 +1155,51 @@ def update_readme(findings_path: Path, readme: Path) -> bool:
     return True
 
 
+def _with_preset_blocks(text: str, ctx: dict[str, Any]) -> str:
+    """`text` with each preset's block (where it has the preset's markers) rendered anew."""
+    for block in PRESET_BLOCKS:
+        begin, end = preset_markers(block)
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            _, tail = rest.split(end, 1)
+            text = head + preset_block(ctx, block) + tail
+    return text
+
+
+def update_preset_blocks(figures: Path, readme: Path) -> bool:
+    """Render only the presets' README blocks from FIGURES/<preset>/findings.json (and the
+    default study's FIGURES/findings.json, which the bridge's baseline is read from); return
+    whether the README changed."""
+    text = readme.read_text()
+    new = _with_preset_blocks(text, load_context(figures))
+    if new == text:
+        return False
+    from interp.runs import write_text
+
+    write_text(readme, new)
+    return True
+
+
+USAGE = (
+    "usage: python -m interp.findings FINDINGS_JSON README.md (the default study's block and "
+    "every preset's) | python -m interp.findings --presets FIGURES_DIR README.md (the presets' "
+    "blocks only)"
+)
+
+
 def main(argv: list[str] | None = None, log: Callable[[str], None] = print) -> int:
-    """`python -m interp.findings FINDINGS_JSON README`: regenerate the README's findings."""
+    """`python -m interp.findings FINDINGS_JSON README`: regenerate the README's findings (the
+    default study's block and the presets'); `--presets FIGURES_DIR README`: the presets'."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2:
-        log("usage: python -m interp.findings FINDINGS_JSON README.md")
+    if len(args) not in (2, 3) or (len(args) == 3) != (args[0] == "--presets"):
+        log(USAGE)
         return 2
     try:
-        changed = update_readme(Path(args[0]), Path(args[1]))
+        if len(args) == 3:
+            args = args[1:]
+            changed = update_preset_blocks(Path(args[0]), Path(args[1]))
+        else:
+            changed = update_readme(Path(args[0]), Path(args[1]))
     except UserError as e:
         log(f"error: {e}")
         return 2

@@ -56,6 +56,14 @@ class StudyPlan:
     scope: dict[str, tuple[str, ...]] = field(default_factory=dict)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     objective_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    name: str = "default"
+    own_report: bool = False  # report, figures and findings in OUT/<name>/ (the runs in OUT/runs)
+
+    def report_dir(self, out: str | Path) -> Path:
+        """Where the study writes its report, figures and findings: OUT itself, or OUT/<name>
+        for a preset with findings of its own (so presets sharing OUT share its run cache but
+        never each other's report, figures or findings)."""
+        return Path(out) / self.name if self.own_report else Path(out)
 
     def configs(self) -> list[RunConfig]:
         """One config per objective x seed. Seed s trains world s with training seed s: the unit
@@ -169,6 +177,7 @@ STUDY_PRESETS["objectives"] = {
     "objective_overrides": {o: (f"train.steps={n}",) for o, n in MATCHED_STEPS.items()},
     "scope": {"lens": (), "patching": (), "dynamics": (), "selective": ()},
     "options": {"update": {"n_facts": 10}},
+    "own_report": True,
 }
 
 # The identity bridge (Ma et al. 2026; interp.data.bridge): the causal baseline trained with one
@@ -189,6 +198,7 @@ for _form in ("ocr", "idn"):
         "overrides": (f"world.bridge={_form}",),
         "scope": _COMPARATIVE_ONLY,
         "options": {"update": {"n_facts": 10}},
+        "own_report": True,
     }
 
 
@@ -210,6 +220,7 @@ STUDY_PRESETS["retrieval"] = {
     "objectives": ("causal", "reverse_token", "bico", "mlm_u"),
     "overrides": ("world.source=retrieval",),
     "scope": {i: () for i in ("lens", "patching", "probing", "update", "dynamics", "selective")},
+    "own_report": True,
 }
 
 
@@ -248,6 +259,8 @@ def make_plan(
         scope=dict(p.get("scope", {})),
         options=dict(p.get("options", {})),
         objective_overrides=dict(p.get("objective_overrides", {})),
+        name=preset,
+        own_report=bool(p.get("own_report", False)),
     )
 
 
@@ -390,8 +403,12 @@ def run_study(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Run the whole study into `out`; write figures and report.md / report.html there."""
+    """Run the whole study into `out`; write figures and report.md / report.html, with the
+    findings, into `plan.report_dir(out)` (`out`, or `out/<preset>` for a preset with its own
+    findings), and the time the runs and analyses took into its timing.json
+    (`interp.findings.record_timing`)."""
     from interp.config import check_device
+    from interp.findings import record_timing
     from interp.report import write_report
     from interp.runs import make_dir
 
@@ -424,8 +441,13 @@ def run_study(
     trained = sum(r["trained"] for r in results)
     analysed = sum(len(r["analyses"]) for r in results)
     log(f"trained {trained} run(s), ran {analysed} analyse(s), reused the rest")
+    report_dir = plan.report_dir(out)
+    record_timing(
+        report_dir, plan, time.perf_counter() - t0, trained=trained, analysed=analysed,
+        jobs=jobs, device=device, runs=len(spec),
+    )  # fmt: skip
     report = write_report(
-        out,
+        report_dir,
         [Path(rd) for _, rd in spec],
         plan,
         figures_dir=figures_dir,
