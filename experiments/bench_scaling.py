@@ -4,14 +4,19 @@ Runs `interp study --preset PRESET` (default: tiny, the smoke study: 2 runs, eve
 once per point into a fresh temporary directory, each as a child process, and prints a table of
 wall time and peak resident memory (of the largest process, as `interp study` reports it).
 People vary at the base d_model, d_model varies at the base people count; everything else is
-the preset's. Use it to size a run before starting it.
+the preset's. Use it to size a run before starting it. The table is printed and, with `--out`
+(default figures/bench_scaling.md, which the README quotes), written as Markdown with the
+command and the machine that produced it.
 
     python experiments/bench_scaling.py [--preset tiny] [--people 16 32 64] [--d-model 32 64 128]
+        [--out figures/bench_scaling.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import re
 import shutil
 import subprocess
@@ -48,6 +53,7 @@ def main() -> int:
     ap.add_argument("--d-model", type=int, nargs="+", default=[32, 64, 128])
     ap.add_argument("--base-people", type=int, default=16, help="people while d_model varies")
     ap.add_argument("--base-d-model", type=int, default=64, help="d_model while people vary")
+    ap.add_argument("--out", default="figures/bench_scaling.md", help="'' writes no file")
     a = ap.parse_args()
     rows = []
     for n in sorted(a.people):
@@ -58,11 +64,20 @@ def main() -> int:
             continue
         sets = [f"world.n_people_per_subset={a.base_people}", f"model.d_model={d}"]
         rows.append((a.base_people, d, *study_point(a.preset, a.jobs, sets)))
-    print(f"study --preset {a.preset} --jobs {a.jobs}, one cold study per row")
-    print("| people per subset | d_model | wall time (s) | peak RSS (MB) |")
-    print("|---:|---:|---:|---:|")
-    for n, d, s, mb in rows:
-        print(f"| {n} | {d} | {s:.0f} | {mb:.0f} |")
+    lines = [
+        f"`interp study --preset {a.preset} --jobs {a.jobs}`, one cold study per row, on "
+        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}); made by "
+        f"`python experiments/bench_scaling.py {' '.join(sys.argv[1:])}`.".replace(" `.", "`."),
+        "",
+        "| people per subset | d_model | wall time (s) | peak RSS (MB) |",
+        "|---:|---:|---:|---:|",
+        *(f"| {n} | {d} | {s:.0f} | {mb:.0f} |" for n, d, s, mb in rows),
+    ]
+    print("\n".join(lines))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text("\n".join(lines) + "\n")
+        print(f"written to {a.out}")
     return 0
 
 
