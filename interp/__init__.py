@@ -20,14 +20,15 @@ thread holds the core its descheduled sibling needs, and a default-preset traini
 from 0.023 s alone to 0.171 s with two trainings at once on 2 cores. `OMP_WAIT_POLICY=PASSIVE`
 (sleep at once) removes that but costs 1.67x alone, since every parallel region then wakes a
 sleeping thread. The kit sets `GOMP_SPINCOUNT=1000` instead: an idle thread spins about 10 us
-(the gap between two operations of a step) and then sleeps. `experiments/bench_threads.py`
-measures it: see the README's "Speed, memory and sizing" for the numbers. The variable is read
-once, when torch loads its OpenMP runtime, so it is set here, when `interp` is first imported:
-every entry point (the `interp` command, `python -m interp`, the experiments scripts, a
-notebook that imports `interp` before `torch`) gets it, and so do the processes they start.
-A value the user set (GOMP_SPINCOUNT, or OMP_WAIT_POLICY, which the spin count would
-override) is kept, and a process that imported torch first keeps torch's default. It changes
-no result: weights are bitwise the same as without it at the same thread count.
+(the gap between two operations of a step) and then sleeps: two trainings at once took
+2.15-2.52x one alone, and one alone 1.10-1.16x torch's default (three runs of
+`experiments/bench_threads.py`; the README's "Speed, memory and sizing" has the table). The
+variable is read once, when torch loads its OpenMP runtime, so it is set here, when `interp` is
+first imported: every entry point (the `interp` command, `python -m interp`, the experiments
+scripts, a notebook that imports `interp` before `torch`) gets it, and so do the processes
+they start. A value the user set (GOMP_SPINCOUNT, or OMP_WAIT_POLICY, which the spin count
+would override) is kept, and a process that imported torch first keeps torch's default. It
+changes no result: weights are bitwise the same as without it at the same thread count.
 """
 
 import os as _os
