@@ -59,14 +59,12 @@ format: $(STAMP)
 figures: $(STAMP)
 	$(BIN)/python experiments/make_figures.py --study $(OUT) --figures-dir figures --jobs $(JOBS)
 
-# Each benchmark measures its ratios inside one command against its own reference. The thread
-# benchmark starts its trainings with a clean thread environment itself.
+# Each benchmark measures its ratios inside one command against its own reference (patching,
+# training at both presets, threads alone and two at once, the scaling table, the default
+# study's time and peak memory); bench_all.py runs them in turn and ends with a summary of the
+# numbers. The thread benchmark starts its trainings with a clean thread environment itself.
 bench: $(STAMP)
-	$(BIN)/python experiments/bench_patching.py
-	$(BIN)/python experiments/bench_training.py
-	$(BIN)/python experiments/bench_threads.py
-	$(BIN)/python experiments/bench_scaling.py
-	$(BIN)/python experiments/bench_study.py --jobs $(JOBS)
+	$(BIN)/python experiments/bench_all.py --jobs $(JOBS)
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -7,7 +7,8 @@ OMP_WAIT_POLICY: what a user's shell has), so torch uses one thread per core. Po
   imports torch before interp, so the kit's policy is not applied);
 - `kit`: whatever `import interp` applies (see interp/__init__.py);
 - `passive`: OMP_WAIT_POLICY=PASSIVE (idle threads sleep at once);
-- `spin`: GOMP_SPINCOUNT=`--spin` (idle threads spin that many times, then sleep);
+- `spin`: GOMP_SPINCOUNT=N for each N of `--spin` (idle threads spin that many times, then
+  sleep; reported as `spinN`);
 - `one`: OMP_NUM_THREADS=1 (no thread pool at all).
 
 Each case trains the same default-preset model for `--steps` steps (no evaluation, no
@@ -86,8 +87,10 @@ def child(policy: str, preset: str, steps: int) -> None:
     print(json.dumps(out), flush=True)
 
 
-def run_together(policy: str, n: int, preset: str, steps: int, spin: int) -> list[dict]:
-    """Start `n` trainings, release them at once, return their reports."""
+def run_together(case: str, n: int, preset: str, steps: int) -> list[dict]:
+    """Start `n` trainings under `case` (a policy, or spinN), release them at once, return
+    their reports."""
+    policy, spin = ("spin", case[4:]) if case.startswith("spin") else (case, "")
     env = {k: v for k, v in os.environ.items() if k not in CLEAN}
     env.update({k: v.format(spin=spin) for k, v in POLICY_ENV[policy].items()})
     cmd = [sys.executable, __file__, "--child", policy, "--preset", preset, "--steps", str(steps)]
@@ -118,20 +121,25 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--repeats", type=int, default=2, help="best of this many per case")
     ap.add_argument("--policies", nargs="+", default=["torch", "kit"], choices=list(POLICY_ENV))
-    ap.add_argument("--spin", type=int, default=10000, help="GOMP_SPINCOUNT of the spin policy")
+    ap.add_argument(
+        "--spin", type=int, nargs="+", default=[10000], help="GOMP_SPINCOUNT(s) of the spin policy"
+    )
     ap.add_argument("--child", choices=list(POLICY_ENV), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child, a.preset, a.steps)
         return 0
-    policies = list(dict.fromkeys(["torch", "kit", *a.policies]))
+    cases = [p for p in a.policies if p != "spin"]
+    if "spin" in a.policies:
+        cases += [f"spin{n}" for n in a.spin]
+    policies = list(dict.fromkeys(["torch", "kit", *cases]))
     best: dict[tuple[str, int], float] = {}
     weights: dict[str, set[str]] = {p: set() for p in policies}
     threads: dict[str, int] = {}
     for _ in range(a.repeats):
         for policy in policies:
             for n in (1, 2):
-                reps = run_together(policy, n, a.preset, a.steps, a.spin)
+                reps = run_together(policy, n, a.preset, a.steps)
                 slowest = max(r["seconds"] for r in reps)
                 best[policy, n] = min(best.get((policy, n), float("inf")), slowest)
                 weights[policy] |= {r["weights"] for r in reps}
@@ -142,13 +150,13 @@ def main() -> int:
         f"cores, best of {a.repeats}"
     )
     print(
-        f"  {'policy':<9} {'threads':>7} {'alone s/step':>12} {'two at once':>12} {'ratio':>7} "
+        f"  {'policy':<11} {'threads':>7} {'alone s/step':>12} {'two at once':>12} {'ratio':>7} "
         f"{'alone vs torch':>14}"
     )
     for p in policies:
         one, two = per[p, 1], per[p, 2]
         print(
-            f"  {p:<9} {threads[p]:7d} {one:12.4f} {two:12.4f} {two / one:6.2f}x "
+            f"  {p:<11} {threads[p]:7d} {one:12.4f} {two:12.4f} {two / one:6.2f}x "
             f"{one / per['torch', 1]:13.2f}x"
         )
     alone_cost = per["kit", 1] / per["torch", 1]

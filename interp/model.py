@@ -302,6 +302,63 @@ class RawForward(torch.nn.Module):
             h = h + mlp(block, h)
         return raw(net.head)(raw(net.ln_out)(h))
 
+    def packs(self) -> bool:
+        """Whether `next_token_loss` can skip the padding: causal attention everywhere, and the
+        q/k/v layout `qkv_fused` multiplies at once (no rotary, no grouped keys, biases)."""
+        for block in self.net.layers:  # type: ignore[union-attr]
+            att = raw(block.attn)
+            if not att.causal or att.rotary is not None or att.kv_repeats > 1:
+                return False
+            if raw(att.q).bias is None:
+                return False
+        return True
+
+    def next_token_loss(
+        self, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]
+    ) -> Tensor:
+        """Mean next-token cross-entropy over the real tokens of a right-padded batch (what
+        `interp.objectives.base.next_token_loss(self(tokens), tokens, lengths)` computes),
+        without computing the padding.
+
+        A batch is padded to its longest document, and about 29% of its positions are padding
+        on the default and paper_exp1 worlds. Every per-position operation (layer norms, the
+        q/k/v, output and MLP matrix multiplies, the unembedding and its softmax) runs here on
+        the real tokens only, packed as rows [n_real, d_model]; attention alone needs the
+        padded [batch, pos] layout, so each layer scatters its q/k/v rows into it (zeros at the
+        padding, which no real query sees under the causal mask and right padding) and gathers
+        the attention output back. The unembedding runs only where a next token exists. Same
+        function as the padded path, to float rounding (tests/test_train.py checks the loss and
+        the gradients), not bitwise: the matrix multiplies run on fewer rows."""
+        net: Any = self.net
+        b, seq = tokens.shape
+        if seq > net.cfg.n_ctx:
+            raise ValueError(f"input length {seq} exceeds n_ctx={net.cfg.n_ctx}")
+        pos = torch.arange(seq, device=tokens.device)
+        real = pos[None, :] < lengths[:, None]  # [batch, pos]
+        rows = real.reshape(-1).nonzero().squeeze(1)  # flat [batch * pos] index of real tokens
+        row_pos = rows % seq
+        # the real tokens as one sequence of rows: h is [1, n_real, d_model]
+        h = raw(net.tok_embed)(tokens.reshape(-1).index_select(0, rows))[None]
+        h = embed_positions(net, h, row_pos[None])
+        for block in net.layers:
+            att = raw(block.attn)
+            q_, k_, v_ = raw(att.q), raw(att.k), raw(att.v)
+            weight = torch.cat([q_.weight, k_.weight, v_.weight])
+            bias = torch.cat([q_.bias, k_.bias, v_.bias])
+            packed = F.linear(raw(block.ln1)(h[0]), weight, bias)  # [n_real, 3 * d_model]
+            full = packed.new_zeros(b * seq, packed.shape[1]).index_copy(0, rows, packed)
+            q, k, v = full.view(b, seq, 3, att.n_heads, att.d_head).permute(2, 0, 3, 1, 4).unbind(0)
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / att.scale)
+            z = z.transpose(1, 2).reshape(b * seq, -1).index_select(0, rows)
+            h = h + raw(att.o)(z)[None]
+            h = h + mlp(block, h)
+        # a real token has a next token unless it is its document's last
+        has_next = row_pos < lengths.repeat_interleave(lengths) - 1
+        src = has_next.nonzero().squeeze(1)
+        logits = raw(net.head)(raw(net.ln_out)(h[0].index_select(0, src)))
+        targets = tokens.reshape(-1).index_select(0, rows.index_select(0, src) + 1)
+        return F.cross_entropy(logits, targets)
+
 
 @torch.no_grad()
 def greedy_decode(net: Any, tokens: Tensor, n_new: int, eos: int) -> Tensor:

@@ -10,28 +10,34 @@ import sys
 import torch
 
 
-def _policy_after(code: str, env_policy: str | None) -> str:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    if env_policy is not None:
-        env["OMP_WAIT_POLICY"] = env_policy
+def _policy_after(code: str, env_set: dict[str, str]) -> tuple[str | None, str | None]:
+    """(GOMP_SPINCOUNT, OMP_WAIT_POLICY) in a fresh process that ran `code` with `env_set`."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(env_set)
+    show = "; import os; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
     out = subprocess.run(
-        [sys.executable, "-c", code + "; import os; print(os.environ.get('OMP_WAIT_POLICY'))"],
-        env=env, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return out.stdout.strip().splitlines()[-1]
+        [sys.executable, "-c", code + show], env=env, capture_output=True, text=True, check=True
+    )
+    spin, wait = out.stdout.strip().splitlines()[-1].split()
+    return (None if spin == "None" else spin), (None if wait == "None" else wait)
 
 
-def test_import_interp_sets_passive_wait_policy_only_where_it_works():
-    """Set before torch loads (when interp comes first), never over a user's value, and not at
-    all once torch is loaded (OpenMP has read the environment by then: setting it would only
-    mislead)."""
+def test_import_interp_sets_the_spin_count_only_where_it_works():
+    """Set before torch loads (when interp comes first), never over a user's GOMP_SPINCOUNT or
+    OMP_WAIT_POLICY (which the spin count would override), and not at all once torch is
+    loaded (OpenMP has read the environment by then: setting it would only mislead)."""
+    from interp import SPIN_COUNT
+
     cases = {
-        ("import interp", None): "PASSIVE",
-        ("import interp", "ACTIVE"): "ACTIVE",
-        ("import torch; import interp", None): "None",
+        ("import interp", ()): (SPIN_COUNT, None),
+        ("import interp", (("GOMP_SPINCOUNT", "5"),)): ("5", None),
+        ("import interp", (("OMP_WAIT_POLICY", "ACTIVE"),)): (None, "ACTIVE"),
+        ("import torch; import interp", ()): (None, None),
     }
-    got = {k: _policy_after(*k) for k in cases}
-    assert got == cases, f"OMP_WAIT_POLICY after import, expected {cases}, got {got}"
+    got = {k: _policy_after(k[0], dict(k[1])) for k in cases}
+    assert got == cases, (
+        f"(GOMP_SPINCOUNT, OMP_WAIT_POLICY) after import: expected {cases}, got {got}"
+    )
 
 
 def test_fast_greedy_decoding_equals_full_logit_decoding(tiny_run):

@@ -114,6 +114,35 @@ def test_raw_forward_equals_the_bridge_with_masks_bidirectional_and_gradients(ti
     assert worst < 1e-5, f"raw_forward gradients differ from the native model's by {worst:.2e}"
 
 
+def test_packed_loss_equals_the_padded_loss_and_gradients(tiny_run):
+    """Training's causal loss skips the padding (`RawForward.next_token_loss`): on a batch of
+    documents of different lengths it must give the padded forward's loss and gradients."""
+    import torch
+
+    from interp.data.dataset import pad_batch
+    from interp.model import raw_forward
+    from interp.objectives.base import causal_loss, next_token_loss
+
+    model = tiny_run.model
+    fast = raw_forward(model)
+    assert fast.packs(), "the tiny model must take the packed path"
+    docs = tiny_run.dataset.train_docs
+    toks, lens = pad_batch([e.tokens for e in docs[:: max(1, len(docs) // 48)][:48]])
+    pad = 1 - float(lens.sum()) / toks.numel()
+    assert pad > 0.05, f"the batch is {pad:.0%} padding: too little to test skipping it"
+    params = [p for p in model.parameters() if p.requires_grad]
+    packed = causal_loss(fast, toks, lens)
+    padded = next_token_loss(fast(toks), toks, lens)
+    g_packed = torch.autograd.grad(packed, params)
+    g_padded = torch.autograd.grad(padded, params)
+    loss_gap = abs(packed.item() - padded.item())
+    worst = max((a - b).abs().max().item() for a, b in zip(g_packed, g_padded, strict=True))
+    assert loss_gap < 1e-5 and worst < 1e-6, (
+        f"packed loss {packed.item():.7f} vs padded {padded.item():.7f}; gradients differ by "
+        f"up to {worst:.2e}"
+    )
+
+
 @pytest.fixture(scope="module")
 def tiny_dataset():
     from interp.runs import build_dataset

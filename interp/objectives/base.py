@@ -35,7 +35,19 @@ class Objective:
         generator: torch.Generator,
     ) -> Tensor:
         """Mean next-token cross-entropy of `model` on the batch (objectives override this)."""
-        return next_token_loss(model(tokens), tokens, lengths)
+        return causal_loss(model, tokens, lengths)
+
+
+def causal_loss(
+    model: torch.nn.Module, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]
+) -> Tensor:
+    """`next_token_loss` of `model` on the batch; through `RawForward.next_token_loss` (which
+    skips the padding) where the model is the training loop's `RawForward` and it applies."""
+    from interp.model import RawForward
+
+    if isinstance(model, RawForward) and model.packs():
+        return model.next_token_loss(tokens, lengths)
+    return next_token_loss(model(tokens), tokens, lengths)
 
 
 def next_token_loss(

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from interp.data.tokenizer import MASK
 from interp.errors import UserError
-from interp.objectives.base import Objective, next_token_loss
+from interp.objectives.base import Objective, causal_loss
 
 
 def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -149,7 +149,7 @@ class MaskedObjective(Objective):
         generator: torch.Generator,
     ) -> Tensor:
         if not self.is_masked_step(generator):
-            return next_token_loss(model(tokens), tokens, lengths)
+            return causal_loss(model, tokens, lengths)
         rates = self.mask_rates(tokens.shape[0], generator)
         mask = sample_mask(lengths, tokens.shape[1], rates, generator).to(tokens.device)
         return masked_prediction_loss(model, tokens, lengths, mask)
