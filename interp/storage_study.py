@@ -12,12 +12,21 @@ causal objective, and should not under reverse training or MLM-U. Each run is on
 pair (seed s trains world s, as in `interp.study`); the probes and extraction of each run come
 from `interp.analysis.storage`. Runs and analyses are cached in OUT/runs as in `interp.study`
 (a finished run is reused, an analysis only if made with the same options).
+
+What it takes to meet the forward targets is a measurement, not a guess: `storage_scale` trains
+the augmented level at each of `SCALES` (width, steps, people) and the report's scale table
+gives, per run, the training loss beside its memorisation floor (so "the loss is still high"
+can be told from "the documents are memorised"), the Q-probes with their null and control,
+extraction with Wilson intervals, and whether both forward targets are met.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -25,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from interp.config import RunConfig, apply_overrides, load_config
+from interp.data.biography import LABELS
 from interp.errors import UserError
 
 # Augmentation levels: name -> world overrides. "plain" is bioS single (one biography, fixed
@@ -33,6 +43,23 @@ LEVELS: dict[str, tuple[str, ...]] = {
     "plain": ("world.bio_multiplicity=1", "world.bio_permute=0", "world.bio_fullname=0"),
     "augmented": ("world.bio_multiplicity=5", "world.bio_permute=1", "world.bio_fullname=1"),
 }
+
+# Scale settings (what it takes to reach the forward targets): name -> model / train / world-size
+# overrides, applied after a preset's and the level's. The measured ladder is `storage_scale`.
+_D128 = ("model.d_model=128", "model.d_mlp=512")
+_D256 = ("model.d_model=256", "model.d_mlp=1024")
+SCALES: dict[str, tuple[str, ...]] = {
+    "d64_s1500": ("train.steps=1500",),
+    # checkpoints every 1000 steps: extraction within the schedule can be read from them
+    "d64_s4000": ("train.steps=4000", "train.checkpoint_every=1000"),
+    "d128_s800": (*_D128, "train.steps=800"),
+    "d256_s800": (*_D256, "train.steps=800"),
+    "d128_s1600_p400": (*_D128, "train.steps=1600", "world.n_people_per_subset=200"),
+    "d256_s1600_p400": (*_D256, "train.steps=1600", "world.n_people_per_subset=200"),
+}
+# The issue's forward targets (Q-probe of the attributes at A's last token, mean of the four, and
+# forward extraction on people never questioned in training).
+TARGET_Q, TARGET_EXTRACTION = 0.8, 0.8
 
 # The paper's numbers beside which the report prints the kit's (Part 3.1 / 3.2, their models).
 PAPER_TARGETS = {
@@ -45,7 +72,8 @@ PAPER_TARGETS = {
 @dataclass(frozen=True)
 class StoragePlan:
     """What the storage study runs: a run preset with the biography world, augmentation levels,
-    objectives, seeds, and the storage probes' options."""
+    scale settings (`SCALES`; "" is the preset's own size), objectives, seeds, and the storage
+    probes' options."""
 
     run_preset: str
     overrides: tuple[str, ...]
@@ -54,18 +82,22 @@ class StoragePlan:
     seeds: tuple[int, ...]
     options: dict[str, Any] = field(default_factory=dict)
     objective_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    scales: tuple[str, ...] = ("",)
 
-    def configs(self) -> list[tuple[str, RunConfig]]:
-        """(level, config) per level x objective x seed; seed s trains world s."""
+    def configs(self) -> list[tuple[str, str, RunConfig]]:
+        """(level, scale, config) per level x scale x objective x seed; seed s trains world s.
+        The scale's overrides come after the preset's and the level's, so they win."""
         base = load_config(self.run_preset)
         return [
             (
                 level,
+                scale,
                 apply_overrides(
                     base,
                     [
                         *self.overrides,
                         *LEVELS[level],
+                        *SCALES.get(scale, ()),
                         f"world.seed={s}",
                         *self.objective_overrides.get(o, ()),
                         f"train.objective={o}",
@@ -74,6 +106,7 @@ class StoragePlan:
                 ),
             )
             for level in self.levels
+            for scale in self.scales
             for o in self.objectives
             for s in self.seeds
         ]
@@ -81,25 +114,74 @@ class StoragePlan:
 
 _WORLD = ("world.source=biography", "train.eval_every=0")
 STORAGE_PRESETS: dict[str, dict[str, Any]] = {
-    # 100 people per subset (200 people: a best-layer accuracy near 0.9 has SE ~0.02) on the
-    # default 4-layer d_model 64 GPT, 1500 steps (~64 epochs of the augmented documents, ~137 of
-    # the plain ones). Measured on a shared 2-core machine (load 3-5), one causal run: plain
-    # 187 s training + 163 s probes, augmented 369 s + 266 s; six runs on 2 jobs extrapolate to
-    # ~17 min at the plain run's speed and ~32 min at the augmented one's (not measured whole).
+    # 100 people per subset (200 people) on a 4-layer d_model 128 GPT, 800 steps (~34 epochs of
+    # the augmented documents). Chosen from the `storage_scale` ladder (one augmented causal run
+    # each, 200 people, measured 2026-11-30 on the shared 2-core machine): d_model 64 at 1500
+    # steps gave Q-probe 0.31 / forward extraction on unseen people 48%, at 4000 steps 0.30 / 64%;
+    # d_model 128 at 800 steps 0.42 / 56% in about half the CPU time; d_model 256 at 800 steps
+    # 0.50 / 80% (~10 min training + ~7 min probes per run on one core); d_model 128 with 400
+    # people at 1600 steps 0.39 / 81%. The training loss sits within ~0.015 of the memorisation
+    # floor in every run (0.28 against 0.267 with 200 people): the documents are memorised by
+    # 800 steps, and more steps change how, not how much. No run reaches the Q-probe target of
+    # 0.8 (see the storage_scale report and `storage_gpu`). At this size, augmented,
+    # reverse_entity: Q-probe 0.45, forward extraction 75% [71, 79], inverse on unseen people
+    # 9% [5, 16] (9/100) against causal's 0% [0, 4]; reverse Q-probe 0.35 against null95 0.35
+    # (p 0.06). The plain level and mlm_u were not run at this size. One run per cell on a
+    # loaded machine: the training times are upper bounds, and the full six-run study at this
+    # size was not timed (per run ~3.5 min training + ~3 min probes on one core, so ~20 min on
+    # 2 jobs by that arithmetic).
     # The probes' cost is mostly the nested CV (--Cs, --inner-folds) and the null
-    # (--permutations). The report's timing line gives a study's own wall time.
+    # (--permutations); the report's timing line gives a study's own wall time.
     "storage": {
         "run_preset": "default",
         "overrides": (
             *_WORLD,
             "world.n_people_per_subset=100",
             "model.n_ctx=48",
-            "train.steps=1500",
+            "train.checkpoint_every=0",
+            *SCALES["d128_s800"],
         ),
         "levels": ("plain", "augmented"),
         "objectives": ("causal", "reverse_entity", "mlm_u"),
         "seeds": (0,),
         "options": {"permutations": 100},
+    },
+    # The size the storage_scale ladder points to, for a GPU: d_model 256 and 200 people per
+    # subset (400 people), 1600 steps. Each half was measured alone on the CPU (one augmented
+    # causal run each): d_model 256 with 200 people at 800 steps reached forward extraction on
+    # unseen people of 80% [76, 84], d_model 128 with 400 people at 1600 steps 81% [78, 83];
+    # the combination and every GPU time are unmeasured. Neither half moved the Q-probe at A's
+    # last token past 0.50 (width bought ~0.1 per doubling of d_model; steps and people
+    # nothing measurable), so this preset is expected to meet the extraction target and not
+    # the Q-probe one; a wider model is what the trend points to for that.
+    "storage_gpu": {
+        "run_preset": "default",
+        "overrides": (
+            *_WORLD,
+            "model.n_ctx=48",
+            "train.checkpoint_every=0",
+            *SCALES["d256_s1600_p400"],
+        ),
+        "levels": ("plain", "augmented"),
+        "objectives": ("causal", "reverse_entity", "mlm_u"),
+        "seeds": (0,),
+        "options": {"permutations": 100},
+    },
+    # What it takes (issue 14): the augmented level under the causal objective at each of
+    # `SCALES` (width, steps, people); the report's scale table gives each run's numbers.
+    "storage_scale": {
+        "run_preset": "default",
+        "overrides": (
+            *_WORLD,
+            "world.n_people_per_subset=100",
+            "model.n_ctx=48",
+            "train.checkpoint_every=0",
+        ),
+        "levels": ("augmented",),
+        "objectives": ("causal",),
+        "seeds": (0,),
+        "options": {"permutations": 100},
+        "scales": tuple(SCALES),
     },
     # The pipeline end to end in about a minute: tiny model, few steps, few permutations. Its
     # numbers are not evidence.
@@ -138,6 +220,7 @@ def make_storage_plan(
         objectives=tuple(objectives or p["objectives"]),
         seeds=tuple(seeds if seeds is not None else p["seeds"]),
         options=dict(p["options"]),
+        scales=tuple(p.get("scales", ("",))),
     )
     plan.configs()  # every config validated (a bad --set is one line, nothing written)
     return plan
@@ -182,10 +265,12 @@ def run_storage_study(
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    spec = []
-    for level, cfg in plan.configs():
+    spec, scales = [], []
+    for level, scale, cfg in plan.configs():
         cfg = apply_overrides(cfg, [f"train.device={device}"])
-        spec.append((cfg.to_dict(), str(out / "runs" / f"{level}_{run_name(cfg)}")))
+        label = f"{level}_{scale}" if scale else level
+        spec.append((cfg.to_dict(), str(out / "runs" / f"{label}_{run_name(cfg)}")))
+        scales.append(scale)
     log(
         f"storage study: {len(spec)} runs (levels {', '.join(plan.levels)} x "
         f"{', '.join(plan.objectives)} x seeds {list(plan.seeds)}), {jobs} job(s) on {device}"
@@ -201,7 +286,9 @@ def run_storage_study(
             ]
             statuses = [f.result() for f in as_completed(futs)]
     wall = time.perf_counter() - t0
-    report = write_storage_report(out, [Path(rd) for _, rd in spec], plan, statuses, wall)
+    report = write_storage_report(
+        out, [Path(rd) for _, rd in spec], plan, statuses, wall, scales=scales
+    )
     if figures_dir is not None:
         import shutil
 
@@ -229,16 +316,22 @@ def write_storage_report(
     plan: StoragePlan,
     statuses: list[dict[str, Any]],
     wall_seconds: float,
+    scales: list[str] | None = None,
 ) -> Path:
-    """Figures and OUT/storage_report.md: one row per run, the paper's targets beside them."""
+    """Figures and OUT/storage_report.md: one row per run, the paper's targets beside them, and
+    the scale table when the plan has scale settings (`SCALES`). The level figure is drawn over
+    the runs at the preset's own size only (runs at other sizes would be averaged as seeds)."""
     from interp.plots.storage import level_name, plot_pprobe, plot_storage
     from interp.runs import read_result
 
+    scales = scales or [""] * len(run_dirs)
     fig_dir = out / "figures"
-    plot_storage(run_dirs, fig_dir / "storage")
+    level_runs = [rd for rd, sc in zip(run_dirs, scales, strict=True) if not sc]
+    if level_runs:
+        plot_storage(level_runs, fig_dir / "storage")
     plot_pprobe(run_dirs, fig_dir / "storage_pprobe")
     rows = []
-    for rd in run_dirs:
+    for rd, scale in zip(run_dirs, scales, strict=True):
         r = read_result(rd, "storage", arrays=False)
         sm, ext = r.summary, r["extraction"]
         rows.append(
@@ -246,7 +339,7 @@ def write_storage_report(
             + " | ".join(
                 [
                     r["objective"],
-                    level_name(r["augmentation"]),
+                    level_name(r["augmentation"]) + (f" {scale}" if scale else ""),
                     str(r["n_people"]),
                     f"{sm['q_mean_best']:.2f} ± {_se(sm['q_mean_best'], r['n_people']):.2f} "
                     f"(ctrl {sm['q_mean_control_best']:.2f}, null95 "
@@ -263,7 +356,7 @@ def write_storage_report(
             + " |"
         )
     per_q = []
-    for rd in run_dirs:
+    for rd, scale in zip(run_dirs, scales, strict=True):
         r = read_result(rd, "storage", arrays=False)
         sm = r.summary
         cells = [
@@ -272,7 +365,8 @@ def write_storage_report(
             for lab in ("role", "city", "year", "employer")
         ]
         per_q.append(
-            f"| {r['objective']} | {level_name(r['augmentation'])} | " + " | ".join(cells) + " |"
+            f"| {r['objective']} | {level_name(r['augmentation'])}{f' {scale}' if scale else ''} "
+            "| " + " | ".join(cells) + " |"
         )
     trained = sum(bool(s.get("trained")) for s in statuses)
     md = [
@@ -307,8 +401,8 @@ def write_storage_report(
         + "; ".join(f"{k}: {v}" for k, v in PAPER_TARGETS.items())
         + ".",
         "",
-        "![storage](figures/storage.png)",
-        "",
+        *(scale_section(run_dirs, scales) if any(scales) else []),
+        *(["![storage](figures/storage.png)", ""] if level_runs else []),
         "![P-probes](figures/storage_pprobe.png)",
         "",
     ]
@@ -317,3 +411,72 @@ def write_storage_report(
     tmp.write_text("\n".join(md))
     tmp.replace(path)
     return path
+
+
+def memorisation_floor(docs: list[tuple[int, ...]]) -> float:
+    """The training loss (mean nats per predicted token) of a model that knows the corpus by heart
+    and draws documents uniformly: at each position it pays -log of the share of documents with
+    this prefix that continue with this token. Nothing trained can go below it on average, so a
+    loss at the floor says the documents are memorised, whatever the loss's size."""
+    count: Counter[tuple[int, ...]] = Counter()
+    for d in docs:
+        for i in range(1, len(d) + 1):
+            count[d[:i]] += 1
+    nll = sum(-math.log(count[d[: i + 1]] / count[d[:i]]) for d in docs for i in range(1, len(d)))
+    return nll / sum(len(d) - 1 for d in docs)
+
+
+def targets_met(q_mean: float, forward_unseen: float) -> bool:
+    """The issue's forward targets: Q-probe (mean of the four attributes at A's last token) and
+    forward extraction on unseen people both at least 0.8."""
+    return q_mean >= TARGET_Q and forward_unseen >= TARGET_EXTRACTION
+
+
+def scale_section(run_dirs: list[Path], scales: list[str]) -> list[str]:
+    """The scale table: per run its size (d_model, steps, people), the final training loss beside
+    the memorisation floor, training seconds, the Q-probe per attribute with its null and
+    control, forward extraction on unseen people pooled over the four questions (Wilson 95%;
+    the four answers of one person are not independent, so the interval is a little narrow),
+    the inverse question, and whether both forward targets are met."""
+    import numpy as np
+
+    from interp.runs import build_dataset, load_config, read_result
+    from interp.stats import wilson_interval
+
+    rows = []
+    for rd, scale in zip(run_dirs, scales, strict=True):
+        if not scale:
+            continue
+        cfg = load_config(rd)
+        r = read_result(rd, "storage", arrays=False)
+        sm, ext = r.summary, r["extraction"]
+        log = [json.loads(ln) for ln in (rd / "train_log.jsonl").read_text().splitlines()]
+        loss = float(np.mean([e["loss"] for e in log[-10:]]))
+        floor = memorisation_floor([d.tokens for d in build_dataset(cfg).train_docs])
+        k = sum(int(ext[q]["qa_test"][3]) for q in LABELS)
+        n = sum(int(ext[q]["qa_test"][4]) for q in LABELS)
+        fwd, lo, hi = wilson_interval(k, n)
+        q = " / ".join(f"{sm[f'q_{lab}_best']:.2f}" for lab in LABELS)
+        met = targets_met(sm["q_mean_best"], fwd)
+        rows.append(
+            f"| {scale} | {cfg.model.d_model} | {cfg.train.steps} | {r['n_people']} | "
+            f"{loss:.3f} / {floor:.3f} | {log[-1]['elapsed_s']:.0f} | {q} | "
+            f"{sm['q_mean_best']:.2f} (null95 {sm['q_mean_null95']:.2f}, ctrl "
+            f"{sm['q_mean_control_best']:.2f}) | {fwd:.0%} [{lo:.0%}, {hi:.0%}] ({k}/{n}) | "
+            f"{_rate(ext['inverse']['qa_test'])} | {'yes' if met else 'no'} |"
+        )
+    return [
+        "## What it takes: the forward targets against model size, steps and people",
+        "",
+        f"Targets: Q-probe (mean of the four attributes at A's last token) >= {TARGET_Q} and "
+        f"forward extraction on unseen people >= {TARGET_EXTRACTION}. Loss: the mean of the "
+        "last ten logged training losses beside the memorisation floor (the loss of a model "
+        "that knows every document by heart). Train s: the trainer's own clock on this machine "
+        "(shared machines inflate it). Q-probe per attribute: role / city / year / employer.",
+        "",
+        "| scale | d_model | steps | people | loss / floor | train s | Q-probe per attribute | "
+        "Q-probe mean | forward extraction (unseen) | inverse (unseen) | targets met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]

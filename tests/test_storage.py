@@ -162,6 +162,47 @@ def test_storage_study_runs_end_to_end_and_writes_figure_and_report(tmp_path: Pa
     runs = sorted((out / "runs").iterdir())
     assert [r.name.split("_")[0] for r in runs] == ["augmented", "plain"]
     assert all((r / "analysis" / "storage.json").is_file() for r in runs)
+    assert "What it takes" not in report  # no scale settings in this preset
+    # the scale table over the same runs: one row each, the verdict computed from the numbers
+    from interp.storage_study import scale_section
+
+    table = scale_section(runs, ["a", "b"])
+    rows = [ln for ln in table if ln.startswith("| a |") or ln.startswith("| b |")]
+    assert len(rows) == 2 and all(ln.endswith("| no |") for ln in rows), table
+
+
+def test_memorisation_floor_is_the_loss_of_a_model_that_knows_the_corpus() -> None:
+    import math
+
+    from interp.storage_study import memorisation_floor
+
+    assert memorisation_floor([(1, 2, 3)]) == 0.0  # one document: every token is certain
+    # two documents sharing a prefix: only the diverging token costs log 2 (of 4 predictions)
+    assert math.isclose(memorisation_floor([(1, 2, 3), (1, 2, 4)]), math.log(2) / 2)
+    # the first token after <bos> of three distinct documents costs log 3, the rest nothing
+    assert math.isclose(memorisation_floor([(0, 5, 6), (0, 7, 8), (0, 9, 9)]), math.log(3) / 2)
+
+
+def test_targets_met_needs_both_forward_targets() -> None:
+    from interp.storage_study import targets_met
+
+    assert targets_met(0.8, 0.8) and targets_met(0.95, 0.9)
+    assert not targets_met(0.79, 0.99) and not targets_met(0.99, 0.79)
+
+
+def test_storage_scale_plan_applies_each_scale_after_the_level() -> None:
+    from interp.storage_study import SCALES, make_storage_plan
+
+    plan = make_storage_plan("storage_scale")
+    cfgs = {scale: cfg for _, scale, cfg in plan.configs()}
+    assert set(cfgs) == set(SCALES)
+    for scale, cfg in cfgs.items():
+        d, s = scale.split("_")[:2]
+        assert cfg.model.d_model == int(d[1:]) and cfg.train.steps == int(s[1:]), scale
+        assert cfg.world.bio_multiplicity == 5 and cfg.world.bio_permute == 1, scale
+        people = 400 if scale.endswith("_p400") else 200
+        assert 2 * cfg.world.n_people_per_subset == people, scale
+    assert len({c.hash() for c in cfgs.values()}) == len(SCALES)
 
 
 def test_storage_study_refuses_instruments_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
