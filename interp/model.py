@@ -258,6 +258,22 @@ def _blocked(att: Any, seq: int, attention_mask: Tensor | None, device: torch.de
     raise ValueError(f"attention_mask must be 2D or 4D, got shape {tuple(attention_mask.shape)}")
 
 
+_PADDED_ONLY = False
+
+
+@contextlib.contextmanager
+def padded_loss() -> Iterator[None]:
+    """Inside it, training losses run on the padded [batch, pos] layout (no packing in
+    `RawForward.next_token_loss`): for code that hooks per-position activations and indexes
+    them by (document, position), such as the update test's per-position decomposition."""
+    global _PADDED_ONLY
+    before, _PADDED_ONLY = _PADDED_ONLY, True
+    try:
+        yield
+    finally:
+        _PADDED_ONLY = before
+
+
 class RawForward(torch.nn.Module):
     """`NativeModel.forward` computed on the raw modules under the bridge's wrappers.
 
@@ -304,7 +320,10 @@ class RawForward(torch.nn.Module):
 
     def packs(self) -> bool:
         """Whether `next_token_loss` can skip the padding: causal attention everywhere, and the
-        q/k/v layout `qkv_fused` multiplies at once (no rotary, no grouped keys, biases)."""
+        q/k/v layout `qkv_fused` multiplies at once (no rotary, no grouped keys, biases); never
+        inside `padded_loss()`."""
+        if _PADDED_ONLY:
+            return False
         for block in self.net.layers:  # type: ignore[union-attr]
             att = raw(block.attn)
             if not att.causal or att.rotary is not None or att.kv_repeats > 1:

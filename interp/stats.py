@@ -434,7 +434,7 @@ def hierarchical_bootstrap_axis(
             [runs[r][rng.integers(0, len(runs[r]), len(runs[r]))].mean(0) for r in picked], axis=0
         )
     lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2], axis=0)
-    return est, lo, hi
+    return np.asarray(est), np.asarray(lo), np.asarray(hi)  # 0-d arrays for 1-d items
 
 
 def rate_estimate(groups: Sequence[Values], *, seed: int = 0, level: float = 0.95) -> Estimate:

@@ -26,7 +26,7 @@ def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path):
     plan = make_plan("tiny", objectives=["causal"], seeds=[0], instruments=["probing"])
     report = run_study(plan, out, jobs=1, device="cpu", progress=False, log=lambda s: None)
     text = report.read_text()
-    assert "(n=1)" in text and "probe_a_to_b_n2d_best" in text, text[:500]
+    assert "(1 run)" in text and "probe_a_to_b_n2d_best" in text, text[:500]
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 2
     first = json.loads((run / "analysis" / "probing.json").read_text())["summary"]
     # a second invocation reuses everything

@@ -32,7 +32,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.data.dataset import Example
-from interp.model import raw
+from interp.model import padded_loss, raw
 
 ROLES = ("a", "b", "final", "template")  # A's tokens, B's tokens, the position before B, the rest
 
@@ -105,7 +105,7 @@ def mlp_terms(
     and sum each MLP weight gradient's per-position terms within each role (float64)."""
     roles = position_roles(docs, width)
     onehot = torch.stack([roles == r for r in range(len(ROLES))]).double()  # [role, batch, pos]
-    with captured_mlps(net) as store:
+    with captured_mlps(net) as store, padded_loss():  # the hooks index (document, position)
         loss = loss_of()
         params = [p for p in net.parameters() if p.requires_grad]
         torch.autograd.grad(loss, params, allow_unused=True)
