@@ -893,6 +893,12 @@ def _objectives_table(ctx: dict[str, Any], preset: str) -> str:
 # The bridge's baseline: the `objectives` preset's causal runs, which have the default study's
 # configs (same worlds, seeds and steps as the bridge presets' runs, without the identities).
 BASELINE_LABEL = "facts only (causal runs of `objectives`)"
+# The bridge tables' rows: the preset whose findings fill the row, and the row's label.
+BRIDGE_ROWS = (
+    ("objectives", BASELINE_LABEL),
+    ("bridge_ocr", "facts + OCR identities"),
+    ("bridge_idn", "facts + IDN identities"),
+)
 
 
 def _bridge_table(ctx: dict[str, Any], _: str) -> str:
@@ -904,11 +910,7 @@ def _bridge_table(ctx: dict[str, Any], _: str) -> str:
         "identity as trained, echoed | shortcut (another role), echoed |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for preset, label in (
-        ("objectives", BASELINE_LABEL),
-        ("bridge_ocr", "facts + OCR identities"),
-        ("bridge_idn", "facts + IDN identities"),
-    ):
+    for preset, label in BRIDGE_ROWS:
         f = ctx.get(preset)
         if f is None:
             rows.append(f"| {label} | not run (`make study PRESET={preset}`) |||||||")
@@ -932,11 +934,7 @@ def _bridge_table(ctx: dict[str, Any], _: str) -> str:
         "probe B -> A, random labels |",
         "|---|---|---|---|---|",
     ]
-    for preset, label in (
-        ("objectives", BASELINE_LABEL),
-        ("bridge_ocr", "facts + OCR identities"),
-        ("bridge_idn", "facts + IDN identities"),
-    ):
+    for preset, label in BRIDGE_ROWS:
         f = ctx.get(preset)
         if f is None:
             rows.append(f"| {label} | not run (`make study PRESET={preset}`) ||||")
