@@ -35,7 +35,7 @@ install: $(STAMP)
 
 # The presets with findings of their own (interp.findings.PRESET_BLOCKS) write figures/<preset>/
 # and render their README block; the default study writes figures/ and renders every block.
-OWN_FINDINGS := objectives bridge_ocr bridge_idn retrieval
+OWN_FINDINGS := objectives bridge_ocr bridge_idn retrieval storage storage_scale
 FIGDIR = $(if $(filter $(PRESET),$(OWN_FINDINGS)),figures/$(PRESET),figures)
 
 study: $(STAMP)

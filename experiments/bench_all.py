@@ -6,7 +6,8 @@ goes, and measures its ratios inside one command against its own reference):
 - bench_patching.py: activation patching against TransformerLens's loops (both ratios, max diff);
 - bench_training.py: training tokens/s against the SDPA / fused-AdamW reference, both presets;
 - bench_threads.py: one default-preset training alone and two at once, torch's thread default
-  against the kit's policy;
+  against the kit's policy (its spin count and turns, interp.turns), and the kit without turns
+  (what a process that does not take turns sees);
 - bench_scaling.py: the tiny study's wall time and peak memory against people per subset and
   d_model (the table; also written to figures/bench_scaling.md);
 - bench_study.py: the default study cold and cached, and its peak resident memory.
@@ -40,7 +41,17 @@ def benches(jobs: int) -> dict[str, list[str]]:
     return {
         "patching": ["bench_patching.py"],
         "training": ["bench_training.py"],
-        "threads": ["bench_threads.py"],
+        "threads": [
+            "bench_threads.py",
+            "--steps",
+            "100",
+            "--repeats",
+            "3",
+            "--policies",
+            "torch",
+            "kit",
+            "kit-noturns",
+        ],  # fmt: skip
         "scaling": ["bench_scaling.py"],
         "study": ["bench_study.py", "--jobs", str(jobs)],
     }

@@ -1,14 +1,18 @@
 """Benchmark: the kit's thread policy, alone and with two trainings at once on the same cores.
 
 Each training is a child process with a clean thread environment (no OMP_NUM_THREADS, no
-OMP_WAIT_POLICY: what a user's shell has), so torch uses one thread per core. Policies:
+OMP_WAIT_POLICY, no INTERP_TURNS: what a user's shell has), so torch uses one thread per core.
+Policies:
 
 - `torch`: torch's default, OpenMP threads busy-wait between parallel regions (the child
-  imports torch before interp, so the kit's policy is not applied);
-- `kit`: whatever `import interp` applies (see interp/__init__.py);
+  imports torch before interp, so the kit's spin count is not applied) and no turns;
+- `kit`: whatever `import interp` applies (see interp/__init__.py) and turns (interp.turns);
+- `kit-noturns`: the kit's spin count without turns (INTERP_TURNS=0): two kit processes that
+  do not take turns, as a kit training beside a CPU-bound process that is not the kit's;
+- `torch-turns`: torch's default spin with turns;
 - `passive`: OMP_WAIT_POLICY=PASSIVE (idle threads sleep at once);
-- `spin`: GOMP_SPINCOUNT=N for each N of `--spin` (idle threads spin that many times, then
-  sleep; reported as `spinN`);
+- `spin` / `spin-turns`: GOMP_SPINCOUNT=N for each N of `--spin` (idle threads spin that many
+  times, then sleep), without / with turns (reported as `spinN`, `spinN-turns`);
 - `one`: OMP_NUM_THREADS=1 (no thread pool at all).
 
 Each case trains the same default-preset model for `--steps` steps (no evaluation, no
@@ -31,6 +35,7 @@ import subprocess
 import sys
 
 CLEAN = (
+    "INTERP_TURNS",
     "OMP_NUM_THREADS",
     "OMP_WAIT_POLICY",
     "GOMP_SPINCOUNT",
@@ -40,8 +45,11 @@ CLEAN = (
 
 
 POLICY_ENV = {
-    "torch": {},
+    "torch": {"INTERP_TURNS": "0"},
     "kit": {},
+    "kit-noturns": {"INTERP_TURNS": "0"},
+    "torch-turns": {},
+    "spin-turns": {"GOMP_SPINCOUNT": "{spin}"},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
     "spin": {"GOMP_SPINCOUNT": "{spin}"},
     "one": {"OMP_NUM_THREADS": "1"},
@@ -50,7 +58,7 @@ POLICY_ENV = {
 
 def child(policy: str, preset: str, steps: int) -> None:
     """One training, timed from after set-up; waits for a line on stdin before starting."""
-    if policy == "torch":
+    if policy.startswith("torch"):
         import torch  # noqa: F401  (loaded before interp: torch's OpenMP default stays)
     else:
         import interp  # noqa: F401  (loaded first: its thread policy applies)
@@ -90,7 +98,9 @@ def child(policy: str, preset: str, steps: int) -> None:
 def run_together(case: str, n: int, preset: str, steps: int) -> list[dict]:
     """Start `n` trainings under `case` (a policy, or spinN), release them at once, return
     their reports."""
-    policy, spin = ("spin", case[4:]) if case.startswith("spin") else (case, "")
+    policy, spin = case, ""
+    if case.startswith("spin"):
+        policy, spin = ("spin-turns", case[4:-6]) if case.endswith("-turns") else ("spin", case[4:])
     env = {k: v for k, v in os.environ.items() if k not in CLEAN}
     env.update({k: v.format(spin=spin) for k, v in POLICY_ENV[policy].items()})
     cmd = [sys.executable, __file__, "--child", policy, "--preset", preset, "--steps", str(steps)]
@@ -129,9 +139,11 @@ def main() -> int:
     if a.child:
         child(a.child, a.preset, a.steps)
         return 0
-    cases = [p for p in a.policies if p != "spin"]
+    cases = [p for p in a.policies if p not in ("spin", "spin-turns")]
     if "spin" in a.policies:
         cases += [f"spin{n}" for n in a.spin]
+    if "spin-turns" in a.policies:
+        cases += [f"spin{n}-turns" for n in a.spin]
     policies = list(dict.fromkeys(["torch", "kit", *cases]))
     best: dict[tuple[str, int], float] = {}
     weights: dict[str, set[str]] = {p: set() for p in policies}
@@ -150,13 +162,13 @@ def main() -> int:
         f"cores, best of {a.repeats}"
     )
     print(
-        f"  {'policy':<11} {'threads':>7} {'alone s/step':>12} {'two at once':>12} {'ratio':>7} "
+        f"  {'policy':<17} {'threads':>7} {'alone s/step':>12} {'two at once':>12} {'ratio':>7} "
         f"{'alone vs torch':>14}"
     )
     for p in policies:
         one, two = per[p, 1], per[p, 2]
         print(
-            f"  {p:<11} {threads[p]:7d} {one:12.4f} {two:12.4f} {two / one:6.2f}x "
+            f"  {p:<17} {threads[p]:7d} {one:12.4f} {two:12.4f} {two / one:6.2f}x "
             f"{one / per['torch', 1]:13.2f}x"
         )
     alone_cost = per["kit", 1] / per["torch", 1]

@@ -15,27 +15,35 @@ Map of the package (one concern per module):
 Thread policy. The kit's models are small: torch's parallel regions last microseconds, and
 between them GNU OpenMP's idle threads (torch's CPU wheels use libgomp) spin for up to ~3 ms
 (GOMP_SPINCOUNT's default, 300000) before they sleep. Alone that is what makes a step fast;
-beside another CPU-bound process (a second training, the test suite, a notebook) a spinning
-thread holds the core its descheduled sibling needs, and a default-preset training step went
-from 0.023 s alone to 0.171 s with two trainings at once on 2 cores. `OMP_WAIT_POLICY=PASSIVE`
-(sleep at once) removes that but costs 1.67x alone, since every parallel region then wakes a
-sleeping thread. The kit sets `GOMP_SPINCOUNT=1000` instead: an idle thread spins about 10 us
-(the gap between two operations of a step) and then sleeps: two trainings at once took
-2.15-2.52x one alone, and one alone 1.10-1.16x torch's default (three runs of
-`experiments/bench_threads.py`; the README's "Speed, memory and sizing" has the table). The
-variable is read once, when torch loads its OpenMP runtime, so it is set here, when `interp` is
-first imported: every entry point (the `interp` command, `python -m interp`, the experiments
-scripts, a notebook that imports `interp` before `torch`) gets it, and so do the processes
-they start. A value the user set (GOMP_SPINCOUNT, or OMP_WAIT_POLICY, which the spin count
-would override) is kept, and a process that imported torch first keeps torch's default. It
-changes no result: weights are bitwise the same as without it at the same thread count.
+beside another CPU-bound process a spinning thread holds the core its descheduled sibling
+needs: two default-preset trainings at once on 2 cores took 4.4x to over 100x one alone (the
+VM's scheduling varies from run to run). Two measures:
+
+- `GOMP_SPINCOUNT=2000`, set here when `interp` is first imported (before torch loads its
+  OpenMP runtime, which reads it once): an idle thread spins ~20 us, which covers most gaps
+  between the operations of a step, then sleeps;
+- turns (`interp.turns`): kit processes that train on the CPU with more than one thread take
+  turns step by step, so two trainings do not split the cores mid-step.
+
+Measured with `experiments/bench_threads.py` (the README's "Speed, memory and sizing" has `make
+bench`'s table), 100 default-preset steps, best of 2, on the 2-core VM: spin 2000 with turns 1.01x
+torch's default alone and 2.38x for two at once; without turns (two processes of which neither
+takes turns, as beside a CPU-bound process that is not a kit training) 1.07x and 2.21x. The choice
+of spin is a compromise between the two cases: 1000 lost 10-16% alone; 10000 with turns ran at
+torch's speed alone (1.03x) and 2.04-2.50x two at once, but without turns two at once took 9.6x;
+torch's 300000 collapses without turns (4.4-120x, run to run) and holds the cores while the other
+process has its turn (2.7x). Every entry point (the `interp` command, `python -m interp`, the
+experiments scripts, a notebook that imports `interp` before `torch`) gets the spin count, and so
+do the processes they start. A value the user set (GOMP_SPINCOUNT, or OMP_WAIT_POLICY, which the
+spin count would override) is kept, and a process that imported torch first keeps torch's default.
+Neither measure changes a result: weights are bitwise the same at the same thread count.
 """
 
 import os as _os
 import sys as _sys
 
 # The spin count of idle OpenMP threads, set before torch loads (see the docstring).
-SPIN_COUNT = "1000"
+SPIN_COUNT = "2000"
 
 _user_set = "GOMP_SPINCOUNT" in _os.environ or "OMP_WAIT_POLICY" in _os.environ
 if "torch" not in _sys.modules and not _user_set:

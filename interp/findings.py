@@ -138,6 +138,7 @@ def record_timing(
     jobs: int,
     device: str,
     runs: int = 0,
+    sha: str | None = None,
 ) -> dict[str, Any]:
     """Add one study invocation to REPORT_DIR/timing.json and return the ledger.
 
@@ -146,11 +147,12 @@ def record_timing(
     (a re-render) leaves the ledger as it is. The ledger is per study configuration: a different
     `study_sha256` starts it afresh. Seconds are wall time of training and instruments, the
     figures and report left out; `runs` is the study's number of runs, so runs reused from the
-    cache (trained by another study with the same configs) are said.
+    cache (trained by another study with the same configs) are said. `sha` names the study for
+    a plan `study_sha256` cannot hash (the storage study's, `storage_sha256`).
     """
     from interp.runs import write_text
 
-    sha = study_sha256(plan)
+    sha = sha or study_sha256(plan)
     path = Path(report_dir) / TIMING
     try:
         ledger = json.loads(path.read_text())
@@ -601,7 +603,9 @@ def render(findings: dict[str, Any], template: str, *, strict: bool = True) -> s
 # paper's prediction with the kit's numbers is computed by `paper_checks`, by the rule it states.
 
 PRESET_TEMPLATES = PACKAGE / "findings_presets"
-PRESET_BLOCKS = ("objectives", "bridge_ocr", "bridge_idn", "retrieval")
+PRESET_BLOCKS = ("objectives", "bridge_ocr", "bridge_idn", "retrieval", "storage")
+# Files a block may read beside the presets' own (the storage block's ladder table).
+EXTRA_CONTEXT = ("storage_scale",)
 
 CITATIONS = {
     "golovneva": "Golovneva, Allen-Zhu, Weston & Sukhbaatar 2024, Reverse Training to Nurse the "
@@ -1002,11 +1006,25 @@ def _shortcut(ctx: dict[str, Any], preset: str) -> str:
     )
 
 
+def _storage_table(ctx: dict[str, Any], _: str) -> str:
+    from interp.storage_findings import cells_table
+
+    return cells_table(ctx["storage"])
+
+
+def _storage_scale_table(ctx: dict[str, Any], _: str) -> str:
+    from interp.storage_findings import scale_table
+
+    return scale_table(ctx.get("storage_scale"))
+
+
 TABLES: dict[str, Callable[[dict[str, Any], str], str]] = {
     "objectives": _objectives_table,
     "bridge": _bridge_table,
     "shortcut": _shortcut,
     "retrieval": _retrieval_table,
+    "storage": _storage_table,
+    "storage_scale": _storage_scale_table,
 }
 
 
@@ -1033,6 +1051,10 @@ def render_block(ctx: dict[str, Any], block: str, template: str | None = None) -
 
     def sub(m: re.Match[str]) -> str:
         path = m.group(1)
+        if path == "checks" and block == "storage":
+            from interp import storage_findings as sf
+
+            return f"{sf.CHECK_RULES}\n\n{sf.checks_table(ctx['storage'])}\n\n{sf.sources()}"
         if path == "checks":
             used = dict.fromkeys(c["source"] for c in paper_checks(ctx, block))
             sources = "; ".join(f"{k}: {CITATIONS[k]}" for k in used)
@@ -1079,7 +1101,8 @@ def load_context(figures: Path) -> dict[str, Any]:
     out)."""
     ctx: dict[str, Any] = {}
     for name, path in (("default", figures / "findings.json"),
-                       *((b, figures / b / "findings.json") for b in PRESET_BLOCKS)):  # fmt: skip
+                       *((b, figures / b / "findings.json")
+                         for b in (*PRESET_BLOCKS, *EXTRA_CONTEXT))):  # fmt: skip
         if path.is_file():
             try:
                 ctx[name] = json.loads(path.read_text())

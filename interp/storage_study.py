@@ -1,7 +1,8 @@
 """`interp study --preset storage`: where a fact is stored, against knowledge augmentation.
 
-    biography world x augmentation levels x objectives x seeds -> runs -> storage probes
-    -> figures/storage.png, figures/storage_pprobe.png -> storage_report.md
+    biography world x augmentation levels x objectives x seeds -> OUT/runs -> storage probes
+    -> OUT/<preset>/: figures/storage.png, figures/storage_pprobe.png, storage_report.md,
+       findings.json and findings.md (`interp.storage_findings`), timing.json
 
 The question (issue 14, Allen-Zhu & Li Part 3.1/3.2): with one wording per person a model
 memorises facts "along the sentence" and the attributes are not decodable at the name; with
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from interp.config import RunConfig, apply_overrides, load_config
-from interp.data.biography import LABELS
 from interp.errors import UserError
 
 # Augmentation levels: name -> world overrides. "plain" is bioS single (one biography, fixed
@@ -83,6 +83,7 @@ class StoragePlan:
     options: dict[str, Any] = field(default_factory=dict)
     objective_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
     scales: tuple[str, ...] = ("",)
+    name: str = "storage"  # the preset: the report, figures and findings go to OUT/<name>/
 
     def configs(self) -> list[tuple[str, str, RunConfig]]:
         """(level, scale, config) per level x scale x objective x seed; seed s trains world s.
@@ -181,7 +182,9 @@ STORAGE_PRESETS: dict[str, dict[str, Any]] = {
         "objectives": ("causal",),
         "seeds": (0,),
         "options": {"permutations": 100},
-        "scales": tuple(SCALES),
+        # every scale but storage_gpu's (d_model 256 with 400 people at 1600 steps), which
+        # would take about as long as the rest together on the CPU
+        "scales": tuple(s for s in SCALES if s != "d256_s1600_p400"),
     },
     # The pipeline end to end in about a minute: tiny model, few steps, few permutations. Its
     # numbers are not evidence.
@@ -221,6 +224,7 @@ def make_storage_plan(
         seeds=tuple(seeds if seeds is not None else p["seeds"]),
         options=dict(p["options"]),
         scales=tuple(p.get("scales", ("",))),
+        name=preset,
     )
     plan.configs()  # every config validated (a bad --set is one line, nothing written)
     return plan
@@ -257,13 +261,19 @@ def run_storage_study(
     figures_dir: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Run the storage study into `out`; write figures and storage_report.md there."""
+    """Run the storage study: runs in OUT/runs (shared with every study), and in OUT/<preset>/
+    the figures, storage_report.md, findings.json / findings.md (`interp.storage_findings`) and
+    timing.json (the wall time of the runs and probes, `interp.findings.record_timing`); with
+    `figures_dir`, copy the figures, report and findings there."""
+    from interp.findings import record_timing
     from interp.model import resolve_device
+    from interp.storage_findings import storage_sha256
     from interp.study import run_name, worker_context
 
     device = resolve_device(device)
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    report_dir = out / plan.name
     t0 = time.perf_counter()
     spec, scales = [], []
     for level, scale, cfg in plan.configs():
@@ -286,15 +296,28 @@ def run_storage_study(
             ]
             statuses = [f.result() for f in as_completed(futs)]
     wall = time.perf_counter() - t0
+    record_timing(
+        report_dir,
+        None,
+        wall,
+        trained=sum(bool(s.get("trained")) for s in statuses),
+        analysed=sum(bool(s.get("analyses")) for s in statuses),
+        jobs=jobs,
+        device=device,
+        runs=len(spec),
+        sha=storage_sha256(plan),
+    )
     report = write_storage_report(
-        out, [Path(rd) for _, rd in spec], plan, statuses, wall, scales=scales
+        report_dir, [Path(rd) for _, rd in spec], plan, statuses, wall, scales=scales
     )
     if figures_dir is not None:
         import shutil
 
         dst = Path(figures_dir)
         dst.mkdir(parents=True, exist_ok=True)
-        for p in [*(out / "figures").glob("storage*.png"), report]:
+        names = ("findings.json", "findings.md")
+        for p in [*(report_dir / "figures").glob("storage*.png"), report,
+                  *(report_dir / n for n in names)]:  # fmt: skip
             shutil.copy2(p, dst / p.name)
     log(f"report: {report}")
     return report
@@ -321,10 +344,18 @@ def write_storage_report(
     """Figures and OUT/storage_report.md: one row per run, the paper's targets beside them, and
     the scale table when the plan has scale settings (`SCALES`). The level figure is drawn over
     the runs at the preset's own size only (runs at other sizes would be averaged as seeds)."""
+    from interp.findings import timing_finding
     from interp.plots.storage import level_name, plot_pprobe, plot_storage
-    from interp.runs import read_result
+    from interp.runs import read_result, write_text
+    from interp.storage_findings import findings_markdown, storage_findings
 
     scales = scales or [""] * len(run_dirs)
+    f = storage_findings(run_dirs, scales, plan, plan.name)
+    timing = timing_finding(out, f["provenance"]["study_sha256"])
+    if timing is not None:
+        f["timing"] = timing
+    write_text(out / "findings.json", json.dumps(f, indent=1, sort_keys=True, allow_nan=False))
+    write_text(out / "findings.md", findings_markdown(f))
     fig_dir = out / "figures"
     level_runs = [rd for rd, sc in zip(run_dirs, scales, strict=True) if not sc]
     if level_runs:
@@ -401,15 +432,13 @@ def write_storage_report(
         + "; ".join(f"{k}: {v}" for k, v in PAPER_TARGETS.items())
         + ".",
         "",
-        *(scale_section(run_dirs, scales) if any(scales) else []),
+        *(scale_section(f) if any(scales) else []),
         *(["![storage](figures/storage.png)", ""] if level_runs else []),
         "![P-probes](figures/storage_pprobe.png)",
         "",
     ]
     path = out / "storage_report.md"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(md))
-    tmp.replace(path)
+    write_text(path, "\n".join(md))
     return path
 
 
@@ -432,39 +461,13 @@ def targets_met(q_mean: float, forward_unseen: float) -> bool:
     return q_mean >= TARGET_Q and forward_unseen >= TARGET_EXTRACTION
 
 
-def scale_section(run_dirs: list[Path], scales: list[str]) -> list[str]:
-    """The scale table: per run its size (d_model, steps, people), the final training loss beside
-    the memorisation floor, training seconds, the Q-probe per attribute with its null and
-    control, forward extraction on unseen people pooled over the four questions (Wilson 95%;
-    the four answers of one person are not independent, so the interval is a little narrow),
-    the inverse question, and whether both forward targets are met."""
-    import numpy as np
+def scale_section(f: dict[str, Any]) -> list[str]:
+    """The report's scale table (`interp.storage_findings.scale_table`): per run its size (d_model,
+    steps, people), the final training loss beside the memorisation floor, training seconds,
+    the Q-probe per attribute, forward extraction on unseen people pooled over the four
+    questions, the inverse question, and whether both forward targets are met."""
+    from interp.storage_findings import scale_table
 
-    from interp.runs import build_dataset, load_config, read_result
-    from interp.stats import wilson_interval
-
-    rows = []
-    for rd, scale in zip(run_dirs, scales, strict=True):
-        if not scale:
-            continue
-        cfg = load_config(rd)
-        r = read_result(rd, "storage", arrays=False)
-        sm, ext = r.summary, r["extraction"]
-        log = [json.loads(ln) for ln in (rd / "train_log.jsonl").read_text().splitlines()]
-        loss = float(np.mean([e["loss"] for e in log[-10:]]))
-        floor = memorisation_floor([d.tokens for d in build_dataset(cfg).train_docs])
-        k = sum(int(ext[q]["qa_test"][3]) for q in LABELS)
-        n = sum(int(ext[q]["qa_test"][4]) for q in LABELS)
-        fwd, lo, hi = wilson_interval(k, n)
-        q = " / ".join(f"{sm[f'q_{lab}_best']:.2f}" for lab in LABELS)
-        met = targets_met(sm["q_mean_best"], fwd)
-        rows.append(
-            f"| {scale} | {cfg.model.d_model} | {cfg.train.steps} | {r['n_people']} | "
-            f"{loss:.3f} / {floor:.3f} | {log[-1]['elapsed_s']:.0f} | {q} | "
-            f"{sm['q_mean_best']:.2f} (null95 {sm['q_mean_null95']:.2f}, ctrl "
-            f"{sm['q_mean_control_best']:.2f}) | {fwd:.0%} [{lo:.0%}, {hi:.0%}] ({k}/{n}) | "
-            f"{_rate(ext['inverse']['qa_test'])} | {'yes' if met else 'no'} |"
-        )
     return [
         "## What it takes: the forward targets against model size, steps and people",
         "",
@@ -472,11 +475,9 @@ def scale_section(run_dirs: list[Path], scales: list[str]) -> list[str]:
         f"forward extraction on unseen people >= {TARGET_EXTRACTION}. Loss: the mean of the "
         "last ten logged training losses beside the memorisation floor (the loss of a model "
         "that knows every document by heart). Train s: the trainer's own clock on this machine "
-        "(shared machines inflate it). Q-probe per attribute: role / city / year / employer.",
+        "(shared machines inflate it). Rates: `interp.storage_findings` (one run; intervals over "
+        "its people).",
         "",
-        "| scale | d_model | steps | people | loss / floor | train s | Q-probe per attribute | "
-        "Q-probe mean | forward extraction (unseen) | inverse (unseen) | targets met |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        *rows,
+        scale_table(f),
         "",
     ]

@@ -58,6 +58,7 @@ from interp.runs import (
     write_marker,
     write_text,
 )
+from interp.turns import Turns
 
 LOG_EVERY = 10
 
@@ -224,6 +225,7 @@ def fit(
         disable=not progress,
         dynamic_ncols=True,
     )
+    turns = Turns(device)  # kit processes sharing the CPU take turns per step (interp.turns)
     t0 = time.perf_counter()
     try:
         for step in bar:
@@ -233,14 +235,15 @@ def fit(
             idx = batch_indices(step, len(docs), cfg.batch_size, cfg.seed)
             b_tokens, b_lengths = tokens[idx.to(device)], lengths[idx.to(device)]
             width = int(b_lengths.max())
-            loss = objective.loss(
-                net, b_tokens[:, :width], b_lengths, step_generator(cfg.seed, step)
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
+            with turns.turn():
+                loss = objective.loss(
+                    net, b_tokens[:, :width], b_lengths, step_generator(cfg.seed, step)
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
             done = step + 1
             if done % LOG_EVERY == 0 or done == cfg.steps:
                 line: dict[str, Any] = {
@@ -263,6 +266,7 @@ def fit(
             if run_dir and cfg.checkpoint_every and done % cfg.checkpoint_every == 0:
                 save_checkpoint(run_dir, done, model, opt)
     finally:
+        turns.close()
         if log_file:
             log_file.close()
         model.eval()

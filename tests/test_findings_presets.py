@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from interp import findings as F
+from interp.storage_study import make_storage_plan
 from interp.study import STUDY_PRESETS, make_plan
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,10 +39,14 @@ def test_readme_preset_blocks_are_the_renderings_of_the_committed_files():
 
 def test_every_preset_with_its_own_findings_has_a_block_a_template_and_a_make_target():
     own = sorted(n for n, p in STUDY_PRESETS.items() if p.get("own_report"))
-    assert own == sorted(F.PRESET_BLOCKS), (own, F.PRESET_BLOCKS)
+    assert sorted([*own, "storage"]) == sorted(F.PRESET_BLOCKS), (own, F.PRESET_BLOCKS)
     make = (REPO / "Makefile").read_text()
     listed = re.search(r"^OWN_FINDINGS := (.*)$", make, re.M)
-    assert listed and sorted(listed.group(1).split()) == own, listed
+    # the storage study's presets write figures/<preset>/ too (interp.storage_study)
+    assert listed and sorted(listed.group(1).split()) == sorted(
+        [*own, "storage", "storage_scale"]
+    ), listed
+    assert make_storage_plan("storage").name == "storage"
     for b in own:
         assert (F.PRESET_TEMPLATES / f"{b}.md").is_file(), b
         assert make_plan(b).report_dir("OUT") == Path("OUT") / b
@@ -133,7 +138,87 @@ def _context(tmp: Path, *, ocr_hit: float) -> dict:
         }
         ctx[name] = F.collect(groups, make_plan(preset))
         json.dumps(ctx[name], allow_nan=False)
+    ctx["storage"] = _storage_findings()
+    json.dumps(ctx["storage"], allow_nan=False)
     return ctx
+
+
+def _storage_result(objective: str, multiplicity: int, q: float, rq: float, fwd: tuple[int, int],
+                    inv: int, n: int = 100) -> dict:  # fmt: skip
+    """A storage.json's data: Q-probe `q` on every attribute (null95 0.2), reverse Q `rq`
+    (null95 0.35), forward QA (unseen, trained) hits per question of `n`, inverse `inv` of n."""
+    from interp.data.biography import LABELS
+
+    sm: dict = {"q_mean_null95": 0.2, "q_mean_control_best": 0.99, "chance_q_mean": 0.16,
+                "rq_first_class_best": rq, "rq_first_class_null95": 0.35,
+                "rq_first_class_p": 0.01 if rq > 0.35 else 0.5, "chance_rq_first_class": 0.28,
+                "pos_role_from_work_best": 0.97, "pos_first_class_from_name_best": 0.7}  # fmt: skip
+    for lab in LABELS:
+        sm[f"q_{lab}_best"], sm[f"q_{lab}_p"] = q, 0.01
+    ext = {lab: {"qa_test": [0, 0, 0, fwd[0], n], "qa_train": [0, 0, 0, fwd[1], n]}
+           for lab in LABELS}  # fmt: skip
+    ext["inverse"] = {"qa_test": [0, 0, 0, inv, n], "qa_train": [0, 0, 0, inv, n]}
+    aug = {"multiplicity": multiplicity, "permute": int(multiplicity > 1),
+           "fullname": int(multiplicity > 1)}  # fmt: skip
+    return {"objective": objective, "n_people": 2 * n, "augmentation": aug, "summary": sm,
+            "extraction": ext}  # fmt: skip
+
+
+def _storage_findings() -> dict:
+    """The storage study's findings on known numbers: plain memorises (QA-trained 100%, unseen
+    10%) with the Q-probe at its null; augmented lifts the Q-probe to 0.45 and extraction to
+    60%, both below the 0.8 targets; inverse search 0% under causal, 9% under reverse_entity."""
+    from interp.storage_findings import cell_findings
+
+    runs = {
+        ("plain", "causal"): _storage_result("causal", 1, 0.18, 0.30, (10, 100), 0),
+        ("augmented", "causal"): _storage_result("causal", 5, 0.45, 0.30, (60, 100), 0),
+        ("augmented", "reverse_entity"): _storage_result(
+            "reverse_entity", 5, 0.45, 0.5, (75, 100), 9
+        ),  # fmt: skip
+        ("augmented", "mlm_u"): _storage_result("mlm_u", 5, 0.40, 0.30, (50, 100), 1),
+    }
+    cells: dict = {}
+    for (level, objective), r in runs.items():
+        cells.setdefault(level, {})[objective] = cell_findings([r]) | {"augmentation": level}
+    return {
+        "preset": "storage",
+        "levels": ["plain", "augmented"],
+        "objectives": ["causal", "reverse_entity", "mlm_u"],
+        "seeds": [0],
+        "cells": cells,
+        "scale": [],
+        "timing": {"text": "1.0 min wall"},
+        "provenance": {"code_sha256": "0" * 64, "study_sha256": "1" * 64, "torch": "x"},
+    }
+
+
+def test_storage_findings_judge_allen_zhu_and_li(tmp_path):
+    from interp.storage_findings import storage_checks
+
+    f = _storage_findings()
+    q = f["cells"]["augmented"]["causal"]["q_probe"]
+    assert q["estimate"] == pytest.approx(0.45) and q["n_items"] == 800, q  # 4 x 200 people
+    inv = f["cells"]["augmented"]["causal"]["extract_inverse_unseen"]
+    assert inv["estimate"] == 0 and 0.03 < inv["high"] < 0.05, inv  # Wilson bound on 0/100
+    v = [(c["claim"][:50], c["ours"], c["verdict"]) for c in storage_checks(f)]
+    assert [x[2] for x in v] == [
+        "reproduced",  # plain: Q-probe at its null
+        "reproduced",  # plain: memorised, not extractable
+        "reproduced",  # augmentation lifts the Q-probe
+        "reproduced",  # and extraction
+        "not reproduced",  # Q-probe target 0.8
+        "not reproduced",  # extraction target 0.8
+        "reproduced",  # inverse ~0%, plain
+        "reproduced",  # inverse ~0%, augmented
+        "reproduced",  # reverse Q at its null under causal
+        "reproduced",  # reverse_entity lifts inverse search (9/100 vs 0/100)
+        "not reproduced",  # mlm_u: 1/100 vs 0/100 excludes a lift of 10 points
+    ], v
+    f["cells"]["augmented"]["causal"]["q_probe"]["estimate"] = 0.85
+    assert storage_checks(f)[4]["verdict"] == "reproduced"
+    del f["cells"]["plain"]
+    assert storage_checks(f)[0]["verdict"] == "not measured"
 
 
 def _verdicts(ctx: dict, block: str) -> dict[str, str]:
@@ -183,8 +268,12 @@ def test_every_preset_template_renders_and_a_missing_file_says_not_run(tmp_path)
         text = F.render_block(ctx, block)  # strict: every placeholder resolves
         assert "{{" not in text and "not run" not in text, text
         assert F.CITATIONS["kitouni" if block == "retrieval" else "golovneva"] in text or (
-            block.startswith("bridge")
+            block.startswith("bridge") or block == "storage"
         ), text
+    storage = F.render_block(ctx, "storage")
+    assert "Allen-Zhu & Li 2023, Physics of Language Models Part 3.1" in storage, storage
+    assert "| augmented (augmented) | reverse_entity | 1 x 200 |" in storage, storage
+    assert "*Not run: `make study PRESET=storage_scale` makes it.*" in storage  # its ladder
     table = F.render_block(ctx, "bridge_ocr")
     assert "| facts + OCR identities | 800 | 9" in table, table  # forward 0.98 with its steps
     assert "| **not reproduced** |" in table and "Sources: ma: Ma, Huang" in table, table
