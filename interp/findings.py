@@ -603,7 +603,7 @@ def render(findings: dict[str, Any], template: str, *, strict: bool = True) -> s
 # paper's prediction with the kit's numbers is computed by `paper_checks`, by the rule it states.
 
 PRESET_TEMPLATES = PACKAGE / "findings_presets"
-PRESET_BLOCKS = ("objectives", "bridge_ocr", "bridge_idn", "retrieval", "storage")
+PRESET_BLOCKS = ("objectives", "bridge_ocr", "bridge_idn", "retrieval", "storage", "gpu")
 # Files a block may read beside the presets' own (the storage block's ladder table).
 EXTRA_CONTEXT = ("storage_scale",)
 
@@ -749,8 +749,8 @@ def paper_checks(ctx: dict[str, Any], block: str) -> list[dict[str, str]]:
     """The papers' predictions for one README block, each judged from the findings in `ctx`
     ({preset: findings}, "default" the default study) by the rule its verdict function states."""
     out: list[dict[str, str]] = []
-    if block == "objectives":
-        p = "objectives"
+    if block in ("objectives", "gpu"):  # gpu: the same predictions on 10 seeds
+        p = block
         for s in ("n2d", "d2n"):
             r = _em(ctx, p, "reverse_entity", f"{s}_reverse_train")
             c = _em(ctx, p, "causal", f"{s}_reverse_train")

@@ -224,6 +224,32 @@ STUDY_PRESETS["retrieval"] = {
 }
 
 
+# Paper-grade, for one GPU (issue 19): every objective at matched forward accuracy (BICO and
+# MLM-U at MATCHED_STEPS), 10 seeds (each its own world), every instrument that compares
+# objectives on every objective, the deep dives (lens, patching, selective) on the baseline and
+# on reverse training, dynamics on the baseline; patching on every prompt with 10 noise draws,
+# the update test on all of a run's new people. 50 runs; its time on a GPU is unmeasured (no
+# GPU was lent to the kit's development so far): `interp study --preset gpu --device cuda`.
+# The storage study's GPU size is its own preset, `storage_gpu`.
+STUDY_PRESETS["gpu"] = {
+    "run_preset": "default",
+    "seeds": tuple(range(10)),
+    "objectives": OBJECTIVE_ORDER,
+    "objective_overrides": {o: (f"train.steps={n}",) for o, n in MATCHED_STEPS.items()},
+    "scope": {
+        "lens": ("causal", "reverse_entity"),
+        "patching": ("causal", "reverse_entity"),
+        "dynamics": ("causal",),
+        "selective": ("causal", "reverse_entity"),
+    },
+    "options": {
+        "lens": {"tuned": True},
+        "patching": {"max_prompts": 0, "noise_samples": 10},
+    },
+    "own_report": True,
+}
+
+
 def available_objectives() -> tuple[str, ...]:
     from interp.objectives import OBJECTIVES
 

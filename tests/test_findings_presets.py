@@ -41,11 +41,9 @@ def test_every_preset_with_its_own_findings_has_a_block_a_template_and_a_make_ta
     own = sorted(n for n, p in STUDY_PRESETS.items() if p.get("own_report"))
     assert sorted([*own, "storage"]) == sorted(F.PRESET_BLOCKS), (own, F.PRESET_BLOCKS)
     make = (REPO / "Makefile").read_text()
-    listed = re.search(r"^OWN_FINDINGS := (.*)$", make, re.M)
-    # the storage study's presets write figures/<preset>/ too (interp.storage_study)
-    assert listed and sorted(listed.group(1).split()) == sorted(
-        [*own, "storage", "storage_scale"]
-    ), listed
+    # `make study PRESET=p` writes figures/p/ for every preset but the default
+    rule = re.search(r"^FIGDIR = (.*)$", make, re.M)
+    assert rule and rule.group(1) == "$(if $(filter $(PRESET),default),figures,figures/$(PRESET))"
     assert make_storage_plan("storage").name == "storage"
     for b in own:
         assert (F.PRESET_TEMPLATES / f"{b}.md").is_file(), b
@@ -117,6 +115,8 @@ def _context(tmp: Path, *, ocr_hit: float) -> dict:
         "bridge_ocr": ("bridge_ocr", {"causal": ocr_hit}),
         "bridge_idn": ("bridge_idn", {"causal": 0.0}),
         "retrieval": ("retrieval", {"causal": 0.0, "reverse_token": 0.0, "mlm_u": 0.0}),
+        "gpu": ("gpu", {"causal": 0.0, "reverse_entity": 0.6, "reverse_token": 0.0,
+                        "mlm_u": 0.0}),
     }  # fmt: skip
     for name, (preset, objectives) in plans.items():
         groups = {
@@ -127,7 +127,7 @@ def _context(tmp: Path, *, ocr_hit: float) -> dict:
                     i,
                     hit,
                     native=0.9
-                    if o == "mlm_u" and name == "objectives"
+                    if o == "mlm_u" and name in ("objectives", "gpu")
                     else (0.0 if o == "mlm_u" else None),
                     echo=(1.0, 0.95) if name.startswith("bridge") else None,
                     steps=1600 if o == "mlm_u" else 800,
@@ -242,6 +242,7 @@ def test_preset_findings_judge_the_papers_predictions(tmp_path):
     kit = [c for c in v if c.startswith("An any-order objective")]
     fwd = [c for c in v if c.startswith("Reverse training does not cost")]
     assert {v[c] for c in lift + whole + kit + fwd} == {"reproduced"}, v
+    assert _verdicts(ctx, "gpu") == v  # the gpu preset: the same predictions, its own runs
 
     v = _verdicts(ctx, "bridge_ocr")
     assert [v[c] for c in v if c.startswith("The OCR identity bridge lifts")] == [
@@ -328,3 +329,16 @@ def test_timing_ledger_adds_work_and_ignores_rerenders(tmp_path):
     F.record_timing(d, other, 10.0, trained=5, analysed=0, jobs=2, device="cpu", runs=5)
     t = F.timing_finding(d, F.study_sha256(other))
     assert t is not None and t["wall_seconds"] == 10.0 and "(5 runs trained;" in t["text"], t
+
+
+def test_gpu_preset_is_the_objectives_study_at_paper_grade():
+    plan = make_plan("gpu")
+    cfgs = plan.configs()
+    assert len(cfgs) == 5 * 10 and {c.train.seed for c in cfgs} == set(range(10))
+    assert all(c.world.seed == c.train.seed for c in cfgs)  # each seed its own world
+    steps = {c.train.objective: c.train.steps for c in cfgs}
+    assert steps == {"causal": 800, "reverse_entity": 800, "reverse_token": 800, "bico": 1600,
+                     "mlm_u": 1600}, steps  # fmt: skip
+    assert plan.options["patching"]["max_prompts"] == 0  # every prompt
+    assert "patching" in plan.instruments_for("reverse_entity", 9)
+    assert "patching" not in plan.instruments_for("bico", 0)
