@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 # The lines of each benchmark that carry a bar (or the table), repeated in the summary.
 KEEP = re.compile(
     r"ratio|speed bar|two at once /|alone / torch|bitwise|peak resident|cold:|cached:|^\s*preset|"
-    r"tokens/s|^\|"
+    r"tokens/s|^\||^\s+(torch|kit|spin|passive|one)\S*\s+\d"
 )
 
 

@@ -25,18 +25,17 @@ VM's scheduling varies from run to run). Two measures:
 - turns (`interp.turns`): kit processes that train on the CPU with more than one thread take
   turns step by step, so two trainings do not split the cores mid-step.
 
-Measured with `experiments/bench_threads.py` (the README's "Speed, memory and sizing" has `make
-bench`'s table), 100 default-preset steps, best of 2, on the 2-core VM: spin 2000 with turns 1.01x
-torch's default alone and 2.38x for two at once; without turns (two processes of which neither
-takes turns, as beside a CPU-bound process that is not a kit training) 1.07x and 2.21x. The choice
-of spin is a compromise between the two cases: 1000 lost 10-16% alone; 10000 with turns ran at
-torch's speed alone (1.03x) and 2.04-2.50x two at once, but without turns two at once took 9.6x;
-torch's 300000 collapses without turns (4.4-120x, run to run) and holds the cores while the other
-process has its turn (2.7x). Every entry point (the `interp` command, `python -m interp`, the
-experiments scripts, a notebook that imports `interp` before `torch`) gets the spin count, and so
-do the processes they start. A value the user set (GOMP_SPINCOUNT, or OMP_WAIT_POLICY, which the
-spin count would override) is kept, and a process that imported torch first keeps torch's default.
-Neither measure changes a result: weights are bitwise the same at the same thread count.
+Measured with `experiments/bench_threads.py` (100 default-preset steps, three runs; the README's
+"Speed, memory and sizing" has the table): spin 2000 with turns took 1.82-2.38x one alone for two
+trainings at once, and ran alone at 0.99x, 1.01x and 1.17x torch's default (the VM moves a case by
+10-20% from run to run). Turns work only between kit trainings; beside a process that does not take
+turns the spin count decides: 2000 gave 2.21x and 3.10x there, 10000 (1.00-1.03x alone with turns)
+9.6x, torch's 300000 4.3x to 120x, and 1000 (the kit before) lost 10-16% alone. Every entry point
+(the `interp` command, `python -m interp`, the experiments scripts, a notebook that imports
+`interp` before `torch`) gets the spin count, and so do the processes they start. A value the user
+set (GOMP_SPINCOUNT, or OMP_WAIT_POLICY, which the spin count would override) is kept, and a
+process that imported torch first keeps torch's default. Neither measure changes a result: weights
+are bitwise the same at the same thread count.
 """
 
 import os as _os

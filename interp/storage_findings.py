@@ -337,7 +337,8 @@ def scale_table(f: dict[str, Any] | None) -> str:
     if not f or not f.get("scale"):
         return "*Not run: `make study PRESET=storage_scale` makes it.*"
     rows = [
-        "| scale | d_model | steps | people | loss / memorisation floor | train s | Q-probe "
+        "| scale | d_model | steps | people probed (unseen) | loss / memorisation floor | "
+        "train s | Q-probe "
         "(role / city / year / employer) | Q-probe mean | forward QA, unseen | inverse QA, "
         "unseen | targets met |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

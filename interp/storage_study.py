@@ -55,7 +55,6 @@ SCALES: dict[str, tuple[str, ...]] = {
     "d128_s800": (*_D128, "train.steps=800"),
     "d256_s800": (*_D256, "train.steps=800"),
     "d128_s1600_p400": (*_D128, "train.steps=1600", "world.n_people_per_subset=200"),
-    "d256_s1600_p400": (*_D256, "train.steps=1600", "world.n_people_per_subset=200"),
 }
 # The issue's forward targets (Q-probe of the attributes at A's last token, mean of the four, and
 # forward extraction on people never questioned in training).
@@ -115,24 +114,13 @@ class StoragePlan:
 
 _WORLD = ("world.source=biography", "train.eval_every=0")
 STORAGE_PRESETS: dict[str, dict[str, Any]] = {
-    # 100 people per subset (200 people) on a 4-layer d_model 128 GPT, 800 steps (~34 epochs of
-    # the augmented documents). Chosen from the `storage_scale` ladder (one augmented causal run
-    # each, 200 people, measured 2026-11-30 on the shared 2-core machine): d_model 64 at 1500
-    # steps gave Q-probe 0.31 / forward extraction on unseen people 48%, at 4000 steps 0.30 / 64%;
-    # d_model 128 at 800 steps 0.42 / 56% in about half the CPU time; d_model 256 at 800 steps
-    # 0.50 / 80% (~10 min training + ~7 min probes per run on one core); d_model 128 with 400
-    # people at 1600 steps 0.39 / 81%. The training loss sits within ~0.015 of the memorisation
-    # floor in every run (0.28 against 0.267 with 200 people): the documents are memorised by
-    # 800 steps, and more steps change how, not how much. No run reaches the Q-probe target of
-    # 0.8 (see the storage_scale report and `storage_gpu`). At this size, augmented,
-    # reverse_entity: Q-probe 0.45, forward extraction 75% [71, 79], inverse on unseen people
-    # 9% [5, 16] (9/100) against causal's 0% [0, 4]; reverse Q-probe 0.35 against null95 0.35
-    # (p 0.06). The plain level and mlm_u were not run at this size. One run per cell on a
-    # loaded machine: the training times are upper bounds, and the full six-run study at this
-    # size was not timed (per run ~3.5 min training + ~3 min probes on one core, so ~20 min on
-    # 2 jobs by that arithmetic).
-    # The probes' cost is mostly the nested CV (--Cs, --inner-folds) and the null
-    # (--permutations); the report's timing line gives a study's own wall time.
+    # 100 people per subset (200 people; the probes read the 100 never questioned) on a
+    # 4-layer d_model 128 GPT, 800 steps (~34 epochs of the augmented documents), one seed:
+    # the size the `storage_scale` ladder (figures/storage_scale/) found to buy the most per
+    # CPU second, inside the issue's 20-minute bar (a fresh clone's make study PRESET=storage:
+    # 778 s on 2 cores, 2026-11-30). Its numbers: figures/storage/ and the README's storage
+    # block. The probes' cost is mostly the nested CV (--Cs, --inner-folds) and the null
+    # (--permutations); the findings' timing gives a study's own wall time.
     "storage": {
         "run_preset": "default",
         "overrides": (
@@ -147,25 +135,26 @@ STORAGE_PRESETS: dict[str, dict[str, Any]] = {
         "seeds": (0,),
         "options": {"permutations": 100},
     },
-    # The size the storage_scale ladder points to, for a GPU: d_model 256 and 200 people per
-    # subset (400 people), 1600 steps. Each half was measured alone on the CPU (one augmented
-    # causal run each): d_model 256 with 200 people at 800 steps reached forward extraction on
-    # unseen people of 80% [76, 84], d_model 128 with 400 people at 1600 steps 81% [78, 83];
-    # the combination and every GPU time are unmeasured. Neither half moved the Q-probe at A's
-    # last token past 0.50 (width bought ~0.1 per doubling of d_model; steps and people
-    # nothing measurable), so this preset is expected to meet the extraction target and not
-    # the Q-probe one; a wider model is what the trend points to for that.
+    # The size the storage_scale ladder points to, for a GPU, with the issue's evidence bars:
+    # d_model 256 (width is what moved the Q-probe and extraction in the ladder), 300 people
+    # per subset (the probes read the 300 unseen people: a binomial SE of at most 0.029 per
+    # attribute, under the issue's 0.03), 2400 steps (the ladder's 400-people run trained 4
+    # steps per person; 600 people at the same rate), 3 seeds (intervals over runs, each seed
+    # its own world). Unmeasured: no GPU has been lent to the kit's development, and on the
+    # CPU one such run would take over an hour.
     "storage_gpu": {
         "run_preset": "default",
         "overrides": (
             *_WORLD,
             "model.n_ctx=48",
             "train.checkpoint_every=0",
-            *SCALES["d256_s1600_p400"],
+            *_D256,
+            "train.steps=2400",
+            "world.n_people_per_subset=300",
         ),
         "levels": ("plain", "augmented"),
         "objectives": ("causal", "reverse_entity", "mlm_u"),
-        "seeds": (0,),
+        "seeds": (0, 1, 2),
         "options": {"permutations": 100},
     },
     # What it takes (issue 14): the augmented level under the causal objective at each of
@@ -182,9 +171,7 @@ STORAGE_PRESETS: dict[str, dict[str, Any]] = {
         "objectives": ("causal",),
         "seeds": (0,),
         "options": {"permutations": 100},
-        # every scale but storage_gpu's (d_model 256 with 400 people at 1600 steps), which
-        # would take about as long as the rest together on the CPU
-        "scales": tuple(s for s in SCALES if s != "d256_s1600_p400"),
+        "scales": tuple(SCALES),
     },
     # The pipeline end to end in about a minute: tiny model, few steps, few permutations. Its
     # numbers are not evidence.

@@ -13,8 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--preset",
         default="default",
-        help="study preset: default, tiny, objectives, bridge_ocr, bridge_idn or retrieval; "
-        "storage (or storage_tiny) runs the storage study on the biography world "
+        help="study preset: default, tiny, objectives, bridge_ocr, bridge_idn, retrieval or gpu "
+        "(the objectives study at paper grade, for one GPU); storage, storage_tiny, "
+        "storage_scale or storage_gpu run the storage study on the biography world "
         "(interp.storage_study)",
     )
     p.add_argument("--out", default="study_out", help="study directory (runs are cached inside it)")
