@@ -40,7 +40,7 @@ def _start(name: str, n: int, hold: float, env: dict[str, str]) -> subprocess.Po
 
 def test_two_processes_never_overlap_and_alternate(tmp_path: Path) -> None:
     env = {**os.environ, "INTERP_TURNS_DIR": str(tmp_path)}
-    procs = [_start(n, 20, 0.01, env) for n in ("a", "b")]
+    procs = [_start(n, 20, 0.03, env) for n in ("a", "b")]
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     for p in procs:
@@ -53,10 +53,15 @@ def test_two_processes_never_overlap_and_alternate(tmp_path: Path) -> None:
     )
     overlaps = [(x, y) for x, y in zip(turns, turns[1:], strict=False) if y[1] < x[2]]
     assert not overlaps, overlaps  # one step at a time
-    # while both run, the turns alternate: no process takes two turns in a row but at the ends
+    # while both run (from the later one's first turn to the earlier one's last), the turns
+    # alternate; a process descheduled for a whole turn may let the other go twice, so a
+    # couple of repeats are tolerated (without the gate one process takes most turns in a row)
     order = "".join(t[0] for t in turns)
-    repeats = sum(x == y for x, y in zip(order, order[1:], strict=False))
-    assert repeats <= 3, order
+    start = max(order.index("a"), order.index("b"))
+    end = min(order.rindex("a"), order.rindex("b"))
+    both = order[start : end + 1]
+    repeats = sum(x == y for x, y in zip(both, both[1:], strict=False))
+    assert len(both) >= 30 and repeats <= 2, order
 
 
 def test_turns_are_off_for_one_thread_a_gpu_or_when_switched_off(
