@@ -49,6 +49,15 @@ def level_name(aug: dict[str, Any]) -> str:
     return name
 
 
+def _size(run_dir: str | Path) -> str:
+    """'d_model 128, 800 steps, 200 people': the run's size, from its config."""
+    from interp.runs import load_config
+
+    cfg = load_config(Path(run_dir))
+    people = 2 * cfg.world.n_people_per_subset
+    return f"d_model {cfg.model.d_model}, {cfg.train.steps} steps, {people} people"
+
+
 def _results(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     return [read_result(d, "storage", arrays=False).data for d in run_dirs]
 
@@ -99,14 +108,17 @@ def plot_pprobe(run_dirs: Sequence[str | Path], out: str | Path | None = None) -
     fig, axes = plt.subplots(
         1, len(results), figsize=(3.6 * len(results), 3.2), squeeze=False, sharey=True
     )
-    for ax, r in zip(axes[0], results, strict=True):
+    sizes = [_size(d) for d in run_dirs]
+    show_size = len(set(sizes)) > 1  # runs of several sizes (storage_scale): say which is which
+    for ax, r, size in zip(axes[0], results, sizes, strict=True):
         for key, probe in r["probes"].items():
             if not key.startswith("p_"):
                 continue
             acc = probe["accuracy"]
             line = ax.plot(range(len(acc)), acc, marker="o", label=key[2:])
             ax.axhline(probe["chance"], color=line[0].get_color(), ls=":", lw=0.8)
-        ax.set_title(f"{r['objective']}, {level_name(r['augmentation'])}", fontsize=9)
+        title = f"{r['objective']}, {level_name(r['augmentation'])}"
+        ax.set_title(f"{title}\n{size}" if show_size else title, fontsize=9)
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
