@@ -87,14 +87,26 @@ def code_sha256(root: Path = PACKAGE) -> str:
 def study_sha256(plan: Any) -> str:
     """SHA-256 of what a study runs: every run's config, the instruments each run gets and the
     instruments' options (the device is left out: it changes no number's definition)."""
-    configs = []
-    for cfg in plan.configs():
-        d = cfg.to_dict()
-        d.get("train", {}).pop("device", None)
-        configs.append(
-            {"config": d, "instruments": plan.instruments_for(cfg.train.objective, cfg.train.seed)}
-        )
-    blob = json.dumps({"runs": configs, "options": plan.options}, sort_keys=True, default=list)
+    runs = [
+        {
+            "config": config_without_device(cfg),
+            "instruments": plan.instruments_for(cfg.train.objective, cfg.train.seed),
+        }
+        for cfg in plan.configs()
+    ]
+    return runs_sha256(runs, plan.options)
+
+
+def config_without_device(cfg: Any) -> dict[str, Any]:
+    """A run config as a dict, the device left out (it changes no number's definition)."""
+    d: dict[str, Any] = cfg.to_dict()
+    d.get("train", {}).pop("device", None)
+    return d
+
+
+def runs_sha256(runs: list[dict[str, Any]], options: Any) -> str:
+    """SHA-256 of a study's runs (one dict each) and its options, as canonical JSON."""
+    blob = json.dumps({"runs": runs, "options": options}, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

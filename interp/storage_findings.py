@@ -26,12 +26,22 @@ when the interval's upper end is below it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from interp.data.biography import LABELS
+from interp.findings import (
+    _cell,
+    _check,
+    _pct,
+    _vs,
+    code_sha256,
+    config_without_device,
+    runs_sha256,
+    verdict_lift,
+    verdict_near,
+)
 from interp.stats import rate_estimate
 from interp.storage_study import TARGET_EXTRACTION, TARGET_Q, memorisation_floor, targets_met
 
@@ -44,15 +54,13 @@ CITATIONS = {
 
 
 def storage_sha256(plan: Any) -> str:
-    """SHA-256 of what a storage study runs: every run's config (the device left out) and the
-    probes' options."""
-    configs = []
-    for level, scale, cfg in plan.configs():
-        d = cfg.to_dict()
-        d.get("train", {}).pop("device", None)
-        configs.append({"level": level, "scale": scale, "config": d})
-    blob = json.dumps({"runs": configs, "options": plan.options}, sort_keys=True, default=list)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """SHA-256 of what a storage study runs: every run's config (the device left out) with its
+    level and scale, and the probes' options (`interp.findings.runs_sha256`)."""
+    runs = [
+        {"level": level, "scale": scale, "config": config_without_device(cfg)}
+        for level, scale, cfg in plan.configs()
+    ]
+    return runs_sha256(runs, plan.options)
 
 
 def _items(k: int | float, n: int | float) -> list[float]:
@@ -74,6 +82,12 @@ def _node(groups: list[list[float]], items: str, **extra: Any) -> dict[str, Any]
     return node | extra
 
 
+def _hits(r: dict[str, Any], key: str) -> list[float]:
+    """A probe's best-layer accuracy over the run's probed people, as 0/1 items."""
+    n = r["n_people"]
+    return _items(round(r["summary"][f"{key}_best"] * n), n)
+
+
 def _mean(results: list[dict[str, Any]], key: str) -> float:
     return sum(r["summary"][key] for r in results) / len(results)
 
@@ -81,8 +95,7 @@ def _mean(results: list[dict[str, Any]], key: str) -> float:
 def cell_findings(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One cell's numbers from its runs' storage results (`analysis/storage.json` data)."""
     q = [
-        sum((_items(round(r["summary"][f"q_{lab}_best"] * r["n_people"]), r["n_people"])
-             for lab in LABELS), [])
+        sum((_hits(r, f"q_{lab}") for lab in LABELS), [])
         for r in results
     ]  # fmt: skip
     cell: dict[str, Any] = {
@@ -98,8 +111,7 @@ def cell_findings(results: list[dict[str, Any]]) -> dict[str, Any]:
         ),
     }
     cell["reverse_q"] = _node(
-        [_items(round(r["summary"]["rq_first_class_best"] * r["n_people"]), r["n_people"])
-         for r in results],
+        [_hits(r, "rq_first_class") for r in results],
         "people",
         null95=_mean(results, "rq_first_class_null95"),
         p=[r["summary"]["rq_first_class_p"] for r in results],
@@ -107,8 +119,7 @@ def cell_findings(results: list[dict[str, Any]]) -> dict[str, Any]:
     )  # fmt: skip
     for key in ("pos_role_from_work", "pos_first_class_from_name"):
         cell[key] = _node(
-            [_items(round(r["summary"][f"{key}_best"] * r["n_people"]), r["n_people"])
-             for r in results],
+            [_hits(r, key) for r in results],
             "people",
         )  # fmt: skip
     for subset, name in (("qa_test", "unseen"), ("qa_train", "trained")):
@@ -126,7 +137,6 @@ def storage_findings(
 ) -> dict[str, Any]:
     """{preset, provenance, cells: {level: {objective: cell}}, scale: [rows]} from the runs'
     saved results; runs at a scale setting (`storage_scale`) go to `scale`, one row each."""
-    from interp.findings import code_sha256
     from interp.plots.storage import level_name
     from interp.runs import read_result, versions
 
@@ -226,15 +236,8 @@ def _with_null(x: dict[str, Any] | None) -> str:
     return f"{_pct(x)} (null95 {100 * x['null95']:.1f}%)"
 
 
-def _pct(x: dict[str, Any] | None) -> str:
-    from interp.findings import _pct as pct
-
-    return pct(x)
-
-
 def storage_checks(f: dict[str, Any]) -> list[dict[str, str]]:
     """Allen-Zhu & Li's predictions for the storage study, each judged by its rule."""
-    from interp.findings import _check, _vs, verdict_lift, verdict_near
 
     def cell(level: str, objective: str, key: str) -> dict[str, Any] | None:
         node: dict[str, Any] | None = f.get("cells", {}).get(level, {}).get(objective, {}).get(key)
@@ -356,8 +359,6 @@ def scale_table(f: dict[str, Any] | None) -> str:
 
 def checks_table(f: dict[str, Any]) -> str:
     """The papers' predictions judged (`storage_checks`), with the rules and sources."""
-    from interp.findings import _cell
-
     rows = [
         "| prediction | source | paper | this kit | verdict |",
         "|---|---|---|---|---|",
