@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, FactDataset, pad_batch
 from interp.data.tokenizer import EOS
 from interp.data.world import SUBSETS
+from interp.files import write_json, write_npz
 from interp.model import RawForward, greedy_decode, raw, raw_forward
 from interp.stats import equivalence_bound, paired_test, run_seed
 
@@ -335,7 +336,7 @@ def evaluate_run(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a run and write metrics.json and eval_logprobs.npz into it."""
-    from interp.runs import load_config, load_run, write_json
+    from interp.runs import load_config, load_run
 
     run_dir = Path(run_dir)
     if model is None or dataset is None:
@@ -354,9 +355,7 @@ def evaluate_run(
         from interp.data.bridge import bridge_metrics
 
         metrics["bridge"] = bridge_metrics(model, dataset)
-    tmp = run_dir / "eval_logprobs.tmp.npz"
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(run_dir / "eval_logprobs.npz")
+    write_npz(run_dir / "eval_logprobs.npz", arrays)
     write_json(run_dir / "metrics.json", metrics)
     return metrics
 

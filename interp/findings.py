@@ -162,7 +162,7 @@ def record_timing(
     cache (trained by another study with the same configs) are said. `sha` names the study for
     a plan `study_sha256` cannot hash (the storage study's, `storage_sha256`).
     """
-    from interp.runs import write_text
+    from interp.files import write_text
 
     sha = sha or study_sha256(plan)
     path = Path(report_dir) / TIMING
@@ -1132,7 +1132,7 @@ def preset_block(ctx: dict[str, Any], block: str) -> str:
 def write_findings(out: Path, groups: dict[str, list[Path]], plan: Any) -> dict[str, Any]:
     """Write OUT/findings.json and OUT/findings.md (the template rendered, missing numbers
     marked); return the findings."""
-    from interp.runs import write_text
+    from interp.files import write_text
 
     f = collect(groups, plan)
     timing = timing_finding(out, f["provenance"]["study_sha256"])
@@ -1182,7 +1182,7 @@ def update_readme(findings_path: Path, readme: Path) -> bool:
     new = _with_preset_blocks(new, ctx)
     if new == text:
         return False
-    from interp.runs import write_text
+    from interp.files import write_text
 
     write_text(readme, new)
     return True
@@ -1207,7 +1207,7 @@ def update_preset_blocks(figures: Path, readme: Path) -> bool:
     new = _with_preset_blocks(text, load_context(figures))
     if new == text:
         return False
-    from interp.runs import write_text
+    from interp.files import write_text
 
     write_text(readme, new)
     return True

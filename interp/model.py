@@ -41,6 +41,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from interp.config import ModelConfig
 from interp.data.tokenizer import hf_tokenizer
 from interp.errors import UserError
+from interp.files import atomic_path
 
 
 def bridge_config(cfg: ModelConfig, d_vocab: int, seed: int) -> TransformerBridgeConfig:
@@ -95,10 +96,9 @@ def resolve_device(device: str) -> str:
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
     """Write the state dict as safetensors atomically (temp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

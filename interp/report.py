@@ -32,8 +32,9 @@ import numpy as np
 from scipy import stats as sps
 
 from interp.analysis import INSTRUMENTS
+from interp.files import atomic_path, write_text
 from interp.findings import provenance_line, write_findings
-from interp.runs import atomic_path, read_result, write_text
+from interp.results import read_result
 from interp.stats import (
     Estimate,
     PairedTest,

@@ -138,7 +138,8 @@ def storage_findings(
     """{preset, provenance, cells: {level: {objective: cell}}, scale: [rows]} from the runs'
     saved results; runs at a scale setting (`storage_scale`) go to `scale`, one row each."""
     from interp.plots.storage import level_name
-    from interp.runs import read_result, versions
+    from interp.results import read_result
+    from interp.runs import versions
 
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
     scale_rows = []

@@ -331,9 +331,10 @@ def write_storage_report(
     """Figures and OUT/storage_report.md: one row per run, the paper's targets beside them, and
     the scale table when the plan has scale settings (`SCALES`). The level figure is drawn over
     the runs at the preset's own size only (runs at other sizes would be averaged as seeds)."""
+    from interp.files import write_text
     from interp.findings import timing_finding
     from interp.plots.storage import level_name, plot_pprobe, plot_storage
-    from interp.runs import read_result, write_text
+    from interp.results import read_result
     from interp.storage_findings import findings_markdown, storage_findings
 
     scales = scales or [""] * len(run_dirs)

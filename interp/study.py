@@ -434,9 +434,9 @@ def run_study(
     findings), and the time the runs and analyses took into its timing.json
     (`interp.findings.record_timing`)."""
     from interp.config import check_device
+    from interp.files import make_dir
     from interp.findings import record_timing
     from interp.report import write_report
-    from interp.runs import make_dir
 
     device = check_device(device)
     out = Path(out)

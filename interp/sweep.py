@@ -18,7 +18,7 @@ from typing import Any
 
 from interp.config import apply_overrides, load_config
 from interp.errors import UserError
-from interp.runs import atomic_path, make_dir, write_json
+from interp.files import atomic_path, make_dir, write_json
 from interp.stats import mean_ci
 from interp.study import execute_all, execute_run, run_name
 
@@ -159,7 +159,7 @@ def _cell_metrics(run_dir: Path) -> dict[str, float]:
         for d in m["exact_match"][s]
     }
     if (run_dir / "analysis" / "probing.json").is_file():
-        from interp.runs import read_result
+        from interp.results import read_result
 
         summ = read_result(run_dir, "probing", arrays=False).summary
         row.update(

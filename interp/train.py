@@ -42,6 +42,7 @@ from interp.config import RunConfig, TrainConfig, check_device, config_from_json
 from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import load_tokenizer, save_tokenizer
 from interp.errors import UserError
+from interp.files import read_json, write_json, write_text
 from interp.model import build_model, load_weights, raw_forward, save_weights
 from interp.objectives import get_objective
 from interp.runs import (
@@ -50,13 +51,10 @@ from interp.runs import (
     check_fits,
     checkpoint_steps,
     prepare_run_dir,
-    read_json,
     read_marker,
     remove_run_dir,
     versions,
-    write_json,
     write_marker,
-    write_text,
 )
 from interp.turns import Turns
 

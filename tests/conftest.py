@@ -58,7 +58,7 @@ def _check_typed_summary(run_dir, instrument, absent=()):
     import math
 
     from interp.analysis import INSTRUMENTS
-    from interp.runs import read_result
+    from interp.results import read_result
 
     ins = INSTRUMENTS[instrument]
     cls = ins.summary_type()

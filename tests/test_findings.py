@@ -13,7 +13,7 @@ import pytest
 
 from interp import findings as F
 from interp.errors import UserError
-from interp.runs import Result, write_result
+from interp.results import Result, write_result
 from interp.study import make_plan
 
 REPO = Path(__file__).resolve().parent.parent

@@ -118,7 +118,8 @@ def test_study_cache_never_reuses_a_non_default_analysis(tiny_run_dir, tmp_path)
 
     from interp.analysis.probing import ProbingOptions, run_analysis
     from interp.config import apply_overrides, load_config
-    from interp.runs import load_run, read_result
+    from interp.results import read_result
+    from interp.runs import load_run
     from interp.study import analysis_cached, execute_run
 
     run_dir = tmp_path / "run"
@@ -158,7 +159,7 @@ def test_study_cache_never_reuses_a_non_default_analysis(tiny_run_dir, tmp_path)
 def test_every_instrument_has_a_typed_summary_of_its_headlines(name):
     """`result.summary` is a frozen dataclass per instrument: every headline the report prints
     is a field, each field a documented `float | None`, listed in the class docstring."""
-    from interp.runs import Summary
+    from interp.results import Summary
 
     ins = INSTRUMENTS[name]
     cls = ins.summary_type()
@@ -175,7 +176,7 @@ def test_every_instrument_has_a_typed_summary_of_its_headlines(name):
 
 def test_summary_reads_numbers_by_name_and_by_cell():
     from interp.analysis.lens import LensSummary
-    from interp.runs import Result
+    from interp.results import Result
 
     raw = {
         "final_pos_rank_last_layer_all_same": 1.0,

@@ -40,7 +40,7 @@ def test_sites_report_restoration_at_the_entity_and_the_final_position(tiny_run,
     assert "restored at entity_last (A2" in text and "restored at final" in text, text
     from interp.plots import figure_paths
     from interp.plots.patching_sites import plot_patching_sites
-    from interp.runs import write_result
+    from interp.results import write_result
 
     write_result(tmp_path, r)
     plot_patching_sites([tmp_path], tmp_path / "sites")

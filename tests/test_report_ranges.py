@@ -15,7 +15,7 @@ import numpy as np
 
 from interp import stats
 from interp.analysis import INSTRUMENTS
-from interp.runs import Result, write_result
+from interp.results import Result, write_result
 
 # Per kind of range, per-run values (3 runs) on and near the bounds, as the study makes them:
 # every AUROC 1.0, a loss of 0.0001-0.009, a rate of 0 with one run at 0.25%, rank 1, ...

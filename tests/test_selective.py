@@ -15,7 +15,7 @@ from interp.analysis import selective as S
 from interp.analysis import soft_prompt as SP
 from interp.data.dataset import pad_batch
 from interp.evaluate import beam_search, completion_logprobs, greedy_generate
-from interp.runs import read_result
+from interp.results import read_result
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -99,7 +99,8 @@ def bio_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_storage_instrument_end_to_end(bio_run: Path) -> None:
-    from interp.runs import load_run, read_result
+    from interp.results import read_result
+    from interp.runs import load_run
 
     run = load_run(bio_run)
     opts = StorageOptions(folds=2, inner_folds=2, Cs=(1.0,), permutations=3)

@@ -10,7 +10,8 @@ import numpy as np
 
 from interp.analysis.selective import SCORES, SETS, format_summary
 from interp.analysis.selective_metrics import set_metrics
-from interp.runs import Result, write_json
+from interp.files import write_json
+from interp.results import Result
 
 
 def _strict_load(text: str):

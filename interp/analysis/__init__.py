@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from interp.analysis.options import Options
-    from interp.runs import Result, Run, Summary
+    from interp.results import Result, Summary
+    from interp.runs import Run
 
 
 @dataclass(frozen=True)

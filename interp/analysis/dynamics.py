@@ -46,15 +46,8 @@ from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.evaluate import greedy_generate, is_exact_match, match_rule
 from interp.model import build_model
-from interp.runs import (
-    Result,
-    Run,
-    Summary,
-    checkpoint_steps,
-    load_run,
-    summary_field,
-    write_result,
-)
+from interp.results import Result, Summary, summary_field, write_result
+from interp.runs import Run, checkpoint_steps, load_run
 from interp.stats import run_seed
 
 NAME = "dynamics"

@@ -74,7 +74,8 @@ from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.model import build_model
-from interp.runs import Result, Run, Summary, summary_field, write_result
+from interp.results import Result, Summary, summary_field, write_result
+from interp.runs import Run
 from interp.stats import run_seed
 
 POSITIONS = ("a_last", "b_last", "final")  # where the lens reads the residual stream

@@ -114,7 +114,8 @@ from interp.analysis.patching_summary import (
 from interp.data.dataset import TEMPLATE_KINDS, Example, FactDataset, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
-from interp.runs import Result, Run, write_result
+from interp.results import Result, write_result
+from interp.runs import Run
 from interp.stats import run_seed
 
 SCORE_UNITS = {

@@ -20,7 +20,7 @@ from torch import Tensor
 from interp.analysis.activation_patching import ACTS
 from interp.data.dataset import Example, FactDataset
 from interp.data.world import SUBSETS
-from interp.runs import Result, Summary, summary_field
+from interp.results import Result, Summary, summary_field
 from interp.stats import mean_ci
 
 if TYPE_CHECKING:

@@ -76,7 +76,8 @@ from interp.data.dataset import FactDataset, entity_alone, pad_batch
 from interp.data.world import SUBSETS, Person
 from interp.errors import UserError
 from interp.model import build_model
-from interp.runs import Result, Run, Summary, summary_field, write_result
+from interp.results import Result, Summary, summary_field, write_result
+from interp.runs import Run
 from interp.stats import run_seed
 
 SITES = ("resid", "mlp_out", "prompt_final")

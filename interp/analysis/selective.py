@@ -104,7 +104,8 @@ from interp.data.tokenizer import encode
 from interp.errors import UserError
 from interp.evaluate import Candidate, beam_search, is_exact_match, match_rule
 from interp.model import raw_forward
-from interp.runs import Result, Run, write_result
+from interp.results import Result, write_result
+from interp.runs import Run
 from interp.stats import run_seed
 
 NAME = "selective"

@@ -17,7 +17,7 @@ from scipy.stats import rankdata
 
 from interp.data.dataset import Example
 from interp.errors import UserError
-from interp.runs import Result, Summary, summary_field
+from interp.results import Result, Summary, summary_field
 from interp.stats import hierarchical_bootstrap
 
 SETS = ("mixed", "forward", "reverse")

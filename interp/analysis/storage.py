@@ -72,7 +72,8 @@ from interp.data.biography import LABELS, BiographyWorld, BioPerson
 from interp.data.dataset import FactDataset, pad_batch
 from interp.data.tokenizer import BOS, encode
 from interp.errors import UserError
-from interp.runs import Result, Run, write_result
+from interp.results import Result, write_result
+from interp.runs import Run
 from interp.stats import run_seed, wilson_interval
 
 NAME = "storage"

@@ -31,6 +31,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from interp.data.dataset import Example, pad_batch
 from interp.errors import UserError
+from interp.files import atomic_path
 from interp.model import frozen
 
 BATCH = 256  # prompts or documents per forward pass
@@ -73,16 +74,12 @@ class TunedLens(nn.Module):
 
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(
-            {
-                "weight": self.weight.detach().cpu().contiguous(),
-                "bias": self.bias.detach().cpu().contiguous(),
-            },
-            str(tmp),
-            metadata=metadata,
-        )
-        tmp.replace(path)
+        tensors = {
+            "weight": self.weight.detach().cpu().contiguous(),
+            "bias": self.bias.detach().cpu().contiguous(),
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> TunedLens:

@@ -145,7 +145,8 @@ from interp.data.dataset import DIRECTIONS, Example, FactDataset
 from interp.errors import UserError
 from interp.model import raw_forward
 from interp.objectives import OBJECTIVES
-from interp.runs import Result, Run, write_result
+from interp.results import Result, write_result
+from interp.runs import Run
 from interp.stats import run_seed
 from interp.train import make_optimizer
 

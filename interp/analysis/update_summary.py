@@ -16,7 +16,7 @@ import numpy as np
 from jaxtyping import Float
 from scipy import stats
 
-from interp.runs import Result, Summary, read_result, summary_field
+from interp.results import Result, Summary, read_result, summary_field
 from interp.stats import equivalence_bound
 from interp.stats import paired_test as paired_t_test
 

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from interp.config import check_device
     from interp.evaluate import format_table
-    from interp.runs import read_json
+    from interp.files import read_json
     from interp.train import train_run
 
     if args.device is not None:

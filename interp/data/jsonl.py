@@ -16,13 +16,13 @@ with the space that separates it from the prompt, so `prompt + completion` is th
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from interp.data.dataset import Example, FactDataset
 from interp.data.tokenizer import EOS
 from interp.errors import UserError
+from interp.files import atomic_path
 
 KEYS = ("prompt", "completion")
 # Our subset names -> the paper's file prefixes.
@@ -102,14 +102,12 @@ def read_jsonl_numbered(path: str | Path) -> list[tuple[int, Record]]:
 def write_jsonl(path: str | Path, records: list[Record]) -> None:
     """Write records one JSON object per line, atomically (temp file, then rename)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for r in records:
             f.write(
                 json.dumps({"prompt": r.prompt, "completion": r.completion}, ensure_ascii=False)
                 + "\n"
             )
-    os.replace(tmp, path)
 
 
 def example_record(dataset: FactDataset, e: Example) -> Record:

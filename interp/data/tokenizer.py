@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from interp.errors import UserError
+from interp.files import atomic_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -93,9 +94,8 @@ def hf_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
 
 
 def save_tokenizer(tok: Tokenizer, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tok.save(str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tok.save(str(tmp))
 
 
 def load_tokenizer(path: Path) -> Tokenizer:

@@ -51,7 +51,7 @@ else:  # Jupyter: keep the kernel's backend; a returned Figure shows inline
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from interp.runs import atomic_path  # noqa: E402
+from interp.files import atomic_path  # noqa: E402
 
 
 def figure_paths(out: str | Path) -> list[Path]:

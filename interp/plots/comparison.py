@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from interp.plots import Figure, finish, plt
-from interp.runs import read_result
+from interp.results import read_result
 from interp.stats import UNIT, bounded_mean_ci, value_range
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from interp.errors import UserError
 from interp.plots import Figure, finish, plt
-from interp.runs import read_result
+from interp.results import read_result
 from interp.stats import mean_ci_axis as mean_ci
 
 POSITION_STYLE: dict[str, dict[str, Any]] = {

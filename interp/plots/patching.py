@@ -24,7 +24,7 @@ import numpy as np
 from interp import stats
 from interp.errors import UserError
 from interp.plots import Figure, finish, plt
-from interp.runs import read_result
+from interp.results import read_result
 
 ACTS = ("resid_pre", "attn_out", "mlp_out")
 QUERIES = ("forward", "reverse")

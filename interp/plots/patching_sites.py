@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from interp.analysis.activation_patching import ACTS
 from interp.errors import UserError
 from interp.plots import finish
-from interp.runs import read_result
+from interp.results import read_result
 from interp.stats import mean_ci_axis
 
 SITE_STYLE = {"entity_last": ("-", "entity's last token"), "final": ("--", "final position")}

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from interp import stats
 from interp.plots import finish
-from interp.runs import read_result
+from interp.results import read_result
 
 SUBSETS = ("n2d", "d2n", "both")
 ROWS = tuple(

@@ -16,7 +16,7 @@ import numpy as np
 
 from interp.errors import UserError
 from interp.plots import Figure, finish, plt
-from interp.runs import read_result
+from interp.results import read_result
 
 # Widths decrease in drawing order so that coinciding curves stay visible.
 STYLE: dict[str, dict[str, Any]] = {

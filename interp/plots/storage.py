@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from interp.plots import finish
-from interp.runs import read_result
+from interp.results import read_result
 
 LINES = (
     ("q_mean_best", "Q-probe: name -> attributes", "tab:blue", "o"),

@@ -30,7 +30,7 @@ import numpy as np
 
 from interp.errors import UserError
 from interp.plots import Figure, finish, plt
-from interp.runs import read_result
+from interp.results import read_result
 from interp.stats import combine_pvalues, hierarchical_bootstrap_axis, paired_test
 
 DIRECTION_LABEL = {"same": "forward\nlog p(B | A ...)", "reverse": "reverse\nlog p(A | B ...)"}
