@@ -41,7 +41,7 @@ from interp.data.tokenizer import EOS
 from interp.data.world import SUBSETS
 from interp.files import write_json, write_npz
 from interp.model import RawForward, greedy_decode, raw, raw_forward
-from interp.stats import equivalence_bound, paired_test, run_seed
+from interp.stats import equivalence_bound, paired_test, run_seed, wilson_interval
 
 BATCH = 256
 
@@ -352,8 +352,6 @@ def evaluate_run(
 
         metrics["native"], arrays["native_exact_match"] = native_exact_match(model, dataset)
     if dataset.bridge_prompts:  # the identity bridge's echo and shortcut test
-        from interp.data.bridge import bridge_metrics
-
         metrics["bridge"] = bridge_metrics(model, dataset)
     write_npz(run_dir / "eval_logprobs.npz", arrays)
     write_json(run_dir / "metrics.json", metrics)
@@ -431,4 +429,29 @@ def beam_search(
                 g = gen[row][k]
                 g = g[: g.index(EOS)] if EOS in g else g
                 out[i].append(Candidate(tuple(g), float(score[row, k]), int(length[row, k])))
+    return out
+
+
+# The identity bridge (interp.data.bridge): echo and shortcut test
+
+
+def bridge_metrics(model: torch.nn.Module, dataset: FactDataset) -> dict[str, Any]:
+    """Echo rate of greedy answers to the identity prompts, per kind ('train': the identity as
+    trained; 'shortcut': another role, where answering A is echoing), with n and the Wilson
+    95% interval. Empty when the dataset has no bridge prompts."""
+    prompts = dataset.bridge_prompts
+    if not prompts or dataset.world is None:
+        return {}
+    n_new = max(len(e.answer) for e in prompts)
+    gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
+    out: dict[str, Any] = {"form": dataset.world.config.bridge}
+    for kind in ("train", "shortcut"):
+        hits = [
+            is_exact_match(dataset.text(g), dataset.text(e.answer), "word")
+            for g, e in zip(gen, prompts, strict=True)
+            if e.templates == kind
+        ]
+        if hits:
+            rate, lo, hi = wilson_interval(sum(hits), len(hits))
+            out[kind] = {"echo": rate, "n": len(hits), "ci95": [lo, hi]}
     return out

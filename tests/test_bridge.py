@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from interp.config import apply_overrides
-from interp.data.bridge import bridge_metrics
 from interp.errors import UserError
+from interp.evaluate import bridge_metrics
 from interp.runs import build_dataset
 
 

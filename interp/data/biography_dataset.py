@@ -23,7 +23,8 @@ from interp.data.biography import (
     biography_pieces,
     make_biography_world,
 )
-from interp.data.dataset import Example, FactDataset
+from interp.data.dataset import FactDataset
+from interp.data.example import Example
 from interp.data.tokenizer import word_tokenizer
 from interp.data.world import ROLES
 

@@ -21,29 +21,19 @@ The shortcut test (`bridge_prompts`) asks the identity of every trained person t
 person's own role (the identity as trained) and with another role ("the painter of the work of
 A is", when A is a composer: nothing in the world makes that A). A model that answers A as often
 for the wrong role as for the right one echoes the name; a model that computes the relation
-does not. `echo` counts greedy answers that begin with A's name.
+does not. `echo` (`interp.evaluate.bridge_metrics`) counts greedy answers that begin with A's
+name.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-import torch
 from tokenizers import Tokenizer
 
+from interp.data.example import Example
 from interp.data.tokenizer import BOS, EOS, encode
-from interp.data.world import ROLES
+from interp.data.world import BRIDGE_TEMPLATES, ROLES, Person, World
 
-if TYPE_CHECKING:
-    from interp.data.dataset import Example, FactDataset
-    from interp.data.world import Person, World
-
-BRIDGES = ("", "ocr", "idn")
-TEMPLATES = {
-    "ocr": "the <role> of the work of <A> is <A> .",
-    "idn": "the name of <A> is <A> .",
-}
-WORDS = ("name", "work")  # the words the identity templates add to the world's vocabulary
+BRIDGES = ("", *BRIDGE_TEMPLATES)
 
 
 def _render(
@@ -72,14 +62,12 @@ def _render(
 def bridge_documents(world: World, tok: Tokenizer, people: list[Person]) -> list[Example]:
     """One identity document per person, in the world's `bridge` form ([] when it has none).
     `a_span` is the second A (what the identity asks for); B is absent."""
-    from interp.data.dataset import Example
-
     form = world.config.bridge
     if not form:
         return []
     out = []
     for p in people:
-        ids, prompt_len, span = _render(tok, TEMPLATES[form], p, p.role, upto_answer=False)
+        ids, prompt_len, span = _render(tok, BRIDGE_TEMPLATES[form], p, p.role, upto_answer=False)
         out.append(
             Example(tuple(ids), prompt_len, span, (-1, -1), p.id, p.subset, "doc", order="bridge")
         )
@@ -90,8 +78,6 @@ def bridge_prompts(world: World, tok: Tokenizer, people: list[Person]) -> list[E
     """The identity asked per person: with the person's own role (`templates='train'`, as
     trained) and, for the OCR form, with the next role in the world (`templates='shortcut'`,
     which no fact supports: answering A there is echoing). `direction` is 'identity'."""
-    from interp.data.dataset import Example
-
     form = world.config.bridge
     if not form:
         return []
@@ -101,7 +87,7 @@ def bridge_prompts(world: World, tok: Tokenizer, people: list[Person]) -> list[E
         if form == "ocr":
             roles.append(("shortcut", (p.role + 1) % world.config.n_roles))
         for kind, role in roles:
-            ids, prompt_len, span = _render(tok, TEMPLATES[form], p, role, upto_answer=True)
+            ids, prompt_len, span = _render(tok, BRIDGE_TEMPLATES[form], p, role, upto_answer=True)
             out.append(
                 Example(
                     tuple(ids),
@@ -116,29 +102,4 @@ def bridge_prompts(world: World, tok: Tokenizer, people: list[Person]) -> list[E
                     templates=kind,
                 )
             )
-    return out
-
-
-def bridge_metrics(model: torch.nn.Module, dataset: FactDataset) -> dict[str, Any]:
-    """Echo rate of greedy answers to the identity prompts, per kind ('train': the identity as
-    trained; 'shortcut': another role, where answering A is echoing), with n and the Wilson
-    95% interval. Empty when the dataset has no bridge prompts."""
-    from interp.evaluate import greedy_generate, is_exact_match
-    from interp.stats import wilson_interval
-
-    prompts = dataset.bridge_prompts
-    if not prompts or dataset.world is None:
-        return {}
-    n_new = max(len(e.answer) for e in prompts)
-    gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
-    out: dict[str, Any] = {"form": dataset.world.config.bridge}
-    for kind in ("train", "shortcut"):
-        hits = [
-            is_exact_match(dataset.text(g), dataset.text(e.answer), "word")
-            for g, e in zip(gen, prompts, strict=True)
-            if e.templates == kind
-        ]
-        if hits:
-            rate, lo, hi = wilson_interval(sum(hits), len(hits))
-            out[kind] = {"echo": rate, "n": len(hits), "ci95": [lo, hi]}
     return out

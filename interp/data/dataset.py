@@ -1,16 +1,11 @@
-"""Tokenised examples that carry their own metadata, and the dataset a run trains and tests on.
+"""The dataset a run trains and tests on, and the synthetic world's documents and prompts.
 
-Every `Example` holds its token ids (with <bos> at position 0), where the prompt ends, and the
-token spans of A (the person's name) and B (the description). Nothing downstream searches
-strings for positions: the lens reads `a_last`/`b_last`, patching corrupts `a_span`, probes read
-entity-alone inputs built here.
-
-Vocabulary of the fields:
-- `kind`: "doc" (a training document) or "prompt" (a test question: prompt + answer tokens);
-- `order`: the order the text is written in, "n2d" (A first) or "d2n" (B first);
-- `direction`: for prompts, "same" (the order the person was trained in) or "reverse";
-- `templates`: "train" or "heldout" paraphrase templates.
-For the `both` subset, "same" is the n2d order and "reverse" the d2n order (both were trained).
+`FactDataset` holds a run's tokenised texts, each an `Example` (`interp.data.example`: token ids
+with the spans of A and B, the subset and direction, so nothing downstream searches strings for
+positions), with the tokenizer that made them. `build_synthetic` writes the synthetic world's
+training documents (every training template of every trained order), its test prompts (same and
+reverse direction, training and held-out templates) and, when the world has one, the identity
+bridge's documents and prompts (`interp.data.bridge`).
 """
 
 from __future__ import annotations
@@ -22,48 +17,15 @@ from jaxtyping import Int
 from tokenizers import Tokenizer
 from torch import Tensor
 
+from interp.config import WorldConfig
 from interp.data.biography import BiographyWorld
+from interp.data.bridge import bridge_documents, bridge_prompts
+from interp.data.example import Example
 from interp.data.tokenizer import BOS, EOS, PAD, decode, encode, word_tokenizer
 from interp.data.world import SUBSETS, Person, World, make_world
 
 DIRECTIONS = ("same", "reverse")
 TEMPLATE_KINDS = ("train", "heldout")
-
-
-@dataclass(frozen=True)
-class Example:
-    """One tokenised text. Spans are [start, end) token positions in `tokens`."""
-
-    tokens: tuple[int, ...]
-    prompt_len: int  # tokens[:prompt_len] is the prompt; tokens[prompt_len:] the answer (prompts)
-    a_span: tuple[int, int]  # the name A; (-1, -1) where the text has no A
-    b_span: tuple[int, int]  # the description B; (-1, -1) where the text has no B
-    person: int
-    subset: str
-    kind: str
-    order: str
-    direction: str = ""
-    templates: str = ""
-    template: int = -1
-    # Every labelled span of a biography-world text (interp.data.biography): (label, start, end)
-    # for each occurrence of the name ("name") and each attribute value ("work", "city", ...).
-    spans: tuple[tuple[str, int, int], ...] = ()
-
-    @property
-    def prompt(self) -> tuple[int, ...]:
-        return self.tokens[: self.prompt_len]
-
-    @property
-    def answer(self) -> tuple[int, ...]:
-        return self.tokens[self.prompt_len :]
-
-    @property
-    def a_last(self) -> int:
-        return self.a_span[1] - 1
-
-    @property
-    def b_last(self) -> int:
-        return self.b_span[1] - 1
 
 
 @dataclass
@@ -196,14 +158,12 @@ def entity_alone(ds: FactDataset, person: Person, which: str) -> Example:
     )
 
 
-def build_synthetic(world_cfg) -> FactDataset:  # type: ignore[no-untyped-def]
+def build_synthetic(world_cfg: WorldConfig) -> FactDataset:
     """The dataset of the synthetic world described by `world_cfg` (deterministic)."""
     world = make_world(world_cfg)
     tok = word_tokenizer(world.vocabulary())
     trained = [p for p in world.people if p.subset in SUBSETS]
     new = [p for p in world.people if p.subset == "new"]
-    from interp.data.bridge import bridge_documents, bridge_prompts
-
     return FactDataset(
         tokenizer=tok,
         train_docs=documents(world, tok, trained) + bridge_documents(world, tok, trained),

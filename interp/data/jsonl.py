@@ -19,7 +19,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from interp.data.dataset import Example, FactDataset
+from interp.data.dataset import FactDataset
+from interp.data.example import Example
 from interp.data.tokenizer import EOS
 from interp.errors import UserError
 from interp.files import atomic_path

@@ -27,7 +27,8 @@ import random
 from tokenizers import Tokenizer
 
 from interp.config import WorldConfig
-from interp.data.dataset import DIRECTIONS, Example, FactDataset, prompt_order, trained_orders
+from interp.data.dataset import DIRECTIONS, FactDataset, prompt_order, trained_orders
+from interp.data.example import Example
 from interp.data.tokenizer import BOS, EOS, encode, word_tokenizer
 from interp.data.world import SUBSETS
 
