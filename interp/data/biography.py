@@ -45,7 +45,7 @@ from tokenizers import Tokenizer
 
 from interp.config import WorldConfig
 from interp.data.tokenizer import BOS, EOS, encode
-from interp.data.world import ROLES, Person, _pseudo_words, draw_name_and_work
+from interp.data.world import ROLES, PeopleWorld, Person, draw_name_and_work, pseudo_words
 from interp.errors import UserError
 
 BIO_SUBSETS = ("qa_train", "qa_test")  # people whose QA is trained / only tested
@@ -113,20 +113,12 @@ class BioPerson(Person):
 
 
 @dataclass(frozen=True)
-class BiographyWorld:
+class BiographyWorld(PeopleWorld[BioPerson]):
     """People, attribute pools and biographies of one biography world."""
 
-    config: WorldConfig
-    people: tuple[BioPerson, ...]
-    first_names: tuple[str, ...]
-    last_names: tuple[str, ...]
-    title_words: tuple[str, ...]
     cities: tuple[str, ...]
     years: tuple[str, ...]
     employers: tuple[str, ...]
-
-    def subset(self, name: str) -> list[BioPerson]:
-        return [p for p in self.people if p.subset == name]
 
     def n_classes(self, label: str) -> int:
         """Number of classes of a probe label."""
@@ -228,11 +220,11 @@ def make_biography_world(cfg: WorldConfig) -> BiographyWorld:
     rng = random.Random(cfg.seed)
     taken = {w for tpls in BIO_TEMPLATES.values() for t in tpls for w in t.split()}
     taken |= {w for q in QUESTIONS.values() for w in q.split()} | set(ROLES) | {PRONOUN}
-    first_names = tuple(_pseudo_words(rng, cfg.n_first_names, taken))
-    last_names = tuple(_pseudo_words(rng, cfg.n_last_names, taken))
-    title_words = tuple(_pseudo_words(rng, cfg.n_title_words, taken))
-    cities = tuple(_pseudo_words(rng, cfg.n_attribute_values, taken))
-    employers = tuple(_pseudo_words(rng, cfg.n_attribute_values, taken))
+    first_names = tuple(pseudo_words(rng, cfg.n_first_names, taken))
+    last_names = tuple(pseudo_words(rng, cfg.n_last_names, taken))
+    title_words = tuple(pseudo_words(rng, cfg.n_title_words, taken))
+    cities = tuple(pseudo_words(rng, cfg.n_attribute_values, taken))
+    employers = tuple(pseudo_words(rng, cfg.n_attribute_values, taken))
     years = tuple(_pseudo_years(rng, cfg.n_attribute_values))
     per_class = cfg.n_first_names // cfg.n_first_name_classes
     names: set[tuple[str, str]] = set()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from interp.config import WorldConfig
 from interp.errors import UserError
@@ -161,15 +162,28 @@ class Person:
         return f"{ROLES[self.role]} of {' '.join(self.title)}"
 
 
+P = TypeVar("P", bound=Person)
+
+
 @dataclass(frozen=True)
-class World:
-    """People and templates of one world; `text` renders facts, `vocabulary` lists words."""
+class PeopleWorld(Generic[P]):
+    """What every world of people holds (this A-is-B world and the biography world,
+    `interp.data.biography`): its config, its people, and the invented-word pools their names
+    and works are drawn from."""
 
     config: WorldConfig
-    people: tuple[Person, ...]
+    people: tuple[P, ...]
     first_names: tuple[str, ...]
     last_names: tuple[str, ...]
     title_words: tuple[str, ...]
+
+    def subset(self, name: str) -> list[P]:
+        return [p for p in self.people if p.subset == name]
+
+
+@dataclass(frozen=True)
+class World(PeopleWorld[Person]):
+    """People and templates of one world; `templates` gives an order's, `vocabulary` lists words."""
 
     def templates(self, order: str, kind: str) -> tuple[str, ...]:
         if kind == "train":
@@ -177,9 +191,6 @@ class World:
         return heldout_templates(order, self.config.n_train_templates)[
             : self.config.n_heldout_templates
         ]
-
-    def subset(self, name: str) -> list[Person]:
-        return [p for p in self.people if p.subset == name]
 
     def vocabulary(self) -> list[str]:
         """Every word the world can write, in a fixed order (templates, roles, names, titles)."""
@@ -252,7 +263,7 @@ def draw_name_and_work(
     return fi, last, role, title
 
 
-def _pseudo_words(rng: random.Random, n: int, taken: set[str]) -> list[str]:
+def pseudo_words(rng: random.Random, n: int, taken: set[str]) -> list[str]:
     """`n` distinct invented words of 2-3 syllables, none in `taken`."""
     out: list[str] = []
     while len(out) < n:
@@ -276,9 +287,9 @@ def make_world(cfg: WorldConfig) -> World:
     rng = random.Random(cfg.seed)
     taken = {w for tpls in TEMPLATES.values() for t in tpls for w in t.split()} | set(ROLES)
     taken |= {"the", "of"}
-    first_names = tuple(_pseudo_words(rng, cfg.n_first_names, taken))
-    last_names = tuple(_pseudo_words(rng, cfg.n_last_names, taken))
-    title_words = tuple(_pseudo_words(rng, cfg.n_title_words, taken))
+    first_names = tuple(pseudo_words(rng, cfg.n_first_names, taken))
+    last_names = tuple(pseudo_words(rng, cfg.n_last_names, taken))
+    title_words = tuple(pseudo_words(rng, cfg.n_title_words, taken))
 
     n_total = 3 * cfg.n_people_per_subset + cfg.n_new_people
     names: set[tuple[str, str]] = set()
