@@ -21,6 +21,10 @@ from typing import Any
 
 from interp.errors import UserError
 
+# The training objectives (`train.objective`), in the kit's display order. The registry of their
+# implementations, `interp.objectives.OBJECTIVES`, checks at import that it has exactly these.
+OBJECTIVE_NAMES = ("causal", "reverse_entity", "reverse_token", "bico", "mlm_u")
+
 
 def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
@@ -330,10 +334,10 @@ def validate(cfg: RunConfig) -> None:
             f"activations of one batch), more than this machine's {have_bytes / 2**30:.1f} GiB: "
             "lower model.d_model, model.n_ctx, model.n_layers or train.batch_size"
         )
-    from interp.objectives import OBJECTIVES  # late import: objectives import the model
-
-    if t.objective not in OBJECTIVES:
-        raise UserError(f"train.objective {t.objective!r} unknown: use one of {sorted(OBJECTIVES)}")
+    if t.objective not in OBJECTIVE_NAMES:
+        raise UserError(
+            f"train.objective {t.objective!r} unknown: use one of {sorted(OBJECTIVE_NAMES)}"
+        )
 
 
 def estimated_memory(cfg: RunConfig) -> int:

@@ -15,10 +15,11 @@ from collections import Counter
 import pytest
 import torch
 
-from interp.config import apply_overrides
+from interp.config import OBJECTIVE_NAMES, apply_overrides, load_config
 from interp.data.dataset import pad_batch
 from interp.data.tokenizer import BOS, EOS, MASK, PAD, train_tokenizer
-from interp.objectives import OBJECTIVES, get_objective
+from interp.errors import UserError
+from interp.objectives import OBJECTIVE_ORDER, OBJECTIVES, get_objective
 from interp.objectives.masking import (
     MaskedObjective,
     attention_modules,
@@ -94,6 +95,18 @@ def test_registry_names_every_objective():
         assert cls.name == name
         doc = sys.modules[cls.__module__].__doc__ or ""
         assert len(doc) > 150, f"{cls.__module__} must open with a paragraph on its method"
+
+
+def test_config_knows_exactly_the_registered_objectives():
+    """interp.config validates `train.objective` against its own OBJECTIVE_NAMES (it imports no
+    objective); the registry asserts at import that the two agree, and its display order is
+    config's."""
+    assert set(OBJECTIVE_NAMES) == set(OBJECTIVES), (OBJECTIVE_NAMES, sorted(OBJECTIVES))
+    assert OBJECTIVE_ORDER == OBJECTIVE_NAMES == tuple(OBJECTIVES), OBJECTIVE_ORDER
+    for name in OBJECTIVE_NAMES:
+        apply_overrides(load_config("tiny"), [f"train.objective={name}"])
+    with pytest.raises(UserError, match=r"train.objective 'telepathy' unknown: use one of \["):
+        apply_overrides(load_config("tiny"), ["train.objective=telepathy"])
 
 
 @pytest.mark.parametrize("objective", MITIGATIONS)

@@ -11,6 +11,7 @@ Test-time use is always causal, left-to-right generation.
 
 from __future__ import annotations
 
+from interp.config import OBJECTIVE_NAMES
 from interp.objectives.base import Objective
 from interp.objectives.bico import BicoObjective
 from interp.objectives.causal import CausalObjective
@@ -24,10 +25,15 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "bico": BicoObjective,  # half next-token, half 15% masked bidirectional (Lv et al. 2023)
     "mlm_u": MlmUObjective,  # half next-token, half U(0,1)-rate masked bidirectional (Kitouni 2024)
 }
+assert set(OBJECTIVES) == set(OBJECTIVE_NAMES), (
+    f"interp.objectives.OBJECTIVES has {sorted(OBJECTIVES)}, interp.config.OBJECTIVE_NAMES "
+    f"{sorted(OBJECTIVE_NAMES)}: register an objective in both"
+)
+OBJECTIVE_ORDER = OBJECTIVE_NAMES  # the kit's display order
 
 
 def get_objective(name: str) -> Objective:
     return OBJECTIVES[name]()
 
 
-__all__ = ["OBJECTIVES", "Objective", "get_objective"]
+__all__ = ["OBJECTIVES", "OBJECTIVE_ORDER", "Objective", "get_objective"]
