@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from interp.data.dataset import Example, FactDataset
+from interp.data.dataset import FactDataset
+from interp.data.example import Example
+from interp.model import RawForward
+
+# The batch every objective's loss takes: right-padded token ids and each sequence's length.
+Tokens = Int[Tensor, "batch pos"]
+Lengths = Int[Tensor, " batch"]
 
 
 class Objective:
@@ -28,23 +31,15 @@ class Objective:
         return type(self).documents is not Objective.documents
 
     def loss(
-        self,
-        model: torch.nn.Module,
-        tokens: Int[Tensor, "batch pos"],
-        lengths: Int[Tensor, " batch"],
-        generator: torch.Generator,
+        self, model: torch.nn.Module, tokens: Tokens, lengths: Lengths, generator: torch.Generator
     ) -> Tensor:
         """Mean next-token cross-entropy of `model` on the batch (objectives override this)."""
         return causal_loss(model, tokens, lengths)
 
 
-def causal_loss(
-    model: torch.nn.Module, tokens: Int[Tensor, "batch pos"], lengths: Int[Tensor, " batch"]
-) -> Tensor:
+def causal_loss(model: torch.nn.Module, tokens: Tokens, lengths: Lengths) -> Tensor:
     """`next_token_loss` of `model` on the batch; through `RawForward.next_token_loss` (which
     skips the padding) where the model is the training loop's `RawForward` and it applies."""
-    from interp.model import RawForward
-
     if isinstance(model, RawForward) and model.packs():
         return model.next_token_loss(tokens, lengths)
     return next_token_loss(model(tokens), tokens, lengths)
@@ -52,8 +47,8 @@ def causal_loss(
 
 def next_token_loss(
     logits: Float[Tensor, "batch pos d_vocab"],
-    tokens: Int[Tensor, "batch pos"],
-    lengths: Int[Tensor, " batch"],
+    tokens: Tokens,
+    lengths: Lengths,
 ) -> Tensor:
     """Mean cross-entropy of predicting token t+1 at position t, over real (unpadded) tokens."""
     pos = torch.arange(tokens.shape[1] - 1, device=tokens.device)

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from interp.data.tokenizer import MASK
 from interp.errors import UserError
-from interp.objectives.base import Objective, causal_loss
+from interp.objectives.base import Lengths, Objective, Tokens, causal_loss
 
 
 def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -71,7 +71,7 @@ def bidirectional(model: torch.nn.Module) -> Iterator[None]:
 
 
 def sample_mask(
-    lengths: Int[Tensor, " batch"],
+    lengths: Lengths,
     width: int,
     rates: Float[Tensor, " batch"],
     generator: torch.Generator,
@@ -95,7 +95,7 @@ def sample_mask(
 
 
 def masked_inputs_and_targets(
-    tokens: Int[Tensor, "batch pos"], mask: Bool[Tensor, "batch pos"]
+    tokens: Tokens, mask: Bool[Tensor, "batch pos"]
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos-1"]]:
     """Inputs with masked tokens replaced by <mask>; targets for positions 0..pos-2.
 
@@ -109,8 +109,8 @@ def masked_inputs_and_targets(
 
 def masked_prediction_loss(
     model: torch.nn.Module,
-    tokens: Int[Tensor, "batch pos"],
-    lengths: Int[Tensor, " batch"],
+    tokens: Tokens,
+    lengths: Lengths,
     mask: Bool[Tensor, "batch pos"],
 ) -> Tensor:
     """Mean cross-entropy of the masked tokens, each predicted at the position before it,
@@ -142,11 +142,7 @@ class MaskedObjective(Objective):
         return bool(torch.rand((), generator=generator).item() >= self.causal_fraction)
 
     def loss(
-        self,
-        model: torch.nn.Module,
-        tokens: Int[Tensor, "batch pos"],
-        lengths: Int[Tensor, " batch"],
-        generator: torch.Generator,
+        self, model: torch.nn.Module, tokens: Tokens, lengths: Lengths, generator: torch.Generator
     ) -> Tensor:
         if not self.is_masked_step(generator):
             return causal_loss(model, tokens, lengths)

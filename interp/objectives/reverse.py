@@ -20,15 +20,13 @@ steps each forward document is then seen half as often as under `causal`.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer
 
+from interp.data.dataset import FactDataset
+from interp.data.example import Example
 from interp.data.tokenizer import BOS, EOS, decode
 from interp.objectives.base import Objective
-
-if TYPE_CHECKING:
-    from interp.data.dataset import Example, FactDataset
 
 Unit = tuple[int, int]  # [start, end) token positions that move together
 
@@ -144,7 +142,7 @@ class ReverseEntityObjective(Objective):
         return [*docs, *(reverse_entity_preserving(d, dataset.tokenizer) for d in docs)]
 
 
-class ReverseTokenObjective(ReverseEntityObjective):
+class ReverseTokenObjective(Objective):
     """Next-token loss on the documents and their token-level reversals."""
 
     name = "reverse_token"
