@@ -14,15 +14,14 @@ from conftest import PAPER_DATA
 from interp.config import apply_overrides, from_dict, load_config
 from interp.data.dataset import build_synthetic
 from interp.data.jsonl import Record, read_jsonl, to_records, write_dataset, write_jsonl
-from interp.data.paper import (
+from interp.data.paper import build_paper_dataset, canonical_descriptions
+from interp.data.paper_files import (
     DEFAULT_DATA_VERSION,
     RANDOMIZED,
     SUBSET_FILES,
     TEST_FILES,
     TRAIN_FILE,
     PaperFolder,
-    build_paper_dataset,
-    canonical_descriptions,
     load_names,
     load_paper_lines,
     load_templates,
