@@ -1,6 +1,7 @@
 # The two set-up commands of the README: `make study` and `make test`. Each creates .venv if it is
-# missing and installs the project into it. `make study` with the default preset also rewrites
-# the README's findings from figures/findings.json (interp.findings). torch is installed first,
+# missing and installs the project into it. `make study` also renders every preset's
+# figures/<preset>/findings.md and the README's findings block (python -m interp.findings). torch
+# is installed first,
 # pinned: a GPU user overrides it, e.g. `make study TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"`.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
@@ -33,15 +34,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-# The default study writes figures/ and renders every README block; every other preset writes
-# figures/<preset>/ (tiny too: a smoke run never overwrites the committed figures), and the
-# presets with findings of their own (interp.findings.PRESET_BLOCKS) render their block.
+# The default study writes figures/; every other preset writes figures/<preset>/ (tiny too: a
+# smoke run never overwrites the committed figures), as interp.plan.Preset.figures_dir says.
 FIGDIR = $(if $(filter $(PRESET),default),figures,figures/$(PRESET))
 
 study: $(STAMP)
 	$(BIN)/interp study --preset $(PRESET) --out $(OUT) --jobs $(JOBS) --figures-dir $(FIGDIR)
-	@if [ "$(PRESET)" = default ]; then $(BIN)/python -m interp.findings figures/findings.json README.md; \
-	else $(BIN)/python -m interp.findings --presets figures README.md; fi
+	$(BIN)/python -m interp.findings figures README.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -57,7 +56,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 figures: $(STAMP)
-	$(BIN)/python experiments/make_figures.py --study $(OUT) --figures-dir figures --jobs $(JOBS)
+	$(BIN)/python experiments/plot.py --study $(OUT) --figures-dir figures
 
 # Each benchmark measures its ratios inside one command against its own reference (patching,
 # training at both presets, threads alone and two at once, the scaling table, the default

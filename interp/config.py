@@ -300,14 +300,7 @@ def validate(cfg: RunConfig) -> None:
             _in_range(f"world.{name}", value, lo, 8 if name == "title_length" else MAX_COUNT)
         if w.n_first_names % w.n_first_name_classes != 0:
             raise UserError("world.n_first_names must be a multiple of world.n_first_name_classes")
-        need = 3 * w.n_people_per_subset + w.n_new_people
-        if w.n_first_names * w.n_last_names < 2 * need:
-            raise UserError(
-                f"world has {w.n_first_names}x{w.n_last_names} name pairs for {need} people: "
-                "raise world.n_first_names or world.n_last_names"
-            )
-        if w.n_roles * w.n_title_words**w.title_length < 2 * need:
-            raise UserError("too few distinct descriptions: raise world.n_title_words")
+        _check_pools(w, 3 * w.n_people_per_subset + w.n_new_people, "descriptions")
     _in_range("train.steps", t.steps, 1, MAX_STEPS)
     _in_range("train.batch_size", t.batch_size, 1, MAX_COUNT)
     _in_range("train.seed", t.seed, 0, MAX_SEED)
@@ -400,14 +393,19 @@ def _validate_biography(w: WorldConfig) -> None:
         raise UserError(f"world.n_roles must be 2..12, got {w.n_roles}")
     if w.n_first_names % w.n_first_name_classes != 0:
         raise UserError("world.n_first_names must be a multiple of world.n_first_name_classes")
-    need = 2 * w.n_people_per_subset
+    _check_pools(w, 2 * w.n_people_per_subset, "works")
+
+
+def _check_pools(w: WorldConfig, need: int, entities: str) -> None:
+    """Enough distinct names and descriptions (or works) for `need` people, twice over (the
+    world draws without replacement)."""
     if w.n_first_names * w.n_last_names < 2 * need:
         raise UserError(
             f"world has {w.n_first_names}x{w.n_last_names} name pairs for {need} people: "
             "raise world.n_first_names or world.n_last_names"
         )
     if w.n_roles * w.n_title_words**w.title_length < 2 * need:
-        raise UserError("too few distinct works: raise world.n_title_words")
+        raise UserError(f"too few distinct {entities}: raise world.n_title_words")
 
 
 def _divisor(n: int) -> int:

@@ -41,6 +41,10 @@ from interp.data.tokenizer import EOS
 from interp.data.world import SUBSETS
 from interp.files import write_json, write_npz
 from interp.model import RawForward, greedy_decode, raw, raw_forward
+from interp.native import native_exact_match
+from interp.objectives import OBJECTIVES
+from interp.objectives.masking import MaskedObjective
+from interp.runs import load_run, read_run_config
 from interp.stats import equivalence_bound, paired_test, run_seed, wilson_interval
 
 BATCH = 256
@@ -321,10 +325,29 @@ def format_table(metrics: dict[str, Any]) -> str:
 def is_masked_objective(name: str) -> bool:
     """Whether objective `name` trains a bidirectional masked mode (BICO, MLM-U), which then
     also gets native-mode evaluation."""
-    from interp.objectives import OBJECTIVES
-    from interp.objectives.masking import MaskedObjective
-
     return name in OBJECTIVES and issubclass(OBJECTIVES[name], MaskedObjective)
+
+
+def evaluate_model(
+    model: torch.nn.Module, dataset: FactDataset, config: Any, progress: bool = False
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(metrics, arrays) of a run's model: exact match and the log-probability test, the
+    masking objectives also in their own mode, and the identity bridge's echo test."""
+    model.eval()
+    metrics, arrays = evaluate(model, dataset, progress=progress, seed=run_seed(config))
+    if is_masked_objective(config.train.objective):
+        # also asked in the objective's own mode (interp.native), beside causal decoding
+        metrics["native"], arrays["native_exact_match"] = native_exact_match(model, dataset)
+    if dataset.bridge_prompts:  # the identity bridge's echo and shortcut test
+        metrics["bridge"] = bridge_metrics(model, dataset)
+    return metrics, arrays
+
+
+def write_evaluation(run_dir: Path, metrics: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """RUN_DIR/eval_logprobs.npz, then RUN_DIR/metrics.json (its presence marks the run
+    evaluated), each atomically."""
+    write_npz(run_dir / "eval_logprobs.npz", arrays)
+    write_json(run_dir / "metrics.json", metrics)
 
 
 def evaluate_run(
@@ -335,26 +358,15 @@ def evaluate_run(
     config: Any = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a run and write metrics.json and eval_logprobs.npz into it."""
-    from interp.runs import load_config, load_run
-
+    """Evaluate a run (`evaluate_model`) and write metrics.json and eval_logprobs.npz into it."""
     run_dir = Path(run_dir)
     if model is None or dataset is None:
         run = load_run(run_dir)
         model, dataset = run.model, run.dataset
     if config is None:
-        config = load_config(run_dir)
-    model.eval()
-    metrics, arrays = evaluate(model, dataset, progress=progress, seed=run_seed(config))
-    if is_masked_objective(config.train.objective):
-        # also asked in the objective's own mode (interp.native), beside causal decoding
-        from interp.native import native_exact_match
-
-        metrics["native"], arrays["native_exact_match"] = native_exact_match(model, dataset)
-    if dataset.bridge_prompts:  # the identity bridge's echo and shortcut test
-        metrics["bridge"] = bridge_metrics(model, dataset)
-    write_npz(run_dir / "eval_logprobs.npz", arrays)
-    write_json(run_dir / "metrics.json", metrics)
+        config = read_run_config(run_dir)
+    metrics, arrays = evaluate_model(model, dataset, config, progress)
+    write_evaluation(run_dir, metrics, arrays)
     return metrics
 
 

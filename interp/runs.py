@@ -30,7 +30,10 @@ from typing import Any
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.config import RunConfig, config_from_json
+from interp.data.biography_dataset import build_biography
 from interp.data.dataset import FactDataset, build_synthetic
+from interp.data.paper import build_paper_dataset
+from interp.data.retrieval import build_retrieval
 from interp.data.tokenizer import load_tokenizer
 from interp.errors import UserError
 from interp.files import read_json, write_json
@@ -54,19 +57,12 @@ class Run:
 
 def build_dataset(cfg: RunConfig) -> FactDataset:
     """The dataset a config describes: the synthetic world, or the paper's published files."""
-    if cfg.world.source == "paper":
-        from interp.data.paper import build_paper_dataset
-
-        return build_paper_dataset(cfg.world)
-    if cfg.world.source == "biography":
-        from interp.data.biography_dataset import build_biography
-
-        return build_biography(cfg.world)
-    if cfg.world.source == "retrieval":
-        from interp.data.retrieval import build_retrieval
-
-        return build_retrieval(cfg.world)
-    return build_synthetic(cfg.world)
+    builders = {
+        "paper": build_paper_dataset,
+        "biography": build_biography,
+        "retrieval": build_retrieval,
+    }
+    return builders.get(cfg.world.source, build_synthetic)(cfg.world)
 
 
 def check_fits(cfg: RunConfig, dataset: FactDataset) -> None:
@@ -182,7 +178,8 @@ def remove_run_dir(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def load_config(path: Path) -> RunConfig:
+def read_run_config(path: Path) -> RunConfig:
+    """The RunConfig a run directory was made with (its config.json)."""
     return config_from_json(read_json(path / "config.json"))
 
 
@@ -197,7 +194,7 @@ def load_run(path: str | Path, checkpoint: int | None = None, device: str = "cpu
         raise UserError(
             f"run directory {path} not found: train it first with `interp train --out {path}`"
         )
-    cfg = load_config(path)
+    cfg = read_run_config(path)
     dataset = build_dataset(cfg)
     tok = load_tokenizer(path / "tokenizer.json")
     if tok.get_vocab() != dataset.tokenizer.get_vocab():

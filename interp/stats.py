@@ -40,13 +40,13 @@ of a run, and its interval must carry both. The choices, and why:
   procedure (Holm 1979), which controls the family-wise error rate under any dependence and is
   uniformly more powerful than Bonferroni.
 - **Every summary number has a declared range**, and its interval over runs stays in it
-  (`runs_interval`). The range comes from the number's key by one table, `RANGES` (first
-  matching pattern wins; `value_range`): accuracies, rates, AUROC/AUACC, probe accuracies,
-  shares in [0, 1]; cosines and probe selectivities in [-1, 1]; losses, KL, norms and counts
-  in [0, inf); ranks (1-based) in [1, inf); log-probabilities in (-inf, 0]; unbounded:
-  log-prob differences, logits and logit differences, restored fractions (patching can
-  overshoot 1 or undershoot 0), alignments, projections, attributions and ratios. The interval
-  over runs is then, by case:
+  (`runs_interval`). The range travels with the number: each instrument's Summary declares it
+  beside the number's help (`interp.results.number`): accuracies, rates, AUROC/AUACC, probe
+  accuracies in [0, 1] (`UNIT`); cosines and probe selectivities in [-1, 1]; losses, KL, norms
+  and counts in [0, inf); ranks (1-based) in [1, inf); log-probabilities in (-inf, 0];
+  unbounded: log-prob differences, logits and logit differences, restored fractions (patching
+  can overshoot 1 or undershoot 0), alignments, projections, attributions and ratios. The
+  interval over runs is then, by case:
   - 1 run: the value, no interval ("0.93 (1 run)");
   - every run the same value (e.g. every AUROC 1.0, every rank 1): the value, no interval
     ("1.000 (all 3 runs)"): there is no spread to estimate a width from, and a zero-width
@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,20 +95,6 @@ def mean_ci(values: Values, level: float = 0.95) -> tuple[float, float, float, i
         return m, m, m, 1
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
     return m, m - half, m + half, n
-
-
-def fmt_ci(values: Values, pct: bool = False, digits: int = 2) -> str:
-    """'0.93 [0.90, 0.96] (n=3)', or as percentages; a single value prints as '0.93 (n=1)'."""
-    m, lo, hi, n = mean_ci(values)
-    if n == 0:
-        return "n/a"
-    if pct:
-        if n == 1:
-            return f"{100 * m:.1f}% (n=1)"
-        return f"{100 * m:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] (n={n})"
-    if n == 1:
-        return f"{m:.{digits}f} (n=1)"
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={n})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,58 +150,6 @@ SIGNED_UNIT = Range(-1.0, 1.0)
 NONNEGATIVE = Range(0.0, math.inf)
 RANK = Range(1.0, math.inf)
 LOGPROB = Range(-math.inf, 0.0)
-
-# (pattern searched in the key, its range, why). First match wins, so the specific patterns
-# come before the general ones ("loss_minus_ln2" before "loss"; "delta_logp" before "logp";
-# "auroc_probe" before "probe"). A key `<base>_low` / `<base>_high` (a within-run interval's
-# ends) has the range of `<base>`.
-RANGES: tuple[tuple[str, Range, str], ...] = (
-    (r"(_p|pvalue)$", UNIT, "a p-value (listed per run and combined, never given an interval)"),
-    (r"loss_minus", REAL, "a loss minus a constant (ln 2): either sign"),
-    (r"(^|_)loss(_|$)", NONNEGATIVE, "a cross-entropy loss"),
-    (r"^kl_", NONNEGATIVE, "a KL divergence"),
-    (r"(^|_)rank(_|$)", RANK, "a 1-based rank in the vocabulary"),
-    (r"(^|_)cos(_|$)", SIGNED_UNIT, "a cosine"),
-    (r"^selectivity_", SIGNED_UNIT, "a probe accuracy minus its control's"),
-    (r"(^|_)(auroc|auacc)(_|$)", UNIT, "an area under a ROC or accuracy-coverage curve"),
-    (r"^(accuracy|em)_", UNIT, "an accuracy or exact-match rate"),
-    (r"^(probe|control_rand(label|init))_", UNIT, "a probe's accuracy"),
-    (r"^chance_", UNIT, "a probe's chance accuracy"),
-    (r"norm_sq_share", UNIT, "a share of the squared update norm"),
-    (r"^alpha$", UNIT, "ASPIRE's mixing weight"),
-    (r"(^|_)dh_rel_", NONNEGATIVE, "|Delta h| / |h|"),
-    (r"bound_pct", NONNEGATIVE, "a bound on |effect|, in % of another"),
-    (r"update_norm", NONNEGATIVE, "a parameter-update norm"),
-    (r"(^n_|_layer$|^last_step$)", NONNEGATIVE, "a count or an index"),
-    (r"delta_logp|dlogit|specific_forward_minus", REAL, "a change or difference of log-probs"),
-    (r"(^|_)(logp|logprob)(_|$)", LOGPROB, "a log-probability"),
-    (r"restoration|severed|(resid_pre|attn_out|mlp_out|control)_(best|max)$", REAL,
-     "a restored fraction: patching can overshoot 1 or undershoot 0"),
-    (r"clean_minus_corrupt|(^|_)(clean|corrupted)$", REAL, "a logit difference"),
-    (r"(^|_)(align|proj|attribution)_", REAL, "a dot product, projection or attribution"),
-    (r"_over_", REAL, "a ratio of signed quantities"),
-)  # fmt: skip
-
-
-def declared_range(key: str) -> tuple[Range, str] | None:
-    """(range, why) of the first `RANGES` pattern that `key` matches, or None."""
-    base = re.sub(r"_(low|high)$", "", key)
-    for pattern, rng, why in RANGES:
-        if re.search(pattern, base):
-            return rng, why
-    return None
-
-
-def value_range(key: str) -> Range:
-    """The declared range of summary number `key`; unbounded where no pattern declares one (the
-    tests check that every headline number is declared)."""
-    found = declared_range(key)
-    return found[0] if found else REAL
-
-
-def is_pvalue(key: str) -> bool:
-    """A summary key that holds a p-value: listed per run and combined, never averaged."""
-    return re.search(r"(_p|pvalue)$", key) is not None
 
 
 @dataclass(frozen=True)
@@ -283,11 +216,6 @@ def bounded_mean_ci(values: Values, rng: Range) -> tuple[float, float, float]:
     if r.low is None or r.high is None:
         return r.mean, r.mean, r.mean
     return r.mean, r.low, r.high
-
-
-def fmt_runs(values: Values, key: str, digits: int = 3) -> str:
-    """A summary number `key` over runs, formatted by `runs_interval` in its declared range."""
-    return runs_interval(values, value_range(key)).fmt(digits)
 
 
 def mean_ci_axis(

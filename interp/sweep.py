@@ -16,11 +16,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from interp.config import apply_overrides, load_config
+from interp.analysis import INSTRUMENTS, read_result
+from interp.analysis.behaviour import read as read_behaviour
+from interp.config import apply_overrides, from_dict, load_config
 from interp.errors import UserError
 from interp.files import atomic_path, make_dir, write_json
+from interp.plan import run_name
+from interp.plots.sweep import plot_sweep
 from interp.stats import mean_ci
-from interp.study import execute_all, execute_run, run_name
+from interp.study import execute_all, execute_run
 
 # Grid axis -> config key. A grid file is JSON: {"preset": "tiny", "seeds": [0, 1], ...}.
 AXES = {
@@ -105,20 +109,17 @@ def run_sweep(
     progress: bool = True,
 ) -> Path:
     """Run every cell (cached like the study); aggregate into OUT/sweep.csv, .json and a figure."""
-    from interp.config import from_dict
-    from interp.study import available_instruments
-
     out = Path(out)
     cells = grid_configs(grid)
-    instruments = tuple(grid.get("instruments", ["probing"]))
-    known = available_instruments()
-    for i in instruments:
+    known = [n for n in INSTRUMENTS if n != "behaviour"]
+    for i in grid.get("instruments", ["probing"]):
         if i not in known:
             raise UserError(f"unknown instrument {i!r}: use one of {known}")
+    instruments: dict[str, dict[str, Any]] = {i: {} for i in grid.get("instruments", ["probing"])}
     make_dir(out / "runs")
-    spec = [(cfg, str(out / "runs" / run_name(from_dict(cfg)))) for _, cfg in cells]
+    spec = [(cfg, str(out / "runs" / run_name(from_dict(cfg))), instruments) for _, cfg in cells]
     if executor == "local":
-        execute_all(spec, instruments, jobs=jobs, progress=progress, desc="sweep")
+        execute_all(spec, jobs=jobs, progress=progress, desc="sweep")
     elif executor in ("slurm", "submitit-local"):
         import submitit
 
@@ -139,8 +140,8 @@ def run_sweep(
         device = "cuda" if executor == "slurm" and (slurm or {}).get("gpus") else "cpu"
         jobs_ = ex.map_array(
             execute_run,
-            [c for c, _ in spec],
-            [r for _, r in spec],
+            [c for c, _, _ in spec],
+            [r for _, r, _ in spec],
             [instruments] * len(spec),
             [device] * len(spec),
         )
@@ -148,19 +149,17 @@ def run_sweep(
             j.result()
     else:
         raise UserError(f"unknown executor {executor!r}: use local, slurm or submitit-local")
-    return aggregate(cells, [Path(r) for _, r in spec], out)
+    return aggregate(cells, [Path(r) for _, r, _ in spec], out)
 
 
 def _cell_metrics(run_dir: Path) -> dict[str, float]:
-    m = json.loads((run_dir / "metrics.json").read_text())
+    m = read_behaviour(run_dir, arrays=False).data
     row = {
         f"em_{s}_{d}_train": m["exact_match"][s][d]["train"]
         for s in m["exact_match"]
         for d in m["exact_match"][s]
     }
     if (run_dir / "analysis" / "probing.json").is_file():
-        from interp.results import read_result
-
         summ = read_result(run_dir, "probing", arrays=False).summary
         row.update(
             {
@@ -194,7 +193,5 @@ def aggregate(
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    from interp.plots.sweep import plot_sweep
-
     plot_sweep(rows, out / "sweep")
     return out / "sweep.csv"

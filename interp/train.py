@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+import interp.evaluate as evaluation  # as a module: tests stand in for its functions
 from interp.config import RunConfig, TrainConfig, check_device, config_from_json
 from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import load_tokenizer, save_tokenizer
@@ -251,10 +252,8 @@ def fit(
                     "elapsed_s": round(time.perf_counter() - t0, 3),
                 }
                 if dataset is not None and cfg.eval_every and done % cfg.eval_every == 0:
-                    from interp.evaluate import quick_exact_match
-
                     model.eval()
-                    line.update(quick_exact_match(model, dataset))
+                    line.update(evaluation.quick_exact_match(model, dataset))
                     model.train()
                 log.append(line)
                 bar.set_postfix(loss=f"{line['loss']:.3f}")
@@ -335,18 +334,27 @@ def train_run(
         return _resume(cfg, out, progress=progress, evaluate=evaluate, device=device)
     if cfg is None:
         raise UserError("a new run needs a config: pass --preset or --config")
-    if device is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
-    dev = check_device(cfg.train.device, "--device" if device else "train.device")
-    dataset = build_dataset(cfg)
-    check_fits(cfg, dataset)
-    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, dev, dataset.tokenizer)
+    cfg, _, dataset, model = _build(cfg, device)
     threads = torch.get_num_threads()
     _init_run_dir(out, cfg, dataset, threads, replace=mode == "overwrite")
     _train_and_evaluate(
         model, dataset, cfg, out, 0, None, threads, progress=progress, evaluate=evaluate
     )
     return out
+
+
+def _build(
+    cfg: RunConfig, device: str | None
+) -> tuple[RunConfig, str, FactDataset, TransformerBridge]:
+    """The config on `device` (if given), the device, its dataset (checked to fit n_ctx) and a
+    new model."""
+    if device is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
+    dev = check_device(cfg.train.device, "--device" if device else "train.device")
+    dataset = build_dataset(cfg)
+    check_fits(cfg, dataset)
+    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, dev, dataset.tokenizer)
+    return cfg, dev, dataset, model
 
 
 def _init_run_dir(
@@ -407,13 +415,7 @@ def _resume(
             f"checkpoints were made with {marker.get('config_hash')}): restore it, or train a "
             "new run with the new config"
         )
-    cfg = saved
-    if device is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
-    dev = check_device(cfg.train.device, "--device" if device else "train.device")
-    dataset = build_dataset(cfg)
-    check_fits(cfg, dataset)
-    model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, dev, dataset.tokenizer)
+    cfg, dev, dataset, model = _build(saved, device)
     threads = marker.get("torch_threads") if marker else None
     if not isinstance(threads, int) or threads < 1:
         threads = torch.get_num_threads()
@@ -506,6 +508,6 @@ def _train_and_evaluate(
             )
             save_weights(model, out / "model.safetensors")
         if evaluate:
-            from interp.evaluate import evaluate_run
-
-            evaluate_run(out, model=model, dataset=dataset, config=cfg, progress=progress)
+            evaluation.evaluate_run(
+                out, model=model, dataset=dataset, config=cfg, progress=progress
+            )

@@ -38,7 +38,7 @@ def test_dynamics_on_tiny_run(tiny_run_copy, tmp_path, capsys, check_summary):
     assert sm["em_n2d_same_final"] == 1.0 and "control_randlabel_a_to_b_n2d_best_final" in sm
     typed = check_summary(tiny_run_copy, "dynamics")
     assert typed.exact_match()[("n2d", "same")] == 1.0 and typed.last_step == 400.0, typed
-    assert len(typed.probe("control_randlabel")) == 6 and len(typed.lens_final_rank()) == 6
+    assert len(typed.probe_cells("control_randlabel")) == 6 and len(typed.lens_final_rank()) == 6
     plot_dynamics([tiny_run_copy, tiny_run_copy], tmp_path / "dynamics")
     paths = figure_paths(tmp_path / "dynamics")
     assert all(p.stat().st_size > 10_000 for p in paths), [p.stat().st_size for p in paths]

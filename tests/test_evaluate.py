@@ -9,8 +9,8 @@ from tokenizers import Tokenizer
 from interp.config import WorldConfig, load_config
 from interp.data.dataset import FactDataset, build_synthetic
 from interp.evaluate import control_answers, is_exact_match, match_rule
+from interp.presets import make_plan
 from interp.stats import run_seed
-from interp.study import make_plan
 
 
 def test_word_rule_rejects_a_last_name_that_extends_the_right_one():
@@ -47,16 +47,16 @@ def test_default_world_has_names_only_the_word_rule_tells_apart():
 
 def test_study_runs_differ_in_world_and_item_seed():
     plan = make_plan("tiny", objectives=["causal"], seeds=[0, 1, 2], instruments=["probing"])
-    cfgs = plan.configs()
+    cfgs = [r.config for r in plan.runs()]
     assert [c.world.seed for c in cfgs] == [0, 1, 2] == [c.train.seed for c in cfgs]
     seeds = {run_seed(c) for c in cfgs}
     assert len(seeds) == 3, seeds
     # an explicit world.seed override shares one world again (a deliberate choice)
     shared = make_plan("tiny", overrides=["world.seed=7"], objectives=["causal"], seeds=[0, 1])
-    assert {c.world.seed for c in shared.configs()} == {7}
+    assert {c.world.seed for c in (r.config for r in shared.runs())} == {7}
     # objectives on one (world, seed) pair draw the same items: they stay paired
     both = make_plan("tiny", objectives=["causal", "bico"], seeds=[0], instruments=["probing"])
-    assert len({run_seed(c) for c in both.configs()}) == 1
+    assert len({run_seed(c) for c in (r.config for r in both.runs())}) == 1
     assert run_seed(cfgs[0], 1) != run_seed(cfgs[1], 0)
 
 

@@ -12,23 +12,27 @@ import pytest
 
 from interp.analysis import INSTRUMENTS, get_instrument
 from interp.analysis.options import Options, flag
-from interp.cli import build_parser, main
+from interp.cli import ALIASES, COMMANDS, command_parser, main
 from interp.errors import UserError
 
 
 def _subparser(name: str):
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    return sub.choices[name]  # type: ignore[attr-defined]
+    return command_parser(ALIASES.get(name, name))
+
+
+def test_every_instrument_is_a_command():
+    for ins in INSTRUMENTS.values():
+        names = [ins.name, *ins.aliases]
+        assert any(n in COMMANDS for n in names), f"no `interp` command runs {ins.name}"
 
 
 @pytest.mark.parametrize("name", list(INSTRUMENTS))
 def test_every_option_field_is_a_flag_with_its_help(name):
     ins = INSTRUMENTS[name]
-    cls = getattr(ins.load(), ins.options_class)
+    cls = ins.options_type
     assert issubclass(cls, Options) and dataclasses.is_dataclass(cls)
     assert cls.__dataclass_params__.frozen, f"{cls.__name__} must be frozen"  # type: ignore[attr-defined]
-    for command in (name, *ins.aliases):
+    for command in [n for n in (name, *ins.aliases) if n in COMMANDS or n in ALIASES]:
         actions = {a.dest: a for a in _subparser(command)._actions}
         for f in dataclasses.fields(cls):
             assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help line"
@@ -41,7 +45,7 @@ def test_every_option_field_is_a_flag_with_its_help(name):
 
 @pytest.mark.parametrize("name", list(INSTRUMENTS))
 def test_same_run_analysis_signature(name):
-    sig = inspect.signature(INSTRUMENTS[name].load().run_analysis)
+    sig = inspect.signature(INSTRUMENTS[name].module.run_analysis)
     params = [(p.name, p.kind, p.default) for p in sig.parameters.values()]
     assert params == [
         ("run", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
@@ -49,13 +53,13 @@ def test_same_run_analysis_signature(name):
         ("write", inspect.Parameter.KEYWORD_ONLY, True),
         ("progress", inspect.Parameter.KEYWORD_ONLY, True),
     ], params
-    mod = INSTRUMENTS[name].load()
-    assert mod.NAME == name and callable(mod.format_summary) and mod.HEADLINES
+    mod = INSTRUMENTS[name].module
+    assert mod.NAME == name and callable(mod.format_summary)
 
 
 def _float_fields():
     for name, ins in INSTRUMENTS.items():
-        cls = getattr(ins.load(), ins.options_class)
+        cls = ins.options_type
         hints = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         for field_name, t in hints.items():
             if t.startswith("float"):
@@ -94,7 +98,10 @@ def test_bad_instrument_options_fail_in_one_line(capsys, tmp_path, argv, needle)
 
 
 def test_registry_names_and_aliases():
-    assert list(INSTRUMENTS) == ["lens", "patching", "probing", "update", "dynamics", "selective"]
+    assert list(INSTRUMENTS) == [
+        "behaviour", "lens", "patching", "probing", "update", "dynamics", "selective", "storage"
+    ]  # fmt: skip
+    assert get_instrument("evaluate").name == "behaviour"
     assert get_instrument("patch").name == "patching"
     assert get_instrument("probe").name == "probing"
     with pytest.raises(UserError, match="unknown instrument"):
@@ -120,7 +127,7 @@ def test_study_cache_never_reuses_a_non_default_analysis(tiny_run_dir, tmp_path)
     from interp.config import apply_overrides, load_config
     from interp.results import read_result
     from interp.runs import load_run
-    from interp.study import analysis_cached, execute_run
+    from interp.study import execute_run
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run_dir, run_dir)
@@ -128,17 +135,18 @@ def test_study_cache_never_reuses_a_non_default_analysis(tiny_run_dir, tmp_path)
     cfg = apply_overrides(load_config("tiny"), ["train.objective=causal", "train.seed=0"])
     run_analysis(load_run(run_dir), ProbingOptions(folds=2), progress=False)
     assert read_result(run_dir, "probing").options["folds"] == 2
-    assert analysis_cached(run_dir, "probing", ProbingOptions(folds=2))
-    assert not analysis_cached(run_dir, "probing", ProbingOptions())
+    probing = INSTRUMENTS["probing"]
+    assert probing.cached(run_dir, ProbingOptions(folds=2))
+    assert not probing.cached(run_dir, ProbingOptions())
 
-    status = execute_run(cfg.to_dict(), str(run_dir), ("probing",))
+    status = execute_run(cfg.to_dict(), str(run_dir), {"probing": {}})
     assert status["analyses"] == ["probing"], f"the folds=2 result was reused: {status}"
     saved = read_result(run_dir, "probing")
     assert saved.options == ProbingOptions().to_json(), saved.options
-    head = saved.headline()
-    assert list(head) == list(INSTRUMENTS["probing"].headlines) and None not in head.values()
+    head = {k: saved.summary.value(k) for k in probing.headlines}
+    assert len(head) == 12 and None not in head.values(), head
     assert saved.arrays["accuracy"].shape[:4] == (3, 3, 2, 3), saved.arrays["accuracy"].shape
-    again = execute_run(cfg.to_dict(), str(run_dir), ("probing",))
+    again = execute_run(cfg.to_dict(), str(run_dir), {"probing": {}})
     assert again["analyses"] == [], f"the study's own result was not reused: {again}"
 
     # A plot returns the Figure (a notebook shows it) and writes nothing unless given a path.
@@ -156,26 +164,31 @@ def test_study_cache_never_reuses_a_non_default_analysis(tiny_run_dir, tmp_path)
 
 
 @pytest.mark.parametrize("name", list(INSTRUMENTS))
-def test_every_instrument_has_a_typed_summary_of_its_headlines(name):
-    """`result.summary` is a frozen dataclass per instrument: every headline the report prints
-    is a field, each field a documented `float | None`, listed in the class docstring."""
-    from interp.results import Summary
+def test_every_instrument_has_a_typed_summary_with_ranges(name):
+    """`result.summary` is a frozen dataclass per instrument; every number it declares (nested
+    sections flattened) carries a one-line help and a range, and its flat key is unique."""
+    from interp.results import Section, Summary
+    from interp.stats import Range
 
-    ins = INSTRUMENTS[name]
-    cls = ins.summary_type()
+    cls = INSTRUMENTS[name].summary_type
     assert issubclass(cls, Summary) and cls is not Summary
     assert cls.__dataclass_params__.frozen, f"{cls.__name__} must be frozen"  # type: ignore[attr-defined]
-    names = cls.field_names()
-    assert [h for h in ins.headlines if h not in names] == [], (names, ins.headlines)
+    declared = cls.declared()
+    keys = [d.key for d in declared]
+    assert declared and len(keys) == len(set(keys)), keys
+    for d in declared:
+        assert d.help and isinstance(d.range, Range), d
+        assert not d.pvalue or (d.range.low, d.range.high) == (0, 1), d
     for f in dataclasses.fields(cls):
         if f.name == "raw":
             continue
-        assert str(f.type) == "float | None", (f.name, f.type)
+        sub = f.metadata.get("section")
+        assert (sub is not None and issubclass(sub, Section)) or str(f.type) == "float | None", f
         assert f.metadata.get("help") and f"{f.name}: {f.metadata['help']}" in cls.__doc__
 
 
 def test_summary_reads_numbers_by_name_and_by_cell():
-    from interp.analysis.lens import LensSummary
+    from interp.analysis.lens import LensSummary, RankByDirection
     from interp.results import Result
 
     raw = {
@@ -185,14 +198,15 @@ def test_summary_reads_numbers_by_name_and_by_cell():
         "kl_logit_layer1": 1.0,
         "kl_logit_heldout_mean": math.nan,  # undefined: None, as the file on disk holds it
     }
-    s = Result("lens", {"summary": raw, "options": {}}, {}).summary
+    s = Result("lens", {"summary": raw, "options": {}}, {}, summary_type=LensSummary).summary
     assert type(s) is LensSummary
-    assert s.final_pos_rank_last_layer_all_same == 1.0 and s.chance_rank is None
+    assert s.final_pos_rank_last_layer_all == RankByDirection(same=1.0) and s.chance_rank is None
     assert s.kl_logit_heldout_mean is None and s["kl_logit_heldout_mean"] is None
-    assert s.missing() == [n for n in LensSummary.field_names() if n not in raw]
+    assert s.value("final_pos_rank_last_layer_all_same") == 1.0
     assert s.rank_last_layer() == {("n2d", "reverse"): 40.5}
     assert s.kl_by_layer() == (2.0, 1.0) and s.kl_by_layer("tuned") == ()
     assert s.prefixed("kl_logit_layer") == {"0": 2.0, "1": 1.0}
     assert dict(s) == {**raw, "kl_logit_heldout_mean": None} and len(s) == len(raw)
     assert s == LensSummary.from_dict(dict(s))
-    assert s != LensSummary.from_dict({**raw, "kl_logit_layer1": 1.5}), "all numbers compared"
+    # the declared numbers write back to exactly their keys (an absent one stays absent)
+    assert s.flat() == {"final_pos_rank_last_layer_all_same": 1.0}

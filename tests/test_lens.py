@@ -31,9 +31,10 @@ from interp.runs import load_run
 
 
 def _plot_script():
-    """main() of experiments/plot_lens.py (a script, not a package module)."""
-    script = Path(__file__).resolve().parents[1] / "experiments" / "plot_lens.py"
-    return runpy.run_path(str(script))["main"]
+    """main() of experiments/plot.py, drawing the lens figure (a script, not a module)."""
+    script = Path(__file__).resolve().parents[1] / "experiments" / "plot.py"
+    main = runpy.run_path(str(script))["main"]
+    return lambda argv: main(["lens", *argv])
 
 
 def _prompts(run, n=48):
@@ -144,7 +145,7 @@ def test_analysis_effect_and_random_init_control(tiny_run_copy, check_summary):
     assert json.loads((tiny_run_copy / "analysis" / "lens.json").read_text())["summary"] == s
     assert not (tiny_run_copy / "analysis" / "tuned_lens.safetensors").exists()
     typed = check_summary(tiny_run_copy, "lens", absent=("kl_tuned_heldout_mean",))
-    assert typed.final_pos_rank_last_layer_all_same == 1.0, typed
+    assert typed.final_pos_rank_last_layer_all.same == 1.0, typed
     ranks = typed.rank_last_layer()
     assert ranks[("n2d", "same")] == s["final_pos_rank_last_layer_n2d_same"], ranks
     assert set(ranks) == {(sub, d) for sub in ("n2d", "d2n", "both") for d in ("same", "reverse")}
@@ -228,9 +229,9 @@ def test_tuned_lens_split_holds_out_whole_people(tiny_run):
 
 def test_tuned_lens_in_the_study_reports_heldout_kl_beside_the_logit_lens():
     from interp.analysis import INSTRUMENTS
-    from interp.study import make_plan
+    from interp.presets import make_plan
 
     for preset in ("default", "tiny"):
-        plan = make_plan(preset)
-        assert plan.options["lens"]["tuned"] is True and "lens" in plan.instruments_for("causal")
+        lens = make_plan(preset).instruments["lens"]
+        assert lens.options.tuned is True and lens.applies("causal", 0)
     assert {"kl_logit_heldout_mean", "kl_tuned_heldout_mean"} <= set(INSTRUMENTS["lens"].headlines)

@@ -7,9 +7,7 @@ the position the masking objectives train (t - 1), (3) leave the model causal af
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,21 +17,16 @@ from interp.data.tokenizer import EOS, MASK
 from interp.evaluate import evaluate_run, is_masked_objective
 from interp.native import document_suffix, native_exact_match, native_predict, prompt_suffixes
 from interp.objectives.masking import bidirectional, is_causal
-from interp.runs import build_dataset
 
 
 @pytest.fixture(scope="module")
-def dataset(tiny_config):
-    return build_dataset(tiny_config)
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 @pytest.fixture(scope="module")
-def model(tiny_config, dataset):
-    from interp.model import build_model
-
-    m = build_model(tiny_config.model, dataset.d_vocab, seed=0)
-    m.eval()
-    return m
+def model(fresh_model):
+    return fresh_model
 
 
 def test_suffix_is_the_documents_tail(dataset):
@@ -129,23 +122,21 @@ def test_evaluate_run_reports_native_mode_for_masking_objectives(
     assert set(m) >= {"exact_match"}
 
 
-def test_report_lists_native_mode_beside_causal_decoding(tmp_path):
+def test_report_lists_native_mode_beside_causal_decoding(tmp_path, fakes):
     """A run whose eval_logprobs.npz holds native-mode hits gets a native-mode row in the
     report's exact-match table, with its own rate; a run without them shows '-'."""
     from interp.report import behaviour_section
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_report_behaviour import _fake_run
-
-    causal = [_fake_run(tmp_path / "c", 0, 0, 0.0, 0.0)]
-    masked = _fake_run(tmp_path / "m", 0, 0, 0.0, 0.0)
+    study = fakes.study(tmp_path, "tiny", objectives=["causal", "mlm_u"], seeds=[0])
+    for run in study.runs:
+        fakes.evaluation(run)
+    masked = study.runs[1].path
     a = dict(np.load(masked / "eval_logprobs.npz"))
     a["native_exact_match"] = (a["direction"] == "reverse") & (a["subset"] == "n2d")
     np.savez(masked / "eval_logprobs.npz", **a)
-    text = "\n".join(behaviour_section({"causal": causal, "mlm_u": [masked]}))
+    text = "\n".join(behaviour_section(study))
     rows = [ln for ln in text.splitlines() if "native mode |" in ln]
     assert rows, text
-    print("\n".join(rows))
     n2d = next(ln for ln in rows if ln.startswith("| n2d reverse (train"))
     d2n = next(ln for ln in rows if ln.startswith("| d2n reverse (train"))
     assert n2d.split("|")[2].strip() == "-", n2d  # the causal run has no native mode

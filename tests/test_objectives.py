@@ -35,24 +35,9 @@ from interp.objectives.reverse import (
     token_units,
     word_starts,
 )
-from interp.runs import build_dataset
 from interp.train import fit, step_generator
 
 MITIGATIONS = ("reverse_entity", "reverse_token", "bico", "mlm_u")
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tiny_config):
-    return build_dataset(tiny_config)
-
-
-@pytest.fixture(scope="module")
-def fresh_model(tiny_config, tiny_dataset):
-    from interp.model import build_model
-
-    model = build_model(tiny_config.model, tiny_dataset.d_vocab, seed=0)
-    model.eval()
-    return model
 
 
 _TRAINED: dict[str, object] = {}

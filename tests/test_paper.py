@@ -57,25 +57,23 @@ def _heldout(ds, stem):
 # ---- JSONL reader and writer ---------------------------------------------------------------
 
 
-def test_jsonl_rejects_bad_files(tmp_path):
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ('{"prompt": "a", "completion": " b"}\n{"prompt": "a", "completion": \n',
+         r"bad\.jsonl:2: not valid JSON"),
+        ('{"prompt": "a"}\n', r"bad\.jsonl:1: missing key.*completion"),
+        ('["a", "b"]\n', r"bad\.jsonl:1: a line must be a JSON object"),
+        ("\n\n", "is empty"),
+        (None, "not found"),
+    ],
+)  # fmt: skip
+def test_jsonl_rejects_bad_files(tmp_path, content, needle):
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"prompt": "a", "completion": " b"}\n{"prompt": "a", "completion": \n')
-    with pytest.raises(UserError, match=r"bad\.jsonl:2: not valid JSON"):
+    if content is not None:
+        bad.write_text(content)
+    with pytest.raises(UserError, match=needle):
         read_jsonl(bad)
-    missing = tmp_path / "missing.jsonl"
-    missing.write_text('{"prompt": "a"}\n')
-    with pytest.raises(UserError, match=r"missing\.jsonl:1: missing key.*completion"):
-        read_jsonl(missing)
-    notobj = tmp_path / "list.jsonl"
-    notobj.write_text('["a", "b"]\n')
-    with pytest.raises(UserError, match=r"list\.jsonl:1: a line must be a JSON object"):
-        read_jsonl(notobj)
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text("\n\n")
-    with pytest.raises(UserError, match="is empty"):
-        read_jsonl(empty)
-    with pytest.raises(UserError, match="not found"):
-        read_jsonl(tmp_path / "nope.jsonl")
 
 
 def test_jsonl_write_read_roundtrip(tmp_path):

@@ -259,13 +259,20 @@ def test_run_analysis_and_plot(tiny_run_copy, tmp_path, check_summary):
             assert g["normalised"]["resid_pre"] is None
             assert f"n2d_reverse_{corruption}_resid_pre_best" not in s
     reverse = res["groups"]["n2d"]["reverse"]["swap"]
-    absent = () if reverse["meaningful"] else ("reverse_best_restoration", "reverse_best_layer")
-    absent += () if reverse["meaningful"] else ("reverse_control_best_restoration",)
+    absent = () if reverse["meaningful"] else (
+        "reverse_best_restoration", "reverse_best_layer", "reverse_control_best_restoration",
+        "reverse_entity_last", "reverse_final", "reverse_severed",
+    )  # fmt: skip
     typed = check_summary(tiny_run_copy, "patching", absent=absent)
-    assert typed.forward_best_restoration == s["forward_best_restoration"]
-    sites = typed.site_max()
-    assert sites[("entity_last", "mlp_out")].value == s["forward_entity_last_mlp_out_max"], sites
-    assert set(typed.severed_max()) == {"none", "mlp", "attn"}, typed.severed_max()
+    assert typed.forward.best_restoration == s["forward_best_restoration"]
+    site = typed.forward.entity_last.mlp_out_max
+    assert site.value == s["forward_entity_last_mlp_out_max"], site
+    assert (
+        site.low <= site.value <= site.high
+        and site.layer == s["forward_entity_last_mlp_out_max_layer"]
+    )
+    severed = typed.forward.severed
+    assert None not in (severed.none_max.value, severed.mlp_max.value, severed.attn_max.value)
     assert typed.group_gaps()[("n2d", "forward", "swap")] == s["forward_clean_minus_corrupt"]
     plot_patching([tiny_run_copy], tmp_path / "patching")
     paths = figure_paths(tmp_path / "patching")

@@ -35,13 +35,15 @@ def test_sites_report_restoration_at_the_entity_and_the_final_position(tiny_run,
     final0 = sites["final"]["resid_pre"]["mean"][0]
     entity0 = sites["entity_last"]["resid_pre"]["mean"][0]
     assert abs(final0) < 1e-6 and entity0 > 0.2, (final0, entity0)
-    assert set(patching.HEADLINES) >= {f"forward_final_{a}_max" for a in ACTS}
+    headlines = {d.key for d in patching.PatchingSummary.headlines()}
+    assert headlines >= {f"forward_final_{a}_max" for a in ACTS}, headlines
     text = patching.format_summary(r)
     assert "restored at entity_last (A2" in text and "restored at final" in text, text
     from interp.plots import figure_paths
     from interp.plots.patching_sites import plot_patching_sites
     from interp.results import write_result
 
+    plot_patching_sites([r], tmp_path / "sites")  # a result not written: drawn as it is
     write_result(tmp_path, r)
     plot_patching_sites([tmp_path], tmp_path / "sites")
     assert all(p.stat().st_size > 10_000 for p in figure_paths(tmp_path / "sites"))

@@ -8,16 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from interp.analysis.probing import (
-    CONDITIONS,
-    PROBE_DIRECTIONS,
-    SITES,
-    cross_validated_correct,
-    entity_activations,
-    fit_probe,
-    labels,
-    person_folds,
-)
+from interp.analysis.linear_probe import cross_validated_correct, fit_probe, person_folds
+from interp.analysis.probing import CONDITIONS, PROBE_DIRECTIONS, SITES, entity_activations, labels
 from interp.data.world import SUBSETS
 
 

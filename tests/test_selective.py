@@ -281,7 +281,8 @@ def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys, check_s
     assert lo <= real <= hi and hi - lo < 0.5, f"likelihood AUROC {real} interval [{lo}, {hi}]"
     assert "95% interval" in table, table
     typed = check_summary(analysed, "selective")
-    assert typed.auroc()["likelihood"] == real and typed.auroc("reverse") == {
+    assert typed.auroc.likelihood_mixed == real and typed.aurocs()["likelihood"] == real
+    assert typed.aurocs("reverse") == {
         k[len("auroc_") : -len("_reverse")]: v
         for k, v in s.items()
         if k.startswith("auroc_") and k.endswith("_reverse")

@@ -128,34 +128,30 @@ def test_hierarchical_interval_on_rates_is_bounded():
 # ---------------------------------------------------------------------------------------------
 # Declared ranges and bounded intervals over runs
 
-# Written by hand from what each number is, not from stats.RANGES: the table must agree.
+# Written by hand from what each number is, not from the declarations: they must agree.
 KNOWN_RANGES = {
     "accuracy_mixed": (0, 1),
     "auroc_likelihood_mixed": (0, 1),
-    "auacc_aspire_reverse_low": (0, 1),
     "positive_control_auroc_test": (0, 1),
     "em_n2d_reverse_final": (0, 1),
     "probe_a_to_b_n2d_best": (0, 1),
     "control_randlabel_b_to_a_both_best": (0, 1),
-    "control_randinit_a_to_b_d2n_best_step0": (0, 1),
-    "chance_a_to_b_n2d": (0, 1),
-    "norm_sq_share_L0.attn": (0, 1),
+    "chance_a_to_b": (0, 1),
     "delta_logp_forward_p": (0, 1),
+    "em_n2d_reverse_train": (0, 1),
+    "q_mean_null95": (0, 1),
     "align_forward_first_cos_mean": (-1, 1),
-    "both_all_cos_reverse_first_mean": (-1, 1),
-    "selectivity_a_to_b_n2d": (-1, 1),
+    "q_role_selectivity": (-1, 1),
     "positive_control_val_loss_best": (0, math.inf),
     "self_eval_val_loss_best": (0, math.inf),
     "update_loss_before_mean": (0, math.inf),
     "kl_tuned_heldout_mean": (0, math.inf),
-    "dh_rel_a_mean": (0, math.inf),
     "reverse_first_bound_pct_of_forward": (0, math.inf),
     "n_checkpoints": (0, math.inf),
     "forward_best_layer": (0, math.inf),
+    "forward_entity_last_mlp_out_max_layer": (0, math.inf),
     "final_pos_rank_last_layer_all_same": (1, math.inf),
     "control_random_init_final_pos_rank_last_layer_all_reverse": (1, math.inf),
-    "final_pos_logprob_last_layer_n2d_same": (-math.inf, 0),
-    "logp_forward_before_mean": (-math.inf, 0),
     # unbounded: log-prob differences, logits, restored fractions, alignments, ratios
     "self_eval_val_loss_minus_ln2": (-math.inf, math.inf),
     "delta_logp_reverse_mean": (-math.inf, math.inf),
@@ -167,32 +163,28 @@ KNOWN_RANGES = {
     "forward_entity_last_mlp_out_max": (-math.inf, math.inf),
     "forward_entity_last_mlp_out_max_low": (-math.inf, math.inf),
     "forward_severed_mlp_max": (-math.inf, math.inf),
-    "n2d_forward_swap_control_best": (-math.inf, math.inf),
     "align_reverse_first_mean": (-math.inf, math.inf),
     "proj_a_to_b_mean": (-math.inf, math.inf),
     "top_group_attribution_fraction_forward": (-math.inf, math.inf),
     "first_order_over_measured_forward": (-math.inf, math.inf),
 }
+PVALUES = ("delta_logp_forward_p", "proj_b_to_a_p", "q_role_p", "both_align_reverse_first_p")
 
 
 def test_declared_ranges_of_known_numbers():
-    wrong = {
-        k: (str(stats.value_range(k)), want)
-        for k, want in KNOWN_RANGES.items()
-        if (stats.value_range(k).low, stats.value_range(k).high) != want
-        or stats.declared_range(k) is None
-    }
-    assert not wrong, f"key: (declared, expected): {wrong}"
-    assert stats.is_pvalue("delta_logp_forward_wilcoxon_p") and not stats.is_pvalue("n_people")
-
-
-def test_every_headline_number_has_a_declared_range():
+    """Each instrument's Summary declares its numbers' ranges (and p-values); the declarations
+    agree with a table written from what each number is."""
     from interp.analysis import INSTRUMENTS
 
-    missing = [
-        k for ins in INSTRUMENTS.values() for k in ins.headlines if not stats.declared_range(k)
-    ]
-    assert not missing, f"headline numbers with no range in stats.RANGES: {missing}"
+    declared = {d.key: d for i in INSTRUMENTS.values() for d in i.summary_type.declared()}
+    wrong = {
+        k: (str(declared[k].range) if k in declared else "undeclared", want)
+        for k, want in KNOWN_RANGES.items()
+        if k not in declared or (declared[k].range.low, declared[k].range.high) != want
+    }
+    assert not wrong, f"key: (declared, expected): {wrong}"
+    assert all(declared[k].pvalue for k in PVALUES), [k for k in PVALUES if not declared[k].pvalue]
+    assert not declared["delta_logp_forward_mean"].pvalue
 
 
 def _t(values: list[float]) -> tuple[float, float]:
@@ -246,8 +238,10 @@ def test_runs_interval_on_known_inputs():
     assert r.high > 1
     with pytest.raises(ValueError, match="outside their declared range"):
         stats.runs_interval([0.5, 1.2], stats.UNIT)
-    assert stats.fmt_runs([0.0036, 0.0001, 0.009], "positive_control_val_loss_best").startswith(
-        "0.004 [0.000, "
+    assert (
+        stats.runs_interval([0.0036, 0.0001, 0.009], stats.NONNEGATIVE)
+        .fmt()
+        .startswith("0.004 [0.000, ")
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from interp.analysis import storage
-from interp.analysis.probing import majority_rate
+from interp.analysis.linear_probe import majority_rate
 from interp.analysis.storage import (
     StorageOptions,
     control_task_labels,
@@ -99,17 +99,18 @@ def bio_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_storage_instrument_end_to_end(bio_run: Path) -> None:
-    from interp.results import read_result
+    from interp.analysis import read_result
     from interp.runs import load_run
 
     run = load_run(bio_run)
     opts = StorageOptions(folds=2, inner_folds=2, Cs=(1.0,), permutations=3)
     res = storage.run_analysis(run, opts, progress=False)
     back = read_result(bio_run, "storage")
-    assert back.summary_dict == json.loads(json.dumps(res.summary_dict))
+    assert dict(back.summary) == json.loads(json.dumps(res["summary"]))
     sm = res.summary
-    for key in storage.HEADLINES:
-        assert key in sm, key
+    for d in storage.StorageSummary.headlines():
+        assert d.key in sm, d.key
+    assert sm.q_mean.best == sm["q_mean_best"] and sm.extract_inverse.qa_test is not None
     n_layers = run.config.model.n_layers
     assert len(res["probes"]["q_role"]["accuracy"]) == n_layers + 1
     assert len(res["probes"]["q_role"]["null"]) == 3
@@ -119,12 +120,21 @@ def test_storage_instrument_end_to_end(bio_run: Path) -> None:
     assert again.summary == res.summary, "same run, same options: the same numbers"
 
 
-def test_probe_command_on_a_biography_run_writes_the_storage_probes(bio_run: Path) -> None:
+def test_storage_command_writes_its_probes_and_probing_refuses_the_biography_world(
+    bio_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from interp.cli import main
 
-    assert main(["probe", str(bio_run), "--folds", "2", "--no-progress"]) == 0
+    argv = ["storage", str(bio_run), "--folds", "2", "--inner-folds", "2", "--Cs", "1",
+            "--permutations", "2", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
     saved = json.loads((bio_run / "analysis" / "storage.json").read_text())
     assert saved["options"]["folds"] == 2 and "q_role" in saved["probes"]
+    capsys.readouterr()
+    assert main(["probe", str(bio_run), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "use `interp behaviour` or `interp storage`" in err, err
+    assert not (bio_run / "analysis" / "probing.json").exists()
 
 
 def test_storage_refuses_an_a_is_b_run_in_one_line(tmp_path: Path) -> None:
@@ -137,8 +147,7 @@ def test_storage_refuses_an_a_is_b_run_in_one_line(tmp_path: Path) -> None:
 
 
 def test_batched_probes_equal_one_probe_each() -> None:
-    from interp.analysis.probing import fit_probe
-    from interp.analysis.storage import fit_probe_batch
+    from interp.analysis.linear_probe import fit_probe, fit_probe_batch
 
     x, y, _, _ = planted()
     rng = np.random.default_rng(5)
@@ -156,36 +165,51 @@ def test_storage_study_runs_end_to_end_and_writes_figure_and_report(tmp_path: Pa
     out = tmp_path / "st"
     assert main(["study", "--preset", "storage_tiny", "--out", str(out), "--device", "cpu"]) == 0
     rep = out / "storage_tiny"  # the preset's report, figures and findings
-    report = (rep / "storage_report.md").read_text()
-    assert report.count("| causal |") == 4, report  # 2 levels x (summary row + per-attribute row)
-    assert "x5+perm+full" in report and "x1" in report
+    report = (rep / "report.md").read_text()
+    assert "| plain/causal | augmented/causal |" in report, report  # the groups of runs
+    assert "`q_mean_best`" in report and "## storage" in report, report
     for name in ("storage", "storage_pprobe"):
         assert (rep / "figures" / f"{name}.png").is_file()
     runs = sorted((out / "runs").iterdir())
     assert [r.name.split("_")[0] for r in runs] == ["augmented", "plain"]
     assert all((r / "analysis" / "storage.json").is_file() for r in runs)
-    assert "What it takes" not in report  # no scale settings in this preset
     f = json.loads((rep / "findings.json").read_text())
     assert set(f["cells"]) == {"plain", "augmented"} and f["timing"]["wall_seconds"] > 0
     for cell in (f["cells"]["plain"]["causal"], f["cells"]["augmented"]["causal"]):
         for key in ("q_probe", "reverse_q", "extract_forward_unseen", "extract_inverse_unseen"):
             node = cell[key]
             assert 0 <= node["low"] <= node["estimate"] <= node["high"] <= 1, (key, node)
-    assert "| plain (x1) | causal | 1 x 8 |" in (rep / "findings.md").read_text()  # unseen half
-    # the scale table over the same runs: one row each, the verdict computed from the numbers
-    from interp.storage_findings import scale_table, storage_findings
-    from interp.storage_study import make_storage_plan
+    from interp.presets import get_preset
 
-    g = storage_findings(runs, ["a", "b"], make_storage_plan("storage_tiny"), "x")
-    assert [r["scale"] for r in g["scale"]] == ["a", "b"] and not g["cells"]
-    rows = [ln for ln in scale_table(g).splitlines() if ln.startswith(("| a |", "| b |"))]
+    cells = get_preset("storage").tables["storage"]({"storage_tiny": f}, "storage_tiny")
+    assert "| plain (x1) | causal | 1 x 8 |" in cells, cells  # the unseen half
+    # the same runs as a scale ladder: one row each, the targets judged from the numbers
+    import dataclasses
+
+    from interp.findings.collect import Study
+    from interp.findings.storage import collect_storage
+    from interp.plan import Axis
+    from interp.presets import make_plan
+
+    plan = make_plan("storage_tiny")
+    scaled = Study.of(plan, out)
+    levels = Axis("level", (("", ()),))  # the runs' own names stay (their labels are ignored)
+    for r in scaled.runs:
+        r.spec.labels["scale"] = r.spec.labels.pop("level")
+    scaled.plan = dataclasses.replace(
+        plan, preset=dataclasses.replace(plan.preset, axes=(levels, *plan.preset.axes))
+    )
+    g = collect_storage(scaled)
+    assert [r["scale"] for r in g["scale"]] == ["plain", "augmented"] and not g["cells"], g
+    table = get_preset("storage").tables["storage_scale"]({"storage_scale": g}, "storage_scale")
+    rows = [ln for ln in table.splitlines() if ln.startswith(("| plain |", "| augmented |"))]
     assert len(rows) == 2 and all(ln.endswith("| no |") for ln in rows), rows
 
 
 def test_memorisation_floor_is_the_loss_of_a_model_that_knows_the_corpus() -> None:
     import math
 
-    from interp.storage_study import memorisation_floor
+    from interp.findings.storage import memorisation_floor
 
     assert memorisation_floor([(1, 2, 3)]) == 0.0  # one document: every token is certain
     # two documents sharing a prefix: only the diverging token costs log 2 (of 4 predictions)
@@ -195,18 +219,18 @@ def test_memorisation_floor_is_the_loss_of_a_model_that_knows_the_corpus() -> No
 
 
 def test_targets_met_needs_both_forward_targets() -> None:
-    from interp.storage_study import targets_met
+    from interp.findings.storage import targets_met
 
     assert targets_met(0.8, 0.8) and targets_met(0.95, 0.9)
     assert not targets_met(0.79, 0.99) and not targets_met(0.99, 0.79)
 
 
 def test_storage_scale_plan_applies_each_scale_after_the_level() -> None:
-    from interp.storage_study import SCALES, make_storage_plan
+    from interp.presets import make_plan
+    from interp.presets.storage import SCALES
 
-    plan = make_storage_plan("storage_scale")
-    cfgs = {scale: cfg for _, scale, cfg in plan.configs()}
-    assert set(cfgs) == set(SCALES)
+    cfgs = {r.labels["scale"]: r.config for r in make_plan("storage_scale").runs()}
+    assert set(cfgs) == set(SCALES.labels)
     for scale, cfg in cfgs.items():
         d, s = scale.split("_")[:2]
         assert cfg.model.d_model == int(d[1:]) and cfg.train.steps == int(s[1:]), scale
@@ -221,4 +245,5 @@ def test_storage_study_refuses_instruments_in_one_line(capsys: pytest.CaptureFix
 
     assert main(["study", "--preset", "storage_tiny", "--instruments", "lens", "--out", "x"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--instruments" in err, err
+    assert err.count("\n") == 1 and "`lens` reads" in err and "biography" in err, err
+    assert not Path("x").exists()

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 from interp.config import apply_overrides, load_config
-from interp.study import execute_run, make_plan, run_name, run_study
+from interp.plan import run_name
+from interp.presets import make_plan
+from interp.study import execute_run, run_study
 
 
 def _seed_run(tiny_run_dir: Path, runs: Path) -> Path:
@@ -27,11 +29,14 @@ def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path):
     report = run_study(plan, out, jobs=1, device="cpu", progress=False, log=lambda s: None)
     text = report.read_text()
     assert "(1 run)" in text and "probe_a_to_b_n2d_best" in text, text[:500]
-    assert (out / "report.html").read_text().count("data:image/png;base64") >= 2
+    figures = [line for line in text.splitlines() if line.startswith("![")]
+    assert len(figures) >= 2 and all(
+        (report.parent / line.split("](")[1][:-1]).is_file() for line in figures
+    ), figures
     first = json.loads((run / "analysis" / "probing.json").read_text())["summary"]
     # a second invocation reuses everything
     mtime = (run / "analysis" / "probing.json").stat().st_mtime_ns
-    status = execute_run(plan.configs()[0].to_dict(), str(run), ("probing",))
+    status = execute_run(plan.runs()[0].config.to_dict(), str(run), {"probing": {}})
     assert not status["trained"] and not status["analyses"], status
     assert (run / "analysis" / "probing.json").stat().st_mtime_ns == mtime
     # a study killed after training but before its analysis: rerun gives the same numbers
@@ -44,13 +49,13 @@ def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path):
 def test_study_resumes_a_run_killed_mid_training(tmp_path):
     cfg = apply_overrides(load_config("tiny"), ["train.steps=60", "train.checkpoint_every=20"])
     full = tmp_path / "full"
-    execute_run(cfg.to_dict(), str(full), ())
+    execute_run(cfg.to_dict(), str(full), {})
     killed = tmp_path / "killed"
-    execute_run(cfg.to_dict(), str(killed), ())
+    execute_run(cfg.to_dict(), str(killed), {})
     for p in ("model.safetensors", "metrics.json", "eval_logprobs.npz"):
         (killed / p).unlink()
     shutil.rmtree(killed / "checkpoints" / "step_000060")
-    status = execute_run(cfg.to_dict(), str(killed), ())
+    status = execute_run(cfg.to_dict(), str(killed), {})
     assert status["trained"]
     assert (full / "model.safetensors").read_bytes() == (killed / "model.safetensors").read_bytes()
     assert (full / "metrics.json").read_text() == (killed / "metrics.json").read_text()
@@ -68,9 +73,9 @@ def test_sweep_through_submitit_local_executor(tiny_run_dir, tmp_path):
         objectives=["causal"],
         weight_decay=[0.1, 0.0],
         instruments=["probing"],
-        set=["train.steps=150"],
+        set=["train.steps=20"],
     )
-    # train.steps=150 changes the hash: both cells train through submitit's local executor
+    # train.steps=20 changes the hash: both cells train through submitit's local executor
     table = run_sweep(grid, out, executor="submitit-local", progress=False)
     rows = json.loads((out / "sweep.json").read_text())
     assert len(rows) == 2 and {r["weight_decay"] for r in rows} == {0.0, 0.1}, rows

@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 from threadpoolctl import threadpool_limits
 
 import interp.study as study
-from interp.config import apply_overrides
-from interp.study import execute_run, make_plan, run_name, run_study
+from interp.presets import make_plan
+from interp.study import execute_run, run_study
 
 
 class CountingPool(ProcessPoolExecutor):
@@ -48,14 +48,14 @@ def test_study_with_two_jobs_matches_one_process(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     try:
         with threadpool_limits(limits=1):  # undone on exit, with execute_run's own limit
-            for cfg in plan.configs():
-                cfg = apply_overrides(cfg, ["train.device=cpu"])
-                ref = tmp_path / "one" / run_name(cfg)
-                execute_run(cfg.to_dict(), str(ref), ("probing",), "cpu", 1, plan.options)
+            for spec in plan.runs():
+                ref = tmp_path / "one" / spec.name
+                opts = {n: o.to_json() for n, o in spec.options.items()}
+                execute_run(spec.config.to_dict(), str(ref), opts, "cpu", 1)
     finally:
         torch.set_num_threads(threads)
-    for cfg in plan.configs():
-        name = run_name(apply_overrides(cfg, ["train.device=cpu"]))
+    for spec in plan.runs():
+        name = spec.name
         two, one = tmp_path / "two" / "runs" / name, tmp_path / "one" / name
         wa, wb = (
             load_file(str(two / "model.safetensors")),
@@ -68,6 +68,6 @@ def test_study_with_two_jobs_matches_one_process(tmp_path, monkeypatch):
         s1 = json.loads((one / "analysis" / "probing.json").read_text())["summary"]
         diff = {k: (s2[k], s1[k]) for k in s1 if s2.get(k) != s1[k]}
         assert not diff, f"{name}: probing summary differs between a worker and in-process: {diff}"
-    report = (tmp_path / "two" / "report.md").read_text()
+    report = (tmp_path / "two" / "tiny" / "report.md").read_text()
     assert "(n=2)" in report, report[:800]
     print(f"--jobs 2 study: {wall_two:.1f} s")

@@ -1,114 +1,157 @@
-"""The instruments. Each module is a set of pure functions (model, tokens or cache and options
-in; tensors or a small result dataclass out) plus one entry point with the same shape everywhere:
+"""The instruments, and their one registry. Each instrument module is a set of pure functions
+(model, tokens or cache and options in; tensors or a small result dataclass out) plus one entry
+point with the same shape everywhere:
 
     result = module.run_analysis(run, options=None, *, write=True, progress=True)
 
 `options` is the module's frozen `Options` dataclass (its fields are the CLI's flags, validated on
-construction); `result` is an `interp.runs.Result` (the JSON as `result.data`, with
-`result.summary`, the module's typed `Summary` dataclass of its headline numbers, and
-`result.options`, and the arrays), written with `write` to
-`RUN_DIR/analysis/<name>.json` and `.npz` by `interp.runs.write_result` and read back by
-`interp.runs.read_result`. Every module also has `format_summary(result)` (the text the CLI
-prints), `NAME` and `HEADLINES` (the summary numbers the report prints).
+construction); `result` is an `interp.results.Result` whose `summary` is the module's typed
+`Summary` (its declared numbers, each with its help and range), written with `write` to
+`RUN_DIR/analysis/<name>.json` and `.npz` and read back by `read_result`. Every module also has
+`format_summary(result)` (the text the CLI prints).
 
-One name per instrument, for its module's registry entry, CLI subcommand, JSON file and figure:
+One name per instrument, for its registry entry, CLI subcommand, JSON file and figure:
 
+- `behaviour`: exact match and the reversed log-prob test (:mod:`interp.analysis.behaviour`;
+  written when training ends, as metrics.json and eval_logprobs.npz; CLI `interp evaluate`)
 - `lens`: logit lens and tuned lens (:mod:`interp.analysis.lens`)
 - `patching`: batched activation patching, causal tracing (:mod:`interp.analysis.patching`)
 - `probing`: linear probes on entity-alone representations (:mod:`interp.analysis.probing`)
 - `update`: the gradient-update test (:mod:`interp.analysis.update`)
 - `dynamics`: the instruments over a run's checkpoints (:mod:`interp.analysis.dynamics`)
 - `selective`: selective prediction, ASPIRE (:mod:`interp.analysis.selective`)
+- `storage`: where a fact is stored, on the biography world (:mod:`interp.analysis.storage`)
 
-The registry imports nothing heavy: a module is imported when an instrument is used.
+Each entry says which worlds (`world.source`) the instrument can read; a run of another world is
+refused in one line, never analysed into numbers that mean nothing.
 """
 
 from __future__ import annotations
 
-import importlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from interp.analysis.options import Options
-    from interp.results import Result, Summary
-    from interp.runs import Run
+from interp.analysis import (
+    behaviour,
+    dynamics,
+    lens,
+    patching,
+    probing,
+    selective,
+    storage,
+    update,
+)
+from interp.analysis.options import Options
+from interp.errors import UserError
+from interp.results import Result, Summary
+from interp.results import read_result as _read_analysis
+from interp.runs import Run
+
+FACT_WORLDS = ("synthetic", "paper")  # worlds of people with facts A is B
 
 
 @dataclass(frozen=True)
 class Instrument:
-    """One instrument: its name, the module that implements it, its options class."""
+    """One instrument: its name, module, options and summary classes, and the worlds it reads."""
 
     name: str  # module entry, CLI subcommand, analysis/<name>.json, the figure's name
-    module: str  # the module with run_analysis, format_summary, NAME and HEADLINES
-    options_class: str  # the name of its Options dataclass in `module`
-    summary_class: str  # the name of its Summary dataclass (interp.runs.Summary) in `module`
-    aliases: tuple[str, ...] = ()  # older CLI subcommand names that still work
-
-    def load(self) -> ModuleType:
-        return importlib.import_module(self.module)
+    module: ModuleType  # with run_analysis and format_summary
+    options_type: type[Options]
+    summary_type: type[Summary]
+    sources: tuple[str, ...]  # the world sources it can read
+    aliases: tuple[str, ...] = ()  # other CLI subcommand names that work
 
     def options(self, values: dict[str, Any] | None = None) -> Options:
         """Its options with `values` (field name -> value) over the defaults, validated."""
-        cls: type[Options] = getattr(self.load(), self.options_class)
-        return cls.from_dict(values)
-
-    def summary_type(self) -> type[Summary]:
-        """Its typed summary class (what `Result.summary` is built as)."""
-        cls: type[Summary] = getattr(self.load(), self.summary_class)
-        return cls
+        return self.options_type.from_dict(values)
 
     @property
     def headlines(self) -> tuple[str, ...]:
-        """The summary numbers the report prints for it."""
-        return tuple(self.load().HEADLINES)
+        """The flat keys of the summary numbers the report and findings carry over runs."""
+        return tuple(d.key for d in self.summary_type.headlines())
 
-    def run(self, run: Run, options: Options | None = None, **kw: Any) -> Result:
-        result: Result = self.load().run_analysis(run, options, **kw)
+    def check_world(self, source: str) -> None:
+        """Refuse a run of a world this instrument cannot read, in one line."""
+        if source not in self.sources:
+            raise UserError(
+                f"`{self.name}` reads the {' or '.join(self.sources)} world, not a "
+                f"world.source={source} run: use {_reader_of(source)}"
+            )
+
+    def run(self, run: Run, options: Options | None = None, **kw: Any) -> Result[Any]:
+        self.check_world(run.config.world.source)
+        result: Result[Any] = self.module.run_analysis(run, options, **kw)
         return result
 
-    def format_summary(self, result: Result) -> str:
-        return str(self.load().format_summary(result))
+    def read(self, run_dir: str | Path, arrays: bool = True) -> Result[Any]:
+        """Its result on RUN_DIR, typed."""
+        if self.name == behaviour.NAME:
+            return behaviour.read(run_dir, arrays)
+        return _read_analysis(run_dir, self.name, arrays, self.summary_type)
+
+    def cached(self, run_dir: Path, options: Options) -> bool:
+        """Whether RUN_DIR holds this instrument's result made with exactly `options`: every
+        field, defaults included, so a result made with other options (a CLI call with
+        --templates heldout, a notebook call) is never reported as a study's."""
+        if self.name == behaviour.NAME:
+            return all((run_dir / f).is_file() for f in behaviour.FILES)
+        path = run_dir / "analysis" / f"{self.name}.json"
+        if not path.is_file() or not path.with_suffix(".npz").is_file():
+            return False
+        try:
+            saved = json.loads(path.read_text()).get("options")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return bool(saved == options.resolved().to_json())
+
+    def files(self, run_dir: Path) -> list[Path]:
+        """Where its result on RUN_DIR is written."""
+        if self.name == behaviour.NAME:
+            return [run_dir / f for f in behaviour.FILES]
+        return [run_dir / "analysis" / f"{self.name}.{x}" for x in ("json", "npz")]
+
+    def format_summary(self, result: Result[Any]) -> str:
+        return str(self.module.format_summary(result))
 
 
+def _reader_of(source: str) -> str:
+    readers = [f"`interp {i.name}`" for i in INSTRUMENTS.values() if source in i.sources]
+    return " or ".join(readers) or "the behaviour only (`interp evaluate`)"
+
+
+ALL_WORLDS = ("synthetic", "paper", "biography", "retrieval")
 INSTRUMENTS: dict[str, Instrument] = {
     i.name: i
     for i in (
-        Instrument("lens", "interp.analysis.lens", "LensOptions", "LensSummary"),
-        Instrument(
-            "patching", "interp.analysis.patching", "PatchingOptions", "PatchingSummary", ("patch",)
-        ),
-        Instrument(
-            "probing", "interp.analysis.probing", "ProbingOptions", "ProbingSummary", ("probe",)
-        ),
-        Instrument("update", "interp.analysis.update", "UpdateOptions", "UpdateSummary"),
-        Instrument("dynamics", "interp.analysis.dynamics", "DynamicsOptions", "DynamicsSummary"),
-        Instrument(
-            "selective", "interp.analysis.selective", "SelectiveOptions", "SelectiveSummary"
-        ),
+        Instrument("behaviour", behaviour, behaviour.BehaviourOptions, behaviour.BehaviourSummary,
+                   ALL_WORLDS, ("evaluate",)),
+        Instrument("lens", lens, lens.LensOptions, lens.LensSummary, FACT_WORLDS),
+        Instrument("patching", patching, patching.PatchingOptions, patching.PatchingSummary,
+                   FACT_WORLDS, ("patch",)),
+        Instrument("probing", probing, probing.ProbingOptions, probing.ProbingSummary,
+                   FACT_WORLDS, ("probe",)),
+        Instrument("update", update, update.UpdateOptions, update.UpdateSummary, FACT_WORLDS),
+        Instrument("dynamics", dynamics, dynamics.DynamicsOptions, dynamics.DynamicsSummary,
+                   FACT_WORLDS),
+        Instrument("selective", selective, selective.SelectiveOptions, selective.SelectiveSummary,
+                   FACT_WORLDS),
+        Instrument("storage", storage, storage.StorageOptions, storage.StorageSummary,
+                   ("biography",)),
     )
-}
+}  # fmt: skip
 
 
 def get_instrument(name: str) -> Instrument:
     """The instrument called `name` (or one of its aliases)."""
-    from interp.errors import UserError
-
     for i in INSTRUMENTS.values():
         if name == i.name or name in i.aliases:
             return i
     raise UserError(f"unknown instrument {name!r}: use one of {list(INSTRUMENTS)}")
 
 
-def available_instruments() -> tuple[str, ...]:
-    """The instruments whose module imports (an instrument in progress may be absent)."""
-    out = []
-    for name, ins in INSTRUMENTS.items():
-        try:
-            ins.load()
-            out.append(name)
-        except ModuleNotFoundError as e:
-            if e.name != ins.module:
-                raise
-    return tuple(out)
+def read_result(run_dir: str | Path, instrument: str, arrays: bool = True) -> Result[Any]:
+    """An instrument's result on a run, with its typed summary: the notebook's reader."""
+    return get_instrument(instrument).read(run_dir, arrays)

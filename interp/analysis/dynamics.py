@@ -36,6 +36,8 @@ from interp.analysis.lens import POSITIONS, TARGETS, cell_stats, control_targets
 from interp.analysis.options import SEED_MAX, Options, option
 from interp.analysis.probing import (
     PROBE_DIRECTIONS,
+    ByProbe,
+    BySubset,
     ProbingOptions,
     chance_levels,
     check_people,
@@ -46,54 +48,25 @@ from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.evaluate import greedy_generate, is_exact_match, match_rule
 from interp.model import build_model
-from interp.results import Result, Summary, summary_field, write_result
+from interp.results import Result, Summary, number, section, summary_json, write_result
 from interp.runs import Run, checkpoint_steps, load_run
-from interp.stats import run_seed
+from interp.stats import NONNEGATIVE, run_seed
 
 NAME = "dynamics"
-# The summary numbers the report prints: at the last checkpoint, reverse exact match and the
-# cross-entity probes per subset.
-HEADLINES = (
-    *(f"em_{s}_reverse_final" for s in SUBSETS),
-    *(f"probe_{d}_{s}_best_final" for d in PROBE_DIRECTIONS for s in SUBSETS),
-)
 
 
 @dataclass(frozen=True)
 class DynamicsSummary(Summary):
     """The training dynamics' headline numbers (`result.summary` of `run_analysis`): at the last
     checkpoint, reverse exact match and the cross-entity probes per subset. Per (subset,
-    direction) numbers are in `exact_match` and `lens_final_rank`, the probes and their controls
-    in `probe`."""
+    direction) numbers are details in `exact_match` and `lens_final_rank`, the probes' other
+    moments and controls in `probe_cells`."""
 
-    n_checkpoints: float | None = summary_field("checkpoints measured (step 0 included)")
-    last_step: float | None = summary_field("the training step of the last checkpoint")
-    em_n2d_reverse_final: float | None = summary_field(
-        "exact match of n2d people's reverse questions at the last checkpoint"
-    )
-    em_d2n_reverse_final: float | None = summary_field(
-        "exact match of d2n people's reverse questions at the last checkpoint"
-    )
-    em_both_reverse_final: float | None = summary_field(
-        "exact match of both people's reverse questions at the last checkpoint"
-    )
-    probe_a_to_b_n2d_best_final: float | None = summary_field(
-        "A -> role probe, n2d people: best-layer accuracy at the last checkpoint"
-    )
-    probe_a_to_b_d2n_best_final: float | None = summary_field(
-        "A -> role probe, d2n people: best-layer accuracy at the last checkpoint"
-    )
-    probe_a_to_b_both_best_final: float | None = summary_field(
-        "A -> role probe, both people: best-layer accuracy at the last checkpoint"
-    )
-    probe_b_to_a_n2d_best_final: float | None = summary_field(
-        "B -> first-name probe, n2d people: best-layer accuracy at the last checkpoint"
-    )
-    probe_b_to_a_d2n_best_final: float | None = summary_field(
-        "B -> first-name probe, d2n people: best-layer accuracy at the last checkpoint"
-    )
-    probe_b_to_a_both_best_final: float | None = summary_field(
-        "B -> first-name probe, both people: best-layer accuracy at the last checkpoint"
+    n_checkpoints: float | None = number("checkpoints measured (step 0 included)", NONNEGATIVE)
+    last_step: float | None = number("the training step of the last checkpoint", NONNEGATIVE)
+    em: BySubset = section(BySubset, "exact match of reverse questions", "_reverse_final")
+    probe: ByProbe = section(
+        ByProbe, "the probes' best layer at the last checkpoint", "_best_final"
     )
 
     def exact_match(self) -> dict[tuple[str, str], float]:
@@ -110,7 +83,7 @@ class DynamicsSummary(Summary):
             direction=DIRECTIONS,
         )
 
-    def probe(self, which: str = "best_final") -> dict[tuple[str, str], float]:
+    def probe_cells(self, which: str = "best_final") -> dict[tuple[str, str], float]:
         """Probe accuracy by (direction, subset): `which` is best_final (last checkpoint),
         best_when_learned (where forward exact match first reached 50%), control_randinit (step
         0), control_randlabel (last checkpoint) or chance."""
@@ -269,9 +242,9 @@ def run_analysis(
         },
         "curves": curves(arrays),
         "milestones": milestones(arrays),
-        "summary": summarise(arrays, chance),
+        "summary": summary_json(summarise(arrays), details(arrays, chance)),
     }
-    result = Result(NAME, data, arrays)
+    result: Result[DynamicsSummary] = Result(NAME, data, arrays, summary_type=DynamicsSummary)
     if write:
         write_result(run.path, result)
     return result
@@ -322,19 +295,34 @@ def milestones(a: dict[str, np.ndarray]) -> dict[str, int | None]:
     return out
 
 
-def summarise(
+def summarise(a: dict[str, np.ndarray]) -> DynamicsSummary:
+    """The declared numbers: at the last checkpoint, reverse exact match and the cross-entity
+    probes' best-layer accuracy per subset."""
+    reverse = DIRECTIONS.index("reverse")
+    probes = {
+        d: BySubset(**{s: float(a["probe"][-1, k, i].max()) for i, s in enumerate(SUBSETS)})
+        for k, d in enumerate(PROBE_DIRECTIONS)
+    }
+    return DynamicsSummary(
+        n_checkpoints=float(len(a["steps"])),
+        last_step=float(a["steps"][-1]),
+        em=BySubset(**{s: float(a["exact_match"][-1, i, reverse]) for i, s in enumerate(SUBSETS)}),
+        probe=ByProbe(**probes),
+    )
+
+
+def details(
     a: dict[str, np.ndarray], chance: Float[np.ndarray, "direction subset"]
 ) -> dict[str, float]:
-    """Headline numbers at the last checkpoint and at step 0 (the random-init control), and the
-    probe accuracy at the checkpoint where same-direction exact match first reached 50%."""
-    out: dict[str, float] = {
-        "n_checkpoints": float(len(a["steps"])),
-        "last_step": float(a["steps"][-1]),
-    }
+    """Numbers per (subset, direction) at the last checkpoint and at step 0 (the random-init
+    control), and the probe accuracy at the checkpoint where same-direction exact match first
+    reached 50%."""
+    out: dict[str, float] = {}
     ans, ctl = TARGETS.index("answer"), TARGETS.index("random_entity")
     for i, s in enumerate(SUBSETS):
         for j, d in enumerate(DIRECTIONS):
-            out[f"em_{s}_{d}_final"] = float(a["exact_match"][-1, i, j])
+            if d != "reverse":
+                out[f"em_{s}_{d}_final"] = float(a["exact_match"][-1, i, j])
             out[f"lens_final_rank_{s}_{d}_final"] = float(a["lens_final_rank"][-1, i, j, ans])
             out[f"control_random_entity_lens_final_rank_{s}_{d}_final"] = float(
                 a["lens_final_rank"][-1, i, j, ctl]
@@ -342,7 +330,6 @@ def summarise(
         learned = np.flatnonzero(a["exact_match"][:, i, DIRECTIONS.index("same")] >= 0.5)
         for k, d in enumerate(PROBE_DIRECTIONS):
             best = a["probe"][:, k, i].max(-1)  # [step]
-            out[f"probe_{d}_{s}_best_final"] = float(best[-1])
             out[f"control_randinit_{d}_{s}_best_step0"] = float(best[0])
             out[f"control_randlabel_{d}_{s}_best_final"] = float(a["probe_control"][-1, k, i].max())
             out[f"chance_{d}_{s}"] = float(chance[k, i])

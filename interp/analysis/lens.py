@@ -74,54 +74,50 @@ from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.model import build_model
-from interp.results import Result, Summary, summary_field, write_result
+from interp.results import Result, Section, Summary, number, section, summary_json, write_result
 from interp.runs import Run
-from interp.stats import run_seed
+from interp.stats import NONNEGATIVE, RANK, run_seed
 
 POSITIONS = ("a_last", "b_last", "final")  # where the lens reads the residual stream
 TARGETS = ("answer", "random_entity")  # the answer's first token; the control's
 STATS = ("mean_rank", "median_rank", "mean_log_rank", "mean_prob", "mean_logprob")
 NAME = "lens"
-# The summary numbers the report prints: median rank of the answer's first token at the final
-# position, last layer, forward vs reverse (all subsets pooled), and the random-init control.
-HEADLINES = (
-    "final_pos_rank_last_layer_all_same",
-    "final_pos_rank_last_layer_all_reverse",
-    "control_random_init_final_pos_rank_last_layer_all_same",
-    "control_random_init_final_pos_rank_last_layer_all_reverse",
-    # KL(final || lens) on held-out people, mean over the layers before the last: the tuned lens
-    # beside the logit lens (the tuned one only where the study fits it)
-    "kl_logit_heldout_mean",
-    "kl_tuned_heldout_mean",
-)
+
+
+@dataclass(frozen=True)
+class RankByDirection(Section):
+    """Median 1-based rank of the answer's first token (1 = top), over every prompt of a
+    direction (all subsets pooled)."""
+
+    same: float | None = number("forward prompts", RANK, headline=True)
+    reverse: float | None = number("reverse prompts", RANK, headline=True)
 
 
 @dataclass(frozen=True)
 class LensSummary(Summary):
     """The lens's headline numbers (`result.summary` of `run_analysis`): median 1-based rank of
     the answer's first token over the vocabulary (1 = top; chance is `chance_rank`), last layer,
-    and the held-out KL of each lens to the model's final distribution."""
+    and the held-out KL of each lens to the model's final distribution. Per-cell ranks (subset x
+    direction x position, best layers) and KL per layer are details (`rank_last_layer`,
+    `kl_by_layer`)."""
 
-    final_pos_rank_last_layer_all_same: float | None = summary_field(
-        "logit lens, final prompt position, last layer: median rank, forward prompts of every "
-        "subset"
+    final_pos_rank_last_layer_all: RankByDirection = section(
+        RankByDirection, "logit lens, final prompt position, last layer"
     )
-    final_pos_rank_last_layer_all_reverse: float | None = summary_field(
-        "the same on reverse prompts"
+    control_random_init_final_pos_rank_last_layer_all: RankByDirection = section(
+        RankByDirection, "the same on the run's random initial weights (about chance_rank)"
     )
-    control_random_init_final_pos_rank_last_layer_all_same: float | None = summary_field(
-        "the same forward rank on the run's random initial weights (about chance_rank)"
+    kl_logit_heldout_mean: float | None = number(
+        "KL(final || logit lens), nats, on held-out people, mean over the layers before the last",
+        NONNEGATIVE,
+        headline=True,
     )
-    control_random_init_final_pos_rank_last_layer_all_reverse: float | None = summary_field(
-        "the same reverse rank on the random initial weights"
+    kl_tuned_heldout_mean: float | None = number(
+        "the same for the tuned lens (None unless it was trained: `tuned`)",
+        NONNEGATIVE,
+        headline=True,
     )
-    kl_logit_heldout_mean: float | None = summary_field(
-        "KL(final || logit lens), nats, on held-out people, mean over the layers before the last"
-    )
-    kl_tuned_heldout_mean: float | None = summary_field(
-        "the same for the tuned lens (None unless it was trained: `tuned`)"
-    )
-    chance_rank: float | None = summary_field("(d_vocab + 1) / 2, the rank of a random guess")
+    chance_rank: float | None = number("(d_vocab + 1) / 2, the rank of a random guess", RANK)
 
     def kl_by_layer(self, lens: str = "logit") -> tuple[float, ...]:
         """KL(final || `lens`) on held-out people per layer 0 .. n_layers - 1 (nats)."""
@@ -373,10 +369,10 @@ def run_analysis(
 
     data = {
         "options": opts.to_json(),
-        "summary": {
-            **summarise(stats_by_lens, counts, kl, n_layers, ds.d_vocab),
-            **pooled_final_ranks(arrays, list(lenses)),
-        },
+        "summary": summary_json(
+            headline_summary(arrays, list(lenses), kl, n_layers, ds.d_vocab),
+            summarise(stats_by_lens, counts, kl, n_layers),
+        ),
         "axes": {
             "subset": list(SUBSETS),
             "direction": list(DIRECTIONS),
@@ -399,7 +395,7 @@ def run_analysis(
         "kl_to_final": {k: v for k, v in kl.items() if k.startswith("kl_")},
         "files": {"arrays": "lens.npz", "tuned_lens": "tuned_lens.safetensors" if tuned else None},
     }
-    result = Result(NAME, data, arrays)
+    result: Result[LensSummary] = Result(NAME, data, arrays, summary_type=LensSummary)
     if write:
         write_result(run.path, result)
     return result
@@ -428,12 +424,11 @@ def summarise(
     counts: np.ndarray,
     kl: dict[str, Any],
     n_layers: int,
-    d_vocab: int,
 ) -> dict[str, float]:
-    """The flat headline numbers: median rank of the answer's first token at the final position
-    and the in-prompt entity's last token (last layer, and best layer for the entity position),
-    with the random-entity and random-init controls at the same places, and KL per layer."""
-    out: dict[str, float] = {"chance_rank": (d_vocab + 1) / 2}
+    """The details: median rank of the answer's first token at the final position and the
+    in-prompt entity's last token (last layer, and best layer for the entity position), with the
+    random-entity and random-init controls at the same places, and KL per layer."""
+    out: dict[str, float] = {}
     ans, ctl = TARGETS.index("answer"), TARGETS.index("random_entity")
     for i, s in enumerate(SUBSETS):
         for j, d in enumerate(DIRECTIONS):
@@ -469,24 +464,42 @@ def summarise(
             which = name.split("_")[1]
             for layer, v in enumerate(values[:n_layers]):
                 out[f"kl_{which}_layer{layer}"] = float(v)
-            # the last layer is the model itself (KL 0 for both), so it is left out of the mean
-            out[f"kl_{which}_heldout_mean"] = float(np.mean(values[:n_layers]))
     return out
 
 
-def pooled_final_ranks(arrays: dict[str, np.ndarray], lenses: list[str]) -> dict[str, float]:
-    """Median rank of the answer's first token at the final position, last layer, over every
-    prompt of a direction (all subsets pooled): the random-init control's most stable number."""
-    out = {}
+def headline_summary(
+    arrays: dict[str, np.ndarray],
+    lenses: list[str],
+    kl: dict[str, Any],
+    n_layers: int,
+    d_vocab: int,
+) -> LensSummary:
+    """The declared numbers: median rank of the answer's first token at the final position, last
+    layer, over every prompt of a direction (all subsets pooled; the random-init control's most
+    stable number), and each lens's held-out KL, mean over the layers before the last (the last
+    is the model itself, KL 0 for both)."""
     k, ans = POSITIONS.index("final"), TARGETS.index("answer")
-    for lens in ("logit", "random_init"):
+
+    def pooled(lens: str) -> RankByDirection:
         if lens not in lenses:
-            continue
-        prefix = "" if lens == "logit" else "control_random_init_"
-        for d in DIRECTIONS:
-            r = arrays[f"{lens}_rank"][arrays["direction"] == d, ans, k, -1]
-            out[f"{prefix}final_pos_rank_last_layer_all_{d}"] = float(np.median(r))
-    return out
+            return RankByDirection()
+        ranks = {
+            d: float(np.median(arrays[f"{lens}_rank"][arrays["direction"] == d, ans, k, -1]))
+            for d in DIRECTIONS
+        }
+        return RankByDirection(**ranks)
+
+    def kl_mean(lens: str) -> float | None:
+        values = kl.get(f"kl_{lens}_heldout")
+        return None if values is None else float(np.mean(values[:n_layers]))
+
+    return LensSummary(
+        final_pos_rank_last_layer_all=pooled("logit"),
+        control_random_init_final_pos_rank_last_layer_all=pooled("random_init"),
+        kl_logit_heldout_mean=kl_mean("logit"),
+        kl_tuned_heldout_mean=kl_mean("tuned"),
+        chance_rank=(d_vocab + 1) / 2,
+    )
 
 
 def format_summary(result: Result) -> str:

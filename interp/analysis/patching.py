@@ -58,7 +58,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -76,16 +76,16 @@ from interp.analysis.activation_patching import (
     patch_cells,
     run_metric,
 )
-from interp.analysis.options import SEED_MAX, Options, option
 from interp.analysis.patching_summary import (  # the numbers of the study, re-exported
-    CORRUPTIONS,
     QUERIES,
     SEVER,
-    SITES,
+    PatchingOptions,
+    TraceGrids,
+    details,
     entity_span,
     severed_restoration,
+    summarise,
     summarise_group,
-    summary,
 )
 from interp.analysis.patching_summary import (
     PatchingSummary as PatchingSummary,
@@ -111,10 +111,9 @@ from interp.analysis.patching_summary import (
 from interp.analysis.patching_summary import (
     site_restoration as site_restoration,
 )
-from interp.data.dataset import TEMPLATE_KINDS, Example, FactDataset, pad_batch
-from interp.data.world import SUBSETS
+from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.errors import UserError
-from interp.results import Result, write_result
+from interp.results import Result, summary_json, write_result
 from interp.runs import Run
 from interp.stats import run_seed
 
@@ -126,70 +125,9 @@ SCORE_UNITS = {
 }
 
 NAME = "patching"
-# The summary numbers the report prints: the n2d entity-swap numbers, forward vs reverse (raw
-# clean - corrupted gap; best resid_pre restoration and its wrong-source control where defined),
-# and which sites carry the forward fact: per activation, the largest restored fraction over
-# layers at the entity's last token and at the final position (each run's within-run interval
-# over people, and its layer, are in the JSON's summary beside it).
-HEADLINES = (
-    *(
-        f"{q}_{k}"
-        for q in ("forward", "reverse")
-        for k in ("clean_minus_corrupt", "best_restoration", "control_best_restoration")
-    ),
-    *(f"forward_{site}_{a}_max" for site in SITES for a in ACTS),
-    # ROME's severed path at A's last token: resid_pre restored with nothing, the MLPs, or
-    # attention frozen at their corrupted values downstream (largest over layers)
-    *(f"forward_severed_{v}_max" for v in ("none", "mlp", "attn")),
-)
-
-
-@dataclass(frozen=True)
-class PatchingOptions(Options):
-    """What `run_analysis` patches and how (each help line is also the CLI's --help)."""
-
-    corruptions: tuple[str, ...] = option(
-        CORRUPTIONS,
-        "entity swap and/or Gaussian noise on the entity's token embeddings",
-        choices=CORRUPTIONS,
-    )
-    templates: str = option(
-        "train", "prompts on training or held-out templates", choices=TEMPLATE_KINDS
-    )
-    batch_size: int = option(512, "patched cells per forward pass; lower it to save memory", min=1)
-    max_prompts: int = option(32, "prompts per subset x query, a seeded sample; 0 = all", min=0)
-    noise_samples: int = option(5, "noise draws per prompt for the noise corruption", min=1)
-    noise_scale: float = option(
-        3.0,
-        "noise std in units of the entity token embeddings' std (ROME: 3)",
-        min=0,
-        min_open=True,
-    )
-    min_gap: float = option(1.0, "smallest clean - corrupted score gap for a normalised map", min=0)
-    seed: int = option(
-        0,
-        "offset on the run's item seed (stats.run_seed) of prompt sampling, swap partners, noise",
-        min=0,
-        max=SEED_MAX,
-    )
-    subsets: tuple[str, ...] = option(SUBSETS, "subsets whose facts are patched", choices=SUBSETS)
 
 
 # --- corruptions over sets of prompts -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TraceGrids:
-    """Raw scores of every patched cell of a set of prompts, with the two baselines."""
-
-    patched: Float[Tensor, "prompt act layer pos"]  # NaN past each prompt's length
-    clean: Float[Tensor, " prompt"]
-    corrupted: Float[Tensor, " prompt"]
-    lengths: Int[Tensor, " prompt"]
-
-    def normalised(self) -> Float[Tensor, "prompt act layer pos"]:
-        gap = (self.clean - self.corrupted)[:, None, None, None]
-        return (self.patched - self.corrupted[:, None, None, None]) / gap
 
 
 def _tokens(
@@ -601,9 +539,9 @@ def run_analysis(
             for q, d in QUERIES.items()
         },
         "groups": groups,
-        "summary": summary(groups),
+        "summary": summary_json(summarise(groups), details(groups)),
     }
-    result = Result(NAME, data, arrays)
+    result: Result[PatchingSummary] = Result(NAME, data, arrays, summary_type=PatchingSummary)
     if write:
         write_result(run.path, result)
     return result

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
 import numpy as np
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.analysis.activation_patching import ACTS
-from interp.data.dataset import Example, FactDataset
+from interp.analysis.options import SEED_MAX, Options, option
+from interp.data.dataset import TEMPLATE_KINDS, Example, FactDataset
 from interp.data.world import SUBSETS
-from interp.results import Result, Summary, summary_field
-from interp.stats import mean_ci
-
-if TYPE_CHECKING:
-    from interp.analysis.patching import PatchingOptions, TraceGrids
+from interp.results import Result, Section, Summary, number, section
+from interp.stats import NONNEGATIVE, REAL, mean_ci
 
 QUERIES = {"forward": "same", "reverse": "reverse"}  # query name -> dataset direction
 SITES = ("entity_last", "final")  # the entity's last token (A's, forward) and the final position
@@ -32,92 +30,113 @@ CORRUPTIONS = ("swap", "noise")
 SEVER = ("none", "mlp", "attn")  # severed path: nothing, the MLPs or attention frozen corrupted
 
 
-class MaxOverLayers(NamedTuple):
-    """The largest restored fraction over layers, with its within-run 95% interval over people."""
+@dataclass(frozen=True)
+class PatchingOptions(Options):
+    """What `run_analysis` patches and how (each help line is also the CLI's --help)."""
 
-    value: float | None
-    low: float | None
-    high: float | None
-    layer: float | None
+    corruptions: tuple[str, ...] = option(
+        CORRUPTIONS,
+        "entity swap and/or Gaussian noise on the entity's token embeddings",
+        choices=CORRUPTIONS,
+    )
+    templates: str = option(
+        "train", "prompts on training or held-out templates", choices=TEMPLATE_KINDS
+    )
+    batch_size: int = option(512, "patched cells per forward pass; lower it to save memory", min=1)
+    max_prompts: int = option(32, "prompts per subset x query, a seeded sample; 0 = all", min=0)
+    noise_samples: int = option(5, "noise draws per prompt for the noise corruption", min=1)
+    noise_scale: float = option(
+        3.0,
+        "noise std in units of the entity token embeddings' std (ROME: 3)",
+        min=0,
+        min_open=True,
+    )
+    min_gap: float = option(1.0, "smallest clean - corrupted score gap for a normalised map", min=0)
+    seed: int = option(
+        0,
+        "offset on the run's item seed (stats.run_seed) of prompt sampling, swap partners, noise",
+        min=0,
+        max=SEED_MAX,
+    )
+    subsets: tuple[str, ...] = option(SUBSETS, "subsets whose facts are patched", choices=SUBSETS)
+
+
+@dataclass(frozen=True)
+class TraceGrids:
+    """Raw scores of every patched cell of a set of prompts, with the two baselines."""
+
+    patched: Float[Tensor, "prompt act layer pos"]  # NaN past each prompt's length
+    clean: Float[Tensor, " prompt"]
+    corrupted: Float[Tensor, " prompt"]
+    lengths: Int[Tensor, " prompt"]
+
+    def normalised(self) -> Float[Tensor, "prompt act layer pos"]:
+        gap = (self.clean - self.corrupted)[:, None, None, None]
+        return (self.patched - self.corrupted[:, None, None, None]) / gap
+
+
+@dataclass(frozen=True)
+class MaxOverLayers(Section):
+    """The largest restored fraction over layers, its within-run 95% interval over people and
+    its layer."""
+
+    value: float | None = number("largest restored fraction over layers", REAL, headline=True)
+    low: float | None = number("its 95% interval over people, low end", REAL)
+    high: float | None = number("its 95% interval over people, high end", REAL)
+    layer: float | None = number("the layer where it is largest", NONNEGATIVE)
+
+
+@dataclass(frozen=True)
+class Sites(Section):
+    """Restored fraction per activation at one site (largest over layers)."""
+
+    resid_pre_max: MaxOverLayers = section(MaxOverLayers, "the residual stream into the block")
+    attn_out_max: MaxOverLayers = section(MaxOverLayers, "attention's output")
+    mlp_out_max: MaxOverLayers = section(MaxOverLayers, "the MLP's output (ROME's site)")
+
+
+@dataclass(frozen=True)
+class Severed(Section):
+    """ROME's severed path: resid_pre at the entity's last token restored with nothing, the
+    downstream MLPs or downstream attention at that token frozen at their corrupted values."""
+
+    none_max: MaxOverLayers = section(MaxOverLayers, "nothing frozen")
+    mlp_max: MaxOverLayers = section(MaxOverLayers, "the downstream MLPs frozen corrupted")
+    attn_max: MaxOverLayers = section(MaxOverLayers, "downstream attention frozen corrupted")
+
+
+@dataclass(frozen=True)
+class Query(Section):
+    """One query's numbers (n2d, entity swap). Restorations are normalised (corrupted 0, clean
+    1) and exist only where the clean - corrupted gap is meaningful; the gap is a raw logit
+    difference."""
+
+    clean_minus_corrupt: float | None = number(
+        "mean clean - corrupted logit difference, final position", REAL, headline=True
+    )
+    best_restoration: float | None = number(
+        "largest normalised restoration by one resid_pre cell", REAL, headline=True
+    )
+    control_best_restoration: float | None = number(
+        "the same from a third person's clean run (wrong-source control)", REAL, headline=True
+    )
+    best_layer: float | None = number("the layer of the best resid_pre cell", NONNEGATIVE)
+    clean: float | None = number("mean clean score", REAL)
+    corrupted: float | None = number("mean corrupted score", REAL)
+    entity_last: Sites = section(Sites, "restored fraction at the entity's last token")
+    final: Sites = section(Sites, "restored fraction at the final position")
+    severed: Severed = section(Severed, "ROME's severed path at the entity's last token")
 
 
 @dataclass(frozen=True)
 class PatchingSummary(Summary):
     """Activation patching's headline numbers (`result.summary` of `run_analysis`): the n2d
-    entity swap, forward vs reverse. Restorations are normalised (corrupted 0, clean 1) and exist
-    only where the clean - corrupted gap is meaningful (None otherwise); the gaps are raw logit
-    differences."""
+    entity swap, forward vs reverse (the reverse gap is near 0 under the curse, so its
+    restorations are usually undefined). Per-group numbers (subset x query x corruption) are
+    details (`group_gaps`)."""
 
-    forward_clean_minus_corrupt: float | None = summary_field(
-        "forward (n2d, swap): mean clean - corrupted logit difference, final position"
-    )
-    forward_best_restoration: float | None = summary_field(
-        "forward: largest normalised restoration by one resid_pre cell"
-    )
-    forward_control_best_restoration: float | None = summary_field(
-        "forward: the same from a third person's clean run (wrong source control)"
-    )
-    forward_best_layer: float | None = summary_field(
-        "forward: the layer of the best resid_pre cell"
-    )
-    forward_clean: float | None = summary_field("forward: mean clean score")
-    forward_corrupted: float | None = summary_field("forward: mean corrupted score")
-    reverse_clean_minus_corrupt: float | None = summary_field(
-        "reverse (n2d, swap): mean clean - corrupted logit difference (near 0 under the curse)"
-    )
-    reverse_best_restoration: float | None = summary_field(
-        "reverse: largest normalised resid_pre restoration (None: gap not meaningful)"
-    )
-    reverse_control_best_restoration: float | None = summary_field(
-        "reverse: its wrong-source control"
-    )
-    reverse_best_layer: float | None = summary_field("reverse: the layer of the best cell")
-    reverse_clean: float | None = summary_field("reverse: mean clean score")
-    reverse_corrupted: float | None = summary_field("reverse: mean corrupted score")
-    forward_entity_last_resid_pre_max: float | None = summary_field(
-        "forward: restored fraction at the entity's last token, resid_pre, largest over layers"
-    )
-    forward_entity_last_attn_out_max: float | None = summary_field(
-        "the same for attn_out at the entity's last token"
-    )
-    forward_entity_last_mlp_out_max: float | None = summary_field(
-        "the same for mlp_out at the entity's last token (ROME's site)"
-    )
-    forward_final_resid_pre_max: float | None = summary_field(
-        "forward: restored fraction at the final position, resid_pre, largest over layers"
-    )
-    forward_final_attn_out_max: float | None = summary_field("the same for attn_out, final")
-    forward_final_mlp_out_max: float | None = summary_field("the same for mlp_out, final")
-    forward_severed_none_max: float | None = summary_field(
-        "forward severed path: resid_pre at the entity's last token restored, nothing frozen"
-    )
-    forward_severed_mlp_max: float | None = summary_field(
-        "the same with the downstream MLPs at that token frozen corrupted"
-    )
-    forward_severed_attn_max: float | None = summary_field(
-        "the same with downstream attention at that token frozen corrupted"
-    )
-
-    def _max(self, key: str) -> MaxOverLayers:
-        return MaxOverLayers(*(self.get(key + x) for x in ("", "_low", "_high", "_layer")))
-
-    def site_max(self, query: str = "forward") -> dict[tuple[str, str], MaxOverLayers]:
-        """By (site, act): the largest restored fraction over layers with its interval and layer
-        (sites: the entity's last token and the final position; only where meaningful)."""
-        return {
-            (site, a): self._max(f"{query}_{site}_{a}_max")
-            for site in SITES
-            for a in ACTS
-            if f"{query}_{site}_{a}_max" in self
-        }
-
-    def severed_max(self, query: str = "forward") -> dict[str, MaxOverLayers]:
-        """By what is frozen (none, mlp, attn): the severed path's largest restoration."""
-        return {
-            v: self._max(f"{query}_severed_{v}_max")
-            for v in SEVER
-            if f"{query}_severed_{v}_max" in self
-        }
+    forward: Query = section(Query, "forward queries (n2d, entity swap)")
+    reverse: Query = section(Query, "reverse queries (n2d, entity swap)")
 
     def group_gaps(self) -> dict[tuple[str, str, str], float]:
         """Mean clean - corrupted score by (subset, query, corruption), every group patched."""
@@ -376,10 +395,10 @@ def site_restoration(
     return out, arrays
 
 
-def summary(groups: dict[str, Any]) -> dict[str, float]:
-    """Flat headline numbers. Per group `<subset>_<query>_<corruption>_`: `clean_minus_corrupt`
-    (raw score gap, always), `<act>_best` and `control_best` (max normalised effect, only where
-    the gap is meaningful). Headlines: `forward_*` / `reverse_*` are the n2d swap numbers."""
+def details(groups: dict[str, Any]) -> dict[str, float]:
+    """Per group `<subset>_<query>_<corruption>_`: `clean_minus_corrupt` (raw score gap,
+    always), `<act>_best` and `control_best` (max normalised effect, only where the gap is
+    meaningful)."""
     out: dict[str, float] = {}
     for subset, by_q in groups.items():
         for query, by_c in by_q.items():
@@ -392,32 +411,50 @@ def summary(groups: dict[str, Any]) -> dict[str, float]:
                     out[f"{key}_{a}_best"] = g["best"][a]["value"]
                 if g.get("control") and g["control"]["best"]:
                     out[f"{key}_control_best"] = g["control"]["best"]["value"]
-    for query in QUERIES:
-        g = groups.get("n2d", {}).get(query, {}).get("swap")
-        if g is None:
-            continue
-        out[f"{query}_clean_minus_corrupt"] = g["clean_minus_corrupt"]["mean"]
-        out[f"{query}_clean"] = g["clean"]["mean"]
-        out[f"{query}_corrupted"] = g["corrupted"]["mean"]
-        if g["meaningful"]:
-            out[f"{query}_best_restoration"] = g["best"]["resid_pre"]["value"]
-            out[f"{query}_best_layer"] = float(g["best"]["resid_pre"]["layer"])
-            if g.get("control") and g["control"]["best"]:
-                out[f"{query}_control_best_restoration"] = g["control"]["best"]["value"]
-            for site, by_act in g.get("sites", {}).items():
-                for a in ACTS:
-                    m = by_act[a]["max"]
-                    key = f"{query}_{site}_{a}_max"
-                    out[key] = m["value"]
-                    out[f"{key}_layer"] = float(m["layer"])
-                    out[f"{key}_low"], out[f"{key}_high"] = m["ci95"]
-            for sever in SEVER if "severed" in g else ():
-                m = g["severed"][sever]["max"]
-                key = f"{query}_severed_{sever}_max"
-                out[key] = m["value"]
-                out[f"{key}_layer"] = float(m["layer"])
-                out[f"{key}_low"], out[f"{key}_high"] = m["ci95"]
     return out
+
+
+def _max(m: dict[str, Any]) -> MaxOverLayers:
+    return MaxOverLayers(m["value"], m["ci95"][0], m["ci95"][1], float(m["layer"]))
+
+
+def query_numbers(g: dict[str, Any] | None) -> Query:
+    """One query's declared numbers from its n2d swap group (empty without the group)."""
+    if g is None:
+        return Query()
+    meaningful = g["meaningful"]
+    control = g.get("control") or {}
+    sites = {
+        site: Sites(**{f"{a}_max": _max(by_act[a]["max"]) for a in ACTS})
+        for site, by_act in (g.get("sites", {}) if meaningful else {}).items()
+    }
+    severed = (
+        Severed(**{f"{v}_max": _max(g["severed"][v]["max"]) for v in SEVER})
+        if meaningful and "severed" in g
+        else Severed()
+    )
+    best = g["best"]["resid_pre"]
+    return Query(
+        clean_minus_corrupt=g["clean_minus_corrupt"]["mean"],
+        best_restoration=best["value"] if meaningful else None,
+        control_best_restoration=(
+            control["best"]["value"] if meaningful and control.get("best") else None
+        ),
+        best_layer=float(best["layer"]) if meaningful else None,
+        clean=g["clean"]["mean"],
+        corrupted=g["corrupted"]["mean"],
+        severed=severed,
+        **sites,
+    )
+
+
+def summarise(groups: dict[str, Any]) -> PatchingSummary:
+    """The declared numbers: the n2d swap group of each query."""
+    n2d = groups.get("n2d", {})
+    return PatchingSummary(
+        forward=query_numbers(n2d.get("forward", {}).get("swap")),
+        reverse=query_numbers(n2d.get("reverse", {}).get("swap")),
+    )
 
 
 def format_summary(result: Result) -> str:

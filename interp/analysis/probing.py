@@ -65,20 +65,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
-from scipy import optimize
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from interp.analysis.linear_probe import (
+    cross_validated_correct,
+    majority_rate,
+    proportional_chance,
+)
 from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.dataset import FactDataset, entity_alone, pad_batch
 from interp.data.world import SUBSETS, Person
 from interp.errors import UserError
 from interp.model import build_model
-from interp.results import Result, Summary, summary_field, write_result
+from interp.results import Result, Section, Summary, number, section, summary_json, write_result
 from interp.runs import Run
-from interp.stats import run_seed
+from interp.stats import UNIT, run_seed
 
 SITES = ("resid", "mlp_out", "prompt_final")
 PROBE_DIRECTIONS = ("a_to_b", "b_to_a")
@@ -90,14 +94,23 @@ SITE_TAG = {"resid": "", "mlp_out": "mlp_", "prompt_final": "prompt_"}  # in sum
 
 
 NAME = "probing"
-# The summary numbers the report prints (the rest stay in the JSON): the cross-entity probes on
-# the residual stream per subset, against the random-label control.
-HEADLINES = tuple(
-    f"{k}_{d}_{s}_best"
-    for d in PROBE_DIRECTIONS
-    for s in SUBSETS
-    for k in ("probe", "control_randlabel")
-)
+
+
+@dataclass(frozen=True)
+class BySubset(Section):
+    """A rate per subset of people (a probe's accuracy, an exact match)."""
+
+    n2d: float | None = number("n2d people", UNIT, headline=True)
+    d2n: float | None = number("d2n people", UNIT, headline=True)
+    both: float | None = number("both people", UNIT, headline=True)
+
+
+@dataclass(frozen=True)
+class ByProbe(Section):
+    """The two cross-entity probes, each on an entity alone."""
+
+    a_to_b: BySubset = section(BySubset, "A alone -> B's role")
+    b_to_a: BySubset = section(BySubset, "B alone -> A's first-name class")
 
 
 @dataclass(frozen=True)
@@ -105,48 +118,18 @@ class ProbingSummary(Summary):
     """Probing's headline numbers (`result.summary` of `run_analysis`): best-layer accuracy of
     the cross-entity probes on an entity's own representation (entity alone), per subset, with
     the random-label control; chance is `chance_a_to_b` / `chance_b_to_a`. Every site
-    (resid, mlp_out, prompt_final) and control is in `best` and `selectivity`."""
+    (resid, mlp_out, prompt_final) and control is in `best` and `selectivity` (details)."""
 
-    probe_a_to_b_n2d_best: float | None = summary_field(
-        "A -> B's role probe, resid, n2d people: cross-validated accuracy, best layer"
+    probe: ByProbe = section(
+        ByProbe, "the probes on the trained model, residual stream, best layer", "_best"
     )
-    control_randlabel_a_to_b_n2d_best: float | None = summary_field(
-        "the same probe on shuffled labels (the random-label control), best layer"
+    control_randlabel: ByProbe = section(
+        ByProbe, "the same probes on shuffled labels (the random-label control)", "_best"
     )
-    probe_a_to_b_d2n_best: float | None = summary_field(
-        "A -> B's role probe, resid, d2n people: cross-validated accuracy, best layer"
+    chance_a_to_b: float | None = number(
+        "chance accuracy of the A -> role probe (majority class), mean over subsets", UNIT
     )
-    control_randlabel_a_to_b_d2n_best: float | None = summary_field(
-        "the same probe on shuffled labels (the random-label control), best layer"
-    )
-    probe_a_to_b_both_best: float | None = summary_field(
-        "A -> B's role probe, resid, both people: cross-validated accuracy, best layer"
-    )
-    control_randlabel_a_to_b_both_best: float | None = summary_field(
-        "the same probe on shuffled labels (the random-label control), best layer"
-    )
-    probe_b_to_a_n2d_best: float | None = summary_field(
-        "B -> first-name class probe, resid, n2d people: cross-validated accuracy, best layer"
-    )
-    control_randlabel_b_to_a_n2d_best: float | None = summary_field(
-        "the same probe on shuffled labels (the random-label control), best layer"
-    )
-    probe_b_to_a_d2n_best: float | None = summary_field(
-        "B -> first-name class probe, resid, d2n people: cross-validated accuracy, best layer"
-    )
-    control_randlabel_b_to_a_d2n_best: float | None = summary_field(
-        "the same probe on shuffled labels (the random-label control), best layer"
-    )
-    probe_b_to_a_both_best: float | None = summary_field(
-        "B -> first-name class probe, resid, both people: cross-validated accuracy, best layer"
-    )
-    control_randlabel_b_to_a_both_best: float | None = summary_field(
-        "the same probe on shuffled labels (the random-label control), best layer"
-    )
-    chance_a_to_b: float | None = summary_field(
-        "chance accuracy of the A -> role probe (majority class), mean over subsets"
-    )
-    chance_b_to_a: float | None = summary_field("the same for the B -> first-name probe")
+    chance_b_to_a: float | None = number("the same for the B -> first-name probe", UNIT)
 
     def best(self, site: str = "resid", condition: str = "probe") -> dict[tuple[str, str], float]:
         """Best-layer accuracy by (direction, subset) at `site` (resid, mlp_out, prompt_final),
@@ -197,114 +180,6 @@ class ProbingOptions(Options):
                 f"--folds {self.folds} exceeds the {n_people} people per subset: "
                 f"use --folds {n_people} or fewer"
             )
-
-
-def person_folds(
-    people: Int[np.ndarray, " n"], k: int, seed: int, strata: Int[np.ndarray, " n"] | None = None
-) -> list[tuple[Int[np.ndarray, " n_train"], Int[np.ndarray, " n_test"]]]:
-    """Split rows into k folds by person: (train rows, test rows) per fold.
-
-    Distinct people are shuffled with `seed` and dealt round-robin into k folds; every row of a
-    person lands in the same fold, so no person is ever in both train and test, and every person
-    is tested exactly once. With `strata` (one value per row, constant within a person: the
-    label), people are dealt stratum by stratum, so every fold keeps about the subset's class
-    proportions. Without stratification a small-sample probe that knows nothing scores *below*
-    chance, because the classes a test fold over-represents are under-represented in its
-    training fold.
-    """
-    people_arr = np.asarray(people)
-    unique = np.unique(people_arr)
-    if not 2 <= k <= len(unique):
-        raise UserError(f"cannot split {len(unique)} people into {k} folds: use 2..{len(unique)}")
-    rng = np.random.default_rng(seed)
-    if strata is None:
-        groups = [rng.permutation(unique)]
-    else:
-        first_row = {p: i for i, p in reversed(list(enumerate(people_arr.tolist())))}
-        stratum = np.array([np.asarray(strata)[first_row[p]] for p in unique.tolist()])
-        groups = [rng.permutation(unique[stratum == v]) for v in np.unique(stratum)]
-    order = np.concatenate(groups)  # people, stratum after stratum; dealt round-robin below
-    fold_of = {int(p): i % k for i, p in enumerate(order)}
-    assignment = np.array([fold_of[int(p)] for p in people_arr])
-    return [(np.flatnonzero(assignment != f), np.flatnonzero(assignment == f)) for f in range(k)]
-
-
-def _probe_loss(
-    theta: Float[np.ndarray, " params"],
-    x: Float[np.ndarray, "n d"],
-    onehot: Float[np.ndarray, "n k"],
-    alpha: float,
-) -> tuple[float, Float[np.ndarray, " params"]]:
-    """Mean multinomial cross-entropy + alpha/2 ||W||^2 (intercept unpenalised) and its gradient."""
-    n, d = x.shape
-    k = onehot.shape[1]
-    W, b = theta[: k * d].reshape(k, d), theta[k * d :]
-    z = x @ W.T + b
-    z -= z.max(1, keepdims=True)
-    lse = np.log(np.exp(z).sum(1, keepdims=True))
-    loss = float((lse - z)[onehot > 0].sum() / n + 0.5 * alpha * (W * W).sum())
-    g = (np.exp(z - lse) - onehot) / n  # d loss / d logits
-    grad = np.concatenate([(g.T @ x + alpha * W).ravel(), g.sum(0)])
-    return loss, grad
-
-
-def fit_probe(
-    x_train: Float[np.ndarray, "n_train d"],
-    y_train: Int[np.ndarray, " n_train"],
-    x_test: Float[np.ndarray, "n_test d"],
-    C: float = 1.0,
-    tol: float = 1e-4,
-    max_iter: int = 2000,
-) -> Int[np.ndarray, " n_test"]:
-    """Fit a standardised L2 logistic-regression probe on the training rows; predict the test rows.
-
-    The model and solver of scikit-learn's `StandardScaler` + `LogisticRegression(C=C)`
-    (multinomial over the classes present, objective C * sum of cross-entropies + ||W||^2 / 2
-    with the intercept unpenalised, L-BFGS from zero with gradient tolerance `tol` on the mean
-    loss), written directly against `scipy.optimize`: without scikit-learn's per-call input
-    validation it is about 5x faster on the probes' sizes, and the kit fits thousands of them.
-    A test checks it against scikit-learn. A training fold with a single class predicts that
-    class (there is nothing to fit).
-    """
-    classes, y_idx = np.unique(y_train, return_inverse=True)
-    if len(classes) == 1:
-        return np.full(len(x_test), classes[0], dtype=np.int64)
-    x_train = np.asarray(x_train, np.float64)
-    mean, std = x_train.mean(0), x_train.std(0)
-    std[std < 10 * np.finfo(np.float64).eps] = 1.0  # constant features, as StandardScaler
-    xs = (x_train - mean) / std
-    n, d = xs.shape
-    k = len(classes)
-    onehot = np.eye(k)[y_idx.reshape(-1)]
-    res = optimize.minimize(
-        _probe_loss,
-        np.zeros(k * d + k),
-        args=(xs, onehot, 1.0 / (C * n)),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
-    )
-    W, b = res.x[: k * d].reshape(k, d), res.x[k * d :]
-    z = ((np.asarray(x_test, np.float64) - mean) / std) @ W.T + b
-    return classes[z.argmax(1)].astype(np.int64)
-
-
-def cross_validated_correct(
-    x: Float[np.ndarray, "n d"],
-    y: Int[np.ndarray, " n"],
-    people: Int[np.ndarray, " n"],
-    k: int,
-    seed: int,
-    C: float = 1.0,
-) -> Bool[np.ndarray, " n"]:
-    """For every row, whether the probe of the fold that held its person out predicts it right.
-
-    Folds are over people and stratified by the labels `y` (see `person_folds`).
-    """
-    correct = np.zeros(len(y), dtype=bool)
-    for train, test in person_folds(people, k, seed, strata=y):
-        correct[test] = fit_probe(x[train], y[train], x[test], C) == y[test]
-    return correct
 
 
 @torch.no_grad()
@@ -380,11 +255,6 @@ def control_labels(y: Int[np.ndarray, " n"], seed: int) -> Int[np.ndarray, " n"]
     return np.random.default_rng(seed).permutation(y)
 
 
-def majority_rate(y: Int[np.ndarray, " n"]) -> float:
-    """Chance level: accuracy of always guessing the most frequent label."""
-    return float(np.bincount(y).max() / len(y))
-
-
 def probe_people(dataset: FactDataset) -> dict[str, list[Person]]:
     """The trained people of each subset; refuses datasets without the synthetic attributes."""
     if dataset.world is None or not dataset.people:
@@ -441,12 +311,6 @@ def check_people(dataset: FactDataset, opts: ProbingOptions) -> dict[str, list[P
     return by_subset
 
 
-def proportional_chance(y: Int[np.ndarray, " n"]) -> float:
-    """Expected accuracy of guessing each class with its frequency: sum_c p_c^2."""
-    p = np.bincount(y) / len(y)
-    return float((p**2).sum())
-
-
 def chance_levels(
     by_subset: dict[str, list[Person]], proportional: bool = False
 ) -> Float[np.ndarray, "direction subset"]:
@@ -459,8 +323,8 @@ def run_analysis(
     run: Run, options: ProbingOptions | None = None, *, write: bool = True, progress: bool = True
 ) -> Result:
     """Probe the trained model and both controls; with `write`, save analysis/probing.json and
-    .npz (`interp.runs.write_result`). On a biography-world run it runs the storage probes
-    instead (`interp.analysis.storage`, with these options' folds and seed; analysis/storage.json).
+    .npz (`interp.results.write_result`). A biography-world run has its own probes
+    (`interp.analysis.storage`).
 
     Arrays (in the .npz) are indexed [condition, site, direction, subset, layer] with the names
     in CONDITIONS, SITES, PROBE_DIRECTIONS, SUBSETS and layer 0..n_layers (0 = embeddings; the
@@ -468,11 +332,6 @@ def run_analysis(
     (`people` holds their ids): 1 / 0 for each person's held-out prediction right / wrong.
     """
     asked = options or ProbingOptions()
-    from interp.analysis import storage
-
-    if isinstance(run.dataset.world, storage.BiographyWorld):  # the biography world's probes
-        opts_s = storage.StorageOptions(folds=asked.folds, seed=asked.seed)
-        return storage.run_analysis(run, opts_s, write=write, progress=progress)
     # item draws differ per (world, seed) run: the folds and labels use the run's item seed
     opts = replace(asked, seed=run_seed(run.config, asked.seed))
     by_subset = check_people(run.dataset, opts)
@@ -517,7 +376,7 @@ def run_analysis(
             }
             for ti, site in enumerate(SITES)
         },
-        "summary": summarise(acc, chance),
+        "summary": summary_json(summarise(acc, chance), details(acc, chance)),
     }
     arrays = dict(
         accuracy=acc,
@@ -530,7 +389,7 @@ def run_analysis(
         directions=np.array(PROBE_DIRECTIONS),
         subsets=np.array(SUBSETS),
     )
-    result = Result(NAME, data, arrays)
+    result: Result[ProbingSummary] = Result(NAME, data, arrays, summary_type=ProbingSummary)
     if write:
         write_result(run.path, result)
     return result
@@ -561,16 +420,43 @@ def _nested(
 def summarise(
     acc: Float[np.ndarray, "condition site direction subset layer"],
     chance: Float[np.ndarray, "direction subset"],
-) -> dict[str, float]:
-    """Flat headline numbers: best-layer accuracy per site x direction x subset, and controls.
+) -> ProbingSummary:
+    """The declared numbers: best-layer accuracy of each cross-entity probe per subset on the
+    residual stream, trained and with random labels, and chance per probe (mean over subsets)."""
+    site = SITES.index("resid")
 
-    Keys (resid; the mlp_out ones insert `mlp_`, e.g. `probe_mlp_a_to_b_n2d_best`, the
-    prompt_final ones `prompt_`):
-    probe_{dir}_{subset}_best, control_randinit_{dir}_{subset}_best,
-    control_randlabel_{dir}_{subset}_best, selectivity_{dir}_{subset} (real minus random-label
-    accuracy at the real task's best layer), chance_{dir}_{subset}, and chance_{dir} (mean over
-    subsets).
-    """
+    def best(condition: int) -> ByProbe:
+        return ByProbe(
+            **{
+                d: BySubset(
+                    **{
+                        s: float(np.nanmax(acc[condition, site, di, si]))
+                        for si, s in enumerate(SUBSETS)
+                    }
+                )
+                for di, d in enumerate(PROBE_DIRECTIONS)
+            }
+        )
+
+    return ProbingSummary(
+        probe=best(CONDITIONS.index("trained")),
+        control_randlabel=best(CONDITIONS.index("randlabel")),
+        chance_a_to_b=float(chance[0].mean()),
+        chance_b_to_a=float(chance[1].mean()),
+    )
+
+
+def details(
+    acc: Float[np.ndarray, "condition site direction subset layer"],
+    chance: Float[np.ndarray, "direction subset"],
+) -> dict[str, float]:
+    """The other sites' best-layer accuracies and every site's random-init control, the
+    selectivities and chance per subset. Keys (resid; the mlp_out ones insert `mlp_`, e.g.
+    `probe_mlp_a_to_b_n2d_best`, the prompt_final ones `prompt_`): probe_{dir}_{subset}_best,
+    control_randinit_{dir}_{subset}_best, control_randlabel_{dir}_{subset}_best,
+    selectivity_{dir}_{subset} (real minus random-label accuracy at the real task's best
+    layer), chance_{dir}_{subset}; resid's probe and random-label numbers are declared
+    (`summarise`)."""
     out: dict[str, float] = {}
     for ti, site in enumerate(SITES):
         tag = SITE_TAG[site]
@@ -578,23 +464,20 @@ def summarise(
             for si, s in enumerate(SUBSETS):
                 real, rinit, rlab = acc[0, ti, di, si], acc[1, ti, di, si], acc[2, ti, di, si]
                 best = int(np.nanargmax(real))
-                out[f"probe_{tag}{d}_{s}_best"] = float(np.nanmax(real))
+                if site != "resid":
+                    out[f"probe_{tag}{d}_{s}_best"] = float(np.nanmax(real))
                 out[f"control_randinit_{tag}{d}_{s}_best"] = float(np.nanmax(rinit))
-                out[f"control_randlabel_{tag}{d}_{s}_best"] = float(np.nanmax(rlab))
+                if site != "resid":
+                    out[f"control_randlabel_{tag}{d}_{s}_best"] = float(np.nanmax(rlab))
                 out[f"selectivity_{tag}{d}_{s}"] = float(real[best] - rlab[best])
     for di, d in enumerate(PROBE_DIRECTIONS):
         for si, s in enumerate(SUBSETS):
             out[f"chance_{d}_{s}"] = float(chance[di, si])
-        out[f"chance_{d}"] = float(chance[di].mean())
     return out
 
 
 def format_summary(result: Result) -> str:
     """A plain-text table of best-layer accuracies with their controls and chance."""
-    if result.instrument == "storage":  # a biography-world run (see run_analysis)
-        from interp.analysis import storage
-
-        return storage.format_summary(result)
     sm = result["summary"]
     lines = [
         f"{'site':<12} {'probe':<22} {'subset':<6} {'trained':>8} {'rand-init':>9} "

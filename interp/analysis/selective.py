@@ -104,7 +104,7 @@ from interp.data.tokenizer import encode
 from interp.errors import UserError
 from interp.evaluate import Candidate, beam_search, is_exact_match, match_rule
 from interp.model import raw_forward
-from interp.results import Result, write_result
+from interp.results import Result, split_summary, summary_json, write_result
 from interp.runs import Run
 from interp.stats import run_seed
 
@@ -121,17 +121,6 @@ PROBES = {
 }
 SPLITS = ("train", "val", "test")
 BATCH = 256
-
-
-# The summary numbers the report prints: accuracy and AUROC of each score on the mixed question
-# set, with the shuffled-label self-evaluation control.
-HEADLINES = (
-    "accuracy_mixed",
-    *(f"auroc_{k}_mixed" for k in (*SCORES, "self_eval_shuffled")),
-    "self_eval_val_loss_best",  # against ln 2 = 0.693, a constant predictor's loss
-    "positive_control_val_loss_best",  # the same learner on a label it can read
-    "positive_control_auroc_test",
-)
 
 
 @dataclass(frozen=True)
@@ -484,8 +473,9 @@ def run_analysis(
         )
         summary["self_eval_shuffled_val_loss_best"] = min(fits["self_eval_shuffled"].val_loss)
     cells = sorted({(e.subset, e.direction) for e in test_q})
+    typed, details = split_summary(SelectiveSummary, summary)
     data: dict[str, Any] = {
-        "summary": summary,
+        "summary": summary_json(typed, details),
         "options": asked.to_json(),  # as asked: the seed is an offset on the run's item seed
         "method": "ASPIRE-style selective prediction (Chen et al. 2023): beam answers, "
         "learned soft-prompt self-evaluation, likelihood/entropy/probe baselines",
@@ -547,7 +537,7 @@ def run_analysis(
         "person": np.array([e.person for e in test_q]),
         **{f"score_{k}": v for k, v in scores.items()},
     }
-    result = Result(NAME, data, arrays)
+    result: Result[SelectiveSummary] = Result(NAME, data, arrays, summary_type=SelectiveSummary)
     if write:
         write_result(run.path, result)
     return result

@@ -17,8 +17,8 @@ from scipy.stats import rankdata
 
 from interp.data.dataset import Example
 from interp.errors import UserError
-from interp.results import Result, Summary, summary_field
-from interp.stats import hierarchical_bootstrap
+from interp.results import Result, Section, Summary, number, section
+from interp.stats import NONNEGATIVE, REAL, UNIT, hierarchical_bootstrap
 
 SETS = ("mixed", "forward", "reverse")
 
@@ -39,58 +39,80 @@ LN2 = math.log(2)  # class-balanced cross-entropy of a constant predictor: the b
 
 
 @dataclass(frozen=True)
+class Accuracy(Section):
+    """Exact match of the chosen (top) beam."""
+
+    mixed: float | None = number("mixed questions (forward + reverse)", UNIT, headline=True)
+    forward: float | None = number("forward questions", UNIT)
+    reverse: float | None = number("reverse questions", UNIT)
+
+
+@dataclass(frozen=True)
+class MixedAurocs(Section):
+    """AUROC of each score on the mixed questions (0.5 = chance)."""
+
+    likelihood_mixed: float | None = number(
+        "the length-normalised log-likelihood of the chosen beam", UNIT, headline=True
+    )
+    entropy_mixed: float | None = number("minus the entropy over the beams", UNIT, headline=True)
+    probe_mixed: float | None = number(
+        "the linear probe at the last answer token", UNIT, headline=True
+    )
+    probe_question_mixed: float | None = number(
+        "the linear probe at the question's final position (before answering)", UNIT, headline=True
+    )
+    probe_first_answer_mixed: float | None = number(
+        "the linear probe at the first answer token", UNIT, headline=True
+    )
+    self_eval_mixed: float | None = number(
+        "the learned soft-prompt self-evaluation, log P(correct)", UNIT, headline=True
+    )
+    aspire_mixed: float | None = number(
+        "ASPIRE's selector (1 - alpha) likelihood + alpha log P(correct)", UNIT, headline=True
+    )
+    self_eval_shuffled_mixed: float | None = number(
+        "the self-evaluation trained on shuffled labels (control, about 0.5)", UNIT, headline=True
+    )
+
+
+@dataclass(frozen=True)
+class ValLoss(Section):
+    """The self-evaluation's validation loss (learned only below ln 2 = 0.693)."""
+
+    best: float | None = number("best over epochs", NONNEGATIVE, headline=True)
+    minus_ln2: float | None = number("that loss minus ln 2 (negative: learned)", REAL)
+
+
+@dataclass(frozen=True)
+class PositiveControl(Section):
+    """The same learner on a label it can read (is the answer a name?)."""
+
+    val_loss_best: float | None = number("best validation loss", NONNEGATIVE, headline=True)
+    auroc_test: float | None = number(
+        "test AUROC (near 1 when the learner works)", UNIT, headline=True
+    )
+
+
+@dataclass(frozen=True)
 class SelectiveSummary(Summary):
     """Selective prediction's headline numbers (`result.summary` of `run_analysis`), on the
     test people's mixed (forward + reverse) questions: accuracy and the AUROC of each score
     (0.5 = chance; None where undefined, e.g. every answer right: the JSON's `undefined` says
     why), the soft-prompt self-evaluation's fit against ln 2, and its positive control. Every
-    score x set, with AUACC and intervals, is in `auroc` and `auacc`."""
+    score x set, with AUACC and intervals, is a detail (`auroc`, `auacc`)."""
 
-    accuracy_mixed: float | None = summary_field("exact match of the chosen (top) beam, mixed")
-    accuracy_forward: float | None = summary_field("the same on forward questions")
-    accuracy_reverse: float | None = summary_field("the same on reverse questions")
-    n_mixed: float | None = summary_field("test questions, mixed")
-    auroc_likelihood_mixed: float | None = summary_field(
-        "AUROC of the length-normalised log-likelihood of the chosen beam"
-    )
-    auroc_entropy_mixed: float | None = summary_field("AUROC of minus the entropy over the beams")
-    auroc_probe_mixed: float | None = summary_field(
-        "AUROC of the linear probe at the last answer token"
-    )
-    auroc_probe_question_mixed: float | None = summary_field(
-        "AUROC of the linear probe at the question's final position (before answering)"
-    )
-    auroc_probe_first_answer_mixed: float | None = summary_field(
-        "AUROC of the linear probe at the first answer token"
-    )
-    auroc_self_eval_mixed: float | None = summary_field(
-        "AUROC of the learned soft-prompt self-evaluation, log P(correct)"
-    )
-    auroc_aspire_mixed: float | None = summary_field(
-        "AUROC of ASPIRE's selector (1 - alpha) likelihood + alpha log P(correct)"
-    )
-    auroc_self_eval_shuffled_mixed: float | None = summary_field(
-        "AUROC of the self-evaluation trained on shuffled labels (control, about 0.5)"
-    )
-    alpha: float | None = summary_field("ASPIRE's alpha, chosen on the validation people")
-    self_eval_val_loss_best: float | None = summary_field(
-        "the self-evaluation's best validation loss (learned only below ln 2 = 0.693)"
-    )
-    self_eval_val_loss_minus_ln2: float | None = summary_field(
-        "that loss minus ln 2 (negative: learned)"
-    )
-    positive_control_val_loss_best: float | None = summary_field(
-        "the same learner on a label it can read (is the answer a name?): best validation loss"
-    )
-    positive_control_auroc_test: float | None = summary_field(
-        "the positive control's test AUROC (near 1 when the learner works)"
-    )
+    accuracy: Accuracy = section(Accuracy, "exact match of the chosen beam")
+    n_mixed: float | None = number("test questions, mixed", NONNEGATIVE)
+    auroc: MixedAurocs = section(MixedAurocs, "AUROC of each score")
+    alpha: float | None = number("ASPIRE's alpha, chosen on the validation people", UNIT)
+    self_eval_val_loss: ValLoss = section(ValLoss, "the self-evaluation's fit")
+    positive_control: PositiveControl = section(PositiveControl, "the learner's positive control")
 
-    def auroc(self, question_set: str = "mixed") -> dict[str, float]:
+    def aurocs(self, question_set: str = "mixed") -> dict[str, float]:
         """AUROC of every score and control on `question_set` (mixed, forward, reverse)."""
         return self.cells(f"auroc_{{score}}_{question_set}", score=(*SCORES, *CONTROLS))
 
-    def auacc(self, question_set: str = "mixed") -> dict[str, float]:
+    def auaccs(self, question_set: str = "mixed") -> dict[str, float]:
         """Area under the accuracy-coverage curve of every score and control."""
         return self.cells(f"auacc_{{score}}_{question_set}", score=(*SCORES, *CONTROLS))
 

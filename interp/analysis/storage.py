@@ -61,40 +61,105 @@ from typing import Any
 import numpy as np
 import torch
 from jaxtyping import Float, Int
-from scipy import optimize
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from interp.analysis.linear_probe import fit_probe, fit_probe_batch, majority_rate, person_folds
 from interp.analysis.options import SEED_MAX, Options, option
-from interp.analysis.probing import fit_probe, majority_rate, person_folds
 from interp.data.biography import LABELS, BiographyWorld, BioPerson
 from interp.data.dataset import FactDataset, pad_batch
 from interp.data.tokenizer import BOS, encode
 from interp.errors import UserError
-from interp.results import Result, write_result
+from interp.evaluate import greedy_generate, is_exact_match
+from interp.results import (
+    Result,
+    Section,
+    Summary,
+    number,
+    section,
+    split_summary,
+    summary_json,
+    write_result,
+)
 from interp.runs import Run
-from interp.stats import run_seed, wilson_interval
+from interp.stats import NONNEGATIVE, SIGNED_UNIT, UNIT, run_seed, wilson_interval
 
 NAME = "storage"
 REVERSE_LABELS = ("first_class", "first")  # the person, read from the work alone
 POSITIVE = {"role_from_work": ("work", "role"), "first_class_from_name": ("name", "first_class")}
 P_ATTRIBUTES = ("work", "city", "year", "employer")  # P-probe: the value after the position
 P_LABEL = {"work": "role", "city": "city", "year": "year", "employer": "employer"}
-HEADLINES = (
-    "q_mean_best",
-    "q_mean_control_best",
-    "q_mean_null95",
-    "rq_first_class_best",
-    "rq_first_class_null95",
-    "rq_first_best",
-    "pos_role_from_work_best",
-    "pos_first_class_from_name_best",
-    "extract_forward_qa_test",
-    "extract_forward_qa_train",
-    "extract_inverse_qa_test",
-    "extract_inverse_qa_train",
-)
+
+
+@dataclass(frozen=True)
+class Probe(Section):
+    """One storage probe: best-layer accuracy (a maximum over layers) with its controls."""
+
+    best: float | None = number("cross-validated accuracy, best layer", UNIT, headline=True)
+    best_layer: float | None = number("that layer (0 = embeddings)", NONNEGATIVE)
+    control_best: float | None = number("the control task's best layer", UNIT)
+    selectivity: float | None = number("best minus the control task's best", SIGNED_UNIT)
+    null95: float | None = number("the permutation null's 95th percentile", UNIT)
+    p: float | None = number("permutation p of the best layer", UNIT, pvalue=True)
+
+
+@dataclass(frozen=True)
+class MeanProbe(Section):
+    """The Q-probes' numbers, mean of the four attributes."""
+
+    best: float | None = number("best-layer accuracy", UNIT, headline=True)
+    control_best: float | None = number("the control task's", UNIT, headline=True)
+    null95: float | None = number("the null's 95th percentile", UNIT, headline=True)
+
+
+@dataclass(frozen=True)
+class Extraction(Section):
+    """Greedy QA exact match."""
+
+    qa_train: float | None = number("people whose QA was trained", UNIT, headline=True)
+    qa_test: float | None = number("people never questioned (unseen)", UNIT, headline=True)
+
+
+@dataclass(frozen=True)
+class Chance(Section):
+    """Majority-class accuracy of each probe's label."""
+
+    q_role: float | None = number("role", UNIT)
+    q_city: float | None = number("city", UNIT)
+    q_year: float | None = number("year", UNIT)
+    q_employer: float | None = number("employer", UNIT)
+    q_mean: float | None = number("mean of the four", UNIT)
+    rq_first_class: float | None = number("first-name class", UNIT)
+    rq_first: float | None = number("first name", UNIT)
+
+
+@dataclass(frozen=True)
+class StorageSummary(Summary):
+    """The storage probes' headline numbers (`result.summary` of `run_analysis`): Q-probes at
+    the name (`q_*`: the name alone -> an attribute), reverse Q-probes at the work (`rq_*`),
+    positive controls (`pos_*`), P-probes (`p_*`) and QA extraction (`extract_*`)."""
+
+    q_role: Probe = section(Probe, "Q-probe: the name alone -> role")
+    q_city: Probe = section(Probe, "Q-probe: -> birth city")
+    q_year: Probe = section(Probe, "Q-probe: -> birth year")
+    q_employer: Probe = section(Probe, "Q-probe: -> employer")
+    q_mean: MeanProbe = section(MeanProbe, "the four Q-probes' mean")
+    rq_first_class: Probe = section(Probe, "reverse Q-probe: the work alone -> first-name class")
+    rq_first: Probe = section(Probe, "reverse Q-probe: the work alone -> first name")
+    pos_role_from_work: Probe = section(Probe, "positive control: the work -> its role word")
+    pos_first_class_from_name: Probe = section(Probe, "positive control: the name -> its class")
+    p_work: Probe = section(Probe, "P-probe before the work")
+    p_city: Probe = section(Probe, "P-probe before the city")
+    p_year: Probe = section(Probe, "P-probe before the year")
+    p_employer: Probe = section(Probe, "P-probe before the employer")
+    chance: Chance = section(Chance, "chance")
+    extract_forward: Extraction = section(Extraction, "forward QA, mean of the four questions")
+    extract_inverse: Extraction = section(Extraction, "the inverse question")
+    extract_role: Extraction = section(Extraction, "forward QA: role")
+    extract_city: Extraction = section(Extraction, "forward QA: city")
+    extract_year: Extraction = section(Extraction, "forward QA: year")
+    extract_employer: Extraction = section(Extraction, "forward QA: employer")
 
 
 @dataclass(frozen=True)
@@ -200,58 +265,6 @@ def control_task_labels(
     type id up to the largest present; rows with the same type always get the same label."""
     table = np.random.default_rng(seed).integers(0, n_classes, size=int(token_types.max()) + 1)
     return table[np.asarray(token_types)].astype(np.int64)
-
-
-def fit_probe_batch(
-    x_train: Float[np.ndarray, "n_train d"],
-    Y: Int[np.ndarray, "perm n_train"],
-    x_test: Float[np.ndarray, "n_test d"],
-    C: float,
-    tol: float = 1e-4,
-    max_iter: int = 2000,
-) -> Int[np.ndarray, "perm n_test"]:
-    """`fit_probe` for many label vectors on the same rows at once (the permutation null).
-
-    The same model (standardised features, multinomial logistic regression, C * sum of
-    cross-entropies + ||W||^2 / 2, intercepts unpenalised), one independent probe per row of `Y`;
-    the objective is the sum of the independent ones, so one L-BFGS run on the stacked parameters
-    reaches each probe's optimum. Every row of `Y` must hold the same classes (true of
-    permutations within folds)."""
-    classes = np.unique(Y[0])
-    P = len(Y)
-    if len(classes) == 1:
-        return np.full((P, len(x_test)), classes[0], dtype=np.int64)
-    x_train = np.asarray(x_train, np.float64)
-    mean, std = x_train.mean(0), x_train.std(0)
-    std[std < 10 * np.finfo(np.float64).eps] = 1.0
-    xs = (x_train - mean) / std
-    n, d = xs.shape
-    k = len(classes)
-    onehot = np.eye(k)[np.searchsorted(classes, Y)]  # [perm, n, k]
-    alpha = 1.0 / (C * n)
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        W = theta[: P * k * d].reshape(P, k, d)
-        b = theta[P * k * d :].reshape(P, 1, k)
-        z = np.einsum("nd,pkd->pnk", xs, W) + b
-        z -= z.max(2, keepdims=True)
-        lse = np.log(np.exp(z).sum(2, keepdims=True))
-        val = float(((lse - z) * onehot).sum() / n + 0.5 * alpha * (W * W).sum())
-        g = (np.exp(z - lse) - onehot) / n  # [perm, n, k]
-        gW = np.einsum("pnk,nd->pkd", g, xs) + alpha * W
-        return val, np.concatenate([gW.ravel(), g.sum(1).ravel()])
-
-    res = optimize.minimize(
-        loss,
-        np.zeros(P * k * d + P * k),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
-    )
-    W = res.x[: P * k * d].reshape(P, k, d)
-    b = res.x[P * k * d :].reshape(P, 1, k)
-    z = np.einsum("nd,pkd->pnk", (np.asarray(x_test, np.float64) - mean) / std, W) + b
-    return classes[z.argmax(2)].astype(np.int64)
 
 
 def permutation_null(
@@ -363,8 +376,6 @@ def extraction(
 ) -> dict[str, dict[str, list[float | int]]]:
     """Greedy QA exact match per question (the four forward labels and `inverse`) and subset:
     {question: {subset: [rate, low, high, hits, n]}} (Wilson 95% intervals)."""
-    from interp.evaluate import greedy_generate, is_exact_match
-
     prompts = ds.prompts
     gen = greedy_generate(model, [e.prompt for e in prompts], max(len(e.answer) for e in prompts))
     hits = np.array(
@@ -385,6 +396,15 @@ def extraction(
 
 
 # The instrument
+
+
+def level_name(aug: dict[str, Any]) -> str:
+    """A short name of an augmentation setting (a result's `augmentation` record): multiplicity,
+    +perm, +full."""
+    name = f"x{aug['multiplicity']}"
+    name += "+perm" if aug["permute"] else ""
+    name += "+full" if aug["fullname"] else ""
+    return name
 
 
 def check_dataset(ds: FactDataset, opts: StorageOptions) -> BiographyWorld:
@@ -467,13 +487,13 @@ def run_analysis(
         "probes": {k: v.to_json() for k, v in probes.items()},
         "extraction": ext,
         "extraction_fields": "[rate, wilson low, wilson high, hits, n]",
-        "summary": summary,
+        "summary": summary_json(*split_summary(StorageSummary, summary)),
     }
     arrays: dict[str, np.ndarray] = {"people": pid}
     for k, v in probes.items():
         arrays[f"{k}_accuracy"], arrays[f"{k}_control"] = v.accuracy, v.control
         arrays[f"{k}_null"] = v.null
-    result = Result(NAME, data, arrays)
+    result: Result[StorageSummary] = Result(NAME, data, arrays, summary_type=StorageSummary)
     if write:
         write_result(run.path, result)
     return result

@@ -160,26 +160,6 @@ DEFAULT_LR = {"sgd": 0.01, "adamw": 1e-3}
 
 
 NAME = "update"
-# The summary numbers the report prints: Delta log p of the right answer forward and reverse
-# against the other-answer control, the forward-minus-reverse specific gain, and where the update
-# lands (projection on the other entity's direction, mean over layers, vs random directions).
-HEADLINES = (
-    *(f"delta_logp_{d}_{k}" for d in ("forward", "reverse") for k in ("mean", "control_mean", "p")),
-    "specific_forward_minus_reverse_mean",
-    "specific_forward_minus_reverse_p",
-    *(f"proj_{d}_{k}" for d in ("a_to_b", "b_to_a") for k in ("mean", "control_mean", "p")),
-    *(
-        f"align_{d}_first_{k}"
-        for d in ("forward", "reverse")
-        for k in ("mean", "control_mean", "p", "cos_mean")
-    ),
-    "reverse_first_bound_pct_of_forward",
-    "first_order_over_measured_forward",
-    "both_align_reverse_first_mean",
-    "both_align_reverse_first_control_mean",
-    "both_align_reverse_first_p",
-    "top_group_attribution_fraction_forward",
-)
 
 
 @dataclass(frozen=True)
@@ -478,7 +458,9 @@ def run_analysis(
         scores = per_fact_scores(arrays, tokens)
         for kind in ("correct", "control", "cue_control"):
             arrays[f"score_{tokens}_{kind}"] = np.stack([scores[d][kind] for d in DIRECTIONS], 1)
-    result = Result(NAME, summarise(arrays, asked.to_json()), arrays)  # seed as asked
+    result: Result[UpdateSummary] = Result(
+        NAME, summarise(arrays, asked.to_json()), arrays, summary_type=UpdateSummary
+    )
     if write:
         write_result(run.path, result)
     return result

@@ -16,8 +16,8 @@ import numpy as np
 from jaxtyping import Float
 from scipy import stats
 
-from interp.results import Result, Summary, read_result, summary_field
-from interp.stats import equivalence_bound
+from interp.results import Result, Section, Summary, number, read_result, section, summary_json
+from interp.stats import NONNEGATIVE, REAL, SIGNED_UNIT, UNIT, equivalence_bound
 from interp.stats import paired_test as paired_t_test
 
 LINEAR_TOLERANCE = 0.2  # revert/only group tables are kept when their sum is within 20% of full
@@ -27,93 +27,103 @@ ENTITIES = ("a", "b")  # A's last token (direction: B's first token), B's last t
 
 
 @dataclass(frozen=True)
+class Effect(Section):
+    """A per-fact change against its matched control, tests paired over facts."""
+
+    mean: float | None = number("mean over facts", REAL, headline=True)
+    control_mean: float | None = number("the same for the control", REAL, headline=True)
+    p: float | None = number(
+        "paired t-test p, correct vs control", UNIT, pvalue=True, headline=True
+    )
+
+
+@dataclass(frozen=True)
+class Alignment(Effect):
+    """A first-order change (grad . update) against its control, and the cosine."""
+
+    cos_mean: float | None = number(
+        "cosine of the gradient with the update, mean over facts", SIGNED_UNIT, headline=True
+    )
+
+
+@dataclass(frozen=True)
+class Projection(Effect):
+    """Delta h of an entity alone along the other entity's direction, mean over depths and
+    facts; the control: along other people's tokens."""
+
+    p: float | None = number("Wilcoxon p, correct vs control", UNIT, pvalue=True, headline=True)
+
+
+@dataclass(frozen=True)
+class ByQuery(Section):
+    """Delta log p of the answer after the update, forward vs reverse."""
+
+    forward: Effect = section(Effect, "log p(B | 'A is the'), control: other new people's B")
+    reverse: Effect = section(Effect, "log p(A | 'the B is called'), control: other people's A")
+
+
+@dataclass(frozen=True)
+class ByProbeDirection(Section):
+    """Where the update lands, on the entity alone."""
+
+    a_to_b: Projection = section(Projection, "A's last token along B's first token's unembedding")
+    b_to_a: Projection = section(Projection, "B's last token along A's first token's unembedding")
+
+
+@dataclass(frozen=True)
+class AlignByQuery(Section):
+    """First-order change of log p(answer's first token), grad . update."""
+
+    forward_first: Alignment = section(Alignment, "forward, control: other first tokens")
+    reverse_first: Alignment = section(Alignment, "reverse, control: other first tokens")
+
+
+@dataclass(frozen=True)
+class Gain(Section):
+    """A paired difference over facts."""
+
+    mean: float | None = number("mean over facts", REAL, headline=True)
+    p: float | None = number("paired t-test p over facts", UNIT, pvalue=True, headline=True)
+
+
+@dataclass(frozen=True)
+class Loss(Section):
+    """The fact's training loss, mean over facts."""
+
+    before_mean: float | None = number("before the update", NONNEGATIVE)
+    after_mean: float | None = number("after the update", NONNEGATIVE)
+
+
+@dataclass(frozen=True)
 class UpdateSummary(Summary):
     """The gradient-update test's headline numbers (`result.summary` of `run_analysis`): per
     fact, one update on "A is B", then what moved forward and in reverse, against matched
-    controls (tests paired over facts). Per parameter group: `group_attribution`,
-    `group_norm_sq_share`."""
+    controls (tests paired over facts). The other variants (first token only, held-out
+    templates, cue controls) and per parameter group (`group_attribution`,
+    `group_norm_sq_share`) are details."""
 
-    delta_logp_forward_mean: float | None = summary_field(
-        "forward: mean over facts of Delta log p(B | 'A is the') after the update"
+    delta_logp: ByQuery = section(ByQuery, "Delta log p of the answer, summed over its tokens")
+    specific_forward_minus_reverse: Gain = section(
+        Gain, "fact-specific gain (correct - control), forward minus reverse"
     )
-    delta_logp_forward_control_mean: float | None = summary_field(
-        "forward: the same for other new people's answers (control)"
+    proj: ByProbeDirection = section(ByProbeDirection, "where the update lands")
+    align: AlignByQuery = section(AlignByQuery, "the step-size-free alignment")
+    reverse_first_bound_pct_of_forward: float | None = number(
+        "95% equivalence bound on the reverse alignment, % of forward", NONNEGATIVE, headline=True
     )
-    delta_logp_forward_p: float | None = summary_field(
-        "forward: paired t-test p, correct vs control, over facts"
+    first_order_over_measured_forward: float | None = number(
+        "first-order prediction over the measured forward change (1: linear)", REAL, headline=True
     )
-    delta_logp_reverse_mean: float | None = summary_field(
-        "reverse: mean over facts of Delta log p(A | 'the B is called') after the update"
+    both_align_reverse_first: Effect = section(
+        Effect, "Both-subset control: reverse first-token alignment of a trained reverse fact"
     )
-    delta_logp_reverse_control_mean: float | None = summary_field(
-        "reverse: the same for other new people's answers (control)"
+    top_group_attribution_fraction_forward: float | None = number(
+        "share of the forward first-order change of the top parameter group", REAL, headline=True
     )
-    delta_logp_reverse_p: float | None = summary_field(
-        "reverse: paired t-test p, correct vs control, over facts"
+    update_loss: Loss = section(Loss, "the fact's training loss")
+    update_norm_mean: float | None = number(
+        "norm of the parameter update, mean over facts", NONNEGATIVE
     )
-    specific_forward_minus_reverse_mean: float | None = summary_field(
-        "fact-specific gain (correct - control), forward minus reverse"
-    )
-    specific_forward_minus_reverse_p: float | None = summary_field("its paired t-test p over facts")
-    proj_a_to_b_mean: float | None = summary_field(
-        "change of A's last token (entity alone) along B's first token's unembedding, "
-        "mean over depths and facts"
-    )
-    proj_a_to_b_control_mean: float | None = summary_field(
-        "the same along other people's tokens (control)"
-    )
-    proj_a_to_b_p: float | None = summary_field("Wilcoxon p, correct vs control, over facts")
-    proj_b_to_a_mean: float | None = summary_field(
-        "change of B's last token (entity alone) along A's first token's unembedding, "
-        "mean over depths and facts"
-    )
-    proj_b_to_a_control_mean: float | None = summary_field(
-        "the same along other people's tokens (control)"
-    )
-    proj_b_to_a_p: float | None = summary_field("Wilcoxon p, correct vs control, over facts")
-    align_forward_first_mean: float | None = summary_field(
-        "forward: first-order change of log p(answer's first token), grad . update"
-    )
-    align_forward_first_control_mean: float | None = summary_field(
-        "forward: the same for other people's first tokens (control)"
-    )
-    align_forward_first_p: float | None = summary_field(
-        "forward: paired t-test p, correct vs control"
-    )
-    align_forward_first_cos_mean: float | None = summary_field(
-        "forward: cosine of the gradient with the update"
-    )
-    align_reverse_first_mean: float | None = summary_field(
-        "reverse: first-order change of log p(answer's first token), grad . update"
-    )
-    align_reverse_first_control_mean: float | None = summary_field(
-        "reverse: the same for other people's first tokens (control)"
-    )
-    align_reverse_first_p: float | None = summary_field(
-        "reverse: paired t-test p, correct vs control"
-    )
-    align_reverse_first_cos_mean: float | None = summary_field(
-        "reverse: cosine of the gradient with the update"
-    )
-    reverse_first_bound_pct_of_forward: float | None = summary_field(
-        "95% equivalence bound on the reverse alignment, % of forward"
-    )
-    first_order_over_measured_forward: float | None = summary_field(
-        "first-order prediction over the measured forward change (1: linear)"
-    )
-    both_align_reverse_first_mean: float | None = summary_field(
-        "Both-subset control: reverse first-token alignment of a trained reverse fact"
-    )
-    both_align_reverse_first_control_mean: float | None = summary_field("its control")
-    both_align_reverse_first_p: float | None = summary_field("its paired t-test p")
-    top_group_attribution_fraction_forward: float | None = summary_field(
-        "share of the forward first-order change of the top parameter group"
-    )
-    update_loss_before_mean: float | None = summary_field(
-        "the fact's training loss before the update, mean over facts"
-    )
-    update_loss_after_mean: float | None = summary_field("the same after the update")
-    update_norm_mean: float | None = summary_field("norm of the parameter update, mean over facts")
 
     def group_attribution(self) -> dict[str, float]:
         """First-order forward change attributed to each parameter group (grad . update)."""
@@ -187,13 +197,21 @@ def per_fact_scores(
     return out
 
 
+def _effect(r: dict[str, float]) -> Effect:
+    return Effect(mean=r["mean"], control_mean=r["control_mean"], p=r["t_p"])
+
+
 def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, Any]:
-    """update.json: options, the flat summary, and the tables behind it."""
+    """update.json: options, the summary (`UpdateSummary`, the details beside it), and the
+    tables behind it."""
     name = {"same": "forward", "reverse": "reverse"}
-    summary: dict[str, float] = {}
+    summary: dict[str, float] = {}  # the details
     tests: dict[str, Any] = {}
+    effects: dict[str, Effect] = {}
+    specific = Gain()
     for tokens, tag in (("full", ""), ("first", "_first")):
         for tpl, ttag in (("all", ""), ("heldout", "_heldout")):
+            main = tokens == "full" and tpl == "all"  # the declared variant
             scores = per_fact_scores(a, tokens, tpl)
             for d, s in scores.items():
                 key = f"delta_logp_{name[d]}{tag}{ttag}"
@@ -201,9 +219,12 @@ def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, An
                 rc = paired_test(s["correct"], s["cue_control"])
                 tests[key] = r
                 tests[f"{key}_cue"] = rc
-                summary[f"{key}_mean"] = r["mean"]
-                summary[f"{key}_control_mean"] = r["control_mean"]
-                summary[f"{key}_p"] = r["t_p"]
+                if main:
+                    effects[name[d]] = _effect(r)
+                else:
+                    summary[f"{key}_mean"] = r["mean"]
+                    summary[f"{key}_control_mean"] = r["control_mean"]
+                    summary[f"{key}_p"] = r["t_p"]
                 summary[f"{key}_wilcoxon_p"] = r["wilcoxon_p"]
                 summary[f"{key}_cue_control_mean"] = rc["control_mean"]
                 summary[f"{key}_cue_p"] = rc["t_p"]
@@ -212,8 +233,11 @@ def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, An
             rev = scores["reverse"]["correct"] - scores["reverse"]["control"]
             r = paired_test(fwd, rev)
             tests[f"specific_forward_vs_reverse{tag}{ttag}"] = r
-            summary[f"specific_forward_minus_reverse{tag}{ttag}_mean"] = r["diff_mean"]
-            summary[f"specific_forward_minus_reverse{tag}{ttag}_p"] = r["t_p"]
+            if main:
+                specific = Gain(mean=r["diff_mean"], p=r["t_p"])
+            else:
+                summary[f"specific_forward_minus_reverse{tag}{ttag}_mean"] = r["diff_mean"]
+                summary[f"specific_forward_minus_reverse{tag}{ttag}_p"] = r["t_p"]
 
     own = a["delta_own_full"].mean(2)  # [F, D, K]
     F = own.shape[0]
@@ -222,13 +246,14 @@ def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, An
     for di, d in enumerate(a["directions"]):
         summary[f"delta_logp_{name[str(d)]}_other_facts_mean"] = float(own[:, di][other].mean())
         summary[f"logp_{name[str(d)]}_before_mean"] = float(a["logp0_correct"][:, di].mean())
-    summary["update_loss_before_mean"] = float(a["loss_before"].mean())
-    summary["update_loss_after_mean"] = float(a["loss_after"].mean())
-    summary["update_norm_mean"] = float(a["total_norm"].mean())
+    loss = Loss(
+        before_mean=float(a["loss_before"].mean()), after_mean=float(a["loss_after"].mean())
+    )
 
     layers = [str(x) for x in a["layers"]]
     projections: dict[str, Any] = {}
     direction_of = {"a": "a_to_b", "b": "b_to_a"}
+    proj: dict[str, Projection] = {}
     for c, ctx in enumerate(CONTEXTS):
         for e, ent in enumerate(ENTITIES):
             key = f"{ctx}_{direction_of[ent]}"
@@ -256,9 +281,12 @@ def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, An
             r = paired_test(a["proj"][:, c, e].mean(-1), a["proj_control"][:, c, e].mean(-1))
             rc = paired_test(a["cos"][:, c, e].mean(-1), a["cos_control"][:, c, e].mean(-1))
             pre = "" if ctx == "alone" else "prompt_"
-            summary[f"{pre}proj_{direction_of[ent]}_mean"] = r["mean"]
-            summary[f"{pre}proj_{direction_of[ent]}_control_mean"] = r["control_mean"]
-            summary[f"{pre}proj_{direction_of[ent]}_p"] = r["wilcoxon_p"]
+            if ctx == "alone":
+                proj[direction_of[ent]] = Projection(r["mean"], r["control_mean"], r["wilcoxon_p"])
+            else:
+                summary[f"{pre}proj_{direction_of[ent]}_mean"] = r["mean"]
+                summary[f"{pre}proj_{direction_of[ent]}_control_mean"] = r["control_mean"]
+                summary[f"{pre}proj_{direction_of[ent]}_p"] = r["wilcoxon_p"]
             summary[f"{pre}cos_{direction_of[ent]}_mean"] = rc["mean"]
             summary[f"{pre}cos_{direction_of[ent]}_control_mean"] = rc["control_mean"]
             summary[f"{pre}dh_rel_{ent}_mean"] = float(a["dh_rel"][:, c, e].mean())
@@ -301,20 +329,30 @@ def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, An
         group_rows.append(row)
     top = int(np.argmax(attribution[:, 0].mean(0)))
     top_norm = int(np.argmax(share))
-    summary["top_group_attribution_fraction_forward"] = float(
-        attribution[:, 0, top].mean() / attr_total[0]
-    )
     summary["top_group_norm_sq_share"] = float(share[top_norm])
     for i, g in enumerate(group_names):
         summary[f"attribution_forward_{g}"] = float(attribution[:, 0, i].mean())
         summary[f"norm_sq_share_{g}"] = float(share[i])
-    summary.update(alignment_summary(a, tests))
+    align_details, align = alignment_summary(a, tests)
+    summary.update(align_details)
+    typed = UpdateSummary(
+        delta_logp=ByQuery(**effects),
+        specific_forward_minus_reverse=specific,
+        proj=ByProbeDirection(**proj),
+        align=align["align"],
+        reverse_first_bound_pct_of_forward=align["reverse_first_bound_pct_of_forward"],
+        first_order_over_measured_forward=align["first_order_over_measured_forward"],
+        both_align_reverse_first=align["both_align_reverse_first"],
+        top_group_attribution_fraction_forward=float(attribution[:, 0, top].mean() / attr_total[0]),
+        update_loss=loss,
+        update_norm_mean=float(a["total_norm"].mean()),
+    )
 
     return {
         "options": options,
         "n_facts": len(a["facts"]),
         "n_pool": len(a["pool"]),
-        "summary": summary,
+        "summary": summary_json(typed, summary),
         "tests": tests,
         "projections": projections,
         "layers": layers,
@@ -420,11 +458,16 @@ def format_summary(result: Result) -> str:
     return "\n".join(lines)
 
 
-def alignment_summary(a: dict[str, np.ndarray], tests: dict[str, Any]) -> dict[str, float]:
+def alignment_summary(
+    a: dict[str, np.ndarray], tests: dict[str, Any]
+) -> tuple[dict[str, float], dict[str, Any]]:
     """The step-size-free alignment: forward vs reverse against matched controls, the
-    first-order check against the measured change, the reverse bound, the Both control."""
+    first-order check against the measured change, the reverse bound, the Both control.
+    Returns (details, the declared pieces of `UpdateSummary`)."""
     name = {"same": "forward", "reverse": "reverse"}
     out: dict[str, float] = {}
+    typed: dict[str, Any] = {"both_align_reverse_first": Effect()}
+    aligned: dict[str, Alignment] = {}
     specific: dict[str, np.ndarray] = {}
     for m in ("", "_first"):
         for di, d in enumerate(a["directions"]):
@@ -434,21 +477,34 @@ def alignment_summary(a: dict[str, np.ndarray], tests: dict[str, Any]) -> dict[s
             r = paired_test(align, control)
             tests[key] = r
             specific[key] = align - control
-            out[f"{key}_mean"] = r["mean"]
-            out[f"{key}_control_mean"] = r["control_mean"]
-            out[f"{key}_p"] = r["t_p"]
-            out[f"{key}_cos_mean"] = float(a[f"align{m}_cos"][:, di].mean())
+            cos = float(a[f"align{m}_cos"][:, di].mean())
+            if m == "_first":
+                aligned[f"{name[str(d)]}_first"] = Alignment(
+                    r["mean"], r["control_mean"], r["t_p"], cos
+                )
+            else:
+                out[f"{key}_mean"] = r["mean"]
+                out[f"{key}_control_mean"] = r["control_mean"]
+                out[f"{key}_p"] = r["t_p"]
+                out[f"{key}_cos_mean"] = cos
             out[f"{key}_cos_control_mean"] = float(a[f"align{m}_cos_control"][:, di].mean())
         fwd = specific[f"align_forward{m}"].mean()
         rev = specific[f"align_reverse{m}"]
         out[f"align_reverse_over_forward{m}"] = float(rev.mean() / fwd)
-        out[f"reverse{m}_bound_pct_of_forward"] = float(100 * equivalence_bound(rev) / abs(fwd))
+        bound = float(100 * equivalence_bound(rev) / abs(fwd))
+        if m == "_first":
+            typed["reverse_first_bound_pct_of_forward"] = bound
+        else:
+            out[f"reverse{m}_bound_pct_of_forward"] = bound
+    typed["align"] = AlignByQuery(**aligned)
     lr = float(a["lr"]) if "lr" in a else float("nan")
     for di, d in enumerate(a["directions"]):
         measured = a["full_correct"][:, di].mean()
-        out[f"first_order_over_measured_{name[str(d)]}"] = float(
-            lr * a["align"][:, di].sum(-1).mean() / measured
-        )
+        ratio = float(lr * a["align"][:, di].sum(-1).mean() / measured)
+        if name[str(d)] == "forward":
+            typed["first_order_over_measured_forward"] = ratio
+        else:
+            out[f"first_order_over_measured_{name[str(d)]}"] = ratio
         out[f"attribution_total_{name[str(d)]}_mean"] = float(
             a["attribution"][:, di].sum(-1).mean()
         )
@@ -467,14 +523,17 @@ def alignment_summary(a: dict[str, np.ndarray], tests: dict[str, Any]) -> dict[s
             for di, d in enumerate(a["directions"]):
                 r = paired_test(align[:, di], control[:, di])
                 tests[f"{tag}_{name[str(d)]}{m}"] = r
-                out[f"{tag}_align_{name[str(d)]}{m}_mean"] = r["mean"]
-                out[f"{tag}_align_{name[str(d)]}{m}_control_mean"] = r["control_mean"]
-                out[f"{tag}_align_{name[str(d)]}{m}_p"] = r["t_p"]
+                if (tag, name[str(d)], m) == ("both", "reverse", "_first"):
+                    typed["both_align_reverse_first"] = _effect(r)
+                else:
+                    out[f"{tag}_align_{name[str(d)]}{m}_mean"] = r["mean"]
+                    out[f"{tag}_align_{name[str(d)]}{m}_control_mean"] = r["control_mean"]
+                    out[f"{tag}_align_{name[str(d)]}{m}_p"] = r["t_p"]
                 out[f"{tag}_cos_{name[str(d)]}{m}_mean"] = float(a[f"{tag}{m}_cos"][:, di].mean())
             out[f"{tag}_reverse_over_forward{m}"] = float(
                 (align[:, 1] - control[:, 1]).mean() / (align[:, 0] - control[:, 0]).mean()
             )
-    return out
+    return out, typed
 
 
 def decomposition_tables(a: dict[str, np.ndarray]) -> list[dict[str, Any]]:

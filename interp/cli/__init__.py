@@ -1,8 +1,10 @@
-"""The `interp` command. One module per subcommand in this package, each defining
+"""The `interp` command. `COMMANDS` names every subcommand, the module under interp.cli that
+implements it and its one-line help; a subcommand's module is imported only when it is chosen
+(the library behind it imports torch and transformer-lens, seconds of work that `interp --help`
+should not pay). Each module defines
 
-    HELP: str                                   # one line for `interp --help`
-    def add_arguments(p: argparse.ArgumentParser) -> None
-    def run(args: argparse.Namespace) -> int     # exit status
+    def add_arguments(p: argparse.ArgumentParser, command: str) -> None
+    def run(args: argparse.Namespace) -> int     # exit status; args.command is the command
 
 A `UserError` anywhere becomes one line on stderr and exit status 2, with no traceback.
 """
@@ -12,39 +14,46 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from types import ModuleType
-from typing import Any
 
 from interp.errors import UserError
 
-# Subcommand name -> module under interp.cli. Add a line here to add a command; a name whose
-# module is an earlier command's (e.g. "patch" -> "patching") is that command's alias.
-COMMANDS: dict[str, str] = {
-    "train": "train",
-    "evaluate": "evaluate",
-    "lens": "lens",
-    "patching": "patching",
-    "patch": "patching",  # older name of `patching`
-    "probing": "probing",
-    "probe": "probing",  # older name of `probing`
-    "update": "update",
-    "dynamics": "dynamics",
-    "selective": "selective",
-    "storage": "storage",
-    "study": "study",
-    "sweep": "sweep",
+# command -> (module under interp.cli, one-line help). The instruments share one module.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train a small GPT from scratch on a fact world and evaluate it"),
+    "behaviour": (
+        "instrument",
+        "evaluate a run: exact match per subset x direction x templates, and the log-prob test",
+    ),
+    "lens": (
+        "instrument",
+        "logit lens of a run: rank of the answer's first token per layer at A's last token, "
+        "B's last token and the final prompt position, forward vs reverse, with controls",
+    ),
+    "patching": ("instrument", "activation patching (causal tracing) of a run"),
+    "probing": ("instrument", "linear probes on entity-alone representations, with controls"),
+    "update": (
+        "instrument",
+        "the gradient-update test: one step on 'A is B', what moves forward and in reverse",
+    ),
+    "dynamics": ("instrument", "exact match, probes and lens over a run's checkpoints"),
+    "selective": (
+        "instrument",
+        "selective prediction (ASPIRE): does the model know when its answer is wrong?",
+    ),
+    "storage": (
+        "instrument",
+        "where a fact is stored (biography world): Q-, reverse Q- and P-probes and QA",
+    ),
+    "study": (
+        "study",
+        "run a whole study (a preset: runs, every instrument, figures, report, findings)",
+    ),
+    "sweep": (
+        "sweep",
+        "sweep a grid of runs locally or on Slurm (submitit) and aggregate them with intervals",
+    ),
 }
-
-
-def _available() -> dict[str, Any]:
-    mods = {}
-    for name, module in COMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(f"interp.cli.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"interp.cli.{module}":
-                raise
-    return mods
+ALIASES = {"evaluate": "behaviour", "patch": "patching", "probe": "probing"}  # older names
 
 
 def add_set_argument(p: argparse.ArgumentParser, help: str) -> None:
@@ -55,34 +64,43 @@ def add_set_argument(p: argparse.ArgumentParser, help: str) -> None:
     )  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def top_parser() -> argparse.ArgumentParser:
+    """`interp` and its subcommands with their help (no subcommand's module imported)."""
     parser = argparse.ArgumentParser(
         prog="interp",
         description="Train small GPTs on synthetic 'A is B' facts and study the reversal curse.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    names: dict[ModuleType, list[str]] = {}  # module -> its command names, the first one primary
-    for name, mod in _available().items():
-        names.setdefault(mod, []).append(name)
-    for mod, (name, *aliases) in names.items():
-        p = sub.add_parser(
-            name,
-            aliases=aliases,
-            help=mod.HELP,
-            description=mod.HELP,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        mod.add_arguments(p)  # type: ignore[attr-defined]
-        p.set_defaults(_run=mod.run)  # type: ignore[attr-defined]
+    for name, (_, help) in COMMANDS.items():
+        aliases = [a for a, n in ALIASES.items() if n == name]
+        sub.add_parser(name, aliases=aliases, help=help, add_help=False)
     return parser
 
 
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The full parser of one subcommand (its module imported)."""
+    module, help = COMMANDS[command]
+    mod = importlib.import_module(f"interp.cli.{module}")
+    p = argparse.ArgumentParser(
+        prog=f"interp {command}",
+        description=help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mod.add_arguments(p, command)
+    p.set_defaults(command=command, _run=mod.run)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = ALIASES.get(argv[0], argv[0]) if argv else None
+    if command not in COMMANDS:
+        top = top_parser()
+        if argv and not argv[0].startswith("-"):
+            top.parse_args(argv[:1])  # argparse's own "invalid choice" line, exit status 2
+        top.print_help()
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    args = command_parser(command).parse_args(argv[1:])
     try:
         return int(args._run(args) or 0)
     except UserError as e:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "sweep a grid of runs locally or on Slurm (submitit) and aggregate them with intervals"
+from interp.errors import UserError
+from interp.sweep import load_grid, run_sweep
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument(
         "--grid",
         help="JSON grid file: {preset, seeds, objectives, weight_decay, d_model, n_layers}",
@@ -35,9 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.errors import UserError
-    from interp.sweep import load_grid, run_sweep
-
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     if not args.out.strip():

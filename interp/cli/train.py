@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from interp.analysis.behaviour import read
 from interp.cli import add_set_argument
-from interp.config import describe, load_config
+from interp.config import check_device, describe, load_config
+from interp.evaluate import format_table
+from interp.train import train_run
 
-HELP = "train a small GPT from scratch on a fact world and evaluate it"
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--preset", help="named config: tiny, default, paper_exp1 (default: default)")
     p.add_argument("--config", help="JSON file with sections world, model, train")
     add_set_argument(
@@ -37,11 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from interp.config import check_device
-    from interp.evaluate import format_table
-    from interp.files import read_json
-    from interp.train import train_run
-
     if args.device is not None:
         check_device(args.device)
     given = args.preset or args.config or args.overrides
@@ -58,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=args.device,
     )
-    print(format_table(read_json(out / "metrics.json")))
+    print(format_table(read(out, arrays=False).data))
     print(f"run written to {out}")
     return 0

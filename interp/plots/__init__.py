@@ -1,15 +1,17 @@
-"""Figures. One module per figure family; every function reads saved results (metrics.json,
-analysis/*.json and .npz, through `interp.runs.read_result`) from run directories and returns a
+"""Figures. One module per figure family; every function draws saved results and returns a
 matplotlib `Figure` (which Jupyter shows inline); given a path `out`, it also writes out.png and
-out.pdf. Nothing is recomputed.
+out.pdf. Nothing is recomputed. A plot takes `interp.results.Result` objects (what `run_analysis`
+returns, `write=False` included) or, as a convenience, run directories, whose results it reads
+(`results_of`):
 
-    fig = plot_lens([run_dir])                  # in a notebook: shown inline
+    fig = plot_lens([result])                   # in a notebook: shown inline
     plot_lens([run_dir], "figures/lens")        # writes figures/lens.png and .pdf
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,24 @@ else:  # Jupyter: keep the kernel's backend; a returned Figure shows inline
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from interp.analysis import read_result  # noqa: E402
 from interp.files import atomic_path  # noqa: E402
+from interp.results import Result  # noqa: E402
+
+Runs = Sequence[Result[Any] | str | Path]  # results, or run directories to read them from
+
+
+def results_of(runs: Runs, instrument: str, arrays: bool = True) -> list[Result[Any]]:
+    """Each item as a result of `instrument`: a Result as given, a run directory's read."""
+    out = []
+    for r in runs:
+        if isinstance(r, Result):
+            if r.instrument != instrument:
+                raise ValueError(f"a {r.instrument} result where {instrument} is drawn")
+            out.append(r)
+        else:
+            out.append(read_result(r, instrument, arrays))
+    return out
 
 
 def figure_paths(out: str | Path) -> list[Path]:

@@ -3,27 +3,20 @@ direction (their Table 1) and reversed log-probabilities, correct vs random (the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from interp.plots import Figure, finish, plt
+from interp.plots import Figure, Runs, finish, plt, results_of
 from interp.stats import UNIT, bounded_mean_ci, fmt_pvalues
 
 SUBSET_LABEL = {"n2d": "NameToDescription", "d2n": "DescriptionToName", "both": "Both"}
 
 
-def _metrics(run_dirs: list[Path]) -> list[dict]:
-    return [json.loads((Path(r) / "metrics.json").read_text()) for r in run_dirs]
-
-
-def plot_exact_match(
-    run_dirs: list[str | Path], out: str | Path | None = None, title: str = ""
-) -> Figure:
+def plot_exact_match(run_dirs: Runs, out: str | Path | None = None, title: str = "") -> Figure:
     """Bars: exact match per subset x direction, training vs held-out templates, mean and 95% CI
     over runs inside [0, 100]% (`interp.stats.runs_interval`), each run a dot."""
-    ms = _metrics([Path(r) for r in run_dirs])
+    ms = [r.data for r in results_of(run_dirs, "behaviour", arrays=False)]
     subsets = list(ms[0]["exact_match"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     for ax, kind in zip(axes, ("train", "heldout"), strict=True):
@@ -68,7 +61,7 @@ def plot_exact_match(
 
 
 def plot_logprob_hist(
-    run_dirs: list[str | Path],
+    run_dirs: Runs,
     out: str | Path | None = None,
     templates: str = "train",
     title: str = "",
@@ -76,9 +69,9 @@ def plot_logprob_hist(
     """Histograms of log p(correct completion) vs log p(random same-subset completion) on
     reversed prompts, per subset, pooled over runs (the histogram only); each run's t-test and
     KS p-values in each panel, listed and Fisher-combined, never averaged."""
-    runs = [Path(r) for r in run_dirs]
-    arrays = [np.load(r / "eval_logprobs.npz") for r in runs]
-    ms = _metrics(runs)
+    results = results_of(run_dirs, "behaviour")
+    arrays = [r.arrays for r in results]
+    ms = [r.data for r in results]
     subsets = list(ms[0]["exact_match"])
     fig, axes = plt.subplots(1, len(subsets), figsize=(4 * len(subsets), 3.4))
     for ax, s in zip(np.atleast_1d(axes), subsets, strict=True):

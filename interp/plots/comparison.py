@@ -5,87 +5,98 @@ inside each number's declared range, `interp.stats.runs_interval`; runs as dots)
 the trained order beside the reversed one (causal decoding, and native mode for BICO and MLM-U),
 the cross-entity probes (B's attribute from A alone, A's attribute from B alone, with the
 random-label control), the gradient-update test, and selective prediction.
-Reads metrics.json and analysis/*.json only.
+Draws the runs' saved summaries only, each number inside its declared range.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from interp.analysis import INSTRUMENTS
 from interp.plots import Figure, finish, plt
-from interp.results import read_result
-from interp.stats import UNIT, bounded_mean_ci, value_range
+from interp.results import Result
+from interp.stats import REAL, UNIT, Range, bounded_mean_ci
 
 
-def _get(d: dict[str, Any], path: str) -> float | None:
-    for part in path.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return None
-        d = d[part]
-    return float(d) if isinstance(d, int | float) else None
-
-
-def _values(runs: list[Path], source: str, key: str) -> list[float]:
-    out = []
+def _bundle(runs: Sequence[Result[Any] | str | Path]) -> list[Result[Any]]:
+    """Every result of a group: Results as given, each run directory's present results read."""
+    out: list[Result[Any]] = []
     for r in runs:
-        p = r / source
-        if p.is_file():
-            v = (
-                _get(json.loads(p.read_text()), key)
-                if source == "metrics.json"
-                else read_result(r, p.stem, arrays=False).summary.get(key)
+        if isinstance(r, Result):
+            out.append(r)
+            continue
+        for name, ins in INSTRUMENTS.items():
+            present = (
+                (Path(r) / "metrics.json").is_file()
+                if name == "behaviour"
+                else (Path(r) / "analysis" / f"{name}.json").is_file()
             )
-            if isinstance(v, int | float):
-                out.append(float(v))
+            if present:
+                out.append(ins.read(r, arrays=False))
     return out
 
 
-# Panel title -> list of (bar label, source file, key).
+def _values(results: list[Result[Any]], instrument: str, key: str) -> list[float]:
+    return [
+        v for r in results if r.instrument == instrument and (v := r.summary.value(key)) is not None
+    ]
+
+
+def _range(instrument: str, key: str) -> Range:
+    declared = {d.key: d.range for d in INSTRUMENTS[instrument].summary_type.declared()}
+    return declared.get(key, UNIT if instrument == "behaviour" else REAL)
+
+
+# Panel title -> list of (bar label, instrument, summary key).
 PANELS: dict[str, list[tuple[str, str, str]]] = {
     # Forward (trained order) beside reverse, so a reader sees the objectives are matched on
     # what they were trained to do; native mode (answer masked, bidirectional: interp.native)
     # exists for the masking objectives only and is empty for the others.
     "exact match (training templates)": [
-        ("n2d same", "metrics.json", "exact_match.n2d.same.train"),
-        ("d2n same", "metrics.json", "exact_match.d2n.same.train"),
-        ("n2d reversed", "metrics.json", "exact_match.n2d.reverse.train"),
-        ("d2n reversed", "metrics.json", "exact_match.d2n.reverse.train"),
-        ("n2d reversed, native", "metrics.json", "native.exact_match.n2d.reverse.train"),
-        ("d2n reversed, native", "metrics.json", "native.exact_match.d2n.reverse.train"),
+        ("n2d same", "behaviour", "em_n2d_same_train"),
+        ("d2n same", "behaviour", "em_d2n_same_train"),
+        ("n2d reversed", "behaviour", "em_n2d_reverse_train"),
+        ("d2n reversed", "behaviour", "em_d2n_reverse_train"),
+        ("n2d reversed, native", "behaviour", "native_n2d_reverse_train"),
+        ("d2n reversed, native", "behaviour", "native_d2n_reverse_train"),
     ],
     "probe accuracy, best layer (resid)": [
-        ("B's attr. from A, n2d", "analysis/probing.json", "probe_a_to_b_n2d_best"),
-        ("A's attr. from B, n2d", "analysis/probing.json", "probe_b_to_a_n2d_best"),
-        ("A's attr. from B, d2n", "analysis/probing.json", "probe_b_to_a_d2n_best"),
-        ("random labels, n2d A->B", "analysis/probing.json", "control_randlabel_a_to_b_n2d_best"),
+        ("B's attr. from A, n2d", "probing", "probe_a_to_b_n2d_best"),
+        ("A's attr. from B, n2d", "probing", "probe_b_to_a_n2d_best"),
+        ("A's attr. from B, d2n", "probing", "probe_b_to_a_d2n_best"),
+        ("random labels, n2d A->B", "probing", "control_randlabel_a_to_b_n2d_best"),
     ],
     "gradient-update test: Δ log p after one step": [
-        ("forward Δ", "analysis/update.json", "delta_logp_forward_mean"),
-        ("forward control", "analysis/update.json", "delta_logp_forward_control_mean"),
-        ("reverse Δ", "analysis/update.json", "delta_logp_reverse_mean"),
-        ("reverse control", "analysis/update.json", "delta_logp_reverse_control_mean"),
+        ("forward Δ", "update", "delta_logp_forward_mean"),
+        ("forward control", "update", "delta_logp_forward_control_mean"),
+        ("reverse Δ", "update", "delta_logp_reverse_mean"),
+        ("reverse control", "update", "delta_logp_reverse_control_mean"),
     ],
     "selective prediction AUROC (mixed questions)": [
-        ("likelihood", "analysis/selective.json", "auroc_likelihood_mixed"),
-        ("self-eval", "analysis/selective.json", "auroc_self_eval_mixed"),
-        ("probe", "analysis/selective.json", "auroc_probe_mixed"),
-        ("ASPIRE", "analysis/selective.json", "auroc_aspire_mixed"),
-        ("self-eval, shuffled labels", "analysis/selective.json", "auroc_self_eval_shuffled_mixed"),
+        ("likelihood", "selective", "auroc_likelihood_mixed"),
+        ("self-eval", "selective", "auroc_self_eval_mixed"),
+        ("probe", "selective", "auroc_probe_mixed"),
+        ("ASPIRE", "selective", "auroc_aspire_mixed"),
+        ("self-eval, shuffled labels", "selective", "auroc_self_eval_shuffled_mixed"),
     ],
 }
 
 
-def plot_comparison(groups: dict[str, list[Path]], out: str | Path | None = None) -> Figure:
-    """`groups`: objective -> its run directories (seeds)."""
-    objectives = list(groups)
+def plot_comparison(
+    groups: Mapping[str, Sequence[Result[Any] | str | Path]], out: str | Path | None = None
+) -> Figure:
+    """`groups`: objective -> its runs (seeds): their results (any instruments), or run
+    directories, whose results are read."""
+    bundles = {o: _bundle(rs) for o, rs in groups.items()}
+    objectives = list(bundles)
     panels = {
         t: bars
         for t, bars in PANELS.items()
-        if any(_values(rs, src, k) for rs in groups.values() for _, src, k in bars)
+        if any(_values(rs, src, k) for rs in bundles.values() for _, src, k in bars)
     }
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     colors = plt.get_cmap("tab10")
@@ -93,9 +104,8 @@ def plot_comparison(groups: dict[str, list[Path]], out: str | Path | None = None
         width = 0.8 / len(bars)
         x = np.arange(len(objectives))
         for j, (label, src, key) in enumerate(bars):
-            vals = [_values(groups[o], src, key) for o in objectives]
-            rng = UNIT if src == "metrics.json" else value_range(key)  # exact match: a rate
-            stats = [bounded_mean_ci(v, rng) for v in vals]
+            vals = [_values(bundles[o], src, key) for o in objectives]
+            stats = [bounded_mean_ci(v, _range(src, key)) for v in vals]
             m = np.array([s[0] for s in stats])
             err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
             xs = x - 0.4 + width * (j + 0.5)

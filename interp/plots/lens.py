@@ -13,15 +13,13 @@ Never recomputes the lens.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from interp.errors import UserError
-from interp.plots import Figure, finish, plt
-from interp.results import read_result
+from interp.plots import Figure, Runs, finish, plt, results_of
 from interp.stats import mean_ci_axis as mean_ci
 
 POSITION_STYLE: dict[str, dict[str, Any]] = {
@@ -36,26 +34,22 @@ LENS_STYLE: dict[str, dict[str, Any]] = {
 DIRECTION_LABEL = {"same": "same (trained order)", "reverse": "reverse"}
 
 
-def load_lens_results(
-    run_dirs: Sequence[str | Path],
-) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
+def load_lens_results(runs: Runs) -> list[tuple[dict[str, Any], dict[str, np.ndarray]]]:
     """(lens.json, lens.npz arrays) of every run; one-line fix when missing or mismatched."""
-    out = []
-    for d in run_dirs:
-        r = read_result(d, "lens")
-        out.append((r.data, r.arrays))
+    results = results_of(runs, "lens")
+    out = [(r.data, r.arrays) for r in results]
     first = out[0][0]
-    for (res, _), d in zip(out, run_dirs, strict=True):
+    for (res, _), r in zip(out, results, strict=True):
         same_templates = res["options"]["templates"] == first["options"]["templates"]
         if res["axes"] != first["axes"] or not same_templates:
             raise UserError(
-                f"{d} has a lens result of another shape or template set than "
-                f"{run_dirs[0]}: plot runs of one config, analysed the same way"
+                f"{r.path} has a lens result of another shape or template set than "
+                f"{results[0].path}: plot runs of one config, analysed the same way"
             )
     return out
 
 
-def plot_lens(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
+def plot_lens(run_dirs: Runs, out: str | Path | None = None) -> Figure:
     """Draw the lens rank curves for the runs in `run_dirs`; write out.png and out.pdf."""
     results = load_lens_results(run_dirs)
     meta = results[0][0]

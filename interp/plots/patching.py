@@ -15,7 +15,6 @@ recomputes anything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,7 @@ import numpy as np
 
 from interp import stats
 from interp.errors import UserError
-from interp.plots import Figure, finish, plt
-from interp.results import read_result
+from interp.plots import Figure, Runs, finish, plt, results_of
 
 ACTS = ("resid_pre", "attn_out", "mlp_out")
 QUERIES = ("forward", "reverse")
@@ -36,9 +34,9 @@ SCORE_SHORT = {
 QUERY_COLOR = {"forward": "tab:blue", "reverse": "tab:red"}
 
 
-def load_patching(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """analysis/patching.json of every run, with a one-line fix when one is missing."""
-    return [read_result(d, "patching", arrays=False).data for d in run_dirs]
+def load_patching(runs: Runs) -> list[dict[str, Any]]:
+    """The patching JSON of every run, with a one-line fix when one is missing."""
+    return [r.data for r in results_of(runs, "patching", arrays=False)]
 
 
 def mean_ci(values: np.ndarray) -> tuple[float, float]:
@@ -84,15 +82,13 @@ def _heatmap(ax: plt.Axes, grid: np.ndarray, labels: list[str], normalised: bool
     return im
 
 
-def plot_patching(
-    run_dirs: Sequence[str | Path], out: str | Path | None = None, subset: str = "n2d"
-) -> Figure:
+def plot_patching(run_dirs: Runs, out: str | Path | None = None, subset: str = "n2d") -> Figure:
     """Draw the patching heatmaps of `subset` for the runs in `run_dirs`; write out.png/.pdf."""
     results = load_patching(run_dirs)
     first = results[0]
     if subset not in first["groups"]:
         raise UserError(
-            f"subset {subset!r} not in {run_dirs[0]}/analysis/patching.json: "
+            f"subset {subset!r} not in the first run's patching result: "
             f"use one of {sorted(first['groups'])}"
         )
     corruptions = [c for c in ("swap", "noise") if c in first["options"]["corruptions"]]

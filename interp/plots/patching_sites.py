@@ -8,7 +8,6 @@ mean over runs and the band the 95% interval over runs (each run's own interval 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,7 @@ from matplotlib.figure import Figure
 
 from interp.analysis.activation_patching import ACTS
 from interp.errors import UserError
-from interp.plots import finish
-from interp.results import read_result
+from interp.plots import Runs, finish, results_of
 from interp.stats import mean_ci_axis
 
 SITE_STYLE = {"entity_last": ("-", "entity's last token"), "final": ("--", "final position")}
@@ -40,12 +38,12 @@ def _band(ax: plt.Axes, curves: list[dict[str, Any]], color: str, ls: str, label
 
 
 def plot_patching_sites(
-    run_dirs: Sequence[str | Path], out: str | Path | None = None, subset: str = "n2d"
+    run_dirs: Runs, out: str | Path | None = None, subset: str = "n2d"
 ) -> Figure:
     """Restored fraction per layer at the two sites per activation, and the severed path."""
     groups = []
-    for r in run_dirs:
-        g = read_result(r, "patching", arrays=False)["groups"].get(subset, {})
+    for r in results_of(run_dirs, "patching", arrays=False):
+        g = r["groups"].get(subset, {})
         g = g.get("forward", {}).get("swap")
         if g is not None and "sites" in g:
             groups.append(g)

@@ -9,7 +9,6 @@ mean over runs with a 95% t-interval band. Never recomputes a probe.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from interp import stats
-from interp.plots import finish
-from interp.results import read_result
+from interp.plots import Runs, finish, results_of
 
 SUBSETS = ("n2d", "d2n", "both")
 ROWS = tuple(
@@ -52,13 +50,12 @@ def mean_ci_curves(
     return m[:, 0], m[:, 1], m[:, 2]
 
 
-def load_results(run_dirs: Sequence[str | Path], name: str) -> list[dict[str, Any]]:
-    """analysis/<name>.json of every run, with a one-line fix when one is missing."""
-    out = [read_result(d, name, arrays=False).data for d in run_dirs]
-    return out
+def load_results(runs: Runs, name: str) -> list[dict[str, Any]]:
+    """The JSON of every run's `name` result, with a one-line fix when one is missing."""
+    return [r.data for r in results_of(runs, name, arrays=False)]
 
 
-def plot_probing(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
+def plot_probing(run_dirs: Runs, out: str | Path | None = None) -> Figure:
     """Draw probe accuracy by layer for the runs in `run_dirs`; write out.png and out.pdf."""
     results = load_results(run_dirs, "probing")
     n_runs = len(results)

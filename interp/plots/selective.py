@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from interp.errors import UserError
-from interp.plots import Figure, finish, plt
-from interp.results import read_result
+from interp.plots import Figure, finish, plt, results_of
 
 # Widths decrease in drawing order so that coinciding curves stay visible.
 STYLE: dict[str, dict[str, Any]] = {
@@ -44,11 +43,6 @@ LABEL = {
     "self_eval_shuffled": "self-eval, shuffled labels",
 }
 GRID = np.linspace(0, 1, 201)[1:]
-
-
-def _load(run_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    r = read_result(run_dir, "selective")
-    return r.data, r.arrays
 
 
 def _fmt(vals: list[float | None]) -> str:  # None: undefined (null in the JSON)
@@ -89,7 +83,7 @@ def plot_selective(run_dirs: list[str | Path], out: str | Path | None = None) ->
     out.png and out.pdf."""
     if not run_dirs:
         raise UserError("give at least one run directory")
-    loaded = [_load(Path(d)) for d in run_dirs]
+    loaded = [(r.data, r.arrays) for r in results_of(run_dirs, "selective")]
     results = [r for r, _ in loaded]
     names = [*results[0]["scores"], *results[0]["controls"]]
     fig = plt.figure(figsize=(15, 10))

@@ -17,7 +17,6 @@ Never recomputes a probe.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from interp.plots import finish
-from interp.results import read_result
+from interp.analysis.storage import level_name
+from interp.plots import Runs, finish, results_of
+from interp.runs import read_run_config
 
 LINES = (
     ("q_mean_best", "Q-probe: name -> attributes", "tab:blue", "o"),
@@ -41,28 +41,20 @@ MARKS = (
 )
 
 
-def level_name(aug: dict[str, Any]) -> str:
-    """A short name of an augmentation setting: multiplicity, +perm, +full."""
-    name = f"x{aug['multiplicity']}"
-    name += "+perm" if aug["permute"] else ""
-    name += "+full" if aug["fullname"] else ""
-    return name
-
-
-def _size(run_dir: str | Path) -> str:
+def _size(run_dir: Path | None) -> str:
     """'d_model 128, 800 steps, 200 people': the run's size, from its config."""
-    from interp.runs import load_config
-
-    cfg = load_config(Path(run_dir))
+    if run_dir is None:
+        return "size unknown"
+    cfg = read_run_config(run_dir)
     people = 2 * cfg.world.n_people_per_subset
     return f"d_model {cfg.model.d_model}, {cfg.train.steps} steps, {people} people"
 
 
-def _results(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
-    return [read_result(d, "storage", arrays=False).data for d in run_dirs]
+def _results(runs: Runs) -> list[dict[str, Any]]:
+    return [r.data for r in results_of(runs, "storage", arrays=False)]
 
 
-def plot_storage(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
+def plot_storage(run_dirs: Runs, out: str | Path | None = None) -> Figure:
     """Probe accuracy and extraction against augmentation level, one panel per objective."""
     results = _results(run_dirs)
     by_obj: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -102,13 +94,14 @@ def plot_storage(run_dirs: Sequence[str | Path], out: str | Path | None = None) 
     return finish(fig, out)
 
 
-def plot_pprobe(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
+def plot_pprobe(run_dirs: Runs, out: str | Path | None = None) -> Figure:
     """P-probe accuracy by layer per attribute (read just before its value), one panel per run."""
-    results = _results(run_dirs)
+    loaded = results_of(run_dirs, "storage", arrays=False)
+    results = [r.data for r in loaded]
     fig, axes = plt.subplots(
         1, len(results), figsize=(3.6 * len(results), 3.2), squeeze=False, sharey=True
     )
-    sizes = [_size(d) for d in run_dirs]
+    sizes = [_size(r.path) for r in loaded]
     show_size = len(set(sizes)) > 1  # runs of several sizes (storage_scale): say which is which
     for ax, r, size in zip(axes[0], results, sizes, strict=True):
         for key, probe in r["probes"].items():

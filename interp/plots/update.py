@@ -22,15 +22,13 @@ controls and the Both-subset positive control); `plot_update_sites` where the up
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from interp.errors import UserError
-from interp.plots import Figure, finish, plt
-from interp.results import read_result
+from interp.plots import Figure, Runs, finish, plt, results_of
 from interp.stats import combine_pvalues, hierarchical_bootstrap_axis, paired_test
 
 DIRECTION_LABEL = {"same": "forward\nlog p(B | A ...)", "reverse": "reverse\nlog p(A | B ...)"}
@@ -45,13 +43,10 @@ ENTITY_STYLE = {
 }
 
 
-def load_update(
-    run_dirs: Sequence[str | Path],
-) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
+def load_update(runs: Runs) -> tuple[list[dict[str, Any]], list[dict[str, np.ndarray]]]:
     """update.json and update.npz of every run, with a one-line fix when one is missing."""
     results, arrays = [], []
-    for d in run_dirs:
-        r = read_result(d, "update")
+    for r in results_of(runs, "update"):
         results.append(r.data)
         arrays.append(r.arrays)
     groups = {tuple(a["groups"]) for a in arrays}
@@ -220,7 +215,7 @@ def _group_panel(ax: plt.Axes, arrays: list[dict[str, np.ndarray]]) -> None:
     ax.legend(fontsize=7, loc="lower right")
 
 
-def plot_update(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
+def plot_update(run_dirs: Runs, out: str | Path | None = None) -> Figure:
     """Draw the figure for `run_dirs` (seeds of one config); write out.png and out.pdf."""
     results, arrays = load_update(run_dirs)
     o = results[0]["options"]
@@ -274,7 +269,7 @@ def _cos_values(
     return [a[key][:, di] for a in arrays if key in a]
 
 
-def plot_alignment(runs: dict[str, Sequence[str | Path]], out: str | Path | None = None) -> Figure:
+def plot_alignment(runs: dict[str, Runs], out: str | Path | None = None) -> Figure:
     """Forward vs reverse alignment (cosine of the step with grad log p of the answer's first
     token) per objective, each with its control (other people's prompts), and the positive
     control on the Both subset of the first objective's runs. `runs`: objective -> run dirs."""
@@ -315,7 +310,7 @@ def plot_alignment(runs: dict[str, Sequence[str | Path]], out: str | Path | None
     return finish(fig, out)
 
 
-def plot_update_sites(run_dirs: Sequence[str | Path], out: str | Path | None = None) -> Figure:
+def plot_update_sites(run_dirs: Runs, out: str | Path | None = None) -> Figure:
     """Where the update is written: per layer x position role, the share of the MLP weight
     update and its first-order effect per unit step on the answer's first token, forward
     (B's role word | A ...) and reverse (A's first name | B ...): first tokens, so the

@@ -1,0 +1,280 @@
+"""Behaviour, as an instrument: exact match and the reversed log-probability test.
+
+Berglund et al. (2023), Table 1 and Figure 4. A run is evaluated when its training ends
+(`interp.evaluate.evaluate_run`, which writes RUN_DIR/metrics.json and eval_logprobs.npz); this
+module reads that back as a `Result` like every other instrument's (`read`), reruns it on demand
+(`run_analysis`, the `interp evaluate` command), and holds the statistics over a study's runs
+that the report and the findings quote, by `interp.stats`'s rules (people nested in runs):
+
+- `exact_match_cell`: the mean over runs of each run's rate over people (a person's rate is over
+  their templates), with the hierarchical bootstrap interval widened to the pooled Wilson
+  interval, so it stays in [0, 100]% and 0/n is not a point;
+- `reversed_cell`: per run the paired t-test and the KS test of log p(correct) against
+  log p(a random same-subset answer) over people, the largest effect each run excludes (TOST);
+  over runs the hierarchical interval, the per-run p-values combined by Fisher's method, and the
+  bound a null supports, also as a share of the forward (same-direction) effect;
+- `native_cell`: exact match of the masking objectives asked in their own mode;
+- `bridge_echo`: the identity bridge's echo test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+from interp.analysis.options import Options
+from interp.evaluate import evaluate_model, format_table, write_evaluation
+from interp.files import read_json
+from interp.results import Result, Section, Summary, number, section
+from interp.runs import Run, read_run_config
+from interp.stats import (
+    UNIT,
+    Estimate,
+    PairedTest,
+    bound_of_interval,
+    combine_pvalues,
+    equivalence_bound,
+    hierarchical_bootstrap,
+    paired_test,
+    rate_estimate,
+)
+
+NAME = "behaviour"
+FILES = ("metrics.json", "eval_logprobs.npz")  # in the run directory, written by evaluation
+CELL_ORDER = ("n2d", "d2n", "both", "same", "reverse", "train", "heldout")
+
+
+@dataclass(frozen=True)
+class BehaviourOptions(Options):
+    """Behaviour has no options: every test prompt is asked, greedily."""
+
+
+@dataclass(frozen=True)
+class Kinds(Section):
+    """Exact match on training and on held-out templates."""
+
+    train: float | None = number("training templates", UNIT)
+    heldout: float | None = number("held-out templates", UNIT)
+
+
+@dataclass(frozen=True)
+class Directions(Section):
+    """Exact match asked in the trained order and reversed."""
+
+    same: Kinds = section(Kinds, "the direction the fact was trained in")
+    reverse: Kinds = section(Kinds, "reversed")
+
+
+@dataclass(frozen=True)
+class Subsets(Section):
+    """Exact match per subset of people."""
+
+    n2d: Directions = section(Directions, "NameToDescription: trained 'A is B'")
+    d2n: Directions = section(Directions, "DescriptionToName: trained 'B is A'")
+    both: Directions = section(Directions, "Both: trained in both orders (the positive control)")
+
+
+@dataclass(frozen=True)
+class BehaviourSummary(Summary):
+    """Exact match per subset x direction x template kind (`em_n2d_reverse_train`), by greedy
+    decoding and, for the masking objectives, in their own mode (`native_...`)."""
+
+    em: Subsets = section(Subsets, "greedy decoding")
+    native: Subsets = section(Subsets, "native mode (BICO, MLM-U: answer masked)")
+
+
+def _flat_em(em: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {
+        f"{prefix}_{s}_{d}_{k}": float(v)
+        for s, by_d in em.items()
+        for d, by_k in by_d.items()
+        for k, v in by_k.items()
+    }
+
+
+def as_result(metrics: dict[str, Any], arrays: dict[str, np.ndarray], path: Path | None) -> Result:
+    """A run's evaluation as a Result: `data` is metrics.json with its exact match flattened as
+    the summary, `arrays` eval_logprobs.npz (one row per test prompt)."""
+    flat = _flat_em(metrics["exact_match"], "em")
+    if "native" in metrics:
+        flat |= _flat_em(metrics["native"]["exact_match"], "native")
+    data = {**metrics, "summary": flat, "options": {}}
+    return Result(NAME, data, arrays, path, BehaviourSummary)
+
+
+def read(run_dir: str | Path, arrays: bool = True) -> Result:
+    """RUN_DIR's evaluation (metrics.json, and with `arrays` eval_logprobs.npz)."""
+    run_dir = Path(run_dir)
+    metrics = read_json(run_dir / FILES[0])
+    arr: dict[str, np.ndarray] = {}
+    if arrays:
+        with np.load(run_dir / FILES[1], allow_pickle=False) as z:
+            arr = {k: z[k] for k in z.files}
+    return as_result(metrics, arr, run_dir)
+
+
+def run_analysis(
+    run: Run, options: BehaviourOptions | None = None, *, write: bool = True, progress: bool = True
+) -> Result:
+    """Evaluate the run again (exact match, the log-prob test, native mode, the bridge's echo
+    test); with `write`, replace its metrics.json and eval_logprobs.npz."""
+    metrics, arrays = evaluate_model(run.model, run.dataset, run.config, progress)
+    if write:
+        write_evaluation(run.path, metrics, arrays)
+    return as_result(metrics, arrays, run.path)
+
+
+def format_summary(result: Result) -> str:
+    """The exact-match table and the reversed log-probability test, as plain text."""
+    return format_table(result.data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Over a study's runs (people nested in runs)
+
+
+def person_values(result: Result, subset: str, direction: str, kind: str) -> dict[str, np.ndarray]:
+    """One run's saved per-prompt results, averaged per person over templates (person order).
+
+    Keys: 'hit' (exact-match rate), 'correct' and 'random' (log-probs), and 'native_hit' where
+    the run was asked in its own mode. The same per-person averaging as `interp.evaluate`."""
+    a = result.arrays
+    m = (a["subset"] == subset) & (a["direction"] == direction) & (a["templates"] == kind)
+    people, inv = np.unique(a["person"][m], return_inverse=True)
+    cnt = np.bincount(inv, minlength=len(people))
+
+    def per_person(x: np.ndarray) -> np.ndarray:
+        return np.bincount(inv, weights=x[m].astype(float), minlength=len(people)) / cnt
+
+    out = {
+        "hit": per_person(a["exact_match"]),
+        "correct": per_person(a["correct_logprob"]),
+        "random": per_person(a["random_logprob"]),
+    }
+    if "native_exact_match" in a:  # BICO and MLM-U asked in their own mode (interp.native)
+        out["native_hit"] = per_person(a["native_exact_match"])
+    return out
+
+
+def cells(result: Result) -> list[tuple[str, str, str]]:
+    """The (subset, direction, template kind) cells a run was evaluated on, in display order."""
+    a = result.arrays
+    keys = {
+        (str(s), str(d), str(k))
+        for s, d, k in zip(a["subset"], a["direction"], a["templates"], strict=True)
+    }
+    order = {v: i for i, v in enumerate(CELL_ORDER)}
+    return sorted(keys, key=lambda c: tuple(order.get(x, 99) for x in c))
+
+
+def run_label(result: Result) -> str:
+    """'world 0, seed 0': the (world, seed) pair a run is."""
+    cfg = read_run_config(Path(str(result.path)))
+    return f"world {cfg.world.seed}, seed {cfg.train.seed}"
+
+
+@dataclass(frozen=True)
+class ReversedCell:
+    """The reversed log-probability test of one subset x template kind, for one objective's
+    runs: each run's paired test, the study-level difference (people nested in runs), the
+    per-run p-values combined by Fisher's method, and the bound a null supports."""
+
+    subset: str
+    kind: str
+    runs: list[tuple[str, PairedTest, float, float]]  # (run label, t-test, KS p, TOST bound)
+    study: Estimate  # hierarchical bootstrap of log p(correct) - log p(random), per person
+    fisher_p: float
+    forward: Estimate  # the same difference on same-direction prompts (the effect to compare)
+    bound: float  # the largest |difference| the study interval excludes
+
+    @property
+    def null(self) -> bool:
+        """The study interval covers 0: no effect shown, only the bound."""
+        return self.study.low <= 0 <= self.study.high
+
+    def bound_text(self, digits: int = 2) -> str:
+        """'the data exclude effects beyond +-0.77 nats, 5% of the forward effect +14.77'."""
+        share = (
+            f", {100 * self.bound / self.forward.estimate:.0f}% of the forward effect "
+            f"{self.forward.estimate:+.2f}"
+            if self.forward.estimate > 0
+            else ""
+        )
+        return f"effects beyond +-{self.bound:.{digits}f} nats{share}"
+
+    def claim(self) -> str:
+        """One sentence fragment saying what the numbers show, and no more."""
+        h = self.study
+        if not self.null:
+            side = "above" if h.estimate > 0 else "below"
+            return (
+                f"log p(correct) is {side} log p(random) by {h.estimate:+.2f} nats "
+                f"[{h.low:+.2f}, {h.high:+.2f}] (Fisher-combined p = {self.fisher_p:.2g})"
+            )
+        return (
+            f"the difference {h.estimate:+.2f} nats [{h.low:+.2f}, {h.high:+.2f}] covers 0: "
+            f"the data exclude {self.bound_text()}"
+        )
+
+
+def exact_match_cell(results: list[Result], subset: str, direction: str, kind: str) -> Estimate:
+    """Exact match of one cell over runs (`interp.stats.rate_estimate`)."""
+    return rate_estimate([person_values(r, subset, direction, kind)["hit"] for r in results])
+
+
+def native_cell(results: list[Result], subset: str, direction: str, kind: str) -> Estimate | None:
+    """Exact match in native mode (BICO and MLM-U asked with the answer masked and attention
+    bidirectional, `interp.native`) of one cell, with the same interval as causal decoding's;
+    None when no run has native-mode results."""
+    hits = [
+        v["native_hit"]
+        for r in results
+        if "native_hit" in (v := person_values(r, subset, direction, kind))
+    ]
+    return rate_estimate(hits) if hits else None
+
+
+def reversed_cell(results: list[Result], subset: str, kind: str) -> ReversedCell:
+    """The reversed log-probability test of `subset` on `kind` templates over `results`."""
+    diffs, per_run = [], []
+    for r in results:
+        v = person_values(r, subset, "reverse", kind)
+        t = paired_test(v["correct"], v["random"])
+        ks = (
+            float(sps.ks_2samp(v["correct"], v["random"]).pvalue)
+            if t.n >= 2 and np.ptp(v["correct"] - v["random"]) > 0
+            else 1.0
+        )
+        diffs.append(v["correct"] - v["random"])
+        per_run.append((run_label(r), t, ks, equivalence_bound(diffs[-1])))
+    h = hierarchical_bootstrap(diffs)
+    fwd = [person_values(r, subset, "same", kind) for r in results]
+    forward = hierarchical_bootstrap([v["correct"] - v["random"] for v in fwd])
+    return ReversedCell(
+        subset, kind, per_run, h, combine_pvalues([t.p for _, t, _, _ in per_run]), forward,
+        bound_of_interval(h.low, h.high),
+    )  # fmt: skip
+
+
+def bridge_echo(results: list[Result]) -> dict[str, Any]:
+    """The identity bridge's echo test (in each run's metrics.json) over runs, per kind ('train':
+    the identity as trained; 'shortcut': another role, where answering A is echoing the name):
+    {"form", "echo_<kind>": Estimate}, each prompt (one per person and kind) an item nested in
+    its run. {} when no run has it."""
+    per_kind: dict[str, list[np.ndarray]] = {}
+    form = ""
+    for r in results:
+        b = r.data.get("bridge") or {}
+        form = b.get("form", form)
+        for kind in ("train", "shortcut"):
+            if kind in b:
+                n, k = int(b[kind]["n"]), round(float(b[kind]["echo"]) * int(b[kind]["n"]))
+                per_kind.setdefault(kind, []).append(np.r_[np.ones(k), np.zeros(n - k)])
+    out: dict[str, Any] = {"form": form} if per_kind else {}
+    for kind, hits in per_kind.items():
+        out[f"echo_{kind}"] = rate_estimate(hits)
+    return out
