@@ -203,6 +203,31 @@ def logprob_test(correct: np.ndarray, control: np.ndarray) -> dict[str, Any]:
     return res
 
 
+# Greedy answers run this many tokens past the longest answer: enough for an answer whose
+# tokenisation differs from the reference's (the paper's data), irrelevant on word-token worlds.
+EXTRA_TOKENS = 2
+
+
+def exact_match(
+    model: torch.nn.Module,
+    dataset: FactDataset,
+    prompts: list[Example],
+    rule: str | None = None,
+) -> np.ndarray:
+    """Whether each prompt's greedy answer is right by `rule` (default `match_rule`): the one
+    exact-match of the kit, decoding `EXTRA_TOKENS` past the longest answer."""
+    rule = rule or match_rule(dataset)
+    n_new = max(len(e.answer) for e in prompts) + EXTRA_TOKENS
+    gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
+    return np.array(
+        [
+            is_exact_match(dataset.text(g), dataset.text(e.answer), rule)
+            for g, e in zip(gen, prompts, strict=True)
+        ],
+        dtype=bool,
+    )
+
+
 def evaluate(
     model: torch.nn.Module, dataset: FactDataset, progress: bool = False, seed: int = 0
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -210,17 +235,10 @@ def evaluate(
 
     `seed` seeds the random control answers; `evaluate_run` passes the run's `run_seed`."""
     prompts = dataset.prompts
-    n_new = max(len(e.answer) for e in prompts) + 2
     if progress:
         print(f"evaluating {len(prompts)} prompts")
-    gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
     rule = match_rule(dataset)
-    hits = np.array(
-        [
-            is_exact_match(dataset.text(g), dataset.text(e.answer), rule)
-            for g, e in zip(gen, prompts, strict=True)
-        ]
-    )
+    hits = exact_match(model, dataset, prompts, rule)
     controls = control_answers(dataset, prompts, seed=seed)
     lp_correct = completion_logprobs(
         model, [e.prompt for e in prompts], [e.answer for e in prompts]
@@ -285,14 +303,7 @@ def quick_exact_match(
             sel = dataset.select(subset=s, direction=d, templates="train")[:per_cell]
             if not sel:
                 continue
-            gen = greedy_generate(model, [e.prompt for e in sel], max(len(e.answer) for e in sel))
-            acc = np.mean(
-                [
-                    is_exact_match(dataset.text(g), dataset.text(e.answer), match_rule(dataset))
-                    for g, e in zip(gen, sel, strict=True)
-                ]
-            )
-            out[f"em_{s}_{d}"] = float(acc)
+            out[f"em_{s}_{d}"] = float(exact_match(model, dataset, sel).mean())
     return out
 
 
@@ -454,15 +465,10 @@ def bridge_metrics(model: torch.nn.Module, dataset: FactDataset) -> dict[str, An
     prompts = dataset.bridge_prompts
     if not prompts or dataset.world is None:
         return {}
-    n_new = max(len(e.answer) for e in prompts)
-    gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
+    echo = exact_match(model, dataset, prompts, "word")
     out: dict[str, Any] = {"form": dataset.world.config.bridge}
     for kind in ("train", "shortcut"):
-        hits = [
-            is_exact_match(dataset.text(g), dataset.text(e.answer), "word")
-            for g, e in zip(gen, prompts, strict=True)
-            if e.templates == kind
-        ]
+        hits = [bool(h) for h, e in zip(echo, prompts, strict=True) if e.templates == kind]
         if hits:
             rate, lo, hi = wilson_interval(sum(hits), len(hits))
             out[kind] = {"echo": rate, "n": len(hits), "ci95": [lo, hi]}

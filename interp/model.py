@@ -35,10 +35,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import Tensor
+from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.config import ModelConfig
+from interp.data.dataset import pad_batch
 from interp.data.tokenizer import hf_tokenizer
 from interp.errors import UserError
 from interp.files import atomic_path
@@ -444,3 +446,46 @@ def frozen(module: torch.nn.Module) -> Iterator[None]:
     finally:
         for p, flag in saved:
             p.requires_grad_(flag)
+
+
+# ---------------------------------------------------------------------------------------------
+# The residual stream at every depth: the one reader every instrument uses
+
+
+def resid_hook_names(n_layers: int) -> list[str]:
+    """The accumulated residual stream's hooks, as TransformerLens's `accumulated_resid` reads
+    them: every block's resid_pre (depth 0 = the embeddings), then the last block's resid_post."""
+    return [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)] + [
+        f"blocks.{n_layers - 1}.hook_resid_post"
+    ]
+
+
+def residual_stack(
+    model: TransformerBridge, cache_or_tokens: ActivationCache | Int[Tensor, "batch pos"]
+) -> Float[Tensor, "layer batch pos d_model"]:
+    """The residual stream at every depth (layer 0 = embeddings ... n_layers = after the last
+    block), from a cache or by running the tokens (no gradient): TransformerLens's
+    `ActivationCache.accumulated_resid`."""
+    if isinstance(cache_or_tokens, ActivationCache):
+        cache = cache_or_tokens
+    else:
+        names = set(resid_hook_names(model.cfg.n_layers))
+        with torch.no_grad():
+            _, cache = model.run_with_cache(cache_or_tokens, names_filter=lambda n: n in names)
+    stack = cache.accumulated_resid(layer=None, incl_mid=False, apply_ln=False)
+    assert isinstance(stack, Tensor)  # a tuple only with return_labels=True
+    return stack
+
+
+@torch.no_grad()
+def resid_at(
+    model: TransformerBridge, seqs: Any, positions: Any
+) -> Float[Tensor, "layer n d_model"]:
+    """The residual stream of each sequence (right-padded into one batch) at its given position,
+    at every depth, as float32 on the CPU."""
+    device = next(model.parameters()).device
+    tokens, _ = pad_batch([tuple(s) for s in seqs], device=device)
+    stack = residual_stack(model, tokens)
+    rows = torch.arange(len(seqs), device=device)
+    pos = torch.tensor(list(positions), device=device)
+    return stack[:, rows, pos].float().cpu()

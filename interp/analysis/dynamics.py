@@ -46,7 +46,7 @@ from interp.analysis.probing import (
 from interp.data.dataset import DIRECTIONS, FactDataset
 from interp.data.world import SUBSETS
 from interp.errors import UserError
-from interp.evaluate import greedy_generate, is_exact_match, match_rule
+from interp.evaluate import exact_match as evaluate_exact_match
 from interp.model import build_model
 from interp.results import Result, Summary, number, section, summary_json, write_result
 from interp.runs import Run, checkpoint_steps, load_run
@@ -147,14 +147,7 @@ def exact_match(
 ) -> Float[np.ndarray, "subset direction"]:
     """Greedy exact match on every prompt of `templates`, per subset x direction."""
     prompts = [e for e in dataset.prompts if e.templates == templates and e.subset in SUBSETS]
-    n_new = max(len(e.answer) for e in prompts) + 1
-    gen = greedy_generate(model, [e.prompt for e in prompts], n_new)
-    hits = np.array(
-        [
-            is_exact_match(dataset.text(g), dataset.text(e.answer), match_rule(dataset))
-            for g, e in zip(gen, prompts, strict=True)
-        ]
-    )
+    hits = evaluate_exact_match(model, dataset, prompts)
     out = np.full((len(SUBSETS), len(DIRECTIONS)), np.nan)
     for i, s in enumerate(SUBSETS):
         for j, d in enumerate(DIRECTIONS):

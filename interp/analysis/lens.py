@@ -61,19 +61,16 @@ from interp.analysis.tuned_lens import (
     fit_tuned_lens,
     kl_to_final,
     lens_stack,
-    residual_stack,
     split_docs,
 )
 from interp.analysis.tuned_lens import (  # re-exported: the notebook's entry points
     lens_logits as lens_logits,
 )
-from interp.analysis.tuned_lens import (
-    resid_hook_names as resid_hook_names,
-)
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
-from interp.model import build_model
+from interp.model import build_model, residual_stack
+from interp.model import resid_hook_names as resid_hook_names
 from interp.results import Result, Section, Summary, number, section, summary_json, write_result
 from interp.runs import Run
 from interp.stats import NONNEGATIVE, RANK, run_seed

@@ -79,7 +79,7 @@ from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.dataset import FactDataset, entity_alone, pad_batch
 from interp.data.world import SUBSETS, Person
 from interp.errors import UserError
-from interp.model import build_model
+from interp.model import build_model, resid_at, resid_hook_names, residual_stack
 from interp.results import Result, Section, Summary, number, section, summary_json, write_result
 from interp.runs import Run
 from interp.stats import UNIT, run_seed
@@ -196,19 +196,11 @@ def entity_activations(
     device = next(model.parameters()).device
     tokens, _ = pad_batch([e.tokens for e in examples], device=device)
     n_layers = model.cfg.n_layers
-    names = ["blocks.0.hook_resid_pre"]
-    names += [f"blocks.{l}.hook_{h}" for l in range(n_layers) for h in ("resid_post", "mlp_out")]
+    names = [*resid_hook_names(n_layers), *(f"blocks.{l}.hook_mlp_out" for l in range(n_layers))]
     _, cache = model.run_with_cache(tokens, names_filter=names)
-    rows = torch.arange(len(examples))
-
-    def at_last(name: str) -> Float[Tensor, "person d_model"]:
-        return cache[name][rows, last.to(device)].float().cpu()
-
-    resid = torch.stack(
-        [at_last("blocks.0.hook_resid_pre")]
-        + [at_last(f"blocks.{l}.hook_resid_post") for l in range(n_layers)]
-    )
-    mlp = [at_last(f"blocks.{l}.hook_mlp_out") for l in range(n_layers)]
+    rows, last = torch.arange(len(examples)), last.to(device)
+    resid = residual_stack(model, cache)[:, rows, last].float().cpu()
+    mlp = [cache[f"blocks.{l}.hook_mlp_out"][rows, last].float().cpu() for l in range(n_layers)]
     mlp_out = torch.stack([torch.full_like(mlp[0], float("nan")), *mlp])
     return {"resid": resid, "mlp_out": mlp_out}
 
@@ -235,14 +227,8 @@ def prompt_activations(
             "the dataset lacks the prompts probing needs; rebuild the run"
         )
     examples = [index[(p.id, order)] for p in people]
-    device = next(model.parameters()).device
-    tokens, _ = pad_batch([e.prompt for e in examples], device=device)
-    final = torch.tensor([e.prompt_len - 1 for e in examples], device=device)
-    n_layers = model.cfg.n_layers
-    names = ["blocks.0.hook_resid_pre", *[f"blocks.{l}.hook_resid_post" for l in range(n_layers)]]
-    _, cache = model.run_with_cache(tokens, names_filter=names)
-    rows = torch.arange(len(examples), device=device)
-    return {"prompt_final": torch.stack([cache[n][rows, final].float().cpu() for n in names])}
+    final = [e.prompt_len - 1 for e in examples]
+    return {"prompt_final": resid_at(model, [e.prompt for e in examples], final)}
 
 
 def labels(people: Sequence[Person], direction: str) -> Int[np.ndarray, " person"]:

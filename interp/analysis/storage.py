@@ -59,7 +59,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -68,10 +67,11 @@ from transformer_lens.model_bridge import TransformerBridge
 from interp.analysis.linear_probe import fit_probe, fit_probe_batch, majority_rate, person_folds
 from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.biography import LABELS, BiographyWorld, BioPerson
-from interp.data.dataset import FactDataset, pad_batch
+from interp.data.dataset import FactDataset
 from interp.data.tokenizer import BOS, encode
 from interp.errors import UserError
-from interp.evaluate import greedy_generate, is_exact_match
+from interp.evaluate import exact_match
+from interp.model import resid_at
 from interp.results import (
     Result,
     Section,
@@ -191,22 +191,6 @@ class StorageOptions(Options):
 
 
 # Activations
-
-
-@torch.no_grad()
-def resid_at(
-    model: TransformerBridge, seqs: Sequence[Sequence[int]], positions: Sequence[int]
-) -> Float[Tensor, "layer n d_model"]:
-    """The residual stream at one position of each sequence, at every depth: layer 0 = the
-    embeddings (`blocks.0.hook_resid_pre`), layer l + 1 = after block l (`hook_resid_post`)."""
-    device = next(model.parameters()).device
-    tokens, _ = pad_batch([tuple(s) for s in seqs], device=device)
-    names = ["blocks.0.hook_resid_pre"]
-    names += [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
-    _, cache = model.run_with_cache(tokens, names_filter=names)
-    rows = torch.arange(len(seqs), device=device)
-    pos = torch.tensor(list(positions), device=device)
-    return torch.stack([cache[n][rows, pos].float().cpu() for n in names])
 
 
 def name_inputs(ds: FactDataset, people: Sequence[BioPerson]) -> list[tuple[int, ...]]:
@@ -377,13 +361,7 @@ def extraction(
     """Greedy QA exact match per question (the four forward labels and `inverse`) and subset:
     {question: {subset: [rate, low, high, hits, n]}} (Wilson 95% intervals)."""
     prompts = ds.prompts
-    gen = greedy_generate(model, [e.prompt for e in prompts], max(len(e.answer) for e in prompts))
-    hits = np.array(
-        [
-            is_exact_match(ds.text(g), ds.text(e.answer), "word")
-            for g, e in zip(gen, prompts, strict=True)
-        ]
-    )
+    hits = exact_match(model, ds, prompts, "word")
     names = [*LABELS, "inverse"]
     out: dict[str, dict[str, list[float | int]]] = {}
     for e_i, q in enumerate(names):

@@ -32,7 +32,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from interp.data.dataset import Example, pad_batch
 from interp.errors import UserError
 from interp.files import atomic_path
-from interp.model import frozen
+from interp.model import frozen, residual_stack
 
 BATCH = 256  # prompts or documents per forward pass
 
@@ -99,29 +99,6 @@ class TunedLens(nn.Module):
         lens = cls(state["weight"].shape[0], state["weight"].shape[1])
         lens.load_state_dict(state)
         return lens
-
-
-def resid_hook_names(n_layers: int) -> list[str]:
-    """Hooks of the accumulated residual stream: every block's resid_pre, the last resid_post."""
-    return [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)] + [
-        f"blocks.{n_layers - 1}.hook_resid_post"
-    ]
-
-
-def residual_stack(
-    model: TransformerBridge, cache_or_tokens: ActivationCache | Int[Tensor, "batch pos"]
-) -> Float[Tensor, "layer batch pos d_model"]:
-    """The residual stream at every depth (layer 0 = embeddings ... n_layers = final), from a cache
-    or by running the tokens (no gradient)."""
-    if isinstance(cache_or_tokens, ActivationCache):
-        cache = cache_or_tokens
-    else:
-        names = set(resid_hook_names(model.cfg.n_layers))
-        with torch.no_grad():
-            _, cache = model.run_with_cache(cache_or_tokens, names_filter=lambda n: n in names)
-    stack = cache.accumulated_resid(layer=None, incl_mid=False, apply_ln=False)
-    assert isinstance(stack, Tensor)  # a tuple only with return_labels=True
-    return stack
 
 
 def lens_stack(

@@ -123,12 +123,6 @@ from interp.analysis.update_measures import (
 from interp.analysis.update_measures import (
     matched_controls as matched_controls,
 )
-from interp.analysis.update_measures import (
-    resid_at as resid_at,
-)
-from interp.analysis.update_measures import (
-    resid_names as resid_names,
-)
 from interp.analysis.update_summary import (
     CONTEXTS,
     ENTITIES,

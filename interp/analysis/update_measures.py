@@ -21,29 +21,10 @@ from transformer_lens.model_bridge import TransformerBridge
 from interp.data.dataset import DIRECTIONS, Example, FactDataset, entity_alone, pad_batch
 from interp.data.world import Person
 from interp.evaluate import completion_logprobs
-from interp.model import raw_forward
+from interp.model import raw_forward, resid_at
 
 # ---------------------------------------------------------------------------------------------
 # Measurements.
-
-
-def resid_names(n_layers: int) -> list[str]:
-    """Residual stream at every depth: embeddings, then after each block."""
-    return ["blocks.0.hook_resid_pre", *[f"blocks.{l}.hook_resid_post" for l in range(n_layers)]]
-
-
-@torch.no_grad()
-def resid_at(
-    model: TransformerBridge, seqs: Sequence[tuple[int, ...]], positions: Sequence[int]
-) -> Float[Tensor, "n layer d_model"]:
-    """The residual stream of each sequence at its given position, at every depth."""
-    names = resid_names(model.cfg.n_layers)
-    device = next(model.parameters()).device
-    toks, _ = pad_batch(list(seqs), device=device)
-    _, cache = model.run_with_cache(toks, names_filter=lambda n: n in names)
-    rows = torch.arange(len(seqs), device=device)
-    pos = torch.tensor(list(positions), device=device)
-    return torch.stack([cache[n][rows, pos] for n in names], dim=1).cpu()
 
 
 @torch.no_grad()
@@ -235,6 +216,8 @@ def site_activations(
 ) -> dict[tuple[str, str], Float[Tensor, "site layer d_model"]]:
     return {
         key: resid_at(model, [s for s, _ in items], [i for _, i in items])
+        .transpose(0, 1)
+        .contiguous()
         for key, items in sites.items()
     }
 
