@@ -259,9 +259,10 @@ def behaviour_section(study: Study) -> list[str]:
     for s, d, k in cs:
         rows.append(
             [f"{s} {d} ({k} templates)"]
-            + [exact_match_cell(results[g], s, d, k).fmt(pct=True, items="people") for g in names]
-        )
-        native = {g: native_cell(results[g], s, d, k) for g in names}
+            + [study.behaviour(g, exact_match_cell, s, d, k).fmt(pct=True, items="people")
+               for g in names]
+        )  # fmt: skip
+        native = {g: study.behaviour(g, native_cell, s, d, k) for g in names}
         if any(v is not None for v in native.values()):
             rows.append(
                 [f"{s} {d} ({k} templates), native mode"]
@@ -281,7 +282,7 @@ def behaviour_section(study: Study) -> list[str]:
         family: list[tuple[str, float]] = []
         rows = []
         for s, _, k in [c for c in cs if c[1] == "reverse"]:
-            c = reversed_cell(results[g], s, k)
+            c = study.behaviour(g, reversed_cell, s, k)
             for label, t, ks, tost_bound in c.runs:
                 rows.append(
                     [f"{s} ({k})", label, str(t.n),

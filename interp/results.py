@@ -262,6 +262,52 @@ def write_result(run_dir: str | Path, result: Result[Any]) -> Path:
     return out / f"{result.instrument}.json"
 
 
+EVALUATION_FILES = ("metrics.json", "eval_logprobs.npz")  # a run's behaviour, in the run dir
+
+
+def evaluation_result(
+    metrics: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+    path: Path | None,
+    summary_type: type[Summary] = Summary,
+) -> Result[Any]:
+    """A run's evaluation (metrics.json and eval_logprobs.npz) as the behaviour instrument's
+    Result: `data` is metrics.json with its exact match flattened as the summary
+    (`em_<subset>_<direction>_<templates>`, `native_...` in native mode), `arrays` one row per
+    test prompt."""
+    flat = {
+        f"{prefix}_{s}_{d}_{k}": float(v)
+        for prefix, em in (
+            ("em", metrics["exact_match"]),
+            ("native", metrics.get("native", {}).get("exact_match", {})),
+        )
+        for s, by_d in em.items()
+        for d, by_k in by_d.items()
+        for k, v in by_k.items()
+    }
+    return Result(
+        "behaviour", {**metrics, "summary": flat, "options": {}}, arrays, path, summary_type
+    )
+
+
+def read_evaluation(
+    run_dir: str | Path, arrays: bool = True, summary_type: type[Summary] = Summary
+) -> Result[Any]:
+    """RUN_DIR's evaluation (metrics.json, and with `arrays` eval_logprobs.npz; never pickled)."""
+    run_dir = Path(run_dir)
+    metrics = read_json(run_dir / EVALUATION_FILES[0])
+    arr: dict[str, np.ndarray] = {}
+    if arrays:
+        npz = run_dir / EVALUATION_FILES[1]
+        if not npz.is_file():
+            raise UserError(
+                f"{npz} not found: evaluate the run again (`interp evaluate {run_dir}`)"
+            )
+        with np.load(npz, allow_pickle=False) as z:
+            arr = {k: z[k] for k in z.files}
+    return evaluation_result(metrics, arr, run_dir, summary_type)
+
+
 def read_result(
     run_dir: str | Path,
     instrument: str,

@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from interp.config import apply_overrides, load_config
 from interp.plan import run_name
 from interp.presets import make_plan
@@ -41,7 +43,8 @@ def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path):
     assert (run / "analysis" / "probing.json").stat().st_mtime_ns == mtime
     # a study killed after training but before its analysis: rerun gives the same numbers
     (run / "analysis" / "probing.json").unlink()
-    run_study(plan, out, jobs=1, device="cpu", progress=False, log=lambda s: None)
+    status = execute_run(plan.runs()[0].config.to_dict(), str(run), {"probing": {}})
+    assert status["analyses"] == ["probing"], status
     again = json.loads((run / "analysis" / "probing.json").read_text())["summary"]
     assert again == first
 
@@ -62,23 +65,42 @@ def test_study_resumes_a_run_killed_mid_training(tmp_path):
 
 
 def test_sweep_through_submitit_local_executor(tiny_run_dir, tmp_path):
+    """The Slurm code path, run by submitit's local executor: the cell is the tiny preset's own
+    config, whose trained run is the session's, so the job loads it and probes it."""
     from interp.sweep import load_grid, run_sweep
 
     out = tmp_path / "sweep"
-    _seed_run(tiny_run_dir, out / "runs")
+    run = _seed_run(tiny_run_dir, out / "runs")
+    wd = load_config("tiny").train.weight_decay
     grid = load_grid(
-        None,
-        preset="tiny",
-        seeds=[0],
-        objectives=["causal"],
-        weight_decay=[0.1, 0.0],
+        None, preset="tiny", seeds=[0], objectives=["causal"], weight_decay=[wd],
         instruments=["probing"],
-        set=["train.steps=20"],
-    )
-    # train.steps=20 changes the hash: both cells train through submitit's local executor
+    )  # fmt: skip
     table = run_sweep(grid, out, executor="submitit-local", progress=False)
+    assert (run / "analysis" / "probing.json").is_file(), "the job did not probe the run"
     rows = json.loads((out / "sweep.json").read_text())
-    assert len(rows) == 2 and {r["weight_decay"] for r in rows} == {0.0, 0.1}, rows
-    assert all(0 <= r["em_n2d_same_train"] <= 1 and r["n_seeds"] == 1 for r in rows)
+    assert len(rows) == 1 and rows[0]["weight_decay"] == wd and rows[0]["n_seeds"] == 1, rows
+    assert 0 <= rows[0]["em_n2d_same_train"] <= 1 and "probe_a_to_b_n2d_best" in rows[0], rows
     assert table.is_file() and (out / "sweep.png").is_file()
     assert any((out / "submitit").iterdir()), "submitit wrote no job folder"
+
+
+def test_sweep_aggregates_each_cell_over_its_seeds(tmp_path):
+    from interp.sweep import aggregate
+
+    cells, runs = [], []
+    for wd, rate in ((0.0, 0.9), (0.1, 0.5)):
+        for seed in (0, 1):
+            d = tmp_path / f"wd{wd}_s{seed}"
+            d.mkdir()
+            em = {"n2d": {"same": {"train": rate + 0.02 * seed}, "reverse": {"train": 0.0}}}
+            (d / "metrics.json").write_text(json.dumps({"exact_match": em}))
+            cells.append(({"seeds": seed, "weight_decay": wd}, {}))
+            runs.append(d)
+    aggregate(cells, runs, tmp_path)
+    rows = {r["weight_decay"]: r for r in json.loads((tmp_path / "sweep.json").read_text())}
+    assert set(rows) == {0.0, 0.1} and all(r["n_seeds"] == 2 for r in rows.values()), rows
+    r = rows[0.0]
+    assert r["em_n2d_same_train"] == pytest.approx(0.91), r
+    assert r["em_n2d_same_train_lo"] < 0.91 < r["em_n2d_same_train_hi"], r
+    assert (tmp_path / "sweep.csv").is_file() and (tmp_path / "sweep.png").is_file()

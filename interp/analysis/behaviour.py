@@ -28,8 +28,16 @@ from scipy import stats as sps
 
 from interp.analysis.options import Options
 from interp.evaluate import evaluate_model, format_table, write_evaluation
-from interp.files import read_json
-from interp.results import Result, Section, Summary, number, section
+from interp.results import (
+    EVALUATION_FILES,
+    Result,
+    Section,
+    Summary,
+    evaluation_result,
+    number,
+    read_evaluation,
+    section,
+)
 from interp.runs import Run, read_run_config
 from interp.stats import (
     UNIT,
@@ -44,7 +52,7 @@ from interp.stats import (
 )
 
 NAME = "behaviour"
-FILES = ("metrics.json", "eval_logprobs.npz")  # in the run directory, written by evaluation
+FILES = EVALUATION_FILES  # in the run directory, written by evaluation
 CELL_ORDER = ("n2d", "d2n", "both", "same", "reverse", "train", "heldout")
 
 
@@ -87,34 +95,14 @@ class BehaviourSummary(Summary):
     native: Subsets = section(Subsets, "native mode (BICO, MLM-U: answer masked)")
 
 
-def _flat_em(em: dict[str, Any], prefix: str) -> dict[str, float]:
-    return {
-        f"{prefix}_{s}_{d}_{k}": float(v)
-        for s, by_d in em.items()
-        for d, by_k in by_d.items()
-        for k, v in by_k.items()
-    }
-
-
 def as_result(metrics: dict[str, Any], arrays: dict[str, np.ndarray], path: Path | None) -> Result:
-    """A run's evaluation as a Result: `data` is metrics.json with its exact match flattened as
-    the summary, `arrays` eval_logprobs.npz (one row per test prompt)."""
-    flat = _flat_em(metrics["exact_match"], "em")
-    if "native" in metrics:
-        flat |= _flat_em(metrics["native"]["exact_match"], "native")
-    data = {**metrics, "summary": flat, "options": {}}
-    return Result(NAME, data, arrays, path, BehaviourSummary)
+    """A run's evaluation as a Result with its typed summary (`evaluation_result`)."""
+    return evaluation_result(metrics, arrays, path, BehaviourSummary)
 
 
 def read(run_dir: str | Path, arrays: bool = True) -> Result:
     """RUN_DIR's evaluation (metrics.json, and with `arrays` eval_logprobs.npz)."""
-    run_dir = Path(run_dir)
-    metrics = read_json(run_dir / FILES[0])
-    arr: dict[str, np.ndarray] = {}
-    if arrays:
-        with np.load(run_dir / FILES[1], allow_pickle=False) as z:
-            arr = {k: z[k] for k in z.files}
-    return as_result(metrics, arr, run_dir)
+    return read_evaluation(run_dir, arrays, BehaviourSummary)
 
 
 def run_analysis(

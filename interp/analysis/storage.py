@@ -67,6 +67,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from interp.analysis.linear_probe import fit_probe, fit_probe_batch, majority_rate, person_folds
 from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.biography import LABELS, BiographyWorld, BioPerson
+from interp.data.biography import level_name as level_name
 from interp.data.dataset import FactDataset
 from interp.data.tokenizer import BOS, encode
 from interp.errors import UserError
@@ -374,15 +375,6 @@ def extraction(
 
 
 # The instrument
-
-
-def level_name(aug: dict[str, Any]) -> str:
-    """A short name of an augmentation setting (a result's `augmentation` record): multiplicity,
-    +perm, +full."""
-    name = f"x{aug['multiplicity']}"
-    name += "+perm" if aug["permute"] else ""
-    name += "+full" if aug["fullname"] else ""
-    return name
 
 
 def check_dataset(ds: FactDataset, opts: StorageOptions) -> BiographyWorld:

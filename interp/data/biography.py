@@ -255,3 +255,12 @@ def make_biography_world(cfg: WorldConfig) -> BiographyWorld:
     return BiographyWorld(
         cfg, tuple(people), first_names, last_names, title_words, cities, years, employers
     )
+
+
+def level_name(aug: dict[str, int]) -> str:
+    """A short name of an augmentation setting (a result's `augmentation` record): multiplicity,
+    +perm, +full."""
+    name = f"x{aug['multiplicity']}"
+    name += "+perm" if aug["permute"] else ""
+    name += "+full" if aug["fullname"] else ""
+    return name

@@ -18,9 +18,10 @@ per objective:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from interp.analysis import INSTRUMENTS
 from interp.analysis.behaviour import FILES as BEHAVIOUR_FILES
@@ -35,6 +36,8 @@ from interp.findings.provenance import provenance
 from interp.plan import Plan, RunSpec
 from interp.results import Declared, Result
 from interp.stats import Estimate, combine_pvalues, fmt_pvalues, runs_interval
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Study:
     plan: Plan
     runs: list[StudyRun]
     _cache: dict[tuple[Path, str], Result[Any] | None] = field(default_factory=dict, repr=False)
+    _stats: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, plan: Plan, out: str | Path) -> Study:
@@ -79,6 +83,16 @@ class Study:
     def results(self, runs: list[StudyRun], instrument: str) -> list[Result[Any]]:
         """The results of `instrument` of those of `runs` that have it."""
         return [r for run in runs if (r := self.result(run, instrument)) is not None]
+
+    def behaviour(self, group: str, statistic: Callable[..., T], *cell: str) -> T:
+        """`statistic(results, *cell)` over a group's behaviour results, computed once per study
+        (the findings and the report quote the same bootstraps)."""
+        key = (group, statistic.__name__, *cell)
+        if key not in self._stats:
+            results = self.results(self.groups()[group], "behaviour")
+            self._stats[key] = statistic(results, *cell)
+        out: T = self._stats[key]
+        return out
 
 
 def finite(x: float | None) -> float | None:
@@ -138,14 +152,14 @@ def behaviour_findings(study: Study) -> dict[str, Any]:
         em = {}
         native = {}
         for s, d, k in cs:
-            e = exact_match_cell(results, s, d, k)
+            e = study.behaviour(o, exact_match_cell, s, d, k)
             em[f"{s}_{d}_{k}"] = estimate_node(e, e.fmt(pct=True, items="people"))
-            n = native_cell(results, s, d, k)
+            n = study.behaviour(o, native_cell, s, d, k)
             if n is not None:
                 native[f"{s}_{d}_{k}"] = estimate_node(n, n.fmt(pct=True, items="people"))
         rev = {}
         for s, _, k in [c for c in cs if c[1] == "reverse"]:
-            c = reversed_cell(results, s, k)
+            c = study.behaviour(o, reversed_cell, s, k)
             node = estimate_node(c.study, c.study.fmt(items="people"))
             node.update(
                 fisher_p=finite(c.fisher_p),

@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from interp.analysis.storage import level_name
-from interp.data.biography import LABELS
+from interp.data.biography import LABELS, level_name
 from interp.findings.collect import Study, StudyRun
 from interp.runs import build_dataset
 from interp.stats import rate_estimate

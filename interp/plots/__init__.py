@@ -53,15 +53,16 @@ else:  # Jupyter: keep the kernel's backend; a returned Figure shows inline
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from interp.analysis import read_result  # noqa: E402
 from interp.files import atomic_path  # noqa: E402
-from interp.results import Result  # noqa: E402
+from interp.results import Result, read_evaluation, read_result  # noqa: E402
 
 Runs = Sequence[Result[Any] | str | Path]  # results, or run directories to read them from
 
 
 def results_of(runs: Runs, instrument: str, arrays: bool = True) -> list[Result[Any]]:
-    """Each item as a result of `instrument`: a Result as given, a run directory's read."""
+    """Each item as a result of `instrument`: a Result as given, a run directory's read (with
+    the generic Summary: a figure reads numbers by name, and importing the instruments, torch
+    and TransformerLens to type them would cost a notebook seconds)."""
     out = []
     for r in runs:
         if isinstance(r, Result):
@@ -69,7 +70,8 @@ def results_of(runs: Runs, instrument: str, arrays: bool = True) -> list[Result[
                 raise ValueError(f"a {r.instrument} result where {instrument} is drawn")
             out.append(r)
         else:
-            out.append(read_result(r, instrument, arrays))
+            read = read_evaluation if instrument == "behaviour" else None
+            out.append(read(r, arrays) if read else read_result(r, instrument, arrays))
     return out
 
 

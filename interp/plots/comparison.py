@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from interp.analysis import INSTRUMENTS
-from interp.plots import Figure, finish, plt
+from interp.plots import Figure, finish, plt, results_of
 from interp.results import Result
 from interp.stats import REAL, UNIT, Range, bounded_mean_ci
+
+INSTRUMENTS_DRAWN = ("behaviour", "probing", "update", "selective")
 
 
 def _bundle(runs: Sequence[Result[Any] | str | Path]) -> list[Result[Any]]:
@@ -29,14 +30,14 @@ def _bundle(runs: Sequence[Result[Any] | str | Path]) -> list[Result[Any]]:
         if isinstance(r, Result):
             out.append(r)
             continue
-        for name, ins in INSTRUMENTS.items():
+        for name in INSTRUMENTS_DRAWN:
             present = (
                 (Path(r) / "metrics.json").is_file()
                 if name == "behaviour"
                 else (Path(r) / "analysis" / f"{name}.json").is_file()
             )
             if present:
-                out.append(ins.read(r, arrays=False))
+                out += results_of([r], name, arrays=False)
     return out
 
 
@@ -46,43 +47,51 @@ def _values(results: list[Result[Any]], instrument: str, key: str) -> list[float
     ]
 
 
-def _range(instrument: str, key: str) -> Range:
-    declared = {d.key: d.range for d in INSTRUMENTS[instrument].summary_type.declared()}
-    return declared.get(key, UNIT if instrument == "behaviour" else REAL)
-
-
-# Panel title -> list of (bar label, instrument, summary key).
-PANELS: dict[str, list[tuple[str, str, str]]] = {
+# Panel title -> (the range of its numbers, [(bar label, instrument, summary key)]): the ranges
+# the instruments' Summaries declare for these numbers.
+PANELS: dict[str, tuple[Range, list[tuple[str, str, str]]]] = {
     # Forward (trained order) beside reverse, so a reader sees the objectives are matched on
     # what they were trained to do; native mode (answer masked, bidirectional: interp.native)
     # exists for the masking objectives only and is empty for the others.
-    "exact match (training templates)": [
-        ("n2d same", "behaviour", "em_n2d_same_train"),
-        ("d2n same", "behaviour", "em_d2n_same_train"),
-        ("n2d reversed", "behaviour", "em_n2d_reverse_train"),
-        ("d2n reversed", "behaviour", "em_d2n_reverse_train"),
-        ("n2d reversed, native", "behaviour", "native_n2d_reverse_train"),
-        ("d2n reversed, native", "behaviour", "native_d2n_reverse_train"),
-    ],
-    "probe accuracy, best layer (resid)": [
-        ("B's attr. from A, n2d", "probing", "probe_a_to_b_n2d_best"),
-        ("A's attr. from B, n2d", "probing", "probe_b_to_a_n2d_best"),
-        ("A's attr. from B, d2n", "probing", "probe_b_to_a_d2n_best"),
-        ("random labels, n2d A->B", "probing", "control_randlabel_a_to_b_n2d_best"),
-    ],
-    "gradient-update test: Δ log p after one step": [
-        ("forward Δ", "update", "delta_logp_forward_mean"),
-        ("forward control", "update", "delta_logp_forward_control_mean"),
-        ("reverse Δ", "update", "delta_logp_reverse_mean"),
-        ("reverse control", "update", "delta_logp_reverse_control_mean"),
-    ],
-    "selective prediction AUROC (mixed questions)": [
-        ("likelihood", "selective", "auroc_likelihood_mixed"),
-        ("self-eval", "selective", "auroc_self_eval_mixed"),
-        ("probe", "selective", "auroc_probe_mixed"),
-        ("ASPIRE", "selective", "auroc_aspire_mixed"),
-        ("self-eval, shuffled labels", "selective", "auroc_self_eval_shuffled_mixed"),
-    ],
+    "exact match (training templates)": (
+        UNIT,
+        [
+            ("n2d same", "behaviour", "em_n2d_same_train"),
+            ("d2n same", "behaviour", "em_d2n_same_train"),
+            ("n2d reversed", "behaviour", "em_n2d_reverse_train"),
+            ("d2n reversed", "behaviour", "em_d2n_reverse_train"),
+            ("n2d reversed, native", "behaviour", "native_n2d_reverse_train"),
+            ("d2n reversed, native", "behaviour", "native_d2n_reverse_train"),
+        ],
+    ),
+    "probe accuracy, best layer (resid)": (
+        UNIT,
+        [
+            ("B's attr. from A, n2d", "probing", "probe_a_to_b_n2d_best"),
+            ("A's attr. from B, n2d", "probing", "probe_b_to_a_n2d_best"),
+            ("A's attr. from B, d2n", "probing", "probe_b_to_a_d2n_best"),
+            ("random labels, n2d A->B", "probing", "control_randlabel_a_to_b_n2d_best"),
+        ],
+    ),
+    "gradient-update test: Δ log p after one step": (
+        REAL,
+        [
+            ("forward Δ", "update", "delta_logp_forward_mean"),
+            ("forward control", "update", "delta_logp_forward_control_mean"),
+            ("reverse Δ", "update", "delta_logp_reverse_mean"),
+            ("reverse control", "update", "delta_logp_reverse_control_mean"),
+        ],
+    ),
+    "selective prediction AUROC (mixed questions)": (
+        UNIT,
+        [
+            ("likelihood", "selective", "auroc_likelihood_mixed"),
+            ("self-eval", "selective", "auroc_self_eval_mixed"),
+            ("probe", "selective", "auroc_probe_mixed"),
+            ("ASPIRE", "selective", "auroc_aspire_mixed"),
+            ("self-eval, shuffled labels", "selective", "auroc_self_eval_shuffled_mixed"),
+        ],
+    ),
 }
 
 
@@ -94,18 +103,18 @@ def plot_comparison(
     bundles = {o: _bundle(rs) for o, rs in groups.items()}
     objectives = list(bundles)
     panels = {
-        t: bars
-        for t, bars in PANELS.items()
+        t: (rng, bars)
+        for t, (rng, bars) in PANELS.items()
         if any(_values(rs, src, k) for rs in bundles.values() for _, src, k in bars)
     }
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     colors = plt.get_cmap("tab10")
-    for ax, (title, bars) in zip(axes[0], panels.items(), strict=True):
+    for ax, (title, (rng, bars)) in zip(axes[0], panels.items(), strict=True):
         width = 0.8 / len(bars)
         x = np.arange(len(objectives))
         for j, (label, src, key) in enumerate(bars):
             vals = [_values(bundles[o], src, key) for o in objectives]
-            stats = [bounded_mean_ci(v, _range(src, key)) for v in vals]
+            stats = [bounded_mean_ci(v, rng) for v in vals]
             m = np.array([s[0] for s in stats])
             err = np.array([[s[0] - s[1] for s in stats], [s[2] - s[0] for s in stats]])
             xs = x - 0.4 + width * (j + 0.5)

@@ -15,7 +15,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from interp.analysis.activation_patching import ACTS
 from interp.errors import UserError
 from interp.plots import Runs, finish, results_of
 from interp.stats import mean_ci_axis
@@ -41,8 +40,10 @@ def plot_patching_sites(
     run_dirs: Runs, out: str | Path | None = None, subset: str = "n2d"
 ) -> Figure:
     """Restored fraction per layer at the two sites per activation, and the severed path."""
-    groups = []
+    groups: list[dict[str, Any]] = []
+    acts: tuple[str, ...] = ()
     for r in results_of(run_dirs, "patching", arrays=False):
+        acts = tuple(r["acts"])  # the activations patched, as the result names them
         g = r["groups"].get(subset, {})
         g = g.get("forward", {}).get("swap")
         if g is not None and "sites" in g:
@@ -55,7 +56,7 @@ def plot_patching_sites(
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     ax = axes[0]
     for site, (ls, name) in SITE_STYLE.items():
-        for act in ACTS:
+        for act in acts:
             curves = [g["sites"][site][act] for g in groups if site in g["sites"]]
             if curves:
                 _band(ax, curves, ACT_COLOR[act], ls, f"{act}, {name}")

@@ -24,9 +24,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from interp.analysis.storage import level_name
+from interp.config import config_from_json
+from interp.data.biography import level_name
+from interp.files import read_json
 from interp.plots import Runs, finish, results_of
-from interp.runs import read_run_config
 
 LINES = (
     ("q_mean_best", "Q-probe: name -> attributes", "tab:blue", "o"),
@@ -45,7 +46,7 @@ def _size(run_dir: Path | None) -> str:
     """'d_model 128, 800 steps, 200 people': the run's size, from its config."""
     if run_dir is None:
         return "size unknown"
-    cfg = read_run_config(run_dir)
+    cfg = config_from_json(read_json(run_dir / "config.json"))
     people = 2 * cfg.world.n_people_per_subset
     return f"d_model {cfg.model.d_model}, {cfg.train.steps} steps, {people} people"
 
