@@ -122,7 +122,7 @@ def test_evaluate_run_reports_native_mode_for_masking_objectives(
     assert set(m) >= {"exact_match"}
 
 
-def test_report_lists_native_mode_beside_causal_decoding(tmp_path, fakes):
+def test_report_lists_native_mode_beside_causal_decoding(tmp_path, fakes, quick_bootstrap):
     """A run whose eval_logprobs.npz holds native-mode hits gets a native-mode row in the
     report's exact-match table, with its own rate; a run without them shows '-'."""
     from interp.report import behaviour_section

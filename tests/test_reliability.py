@@ -284,7 +284,9 @@ def _half_then_kill(real):
     return write
 
 
-def test_report_killed_mid_write_keeps_the_old_one(tmp_path, monkeypatch, full_run):
+def test_report_killed_mid_write_keeps_the_old_one(
+    tmp_path, monkeypatch, full_run, quick_bootstrap
+):
     from interp import report
     from interp.findings.collect import Study
     from interp.presets import make_plan

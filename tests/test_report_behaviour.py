@@ -18,7 +18,9 @@ def _study(tmp_path, fakes, seeds, rev_shift: float, rev_hit: float):
     return study
 
 
-def test_behaviour_section_bounds_rates_lists_runs_and_states_nulls(tmp_path, fakes):
+def test_behaviour_section_bounds_rates_lists_runs_and_states_nulls(
+    tmp_path, fakes, quick_bootstrap
+):
     text = "\n".join(behaviour_section(_study(tmp_path, fakes, [0, 1, 2], 0.0, 0.02)))
     pcts = [float(x) for x in re.findall(r"(-?\d+\.\d)%", text)]
     pcts += [float(x) for m in re.findall(r"% \[(-?[\d.]+), (-?[\d.]+)\]", text) for x in m]
@@ -33,7 +35,9 @@ def test_behaviour_section_bounds_rates_lists_runs_and_states_nulls(tmp_path, fa
     assert "nan" not in text and "inf" not in text
 
 
-def test_behaviour_section_reports_a_real_reversed_effect_without_a_null(tmp_path, fakes):
+def test_behaviour_section_reports_a_real_reversed_effect_without_a_null(
+    tmp_path, fakes, quick_bootstrap
+):
     text = "\n".join(behaviour_section(_study(tmp_path, fakes, [0, 1], 1.5, 0.5)))
     n2d = [line for line in text.splitlines() if line.startswith("| **n2d (train)**")]
     assert n2d and "covers 0" not in n2d[0], n2d

@@ -159,7 +159,9 @@ def test_batched_probes_equal_one_probe_each() -> None:
     )
 
 
-def test_storage_study_runs_end_to_end_and_writes_figure_and_report(tmp_path: Path) -> None:
+def test_storage_study_runs_end_to_end_and_writes_figure_and_report(
+    tmp_path: Path, quick_bootstrap
+) -> None:
     from interp.cli import main
 
     out = tmp_path / "st"

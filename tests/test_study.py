@@ -24,7 +24,7 @@ def _seed_run(tiny_run_dir: Path, runs: Path) -> Path:
     return dst
 
 
-def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path):
+def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path, quick_bootstrap):
     out = tmp_path / "study"
     run = _seed_run(tiny_run_dir, out / "runs")
     plan = make_plan("tiny", objectives=["causal"], seeds=[0], instruments=["probing"])
