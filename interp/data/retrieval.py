@@ -1,87 +1,86 @@
-"""A key-value retrieval world (Kitouni et al. 2024, "The Factorization Curse", arXiv 2406.05183).
+"""Kitouni et al.'s key-value retrieval task ("The Factorization Curse", arXiv 2406.05183,
+section 3.1 and Table 1), as published.
 
-Kitouni et al.'s controlled retrieval task stores pairs of random token sequences and asks for
-the value given the key (forward) and the key given the value (backward). In their table MLM-U
-answers both ways (100% / 100%), while next-token prediction and training on token-reversed
-sequences answer forward only (backward about 0%). Random tokens strip away everything the
-fact world shares between entities (roles, name classes, English-like templates), so what is
-left is retrieval alone.
+Every key and every value is a sequence of `title_length` tokens that belong to it alone (no
+token is shared between two entities), so nothing but the stored pair links a key to its value.
+Training holds every pair as a document and, for a subset of pairs, the questions about it in
+both directions; the test asks the other pairs' questions, never seen:
 
-Here (`world.source=retrieval`) the pairs follow the fact world's design, so every instrument of
-the kit and the study's report read it unchanged: a key ("k007 k021", `title_length` tokens from
-a pool of `n_title_words` key tokens) is the entity A, a value ("v013 v002", the same shape from
-its own pool) the entity B, and pairs fall in the three subsets of Berglund et al.: `n2d` pairs
-are written key first ("k007 k021 : v013 v002 ."), `d2n` value first ("v013 v002 = k007 k021
-."), `both` in both documents. The forward question is the pair's own order up to its separator,
-the backward one the other order: for an `n2d` pair, "v013 v002 =" -> its key, a format the
-model has seen only on other pairs (the `d2n` and `both` ones), exactly as a causal model is
-asked a reversed fact. Native-mode evaluation (`interp.native`) asks the masking objectives in
-their own mode: "v013 v002 = <mask> <mask> .". Tokens have a fixed width, so the paper's prefix
-exact-match rule is also whole-token. One template per order; no held-out templates.
+    documents (every pair)        <bos> k k : v v <eos>
+    forward query (trained half)  <bos> value of k k : v v <eos>
+    backward query (trained half) <bos> key of v v : k k <eos>
+    test (held-out half)          <bos> value of k k :  -> v v      <bos> key of v v :  -> k k
+
+In their table next-token training answers held-out forward queries (100%) but not backward
+ones (0%), a fixed-rate (15%) MLM about 20% both ways, MLM-U 100% both ways.
+
+In the kit's vocabulary (so every instrument and the report read it unchanged): a key is the
+entity A, a value the entity B; the pairs whose queries are held out form the `n2d` subset
+(stored only as "A : B": the forward query is the trained order, the backward one the reversed
+order), the pairs whose queries are trained form the `both` subset (trained both ways: the
+positive control, and the fit the convergence criterion reads). `direction` 'same' is the
+forward query, 'reverse' the backward one; one template, kind 'train'.
 """
 
 from __future__ import annotations
 
 import random
 
-from tokenizers import Tokenizer
-
 from interp.config import WorldConfig
-from interp.data.dataset import DIRECTIONS, FactDataset, prompt_order, trained_orders
+from interp.data.dataset import FactDataset
 from interp.data.example import Example
 from interp.data.tokenizer import BOS, EOS, encode, word_tokenizer
-from interp.data.world import SUBSETS
 
-SEPARATORS = {"n2d": ":", "d2n": "="}  # key-first documents use ':', value-first ones '='
+SUBSETS = ("n2d", "both")  # queries held out; queries trained
+QUERIES = {"same": "value of", "reverse": "key of"}  # forward: the value of a key; backward
 
 
-def _pairs(cfg: WorldConfig) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
-    """(subset, key tokens, value tokens) for every pair: distinct keys, distinct values."""
-    rng = random.Random(cfg.seed)
+def _entities(cfg: WorldConfig) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """(keys, values): `title_length` tokens of its own for each entity, the pairing shuffled
+    by `cfg.seed` (the token names say nothing about which key goes with which value)."""
     n = cfg.n_people_per_subset * len(SUBSETS)
-    keys: set[tuple[str, ...]] = set()
-    values: set[tuple[str, ...]] = set()
-    while len(keys) < n:
-        keys.add(tuple(f"k{rng.randrange(cfg.n_title_words):03d}" for _ in range(cfg.title_length)))
-    while len(values) < n:
-        values.add(
-            tuple(f"v{rng.randrange(cfg.n_title_words):03d}" for _ in range(cfg.title_length))
-        )
-    ks, vs = sorted(keys), sorted(values)
-    rng.shuffle(ks)
-    rng.shuffle(vs)
-    return [(SUBSETS[i % len(SUBSETS)], ks[i], vs[i]) for i in range(n)]
+    keys = [tuple(f"k{i:04d}{chr(97 + j)}" for j in range(cfg.title_length)) for i in range(n)]
+    values = [tuple(f"v{i:04d}{chr(97 + j)}" for j in range(cfg.title_length)) for i in range(n)]
+    rng = random.Random(cfg.seed)
+    rng.shuffle(keys)
+    rng.shuffle(values)
+    return keys, values
 
 
-def _render(
-    tok: Tokenizer, key: tuple[str, ...], value: tuple[str, ...], order: str
+def _text(
+    tok, first: tuple[str, ...], second: tuple[str, ...], query: str = ""
 ) -> tuple[list[int], int, tuple[int, int], tuple[int, int]]:
-    """(ids up to the second entity, prompt_len, key span, value span) of one pair in `order`."""
-    first, second = (key, value) if order == "n2d" else (value, key)
+    """(ids up to the second entity, prompt length, first entity's span, second's span)."""
+    ids = [BOS, *(encode(tok, query) if query else [])]
     a = encode(tok, " ".join(first))
+    s1 = (len(ids), len(ids) + len(a))
+    ids += [*a, *encode(tok, ":")]
     b = encode(tok, " ".join(second))
-    ids = [BOS, *a, *encode(tok, SEPARATORS[order]), *b]
-    s1, s2 = (1, 1 + len(a)), (len(ids) - len(b), len(ids))
-    key_span, value_span = (s1, s2) if order == "n2d" else (s2, s1)
-    return ids, len(ids) - len(b), key_span, value_span
+    s2 = (len(ids), len(ids) + len(b))
+    return [*ids, *b], s2[0], s1, s2
 
 
 def build_retrieval(cfg: WorldConfig) -> FactDataset:
-    """The key-value retrieval dataset `cfg` describes (deterministic in `cfg.seed`)."""
-    pool = [f"{c}{i:03d}" for c in "kv" for i in range(cfg.n_title_words)]
-    tok = word_tokenizer([*SEPARATORS.values(), ".", *pool])
+    """The retrieval dataset `cfg` describes (deterministic in `cfg.seed`):
+    `n_people_per_subset` pairs with held-out queries and as many with trained ones."""
+    keys, values = _entities(cfg)
+    words = [":", *QUERIES.values(), *(t for e in keys + values for t in e)]
+    tok = word_tokenizer(" ".join(words).split())
     docs: list[Example] = []
     prompts: list[Example] = []
-    for pid, (subset, key, value) in enumerate(_pairs(cfg)):
-        for order in trained_orders(subset):
-            ids, plen, a, b = _render(tok, key, value, order)
-            full = (*ids, *encode(tok, "."), EOS)
-            docs.append(
-                Example(full, plen, a, b, pid, subset, "doc", order, templates="train", template=0)
-            )
-        for direction in DIRECTIONS:
-            order = prompt_order(subset, direction)
-            ids, plen, a, b = _render(tok, key, value, order)
+    for pid, (key, value) in enumerate(zip(keys, values, strict=True)):
+        subset = SUBSETS[pid % len(SUBSETS)]
+        ids, plen, a, b = _text(tok, key, value)
+        docs.append(Example((*ids, EOS), plen, a, b, pid, subset, "doc", "n2d", templates="train",
+                            template=0))  # fmt: skip
+        for direction, query in QUERIES.items():
+            first, second = (key, value) if direction == "same" else (value, key)
+            ids, plen, s1, s2 = _text(tok, first, second, query)
+            a, b = (s1, s2) if direction == "same" else (s2, s1)
+            order = "n2d" if direction == "same" else "d2n"
+            if subset == "both":  # the trained queries, as documents
+                docs.append(Example((*ids, EOS), plen, a, b, pid, subset, "doc", order,
+                                    templates="train", template=0))  # fmt: skip
             prompts.append(
                 Example(tuple(ids), plen, a, b, pid, subset, "prompt", order, direction, "train", 0)
             )
