@@ -422,3 +422,50 @@ def test_figures_read_the_saved_result(analysed, tmp_path):
     fig = plot_update_sites([run.path], tmp_path / "sites")
     assert len(fig.axes) == 6  # three heatmaps and their colour bars
     assert (tmp_path / "align.png").is_file() and (tmp_path / "sites.pdf").is_file()
+
+
+def test_own_step_of_the_causal_objective_is_the_main_condition(analysed):
+    """For next-token training its own step is the causal step and its own mode causal decoding,
+    so the own-step alignment equals the main condition's, fact by fact (float tolerance)."""
+    _, _, a, _, _ = analysed
+    main_first = a["align_first"].sum(-1)  # [fact, direction] summed over groups
+    assert np.allclose(a["own_first_align"], main_first, rtol=1e-4, atol=1e-6), (
+        a["own_first_align"][:3],
+        main_first[:3],
+    )
+
+
+def test_positive_control_on_both_orders_sees_the_reverse(analysed):
+    """The own step on "A is B" plus "B is A" of each new person moves the reverse first-token
+    log-prob far above its control, comparable to the forward one: the instrument can say yes
+    on the people the null is stated for."""
+    _, result, _, _, _ = analysed
+    s = result["summary"]
+    numbers = {k: round(s[k], 4) for k in s if k.startswith(("pair_", "own_"))}
+    assert s["pair_align_reverse_first_mean"] > s["pair_align_reverse_first_control_mean"], numbers
+    assert s["pair_align_reverse_first_p"] < 0.01, numbers
+    ratio = s["pair_reverse_over_forward_first"]
+    assert 0.2 < ratio < 5, numbers
+    assert s["own_reverse_over_forward_first"] < 0.2, numbers  # the causal step alone: no
+    print(numbers)
+
+
+def test_masked_mode_logprob_is_the_evaluations(tiny_run):
+    """The differentiable own-mode log-prob the own-step alignment reads equals, for MLM-U's
+    masked mode, the evaluation's chain-rule log-prob (interp.modes.stepwise_logprobs)."""
+    from interp.analysis.own_step import mode_answer_logprob
+    from interp.model import raw_forward
+    from interp.modes import prompt_suffixes, stepwise_logprobs
+    from interp.objectives.mlm_u import MASKED_DECODING
+
+    ds = tiny_run.dataset
+    prompts = ds.new_prompts[:5]
+    suffixes = prompt_suffixes(ds, prompts)
+    net = raw_forward(tiny_run.model)
+    with torch.no_grad():
+        got = mode_answer_logprob(net, prompts, MASKED_DECODING, suffixes)
+        want = stepwise_logprobs(
+            tiny_run.model, MASKED_DECODING, [e.prompt for e in prompts],
+            [e.answer for e in prompts], suffixes,
+        ).mean()  # fmt: skip
+    assert abs(float(got) - float(want)) < 1e-4, (float(got), float(want))

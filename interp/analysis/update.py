@@ -96,6 +96,7 @@ from interp.analysis.alignment import (
 )
 from interp.analysis.decomposition import ROLES, mlp_terms, role_shares, token_rank
 from interp.analysis.options import SEED_MAX, Options, option
+from interp.analysis.own_step import own_step_arrays
 from interp.analysis.params import (
     group_norms,
     load_params,
@@ -195,6 +196,11 @@ class UpdateOptions(Options):
         "Both-subset people in the positive control (alignment of their forward step with "
         "their reverse log-prob; 0: skip)",
         min=0,
+    )
+    own: bool = option(
+        True,
+        "also each objective's own step read in its own mode, with the positive control on "
+        "both orders (interp.analysis.own_step)",
     )
     seed: int = option(
         0,
@@ -434,6 +440,11 @@ def run_analysis(
 
     if opts.n_both:
         arrays.update(both_control(net, plist, seg, G, ds, opts, objective))
+    if opts.own:  # each objective's own step, read in its own mode (Shin et al.'s prediction)
+        arrays.update(own_step_arrays(
+            net, plist, seg, G, ds, pool_items, F, run.config.train.objective, opts.seed,
+            opts.n_mask_draws,
+        ))  # fmt: skip
     arrays.update(
         facts=np.array([p.id for p in lay.pool[:F]]),
         pool=np.array([p.id for p in lay.pool]),

@@ -117,6 +117,18 @@ class UpdateSummary(Summary):
     both_align_reverse_first: Effect = section(
         Effect, "Both-subset control: reverse first-token alignment of a trained reverse fact"
     )
+    own_align_forward_first: Effect = section(
+        Effect, "the objective's own step, read in its own mode: forward first-token alignment"
+    )
+    own_align_reverse_first: Effect = section(
+        Effect, "the objective's own step, read in its own mode: reverse first-token alignment"
+    )
+    pair_align_forward_first: Effect = section(
+        Effect, "positive control: the own step on both orders, forward first-token alignment"
+    )
+    pair_align_reverse_first: Effect = section(
+        Effect, "positive control: the own step on both orders, reverse first-token alignment"
+    )
     top_group_attribution_fraction_forward: float | None = number(
         "share of the forward first-order change of the top parameter group", REAL, headline=True
     )
@@ -343,6 +355,10 @@ def summarise(a: dict[str, np.ndarray], options: dict[str, Any]) -> dict[str, An
         reverse_first_bound_pct_of_forward=align["reverse_first_bound_pct_of_forward"],
         first_order_over_measured_forward=align["first_order_over_measured_forward"],
         both_align_reverse_first=align["both_align_reverse_first"],
+        own_align_forward_first=align["own_align_forward_first"],
+        own_align_reverse_first=align["own_align_reverse_first"],
+        pair_align_forward_first=align["pair_align_forward_first"],
+        pair_align_reverse_first=align["pair_align_reverse_first"],
         top_group_attribution_fraction_forward=float(attribution[:, 0, top].mean() / attr_total[0]),
         update_loss=loss,
         update_norm_mean=float(a["total_norm"].mean()),
@@ -466,7 +482,9 @@ def alignment_summary(
     Returns (details, the declared pieces of `UpdateSummary`)."""
     name = {"same": "forward", "reverse": "reverse"}
     out: dict[str, float] = {}
-    typed: dict[str, Any] = {"both_align_reverse_first": Effect()}
+    headline = ("both_align_reverse_first", *(f"{t}_align_{d}_first" for t in ("own", "pair")
+                                              for d in ("forward", "reverse")))  # fmt: skip
+    typed: dict[str, Any] = dict.fromkeys(headline, Effect())
     aligned: dict[str, Alignment] = {}
     specific: dict[str, np.ndarray] = {}
     for m in ("", "_first"):
@@ -515,7 +533,7 @@ def alignment_summary(
             out[f"dlogit_{tag}_mean"] = r["mean"]
             out[f"dlogit_{tag}_control_mean"] = r["control_mean"]
             out[f"dlogit_{tag}_p"] = r["t_p"]
-    for tag in ("both", "both_all"):
+    for tag in ("both", "both_all", "own", "pair"):
         for m in ("", "_first"):
             if f"{tag}{m}_align" not in a:
                 continue
@@ -523,8 +541,8 @@ def alignment_summary(
             for di, d in enumerate(a["directions"]):
                 r = paired_test(align[:, di], control[:, di])
                 tests[f"{tag}_{name[str(d)]}{m}"] = r
-                if (tag, name[str(d)], m) == ("both", "reverse", "_first"):
-                    typed["both_align_reverse_first"] = _effect(r)
+                if f"{tag}_align_{name[str(d)]}{m}" in headline:
+                    typed[f"{tag}_align_{name[str(d)]}{m}"] = _effect(r)
                 else:
                     out[f"{tag}_align_{name[str(d)]}{m}_mean"] = r["mean"]
                     out[f"{tag}_align_{name[str(d)]}{m}_control_mean"] = r["control_mean"]
