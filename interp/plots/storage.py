@@ -3,7 +3,7 @@
 Reads `analysis/storage.json` (`interp.analysis.storage`) from run directories of the biography
 world and draws
 
-- `plot_storage`: one panel per objective (causal, reverse_entity, mlm_u, ...), x = the
+- `plot_storage`: one panel per objective (causal, reverse_entity, mlm_u_hybrid, ...), x = the
   augmentation level (the runs' `augmentation` record), lines = Q-probe accuracy at the name
   (mean best layer over the four attributes), reverse Q-probe (work -> first-name class), and
   extraction on unseen people (forward questions, inverse question); chance, the control task's

@@ -57,7 +57,7 @@ SCALES = Axis(
 )
 _WORLD = ("world.source=biography", "train.eval_every=0", "model.n_ctx=48")
 _PROBES = {"storage": Use(StorageOptions(permutations=100))}
-_OBJECTIVES = ("causal", "reverse_entity", "mlm_u")
+_OBJECTIVES = ("causal", "reverse_entity", "mlm_u_hybrid")
 
 
 def checks(ctx: Context, name: str) -> list[Claim]:
@@ -119,7 +119,7 @@ def checks(ctx: Context, name: str) -> list[Claim]:
         "(the mechanism of inverse search failing)",
     ))  # fmt: skip
     base = cell("augmented", "causal", "extract_inverse_unseen")
-    for objective in ("reverse_entity", "mlm_u"):
+    for objective in ("reverse_entity", "mlm_u_hybrid"):
         x = cell("augmented", objective, "extract_inverse_unseen")
         out.append(Claim(
             f"{objective} lifts inverse search above next-token training (augmented, unseen "
