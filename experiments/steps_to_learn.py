@@ -1,11 +1,14 @@
-"""Steps to matched forward accuracy: train each objective at a few step budgets and report the
-forward exact match on training templates of the finished run (the study's matched-training rule:
-every objective must reach the causal baseline's >= 0.95 before reverse accuracy is compared).
+"""Steps to learn an objective: train each objective at a few step budgets and report, for the
+finished run, whether it learned its own objective (`interp.evaluate.learned`: own-mode forward
+exact match on training text and, for a masking objective, in-document infill of both entities,
+each >= 95%), the numbers behind it, and reversed exact match in its own mode. The objectives
+are compared only once each has learned (reproduce before refuting).
 
 The learning-rate schedule depends on `train.steps`, so a budget is measured by training to that
 budget, not read off a longer run's curve.
 
-    python experiments/steps_to_match.py --objectives bico mlm_u --steps 1200 1600 --seeds 0 1 2
+    python experiments/steps_to_learn.py --objectives bico mlm_u --steps 4000 8000 --seeds 0 \
+        --set train.weight_decay=0
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="default")
     ap.add_argument("--objectives", nargs="+", default=["bico", "mlm_u"])
-    ap.add_argument("--steps", nargs="+", type=int, default=[1200, 1600])
+    ap.add_argument("--steps", nargs="+", type=int, default=[4000, 8000])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides (key=value)")
-    ap.add_argument("--out", default="runs/steps_to_match")
+    ap.add_argument("--out", default="runs/steps_to_learn")
     a = ap.parse_args()
     rows = []
     for o in a.objectives:
@@ -66,14 +69,16 @@ def main() -> None:
                     "objective": o,
                     "steps": n,
                     "seed": s,
+                    "mode": m.get("mode"),
+                    "learned": m.get("learned", {}).get("met"),
                     "forward_train": fw,
                     "min_forward": min(fw.values()),
+                    "infill": m.get("learned", {}).get("infill", {}),
                     "reverse_train": rev,
-                    "native_reverse_train": {
+                    "causal_reverse_train": {
                         k: v["reverse"]["train"]
-                        for k, v in m.get("native", {}).get("exact_match", {}).items()
+                        for k, v in m.get("causal", {}).get("exact_match", {}).items()
                     },
-                    "bridge": m.get("bridge", {}),
                     "overrides": a.set,
                     "seconds": round(time.perf_counter() - t0, 1),
                 }

@@ -23,7 +23,15 @@ from interp.errors import UserError
 
 # The training objectives (`train.objective`), in the kit's display order. The registry of their
 # implementations, `interp.objectives.OBJECTIVES`, checks at import that it has exactly these.
-OBJECTIVE_NAMES = ("causal", "reverse_entity", "reverse_token", "bico", "mlm_u")
+OBJECTIVE_NAMES = (
+    "causal",
+    "reverse_entity",
+    "reverse_token",
+    "bico",
+    "mlm",
+    "mlm_u",
+    "mlm_u_hybrid",
+)
 
 
 def _f(default: Any, help: str) -> Any:
@@ -265,11 +273,10 @@ def validate(cfg: RunConfig) -> None:
             f"world.source {w.source!r} unknown: use 'synthetic', 'paper', 'biography' or "
             "'retrieval'"
         )
-    if w.source == "retrieval" and w.n_title_words**w.title_length < 3 * w.n_people_per_subset:
+    if w.source == "retrieval" and not 1 <= w.title_length <= 26:
         raise UserError(
-            f"world.source=retrieval needs n_title_words ** title_length >= 3 x "
-            f"n_people_per_subset distinct keys, got {w.n_title_words}**{w.title_length}: "
-            "raise world.n_title_words or world.title_length"
+            f"world.source=retrieval makes each key and value of title_length tokens, 1 to 26, "
+            f"got {w.title_length}: set world.title_length=2 (Kitouni et al.'s pairs)"
         )
     _in_range("world.seed", w.seed, 0, MAX_SEED)
     if w.source == "biography":

@@ -24,7 +24,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from interp.analysis import INSTRUMENTS
-from interp.analysis.behaviour import cells, exact_match_cell, native_cell, reversed_cell
+from interp.analysis.behaviour import causal_cell, cells, exact_match_cell, reversed_cell
 from interp.files import atomic_path, write_text
 from interp.findings.collect import Study, StudyRun, collect
 from interp.findings.provenance import provenance_line, study_sha256, timing_finding
@@ -33,6 +33,7 @@ from interp.findings.text import table
 from interp.plots import figure_paths
 from interp.plots.behaviour import plot_exact_match, plot_logprob_hist
 from interp.plots.comparison import plot_comparison
+from interp.plots.curves import plot_learning_curves
 from interp.plots.dynamics import plot_dynamics
 from interp.plots.lens import plot_lens
 from interp.plots.patching import plot_patching
@@ -77,6 +78,16 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Reversed prompts: log p(correct) vs log p(random same-subset completion) (the paper's "
         "Figure 4). Both is the positive control.",
         worlds=FACT_WORLDS,
+    ),
+    FigureSpec(
+        "learning_curves",
+        "behaviour",
+        plot_learning_curves,
+        "Learning curves per objective from the training logs: exact match in its own mode "
+        "forward and backward on the held-out queries, in-document infill of each entity, "
+        "causal decoding where logged; grey: the 95% convergence bar.",
+        scope="groups",
+        worlds=("retrieval",),
     ),
     FigureSpec(
         "lens",
@@ -262,18 +273,19 @@ def behaviour_section(study: Study) -> list[str]:
             + [study.behaviour(g, exact_match_cell, s, d, k).fmt(pct=True, items="people")
                for g in names]
         )  # fmt: skip
-        native = {g: study.behaviour(g, native_cell, s, d, k) for g in names}
-        if any(v is not None for v in native.values()):
+        causal = {g: study.behaviour(g, causal_cell, s, d, k) for g in names}
+        if any(v is not None for v in causal.values()):
             rows.append(
-                [f"{s} {d} ({k} templates), native mode"]
-                + [v.fmt(pct=True, items="people") if v else "-" for v in native.values()]
+                [f"{s} {d} ({k} templates), causal decoding"]
+                + [v.fmt(pct=True, items="people") if v else "-" for v in causal.values()]
             )
     md = [
         "Exact match: mean over runs of each run's rate over people, [95% hierarchical "
         "bootstrap interval: runs, then people within runs, widened to the pooled Wilson "
-        "interval, which bounds a rate of 0 or 100%] (runs, people). Rows marked native mode: "
-        "BICO and MLM-U asked in their own mode (answer masked, bidirectional attention, "
-        "interp.native), beside causal decoding.",
+        "interval, which bounds a rate of 0 or 100%] (runs, people). Each objective is asked in "
+        "its own mode (interp.modes: causal decoding for next-token training, bidirectional "
+        "greedy decoding for BICO, left-to-right masked decoding for MLM and MLM-U); rows "
+        "marked causal decoding: an objective asked otherwise, asked causally beside it.",
         "",
         table(["", *names], rows),
         "",

@@ -273,13 +273,13 @@ def evaluation_result(
 ) -> Result[Any]:
     """A run's evaluation (metrics.json and eval_logprobs.npz) as the behaviour instrument's
     Result: `data` is metrics.json with its exact match flattened as the summary
-    (`em_<subset>_<direction>_<templates>`, `native_...` in native mode), `arrays` one row per
-    test prompt."""
+    (`em_<subset>_<direction>_<templates>` in the objective's own mode, `causal_...` by causal
+    decoding beside it), `arrays` one row per test prompt."""
     flat = {
         f"{prefix}_{s}_{d}_{k}": float(v)
         for prefix, em in (
             ("em", metrics["exact_match"]),
-            ("native", metrics.get("native", {}).get("exact_match", {})),
+            ("causal", metrics.get("causal", {}).get("exact_match", {})),
         )
         for s, by_d in em.items()
         for d, by_k in by_d.items()

@@ -253,7 +253,7 @@ def fit(
                 }
                 if dataset is not None and cfg.eval_every and done % cfg.eval_every == 0:
                     model.eval()
-                    line.update(evaluation.quick_exact_match(model, dataset))
+                    line.update(evaluation.training_log_metrics(model, dataset, cfg.objective))
                     model.train()
                 log.append(line)
                 bar.set_postfix(loss=f"{line['loss']:.3f}")

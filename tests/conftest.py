@@ -118,15 +118,17 @@ class Fakes:
         fwd_hit: float = 0.95,
         people: int = 12,
         kinds: tuple[str, ...] = ("train",),
-        native: float | None = None,
+        causal: float | None = None,
+        learned: bool | None = None,
         echo: tuple[float, float] | None = None,
         seed: int | None = None,
     ):
         """`run` (an `interp.findings.collect.StudyRun`) with its config.json, metrics.json and
         eval_logprobs.npz: `people` per subset, 2 templates per kind; forward and Both
         log-prob difference +2, reversed `rev_shift` (+ noise); exact match `fwd_hit` forward,
-        `rev_hit` reversed, `native` reversed in native mode; with `echo` the bridge's echo
-        test (train, shortcut rates over 60 prompts)."""
+        `rev_hit` reversed (the objective's own mode), `causal` reversed by causal decoding
+        beside it; with `learned` the convergence criterion's verdict (and an infill of 1.0 or
+        0.5); with `echo` the bridge's echo test (train, shortcut rates over 60 prompts)."""
         import json
 
         import numpy as np
@@ -143,7 +145,7 @@ class Fakes:
                             c = rng.normal(-5, 1)
                             diff = 2.0 if fwd else rev_shift
                             hit = rng.random() < (fwd_hit if fwd else rev_hit)
-                            nat = rng.random() < (fwd_hit if fwd else (native or 0.0))
+                            nat = rng.random() < (fwd_hit if fwd else (causal or 0.0))
                             r = c - diff + rng.normal(0, 1)
                             rows.append((s, d, k, 100 * si + person, c, r, hit, nat))
         run.path.mkdir(parents=True, exist_ok=True)
@@ -154,10 +156,15 @@ class Fakes:
             "person": np.array(p), "correct_logprob": np.array(c), "random_logprob": np.array(r),
             "exact_match": np.array(h),
         }  # fmt: skip
-        if native is not None:
-            arrays["native_exact_match"] = np.array(n)
+        if causal is not None:
+            arrays["causal_exact_match"] = np.array(n)
         np.savez(run.path / "eval_logprobs.npz", **arrays)
         metrics: dict = {"exact_match": {}}
+        if learned is not None:
+            fill = {f"{s}_{d}": 1.0 if learned else 0.5 for s in ("n2d", "both")
+                    for d in ("same", "reverse")}  # fmt: skip
+            metrics["learned"] = {"met": learned, "bar": 0.95, "forward": {}, "infill": fill,
+                                  "criterion": "the fake's"}  # fmt: skip
         if echo is not None:
             metrics["bridge"] = {
                 "form": "ocr",

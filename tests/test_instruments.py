@@ -99,7 +99,8 @@ def test_bad_instrument_options_fail_in_one_line(capsys, tmp_path, argv, needle)
 
 def test_registry_names_and_aliases():
     assert list(INSTRUMENTS) == [
-        "behaviour", "lens", "patching", "probing", "update", "dynamics", "selective", "storage"
+        "behaviour", "lens", "patching", "probing", "update", "dynamics", "selective", "storage",
+        "qk",
     ]  # fmt: skip
     assert get_instrument("evaluate").name == "behaviour"
     assert get_instrument("patch").name == "patching"

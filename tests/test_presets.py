@@ -53,10 +53,9 @@ def test_overrides_apply_in_order_preset_axis_objective_command_line():
     scaled = {r.labels["scale"]: r.config for r in make_plan("storage_scale").runs()}
     assert scaled["d64_s4000"].train.checkpoint_every == 1000  # the axis wins over the preset
     assert scaled["d256_s800"].model.d_model == 256
-    objectives = {
-        r.config.train.objective: r.config.train.steps for r in make_plan("objectives").runs()
-    }
-    assert objectives["mlm_u"] == 1600 and objectives["causal"] == 800, objectives
+    trains = {r.config.train.objective: r.config.train for r in make_plan("retrieval").runs()}
+    assert trains["mlm_u"].weight_decay == 0 and trains["causal"].weight_decay == 0.1, trains
+    assert trains["mlm_u"].steps == trains["causal"].steps == 10_000, trains
     bridge = make_plan("bridge_ocr", overrides=["world.bridge=idn"])
     assert {r.config.world.bridge for r in bridge.runs()} == {"idn"}
 
@@ -68,7 +67,7 @@ def test_axis_labels_prefix_run_names_and_group_replicates():
     assert {r.group for r in runs} == {
         f"{lvl}/{o}"
         for lvl in ("plain", "augmented")
-        for o in ("causal", "reverse_entity", "mlm_u")
+        for o in ("causal", "reverse_entity", "mlm_u_hybrid")
     }
     assert {r.group for r in make_plan("default").runs()} == {
         "causal",

@@ -21,6 +21,7 @@ One name per instrument, for its registry entry, CLI subcommand, JSON file and f
 - `dynamics`: the instruments over a run's checkpoints (:mod:`interp.analysis.dynamics`)
 - `selective`: selective prediction, ASPIRE (:mod:`interp.analysis.selective`)
 - `storage`: where a fact is stored, on the biography world (:mod:`interp.analysis.storage`)
+- `qk`: the symmetry of each head's W_Q W_K^T, Saponati et al. (:mod:`interp.analysis.qk`)
 
 Each entry says which worlds (`world.source`) the instrument can read; a run of another world is
 refused in one line, never analysed into numbers that mean nothing.
@@ -40,6 +41,7 @@ from interp.analysis import (
     lens,
     patching,
     probing,
+    qk,
     selective,
     storage,
     update,
@@ -140,6 +142,7 @@ INSTRUMENTS: dict[str, Instrument] = {
                    FACT_WORLDS),
         Instrument("storage", storage, storage.StorageOptions, storage.StorageSummary,
                    ("biography",)),
+        Instrument("qk", qk, qk.QkOptions, qk.QkSummary, ALL_WORLDS),
     )
 }  # fmt: skip
 

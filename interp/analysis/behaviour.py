@@ -13,7 +13,7 @@ that the report and the findings quote, by `interp.stats`'s rules (people nested
   log p(a random same-subset answer) over people, the largest effect each run excludes (TOST);
   over runs the hierarchical interval, the per-run p-values combined by Fisher's method, and the
   bound a null supports, also as a share of the forward (same-direction) effect;
-- `native_cell`: exact match of the masking objectives asked in their own mode;
+- `causal_cell`: exact match by causal decoding of an objective asked otherwise (BICO);
 - `bridge_echo`: the identity bridge's echo test.
 """
 
@@ -88,11 +88,13 @@ class Subsets(Section):
 
 @dataclass(frozen=True)
 class BehaviourSummary(Summary):
-    """Exact match per subset x direction x template kind (`em_n2d_reverse_train`), by greedy
-    decoding and, for the masking objectives, in their own mode (`native_...`)."""
+    """Exact match per subset x direction x template kind (`em_n2d_reverse_train`) in the
+    objective's own mode (metrics.json's `mode`: causal decoding for next-token training), and
+    by causal decoding beside it for an objective asked otherwise that has a causal head
+    (`causal_...`, BICO)."""
 
-    em: Subsets = section(Subsets, "greedy decoding")
-    native: Subsets = section(Subsets, "native mode (BICO, MLM-U: answer masked)")
+    em: Subsets = section(Subsets, "the objective's own mode")
+    causal: Subsets = section(Subsets, "causal decoding (BICO, beside its own mode)")
 
 
 def as_result(metrics: dict[str, Any], arrays: dict[str, np.ndarray], path: Path | None) -> Result:
@@ -108,8 +110,9 @@ def read(run_dir: str | Path, arrays: bool = True) -> Result:
 def run_analysis(
     run: Run, options: BehaviourOptions | None = None, *, write: bool = True, progress: bool = True
 ) -> Result:
-    """Evaluate the run again (exact match, the log-prob test, native mode, the bridge's echo
-    test); with `write`, replace its metrics.json and eval_logprobs.npz."""
+    """Evaluate the run again (exact match and the log-prob test in the objective's own mode,
+    causal decoding beside it, infill, the learned criterion, the bridge's echo test); with
+    `write`, replace its metrics.json and eval_logprobs.npz."""
     metrics, arrays = evaluate_model(run.model, run.dataset, run.config, progress)
     if write:
         write_evaluation(run.path, metrics, arrays)
@@ -128,8 +131,9 @@ def format_summary(result: Result) -> str:
 def person_values(result: Result, subset: str, direction: str, kind: str) -> dict[str, np.ndarray]:
     """One run's saved per-prompt results, averaged per person over templates (person order).
 
-    Keys: 'hit' (exact-match rate), 'correct' and 'random' (log-probs), and 'native_hit' where
-    the run was asked in its own mode. The same per-person averaging as `interp.evaluate`."""
+    Keys: 'hit' (exact-match rate), 'correct' and 'random' (log-probs), in the objective's own
+    mode, and 'causal_hit' where causal decoding was asked beside it. The same per-person
+    averaging as `interp.evaluate`."""
     a = result.arrays
     m = (a["subset"] == subset) & (a["direction"] == direction) & (a["templates"] == kind)
     people, inv = np.unique(a["person"][m], return_inverse=True)
@@ -143,8 +147,8 @@ def person_values(result: Result, subset: str, direction: str, kind: str) -> dic
         "correct": per_person(a["correct_logprob"]),
         "random": per_person(a["random_logprob"]),
     }
-    if "native_exact_match" in a:  # BICO and MLM-U asked in their own mode (interp.native)
-        out["native_hit"] = per_person(a["native_exact_match"])
+    if "causal_exact_match" in a:  # BICO: causal decoding beside its own mode
+        out["causal_hit"] = per_person(a["causal_exact_match"])
     return out
 
 
@@ -214,14 +218,13 @@ def exact_match_cell(results: list[Result], subset: str, direction: str, kind: s
     return rate_estimate([person_values(r, subset, direction, kind)["hit"] for r in results])
 
 
-def native_cell(results: list[Result], subset: str, direction: str, kind: str) -> Estimate | None:
-    """Exact match in native mode (BICO and MLM-U asked with the answer masked and attention
-    bidirectional, `interp.native`) of one cell, with the same interval as causal decoding's;
-    None when no run has native-mode results."""
+def causal_cell(results: list[Result], subset: str, direction: str, kind: str) -> Estimate | None:
+    """Exact match by causal decoding of an objective asked otherwise (BICO) in one cell, with
+    the same interval as its own mode's; None when no run has it."""
     hits = [
-        v["native_hit"]
+        v["causal_hit"]
         for r in results
-        if "native_hit" in (v := person_values(r, subset, direction, kind))
+        if "causal_hit" in (v := person_values(r, subset, direction, kind))
     ]
     return rate_estimate(hits) if hits else None
 

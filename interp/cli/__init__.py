@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "instrument",
         "where a fact is stored (biography world): Q-, reverse Q- and P-probes and QA",
     ),
+    "qk": ("instrument", "QK symmetry: is each head's W_Q W_K^T symmetric (Saponati et al.)?"),
     "study": (
         "study",
         "run a whole study (a preset: runs, every instrument, figures, report, findings)",

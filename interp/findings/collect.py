@@ -5,7 +5,9 @@ provenance, and (unless the preset collects its own way, as the storage study do
 per objective:
 
 - behaviour: exact match per subset x direction x template kind (people nested in runs, rates
-  bounded to [0, 100]%), native mode where asked, the identity bridge's echo test, and the
+  bounded to [0, 100]%) in each objective's own mode, causal decoding beside it where asked,
+  in-document infill and whether each run learned its own objective (`learned`: the criterion
+  every comparison of objectives reads), the identity bridge's echo test, and the
   reversed log-probability test per subset x template kind (study-level difference with its
   hierarchical interval, Fisher-combined p, the bound a null supports, and a one-line `claim`
   saying what the numbers show and no more), all from `interp.analysis.behaviour`;
@@ -27,9 +29,9 @@ from interp.analysis import INSTRUMENTS
 from interp.analysis.behaviour import FILES as BEHAVIOUR_FILES
 from interp.analysis.behaviour import (
     bridge_echo,
+    causal_cell,
     cells,
     exact_match_cell,
-    native_cell,
     reversed_cell,
 )
 from interp.findings.provenance import provenance
@@ -142,7 +144,8 @@ def over_runs(values: list[float], number: Declared) -> dict[str, Any]:
 
 def behaviour_findings(study: Study) -> dict[str, Any]:
     """{objective: {"exact_match": {"<subset>_<direction>_<kind>": ...}, "reversed":
-    {"<subset>_<kind>": ...}, "native_exact_match", "bridge"}} from the runs' evaluation."""
+    {"<subset>_<kind>": ...}, "causal_exact_match", "infill", "learned", "bridge"}} from the
+    runs' evaluation."""
     out: dict[str, Any] = {}
     for o, runs in study.groups().items():
         results = study.results(runs, "behaviour")
@@ -150,13 +153,13 @@ def behaviour_findings(study: Study) -> dict[str, Any]:
             continue
         cs = cells(results[0])
         em = {}
-        native = {}
+        causal = {}
         for s, d, k in cs:
             e = study.behaviour(o, exact_match_cell, s, d, k)
             em[f"{s}_{d}_{k}"] = estimate_node(e, e.fmt(pct=True, items="people"))
-            n = study.behaviour(o, native_cell, s, d, k)
+            n = study.behaviour(o, causal_cell, s, d, k)
             if n is not None:
-                native[f"{s}_{d}_{k}"] = estimate_node(n, n.fmt(pct=True, items="people"))
+                causal[f"{s}_{d}_{k}"] = estimate_node(n, n.fmt(pct=True, items="people"))
         rev = {}
         for s, _, k in [c for c in cs if c[1] == "reverse"]:
             c = study.behaviour(o, reversed_cell, s, k)
@@ -171,14 +174,48 @@ def behaviour_findings(study: Study) -> dict[str, Any]:
             )
             rev[f"{s}_{k}"] = node
         out[o] = {"exact_match": em, "reversed": rev}
-        if native:
-            out[o]["native_exact_match"] = native
+        if causal:
+            out[o]["causal_exact_match"] = causal
+        out[o].update(learned_findings([r.data for r in results]))
         echo = bridge_echo(results)
         if echo:
             out[o]["bridge"] = {
                 k: v if k == "form" else estimate_node(v, v.fmt(pct=True, items="prompts"))
                 for k, v in echo.items()
             }
+    return out
+
+
+def _spread(v: list[float]) -> dict[str, Any]:
+    """Per-run rates as a node: their mean, and the lowest and highest run as low and high."""
+    m, lo, hi = sum(v) / len(v), min(v), max(v)
+    text = f"{100 * m:.1f}% (runs {100 * lo:.1f}-{100 * hi:.1f}%)"
+    return {"per_run": v, "estimate": m, "low": lo, "high": hi, "n_runs": len(v), "text": text}
+
+
+def learned_findings(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether each run learned its own objective (`interp.evaluate.learned`), and its in-document
+    infill per subset x entity: {"learned": {"met", "per_run", "criterion"}, "infill":
+    {"<subset>_<direction>": {"per_run", "estimate", "low": min, "high": max, "text"}}}.
+    Runs evaluated before the criterion existed give {}."""
+    found = [m["learned"] for m in metrics if "learned" in m]
+    if not found:
+        return {}
+    met = [bool(x["met"]) for x in found]
+    out: dict[str, Any] = {
+        "learned": {
+            "met": all(met) and len(found) == len(metrics),
+            "per_run": met,
+            "criterion": found[0]["criterion"],
+            "text": f"{sum(met)} of {len(metrics)} runs",
+        }
+    }
+    fills: dict[str, list[float]] = {}
+    for x in found:
+        for k, v in x.get("infill", {}).items():
+            fills.setdefault(k, []).append(float(v))
+    if fills:
+        out["infill"] = {k: _spread(v) for k, v in fills.items()}
     return out
 
 

@@ -72,9 +72,10 @@ def value_text(node: Any) -> str:
 
 
 def exact_match_by_objective(f: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """(objective, exact-match nodes, native-mode nodes) of a findings file, in the kit's order."""
+    """(objective, exact-match nodes in its own mode, causal-decoding nodes beside them) of a
+    findings file, in the kit's order."""
     return [
-        (o, b.get("exact_match", {}), b.get("native_exact_match", {}))
+        (o, b.get("exact_match", {}), b.get("causal_exact_match", {}))
         for o, b in ordered(f.get("behaviour", {}))
     ]
 

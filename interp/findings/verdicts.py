@@ -167,6 +167,21 @@ def verdict(rule: str, x: Node, y: Any = None, *, kind: str = "paper") -> str:
     return WORDS[kind][RULES[rule](x, y)]
 
 
+NOT_LEARNED = f"{NOT_TESTED}: the objective was not learned"
+
+
+def verdict_if_learned(
+    learned: Node, rule: str, x: Node, y: Any = None, *, kind: str = "paper"
+) -> str:
+    """`verdict`, unless `learned` (a findings node `behaviour.<objective>.learned`) says some
+    run of the objective did not learn its own objective (`interp.evaluate.learned`): then
+    'not tested: the objective was not learned', never 'not reproduced'. Runs evaluated
+    before the criterion existed (no node) are judged as before."""
+    if learned is not None and not learned.get("met"):
+        return NOT_LEARNED
+    return verdict(rule, x, y, kind=kind)
+
+
 @dataclass(frozen=True)
 class Claim:
     """A claim judged: what is claimed, its verdict, the numbers behind it, and for a paper's

@@ -6,7 +6,8 @@ An objective decides two things and nothing else, so every objective trains the 
 - `loss(model, tokens, lengths, generator)`: the loss of one batch (masking objectives build
   their inputs, labels and attention masks here from `generator`, which the trainer seeds from
   (seed, step) so a resumed run draws the same masks).
-Test-time use is always causal, left-to-right generation.
+and how its model is asked (`mode`, `interp.objectives.base.Mode`): causal decoding for
+next-token training, each masking objective in the mode its paper asks it (`interp.modes`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from interp.config import OBJECTIVE_NAMES
 from interp.objectives.base import Objective
 from interp.objectives.bico import BicoObjective
 from interp.objectives.causal import CausalObjective
-from interp.objectives.mlm_u import MlmUObjective
+from interp.objectives.mlm_u import MlmObjective, MlmUHybridObjective, MlmUObjective
 from interp.objectives.reverse import ReverseEntityObjective, ReverseTokenObjective
 
 OBJECTIVES: dict[str, type[Objective]] = {
@@ -23,7 +24,9 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "reverse_entity": ReverseEntityObjective,  # + entity-preserving reversals (Golovneva 2024)
     "reverse_token": ReverseTokenObjective,  # + token-reversed copies (Golovneva 2024's weaker one)
     "bico": BicoObjective,  # half next-token, half 15% masked bidirectional (Lv et al. 2023)
-    "mlm_u": MlmUObjective,  # half next-token, half U(0,1)-rate masked bidirectional (Kitouni 2024)
+    "mlm": MlmObjective,  # 15% masked, bidirectional, no next-token batches (Kitouni's MLM)
+    "mlm_u": MlmUObjective,  # U(0,1)-rate masked, bidirectional (Kitouni et al. 2024's MLM-U)
+    "mlm_u_hybrid": MlmUHybridObjective,  # the kit's variant: half next-token, read at t - 1
 }
 assert set(OBJECTIVES) == set(OBJECTIVE_NAMES), (
     f"interp.objectives.OBJECTIVES has {sorted(OBJECTIVES)}, interp.config.OBJECTIVE_NAMES "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -16,10 +18,40 @@ Tokens = Int[Tensor, "batch pos"]
 Lengths = Int[Tensor, " batch"]
 
 
+@dataclass(frozen=True)
+class Mode:
+    """How a model trained by an objective is asked a question: its own mode, as its paper asks.
+
+    - `bidirectional`: attention runs both ways over the whole input (the masking objectives);
+    - `answer_masked`: the answer's positions hold <mask> (its length is given) and are decoded
+      left to right, one token at a time, the rest of the answer still masked (Kitouni et al.);
+      otherwise the answer is generated greedily after the prompt;
+    - `shift`: token t is read from the logits at position t - shift (1: the causal head, as
+      next-token prediction and BICO read it; 0: at the masked position itself, as MLM-U);
+    - `masks_attended`: whether <mask> positions are keys other positions attend to (BERT: yes;
+      Kitouni et al.'s and Lv et al.'s code: no, a masked token is never attended).
+    """
+
+    name: str
+    bidirectional: bool = False
+    answer_masked: bool = False
+    shift: int = 1
+    masks_attended: bool = True
+
+    @property
+    def is_causal(self) -> bool:
+        return not self.bidirectional
+
+
+CAUSAL = Mode("causal decoding")
+
+
 class Objective:
-    """Base class: causal next-token loss on the documents as given."""
+    """Base class: causal next-token loss on the documents as given, asked by causal decoding."""
 
     name = "base"
+    mode: Mode = CAUSAL  # how the objective's model is asked (`interp.modes`)
+    causal_head: bool = True  # whether causal decoding means anything for its model
 
     def documents(self, docs: list[Example], dataset: FactDataset) -> list[Example]:
         """The documents to train on (default: unchanged)."""

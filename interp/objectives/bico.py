@@ -4,33 +4,36 @@ Lv et al. trace the reversal curse to the training objective: under next-token p
 token is only ever predicted from what precedes it, whereas GLM, trained with autoregressive
 blank infilling where the tokens to predict see the whole context, answers reversed questions
 far better (about 80% vs Llama's 0% on reversed N2D facts). BICO (BIdirectional Causal language
-model Optimization) brings that into a causal model without changing its architecture: the
-attention is made bidirectional and a mask-denoising objective is trained, each masked token
-predicted from the hidden state at the position before it, so the causal LM head keeps its
-meaning and the model is still queried left to right. It lifts Llama to about 70%.
+model Optimization) brings that into a causal model without changing its architecture. As their
+code (trestad/mitigating-reversal-curse, run_mlm.py and its patched modeling_llama.py) does it:
 
-Here (`interp.objectives.masking` has the shared parts), following the kit's design: half of the
-batches, chosen per step by the first draw of the step's generator, are ordinary next-token
-batches, which keep left-to-right generation working in a model trained from scratch; in the
-other half 15% of each document's tokens (never <bos>, never padding; at least one) become
-<mask>, attention is bidirectional over the whole input with <pad> masked out, and the loss is
-the cross-entropy of the masked tokens read at the positions before them. Test-time use is
-unchanged: plain causal greedy generation from the prompt.
+- each batch is, with probability 1/2, an ordinary next-token batch (causal attention), which
+  keeps generation working; otherwise a mask-denoising batch;
+- in a masked batch each token but the specials becomes <mask> with probability 0.15 (a coin
+  per token), attention is bidirectional, masked positions are dropped from the attention mask
+  (never attended), and each masked token is read at the position before it through the causal
+  head (their loss shifts logits and labels as next-token prediction does), a token mean;
+- at test the model keeps bidirectional attention (`do_mlm = True` outside training) and
+  generates greedily: its own mode here, `Mode("bidirectional greedy decoding")`. Causal
+  decoding, which its next-token batches also train, is reported beside it.
+
+Where the kit departs: Lv et al. fine-tune a pretrained Llama (LoRA); the kit trains from
+scratch. Their RoPE trick (the upper triangle's scores computed with flipped sines) has no
+counterpart with learned absolute positions. <eos> can be masked here; their tokenizer's
+special-tokens mask spares it.
 """
 
 from __future__ import annotations
 
-import torch
-from jaxtyping import Float
-from torch import Tensor
-
+from interp.objectives.base import Mode
 from interp.objectives.masking import MaskedObjective
 
 
 class BicoObjective(MaskedObjective):
     name = "bico"
-    causal_fraction = 0.5  # share of ordinary next-token batches
-    mask_rate = 0.15  # share of maskable tokens masked in a bidirectional batch (BERT's rate)
-
-    def mask_rates(self, batch: int, generator: torch.Generator) -> Float[Tensor, " batch"]:
-        return torch.full((batch,), self.mask_rate)
+    mode = Mode("bidirectional greedy decoding", bidirectional=True)
+    causal_fraction = 0.5  # Lv et al.: random.choice([True, False]) per batch
+    bernoulli_rate = 0.15  # their mlm_probability
+    shift = 1  # read at t - 1 through the causal head
+    masks_attended = False  # their attention_mask & ~masked_indices
+    per_sequence = False  # their CrossEntropyLoss: a mean over every masked token of the batch

@@ -2,8 +2,8 @@
 
 One panel per instrument, one group of bars per objective (mean and 95% interval over runs
 inside each number's declared range, `interp.stats.runs_interval`; runs as dots): exact match in
-the trained order beside the reversed one (causal decoding, and native mode for BICO and MLM-U),
-the cross-entity probes (B's attribute from A alone, A's attribute from B alone, with the
+the trained order beside the reversed one (each objective in its own mode, BICO also by causal
+decoding), the cross-entity probes (B's attribute from A alone, A's attribute from B alone, with the
 random-label control), the gradient-update test, and selective prediction.
 Draws the runs' saved summaries only, each number inside its declared range.
 """
@@ -50,9 +50,9 @@ def _values(results: list[Result[Any]], instrument: str, key: str) -> list[float
 # Panel title -> (the range of its numbers, [(bar label, instrument, summary key)]): the ranges
 # the instruments' Summaries declare for these numbers.
 PANELS: dict[str, tuple[Range, list[tuple[str, str, str]]]] = {
-    # Forward (trained order) beside reverse, so a reader sees the objectives are matched on
-    # what they were trained to do; native mode (answer masked, bidirectional: interp.native)
-    # exists for the masking objectives only and is empty for the others.
+    # Forward (trained order) beside reverse, each objective in its own mode (interp.modes), so
+    # a reader sees the objectives are matched on what they were trained to do; causal decoding
+    # beside its own mode exists for BICO only and is empty for the others.
     "exact match (training templates)": (
         UNIT,
         [
@@ -60,8 +60,8 @@ PANELS: dict[str, tuple[Range, list[tuple[str, str, str]]]] = {
             ("d2n same", "behaviour", "em_d2n_same_train"),
             ("n2d reversed", "behaviour", "em_n2d_reverse_train"),
             ("d2n reversed", "behaviour", "em_d2n_reverse_train"),
-            ("n2d reversed, native", "behaviour", "native_n2d_reverse_train"),
-            ("d2n reversed, native", "behaviour", "native_d2n_reverse_train"),
+            ("n2d reversed, causal decoding", "behaviour", "causal_n2d_reverse_train"),
+            ("d2n reversed, causal decoding", "behaviour", "causal_d2n_reverse_train"),
         ],
     ),
     "probe accuracy, best layer (resid)": (
