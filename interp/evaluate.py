@@ -14,6 +14,12 @@
   runs of different worlds and seeds draw different controls. Each cell also records its
   per-person differences (for the study's hierarchical interval) and the equivalence bound: the
   largest mean difference its 90% interval excludes (`interp.stats.equivalence_bound`).
+- The role-matched control, beside it: the same test against the answer of another person of
+  the same subset and the same role (and, on D2N prompts, the same first-name class), so a
+  role-to-name association (a role word in the prompt, an answer's role) cannot pass for a
+  memory of the fact (`role_matched_answers`). Drawn from a generator of its own, seeded from
+  the same run seed, so the random control's draws are the ones they always were. Worlds whose
+  people carry no role (the retrieval world, the paper's data) have no such column.
 - Decoding: `greedy_generate` (the paper's rule) and `beam_search`, its generalisation to k
   candidates with their length-normalised log-likelihoods (one beam is greedy decoding; the
   answers of selective prediction).
@@ -147,6 +153,15 @@ def completion_logprobs(
     return out
 
 
+def _same_cell(dataset: FactDataset) -> dict[tuple, list[Example]]:
+    """The dataset's prompts by (subset, direction, template kind, template): a control answer
+    comes from the same cell and template as its prompt."""
+    by_key: dict[tuple, list[Example]] = defaultdict(list)
+    for e in dataset.prompts:
+        by_key[(e.subset, e.direction, e.templates, e.template)].append(e)
+    return by_key
+
+
 def control_answers(
     dataset: FactDataset, prompts: list[Example], seed: int = 0
 ) -> list[tuple[int, ...]]:
@@ -158,9 +173,7 @@ def control_answers(
     supplied = getattr(dataset, "control_answers", None) or {}
     index = {id(e): i for i, e in enumerate(dataset.prompts)}
     rng = random.Random(seed)
-    by_key: dict[tuple, list[Example]] = defaultdict(list)
-    for e in dataset.prompts:
-        by_key[(e.subset, e.direction, e.templates, e.template)].append(e)
+    by_key = _same_cell(dataset)
     out = []
     for e in prompts:
         if index.get(id(e)) in supplied:
@@ -172,6 +185,51 @@ def control_answers(
             if o.person != e.person and o.answer != e.answer
         ]
         out.append(rng.choice(others).answer)
+    return out
+
+
+ROLE_MATCHED_RULE = (
+    "another person of the same subset and template with the same role (on D2N prompts also "
+    "the same first-name class), drawn by its own generator seeded from the run seed"
+)
+
+
+def person_roles(dataset: FactDataset) -> dict[int, tuple[int, int]] | None:
+    """{person id: (role, first-name class)} of the dataset's people, or None where its people
+    carry no role (the retrieval world and the paper's data have none)."""
+    people = dataset.people
+    if not people or not all(hasattr(p, "role") for p in people):
+        return None
+    return {p.id: (p.role, p.first_class) for p in people}
+
+
+def role_matched_answers(
+    dataset: FactDataset, prompts: list[Example], seed: int = 0
+) -> list[tuple[int, ...] | None] | None:
+    """For each prompt, the answer of a random other person of the same subset (same template)
+    with the same role, and on D2N prompts also the same first-name class: a control matched on
+    everything but the fact. None for a prompt whose person has no such other; None for all
+    when the world's people carry no role (`person_roles`).
+
+    Its own generator, seeded from `seed` under another name, so `control_answers`' draws with
+    the same seed are unchanged by this column."""
+    roles = person_roles(dataset)
+    if roles is None:
+        return None
+    rng = random.Random(f"role-matched:{seed}")
+    by_key = _same_cell(dataset)
+    out: list[tuple[int, ...] | None] = []
+    for e in prompts:
+        role, cls = roles.get(e.person, (None, None))
+        others = [
+            o
+            for o in by_key[(e.subset, e.direction, e.templates, e.template)]
+            if o.person != e.person
+            and o.answer != e.answer
+            and roles.get(o.person, (None, None))[0] == role
+            and (e.subset != "d2n" or roles[o.person][1] == cls)
+        ]
+        out.append(rng.choice(others).answer if role is not None and others else None)
     return out
 
 
@@ -228,30 +286,54 @@ def exact_match(
     )
 
 
+def _per_person(prompts: list[Example], mask: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
+    """Each of `values` (one per prompt) averaged over the templates of each person in `mask`,
+    in person order: the log-prob test's unit is a person, not a paraphrase."""
+    rank = {
+        p: i
+        for i, p in enumerate(sorted({e.person for e, m in zip(prompts, mask, strict=True) if m}))
+    }
+    pidx = np.array([rank[e.person] for e, m in zip(prompts, mask, strict=True) if m])
+    cnt = np.bincount(pidx, minlength=len(rank))
+    return [np.bincount(pidx, weights=v[mask], minlength=len(rank)) / cnt for v in values]
+
+
 def evaluate(
     model: torch.nn.Module, dataset: FactDataset, progress: bool = False, seed: int = 0
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Exact match for every prompt and the log-probability test; return (metrics, arrays).
+    """Exact match for every prompt and the log-probability test, against the random control
+    and, where the world's people have roles, the role-matched one; return (metrics, arrays).
 
-    `seed` seeds the random control answers; `evaluate_run` passes the run's `run_seed`."""
+    `seed` seeds the control answers; `evaluate_run` passes the run's `run_seed`."""
     prompts = dataset.prompts
     if progress:
         print(f"evaluating {len(prompts)} prompts")
     rule = match_rule(dataset)
     hits = exact_match(model, dataset, prompts, rule)
     controls = control_answers(dataset, prompts, seed=seed)
-    lp_correct = completion_logprobs(
-        model, [e.prompt for e in prompts], [e.answer for e in prompts]
-    ).numpy()
-    lp_control = completion_logprobs(model, [e.prompt for e in prompts], controls).numpy()
+    matched = role_matched_answers(dataset, prompts, seed=seed)
+    asked = [e.prompt for e in prompts]
+    lp_correct = completion_logprobs(model, asked, [e.answer for e in prompts]).numpy()
+    lp_control = completion_logprobs(model, asked, controls).numpy()
+    lp_matched = None
+    if matched is not None:  # NaN where a person has no role-matched other
+        lp_matched = np.full(len(prompts), np.nan)
+        have = [i for i, m in enumerate(matched) if m is not None]
+        if have:
+            lp_matched[have] = completion_logprobs(
+                model,
+                [asked[i] for i in have],
+                [matched[i] for i in have],  # type: ignore[misc]
+            ).numpy()
 
     subsets = [s for s in SUBSETS if any(e.subset == s for e in prompts)]
     subsets += [
         s for s in dict.fromkeys(e.subset for e in prompts) if s not in SUBSETS
-    ]  # biography
+    ]  # biography, the bridge's pairs
     em: dict[str, Any] = {}
     em_n: dict[str, Any] = {}
     lpt: dict[str, Any] = {}
+    lpt_matched: dict[str, Any] = {}
     for s in subsets:
         for d in DIRECTIONS:
             for k in TEMPLATE_KINDS:
@@ -262,15 +344,13 @@ def evaluate(
                     continue
                 em.setdefault(s, {}).setdefault(d, {})[k] = float(hits[mask].mean())
                 em_n.setdefault(s, {}).setdefault(d, {})[k] = int(mask.sum())
-                people = sorted({e.person for e, m in zip(prompts, mask, strict=True) if m})
-                pidx = {p: i for i, p in enumerate(people)}
-                c, r, cnt = np.zeros(len(people)), np.zeros(len(people)), np.zeros(len(people))
-                for e, m, a, b in zip(prompts, mask, lp_correct, lp_control, strict=True):
-                    if m:
-                        c[pidx[e.person]] += a
-                        r[pidx[e.person]] += b
-                        cnt[pidx[e.person]] += 1
-                lpt.setdefault(s, {}).setdefault(d, {})[k] = logprob_test(c / cnt, r / cnt)
+                c, r = _per_person(prompts, mask, lp_correct, lp_control)
+                lpt.setdefault(s, {}).setdefault(d, {})[k] = logprob_test(c, r)
+                if lp_matched is not None:
+                    (m,) = _per_person(prompts, mask, lp_matched)
+                    ok = np.isfinite(m)  # people with a role-matched other
+                    test = logprob_test(c[ok], m[ok])
+                    lpt_matched.setdefault(s, {}).setdefault(d, {})[k] = test
     metrics = {
         "exact_match": em,
         "exact_match_n": em_n,
@@ -288,6 +368,10 @@ def evaluate(
         "direction": np.array([e.direction for e in prompts]),
         "templates": np.array([e.templates for e in prompts]),
     }
+    if lp_matched is not None:
+        metrics["logprob_test_role_matched"] = lpt_matched
+        metrics["role_matched_rule"] = ROLE_MATCHED_RULE
+        arrays["role_matched_logprob"] = lp_matched
     return metrics, arrays
 
 
@@ -321,15 +405,21 @@ def format_table(metrics: dict[str, Any]) -> str:
             for d, by_kind in by_dir.items():
                 tr, ho = by_kind.get("train", float("nan")), by_kind.get("heldout", float("nan"))
                 lines.append(f"{s:<6} {d:<8} {tr:>10.1%} {ho:>10.1%}")
-    lines.append("")
-    lines.append("reversed log-prob test (correct vs random same-subset completion, per person):")
-    for s, by_dir in metrics["logprob_test"].items():
-        for k, r in by_dir.get("reverse", {}).items():
-            lines.append(
-                f"  {s:<5} {k:<8} n={r['n']:<4} diff={r['mean_diff']:+.3f} "
-                f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}  "
-                f"excludes beyond +-{r.get('equivalence_bound', float('nan')):.2f} nats"
-            )
+    for key, what in (
+        ("logprob_test", "random same-subset completion"),
+        ("logprob_test_role_matched", "same-subset completion of the same role"),
+    ):
+        if key not in metrics:
+            continue
+        lines.append("")
+        lines.append(f"reversed log-prob test (correct vs {what}, per person):")
+        for s, by_dir in metrics[key].items():
+            for k, r in by_dir.get("reverse", {}).items():
+                lines.append(
+                    f"  {s:<5} {k:<8} n={r['n']:<4} diff={r['mean_diff']:+.3f} "
+                    f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}  "
+                    f"excludes beyond +-{r.get('equivalence_bound', float('nan')):.2f} nats"
+                )
     return "\n".join(lines)
 
 

@@ -121,12 +121,15 @@ class Fakes:
         native: float | None = None,
         echo: tuple[float, float] | None = None,
         seed: int | None = None,
+        matched: float | None = None,
     ):
         """`run` (an `interp.findings.collect.StudyRun`) with its config.json, metrics.json and
         eval_logprobs.npz: `people` per subset, 2 templates per kind; forward and Both
         log-prob difference +2, reversed `rev_shift` (+ noise); exact match `fwd_hit` forward,
-        `rev_hit` reversed, `native` reversed in native mode; with `echo` the bridge's echo
-        test (train, shortcut rates over 60 prompts)."""
+        `rev_hit` reversed, `native` reversed in native mode; with `matched` a role-matched
+        control, reversed difference `matched` (+ noise, its own generator, so the other
+        arrays are the same with or without it); with `echo` the bridge's echo test (train,
+        shortcut rates over 60 prompts)."""
         import json
 
         import numpy as np
@@ -156,6 +159,12 @@ class Fakes:
         }  # fmt: skip
         if native is not None:
             arrays["native_exact_match"] = np.array(n)
+        if matched is not None:
+            fwd = (arrays["direction"] == "same") | (arrays["subset"] == "both")
+            noise = np.random.default_rng(1000 + cfg.train.seed).normal(0, 1, len(rows))
+            arrays["role_matched_logprob"] = (
+                arrays["correct_logprob"] - np.where(fwd, 2.0, matched) + noise
+            )
         np.savez(run.path / "eval_logprobs.npz", **arrays)
         metrics: dict = {"exact_match": {}}
         if echo is not None:

@@ -97,10 +97,12 @@ def test_committed_findings_texts_and_readme_are_the_renderings_of_the_findings(
 # Collecting and judging, on saved results with known contents
 
 
-def _study(tmp: Path, fakes, rev_shift: float, preset: str = "tiny") -> C.Study:
+def _study(
+    tmp: Path, fakes, rev_shift: float, preset: str = "tiny", matched: float | None = 0.0
+) -> C.Study:
     study = fakes.study(tmp, preset, objectives=["causal"], seeds=[0, 1, 2])
     for run in study.runs:
-        fakes.evaluation(run, rev_shift=rev_shift, rev_hit=0.0)
+        fakes.evaluation(run, rev_shift=rev_shift, rev_hit=0.0, matched=matched)
         s = run.spec.config.train.seed
         fakes.summary(run, "update", {
             "delta_logp_forward_mean": 5.0 + 0.1 * s, "delta_logp_forward_control_mean": 1.0,
@@ -114,12 +116,19 @@ def test_findings_state_the_curse_and_a_failed_prediction(tmp_path, fakes, quick
     f = C.collect(_study(tmp_path / "curse", fakes, 0.0))
     json.dumps(f, allow_nan=False)  # strict JSON
     claims = get_preset("tiny").claims({"tiny": f}, "tiny")
-    # n2d/d2n not answered reversed, no log-prob preference, Both positive, update forward only;
-    # patching (2) and the mitigations (entity vs causal, entity vs token) are not in this study
-    assert [c.verdict for c in claims] == ["held"] * 7 + ["not measured"] * 4, claims
-    rev = f["behaviour"]["causal"]["reversed"]["n2d_train"]
-    assert rev["null"] and "covers 0" in rev["claim"] and "exclude effects beyond" in rev["claim"]
-    assert rev["bound"] == pytest.approx(max(abs(rev["low"]), abs(rev["high"])))
+    # n2d/d2n not answered reversed, no log-prob preference (random and role-matched control),
+    # Both positive, update forward only; patching (2) and the mitigations (entity vs causal,
+    # entity vs token) are not in this study
+    assert [c.verdict for c in claims] == ["held"] * 9 + ["not measured"] * 4, claims
+    for key in ("reversed", "reversed_role_matched"):
+        rev = f["behaviour"]["causal"][key]["n2d_train"]
+        assert rev["null"] and "covers 0" in rev["claim"], rev
+        assert "exclude effects beyond" in rev["claim"], rev
+        assert rev["bound"] == pytest.approx(max(abs(rev["low"]), abs(rev["high"])))
+    # a world without roles (the retrieval world, the paper's data): no role-matched column
+    bare = C.collect(_study(tmp_path / "bare", fakes, 0.0, matched=None))
+    assert "reversed_role_matched" not in bare["behaviour"]["causal"], bare["behaviour"]
+    assert bare["behaviour"]["causal"]["reversed"] == f["behaviour"]["causal"]["reversed"]
     em = f["behaviour"]["causal"]["exact_match"]["n2d_reverse_train"]
     assert em["estimate"] == 0 and em["low"] == 0 and 0 < em["high"] < 0.1, em
     upd = f["instruments"]["update"]["causal"]["delta_logp_forward_mean"]
@@ -128,7 +137,8 @@ def test_findings_state_the_curse_and_a_failed_prediction(tmp_path, fakes, quick
     assert "estimate" not in p and p["per_run"] == pytest.approx([1e-4, 2e-4, 3e-4]), p
     assert f["steps"]["causal"] == {"per_run": [400] * 3, "text": "400"}, f["steps"]
 
-    # a model that does prefer the right name reversed: that prediction fails, and says so
+    # a model that prefers the right name reversed over a random one, not over one of the same
+    # role (a role-to-name leak): the random-control prediction fails, the role-matched holds
     g = C.collect(_study(tmp_path / "leak", fakes, 1.5))
     c = [
         c
@@ -136,6 +146,12 @@ def test_findings_state_the_curse_and_a_failed_prediction(tmp_path, fakes, quick
         if c.claim.startswith("Reversed N2D")
     ]
     assert c[0].verdict == "failed" and "above log p(random) by +1." in c[0].evidence, c
+    assert "same role" in c[1].claim and c[1].verdict == "held", c
+    # and a memory of the fact beats the same-role control too: both fail
+    m = C.collect(_study(tmp_path / "memory", fakes, 1.5, matched=1.5))
+    c = [x for x in get_preset("tiny").claims({"tiny": m}, "tiny") if "N2D questions" in x.claim]
+    assert [x.verdict for x in c] == ["failed", "failed"], c
+    assert "above log p(same-role) by +1." in c[1].evidence, c
     table = R.render("{{tiny:checks}}", {"tiny": g})
     assert "| **failed** |" in table, table
     cells = {line.count("|") - line.count("\\|") for line in table.splitlines() if line}
@@ -186,7 +202,8 @@ def test_every_template_names_only_what_its_study_makes():
                 bad += [] if ok and obj in plan.objectives else [path]
             elif head == name and rest.startswith("behaviour."):
                 obj, kind = rest.split(".")[1:3]
-                ok = obj in plan.objectives and kind in ("exact_match", "reversed", "bridge")
+                kinds = ("exact_match", "reversed", "reversed_role_matched", "bridge")
+                ok = obj in plan.objectives and kind in kinds
                 bad += [] if ok else [path]
         assert not bad, f"{name}'s template names what its study cannot make: {bad}"
 
