@@ -81,7 +81,8 @@ FIGURES: tuple[FigureSpec, ...] = (
         "behaviour",
         plot_logprob_hist,
         "Reversed prompts: log p(correct) vs log p(random same-subset completion) (the paper's "
-        "Figure 4). Both is the positive control.",
+        "Figure 4), and where the world's people have roles the role-matched control's (an "
+        "outline). Both is the positive control.",
         worlds=FACT_WORLDS,
     ),
     FigureSpec(

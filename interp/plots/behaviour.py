@@ -95,7 +95,7 @@ def plot_logprob_hist(
         ax.hist(rr, bins, alpha=0.55, color="tab:gray", label="random name/description")
         ax.hist(cc, bins, alpha=0.55, color="tab:green", label="correct")
         lines = [m["logprob_test"][s]["reverse"][templates] for m in ms]
-        title = (
+        head = (
             f"{SUBSET_LABEL.get(s, s)} reversed; p per run (Fisher-combined)\n"
             f"t-test: {fmt_pvalues([p['t_pvalue'] for p in lines])}\n"
             f"KS: {fmt_pvalues([p['ks_pvalue'] for p in lines])}"
@@ -103,15 +103,15 @@ def plot_logprob_hist(
         if matched:
             ax.hist(xx, bins, histtype="step", color="tab:purple", lw=1.5, label="same role")
             ps = [m["logprob_test_role_matched"][s]["reverse"][templates] for m in ms]
-            title += f"\nvs same role, t-test: {fmt_pvalues([p['t_pvalue'] for p in ps])}"
-        ax.set_title(title, fontsize=9)
+            head += f"\nvs same role, t-test: {fmt_pvalues([p['t_pvalue'] for p in ps])}"
+        ax.set_title(head, fontsize=9)
         ax.set_xlabel("log p(completion | reversed prompt)")
     np.atleast_1d(axes)[0].set_ylabel("prompts")
     np.atleast_1d(axes)[0].legend(fontsize=8, loc="upper left")
     fig.suptitle(
         title
         or f"Reversed prompts ({templates} templates): is the correct completion "
-        "more likely than a random one?",
+        f"more likely than a random one{' (or one of the same role)' if matched else ''}?",
         fontsize=10,
     )
     fig.tight_layout()
