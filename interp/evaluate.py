@@ -433,13 +433,13 @@ def evaluate_model(
     model: torch.nn.Module, dataset: FactDataset, config: Any, progress: bool = False
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(metrics, arrays) of a run's model: exact match and the log-probability test, the
-    masking objectives also in their own mode, and the identity bridge's echo test."""
+    masking objectives also in their own mode, and the identity bridge's shortcut test."""
     model.eval()
     metrics, arrays = evaluate(model, dataset, progress=progress, seed=run_seed(config))
     if is_masked_objective(config.train.objective):
         # also asked in the objective's own mode (interp.native), beside causal decoding
         metrics["native"], arrays["native_exact_match"] = native_exact_match(model, dataset)
-    if dataset.bridge_prompts:  # the identity bridge's echo and shortcut test
+    if dataset.bridge_prompts:  # the identity bridge's shortcut (echo) and trained identities
         metrics["bridge"] = bridge_metrics(model, dataset)
     return metrics, arrays
 
@@ -545,21 +545,24 @@ def beam_search(
     return out
 
 
-# The identity bridge (interp.data.bridge): echo and shortcut test
+# The identity bridge (interp.data.bridge): the shortcut, and what the condition trains
+
+BRIDGE_KINDS = ("shortcut", "bridge", "identity")
 
 
 def bridge_metrics(model: torch.nn.Module, dataset: FactDataset) -> dict[str, Any]:
-    """Echo rate of greedy answers to the identity prompts, per kind ('train': the identity as
-    trained; 'shortcut': another role, where answering A is echoing), with n and the Wilson
-    95% interval. Empty when the dataset has no bridge prompts."""
+    """Per kind of the bridge's own prompts, how often the greedy answer is the prompt's answer
+    (word rule), with n and the Wilson 95% interval: 'shortcut' is Ma et al.'s echo (the
+    reversal frame answered with B's own name); 'bridge' and 'identity' are the OCR bridge and
+    the self-identities asked as trained (did the run learn them). Empty without such prompts."""
     prompts = dataset.bridge_prompts
     if not prompts or dataset.world is None:
         return {}
-    echo = exact_match(model, dataset, prompts, "word")
-    out: dict[str, Any] = {"form": dataset.world.config.bridge}
-    for kind in ("train", "shortcut"):
-        hits = [bool(h) for h, e in zip(echo, prompts, strict=True) if e.templates == kind]
+    hit = exact_match(model, dataset, prompts, "word")
+    out: dict[str, Any] = {"condition": dataset.world.config.bridge}
+    for kind in BRIDGE_KINDS:
+        hits = [bool(h) for h, e in zip(hit, prompts, strict=True) if e.templates == kind]
         if hits:
             rate, lo, hi = wilson_interval(sum(hits), len(hits))
-            out[kind] = {"echo": rate, "n": len(hits), "ci95": [lo, hi]}
+            out[kind] = {"rate": rate, "n": len(hits), "ci95": [lo, hi]}
     return out

@@ -38,6 +38,7 @@ from interp.findings.render import load_context, write_study_findings
 from interp.findings.text import table
 from interp.plots import figure_paths
 from interp.plots.behaviour import plot_exact_match, plot_logprob_hist
+from interp.plots.bridge import plot_bridge
 from interp.plots.comparison import plot_comparison
 from interp.plots.dynamics import plot_dynamics
 from interp.plots.lens import plot_lens
@@ -50,6 +51,7 @@ from interp.plots.update import plot_alignment, plot_update, plot_update_sites
 from interp.stats import fmt_pvalues, holm, runs_interval
 
 FACT_WORLDS = ("synthetic", "paper", "retrieval")
+BEHAVIOUR_WORLDS = (*FACT_WORLDS, "bridge")  # the worlds the behaviour figures read
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class FigureSpec:
     draw: Callable[..., Any]
     caption: str
     scope: str = "group"
-    worlds: tuple[str, ...] = FACT_WORLDS + ("biography",)
+    worlds: tuple[str, ...] = FACT_WORLDS + ("biography",)  # every world but the bridge's
     own_size: bool = False  # "runs" scope: only runs at the preset's own size (no scale label)
 
 
@@ -74,7 +76,7 @@ FIGURES: tuple[FigureSpec, ...] = (
         plot_exact_match,
         "Exact match per subset and direction (the paper's Table 1): same direction vs "
         "reversed, on training and held-out templates.",
-        worlds=FACT_WORLDS,
+        worlds=FACT_WORLDS,  # the bridge's: its own figure
     ),
     FigureSpec(
         "reversed_logprobs",
@@ -83,7 +85,18 @@ FIGURES: tuple[FigureSpec, ...] = (
         "Reversed prompts: log p(correct) vs log p(random same-subset completion) (the paper's "
         "Figure 4), and where the world's people have roles the role-matched control's (an "
         "outline). Both is the positive control.",
-        worlds=FACT_WORLDS,
+        worlds=BEHAVIOUR_WORLDS,
+    ),
+    FigureSpec(
+        "bridge",
+        "behaviour",
+        plot_bridge,
+        "The identity bridge (Ma et al. 2026): per model size and training condition, forward "
+        "exact match, reversed exact match (the reversal question in the bridge's frame) and "
+        "the echo rate (that question answered with B's own name, the shortcut), mean and 95% "
+        "interval over runs inside [0, 100]%, runs as dots.",
+        scope="groups",
+        worlds=("bridge",),
     ),
     FigureSpec(
         "lens",

@@ -119,7 +119,6 @@ class Fakes:
         people: int = 12,
         kinds: tuple[str, ...] = ("train",),
         native: float | None = None,
-        echo: tuple[float, float] | None = None,
         seed: int | None = None,
         matched: float | None = None,
     ):
@@ -128,8 +127,7 @@ class Fakes:
         log-prob difference +2, reversed `rev_shift` (+ noise); exact match `fwd_hit` forward,
         `rev_hit` reversed, `native` reversed in native mode; with `matched` a role-matched
         control, reversed difference `matched` (+ noise, its own generator, so the other
-        arrays are the same with or without it); with `echo` the bridge's echo test (train,
-        shortcut rates over 60 prompts)."""
+        arrays are the same with or without it)."""
         import json
 
         import numpy as np
@@ -167,12 +165,6 @@ class Fakes:
             )
         np.savez(run.path / "eval_logprobs.npz", **arrays)
         metrics: dict = {"exact_match": {}}
-        if echo is not None:
-            metrics["bridge"] = {
-                "form": "ocr",
-                "train": {"echo": echo[0], "n": 60, "ci95": [0, 1]},
-                "shortcut": {"echo": echo[1], "n": 60, "ci95": [0, 1]},
-            }
         (run.path / "metrics.json").write_text(json.dumps(metrics))
         return run.path
 

@@ -313,30 +313,24 @@ def test_every_rule_says_shown_opposite_unclear_or_missing():
 @pytest.fixture(scope="module")
 def papers(tmp_path_factory, fakes, quick_bootstrap):
     """Findings of the comparing presets from fake runs: reverse_entity and MLM-U's native
-    mode answer reversed (0.6, 0.9), the rest do not (0.0); the OCR bridge answers 0.0 (and
-    0.5 in `lifted`) reversed and echoes the name on the shortcut prompts."""
+    mode answer reversed (0.6, 0.9), the rest do not (0.0). (The bridge's: tests/test_bridge.py.)"""
     tmp = tmp_path_factory.mktemp("papers")
 
-    def collect(name: str, hits: dict[str, float], **kw) -> dict:
-        study = fakes.study(tmp / name, name if name != "lifted" else "bridge_ocr",
-                            objectives=list(hits), seeds=[0, 1, 2])  # fmt: skip
+    def collect(name: str, hits: dict[str, float]) -> dict:
+        study = fakes.study(tmp / name, name, objectives=list(hits), seeds=[0, 1, 2])
         for run in study.runs:
             o = run.spec.config.train.objective
             native = (0.9 if name == "objectives" else 0.0) if o == "mlm_u" else None
-            fakes.evaluation(run, rev_hit=hits[o], fwd_hit=0.98, people=20, native=native, **kw)
+            fakes.evaluation(run, rev_hit=hits[o], fwd_hit=0.98, people=20, native=native)
         return C.collect(study)
 
-    echo = {"echo": (1.0, 0.95)}
     ctx = {
         "objectives": collect("objectives", {"causal": 0.0, "reverse_entity": 0.6,
                                              "reverse_token": 0.0, "mlm_u": 0.0}),
-        "bridge_ocr": collect("bridge_ocr", {"causal": 0.0}, **echo),
-        "bridge_idn": collect("bridge_idn", {"causal": 0.0}, **echo),
         "retrieval": collect("retrieval", {"causal": 0.0, "reverse_token": 0.0, "mlm_u": 0.0}),
     }  # fmt: skip
     ctx["gpu"] = ctx["objectives"]
-    lifted = ctx | {"bridge_ocr": collect("lifted", {"causal": 0.5}, **echo)}
-    return ctx, lifted
+    return ctx
 
 
 def _verdicts(ctx: dict, name: str) -> dict[str, str]:
@@ -345,48 +339,29 @@ def _verdicts(ctx: dict, name: str) -> dict[str, str]:
 
 
 def test_preset_findings_judge_the_papers_claims(papers):
-    ctx, lifted = papers
+    ctx = papers
     obj = ctx["objectives"]
     assert obj["steps"]["mlm_u"] == {"per_run": [1600] * 3, "text": "1600"}
     nat = obj["behaviour"]["mlm_u"]["native_exact_match"]["n2d_reverse_train"]
     assert 0.7 < nat["estimate"] < 1 and nat["n_runs"] == 3, nat
     assert "native_exact_match" not in obj["behaviour"]["causal"]
-    echo = ctx["bridge_ocr"]["behaviour"]["causal"]["bridge"]["echo_shortcut"]
-    assert echo["estimate"] == pytest.approx(57 / 60) and echo["n_items"] == 180, echo
 
     v = _verdicts(ctx, "objectives")
     assert len(v) == 8 and set(v.values()) == {"reproduced"}, v
     assert _verdicts(ctx, "gpu") == v  # the gpu preset: the same predictions, its own runs
-    v = _verdicts(ctx, "bridge_ocr")
-    assert [v[c] for c in v if c.startswith("The OCR identity bridge lifts")] == [
-        "not reproduced"
-    ] * 2, v  # 0% vs 0%: the data exclude a lift of LIFT points
-    assert {v[c] for c in v if c.startswith("The naive IDN")} == {"reproduced"}, v
-    assert {v[c] for c in v if c.startswith("Without the bridge")} == {"reproduced"}, v
     v = _verdicts(ctx, "retrieval")
     assert v["mlm_u retrieves backward (N2D pairs, native mode)"] == "not reproduced", v
     assert v["causal retrieves backward (N2D pairs, causal decoding)"] == "reproduced", v
     assert v["mlm_u retrieves forward (N2D pairs, causal decoding)"] == "reproduced", v
-    # a bridge that does lift reversed accuracy: the paper's claim is reproduced, and said
-    v = _verdicts(lifted, "bridge_ocr")
-    assert {v[c] for c in v if c.startswith("The OCR identity bridge lifts")} == {"reproduced"}
-    assert {v[c] for c in v if c.startswith("With the OCR bridge")} == {"reproduced"}, v
-    # another preset's file missing: its cells say so, its verdicts are "not measured"
-    no_idn = {k: x for k, x in ctx.items() if k != "bridge_idn"}
-    text = R.findings_md(get_preset("bridge_ocr"), no_idn)
-    assert text and "not run (`make study PRESET=bridge_idn`)" in text, text
-    assert {c for k, c in _verdicts(no_idn, "bridge_ocr").items()
-            if k.startswith("The naive IDN")} == {"not measured"}  # fmt: skip
 
 
 def test_preset_templates_render_with_their_tables_and_sources(papers):
-    ctx, _ = papers
-    for name in ("objectives", "gpu", "bridge_ocr", "bridge_idn", "retrieval"):
+    ctx = papers
+    for name in ("objectives", "gpu", "retrieval"):
         text = R.findings_md(get_preset(name), ctx | {"storage_scale": {}})
         assert text and "{{" not in text, (name, text)
-    table = R.findings_md(get_preset("bridge_ocr"), ctx)
-    assert table and "| facts + OCR identities | 800 | 9" in table, table
-    assert "| **not reproduced** |" in table and "Sources: ma: Ma, Huang" in table, table
+    table = R.findings_md(get_preset("retrieval"), ctx)
+    assert table and "| **not reproduced** |" in table and "Sources: kitouni:" in table, table
 
 
 def _storage_result(objective: str, multiplicity: int, q: float, rq: float, fwd: tuple[int, int],

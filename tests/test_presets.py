@@ -57,8 +57,10 @@ def test_overrides_apply_in_order_preset_axis_objective_command_line():
         r.config.train.objective: r.config.train.steps for r in make_plan("objectives").runs()
     }
     assert objectives["mlm_u"] == 1600 and objectives["causal"] == 800, objectives
-    bridge = make_plan("bridge_ocr", overrides=["world.bridge=idn"])
-    assert {r.config.world.bridge for r in bridge.runs()} == {"idn"}
+    bridge = make_plan("bridge", overrides=["world.bridge=idn"])
+    assert {r.config.world.bridge for r in bridge.runs()} == {"idn"}, "--set wins over the axis"
+    by = {(r.labels["size"], r.labels["condition"]): r.config for r in make_plan("bridge").runs()}
+    assert by[("d128", "ocr")].model.d_model == 128 and by[("d64", "idn")].world.bridge == "idn"
 
 
 def test_axis_labels_prefix_run_names_and_group_replicates():

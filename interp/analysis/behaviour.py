@@ -17,7 +17,7 @@ that the report and the findings quote, by `interp.stats`'s rules (people nested
   role_matched_answers`: same subset, same role, on D2N the same first-name class), over the
   people who have one; worlds without roles have no such column (`has_matched`);
 - `native_cell`: exact match of the masking objectives asked in their own mode;
-- `bridge_echo`: the identity bridge's echo test.
+- `bridge_rates`: the identity bridge's shortcut (echo) and trained identities.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats as sps
 
 from interp.analysis.options import Options
-from interp.evaluate import evaluate_model, format_table, write_evaluation
+from interp.evaluate import BRIDGE_KINDS, evaluate_model, format_table, write_evaluation
 from interp.results import (
     EVALUATION_FILES,
     Result,
@@ -111,8 +111,8 @@ def read(run_dir: str | Path, arrays: bool = True) -> Result:
 def run_analysis(
     run: Run, options: BehaviourOptions | None = None, *, write: bool = True, progress: bool = True
 ) -> Result:
-    """Evaluate the run again (exact match, the log-prob test, native mode, the bridge's echo
-    test); with `write`, replace its metrics.json and eval_logprobs.npz."""
+    """Evaluate the run again (exact match, the log-prob test, native mode, the bridge's own
+    prompts); with `write`, replace its metrics.json and eval_logprobs.npz."""
     metrics, arrays = evaluate_model(run.model, run.dataset, run.config, progress)
     if write:
         write_evaluation(run.path, metrics, arrays)
@@ -271,21 +271,21 @@ def reversed_cell(
     )  # fmt: skip
 
 
-def bridge_echo(results: list[Result]) -> dict[str, Any]:
-    """The identity bridge's echo test (in each run's metrics.json) over runs, per kind ('train':
-    the identity as trained; 'shortcut': another role, where answering A is echoing the name):
-    {"form", "echo_<kind>": Estimate}, each prompt (one per person and kind) an item nested in
-    its run. {} when no run has it."""
+def bridge_rates(results: list[Result]) -> dict[str, Any]:
+    """The identity bridge's own prompts (in each run's metrics.json) over runs, per kind
+    (`interp.evaluate.BRIDGE_KINDS`: 'shortcut', the echo of B in the reversal frame; 'bridge'
+    and 'identity', the trained identities asked as trained): {"condition", "<kind>": Estimate},
+    each prompt an item nested in its run. {} when no run has them."""
     per_kind: dict[str, list[np.ndarray]] = {}
-    form = ""
+    condition = ""
     for r in results:
         b = r.data.get("bridge") or {}
-        form = b.get("form", form)
-        for kind in ("train", "shortcut"):
+        condition = b.get("condition", condition)
+        for kind in BRIDGE_KINDS:
             if kind in b:
-                n, k = int(b[kind]["n"]), round(float(b[kind]["echo"]) * int(b[kind]["n"]))
+                n, k = int(b[kind]["n"]), round(float(b[kind]["rate"]) * int(b[kind]["n"]))
                 per_kind.setdefault(kind, []).append(np.r_[np.ones(k), np.zeros(n - k)])
-    out: dict[str, Any] = {"form": form} if per_kind else {}
+    out: dict[str, Any] = {"condition": condition} if per_kind else {}
     for kind, hits in per_kind.items():
-        out[f"echo_{kind}"] = rate_estimate(hits)
+        out[kind] = rate_estimate(hits)
     return out

@@ -5,7 +5,7 @@ provenance, and (unless the preset collects its own way, as the storage study do
 per objective:
 
 - behaviour: exact match per subset x direction x template kind (people nested in runs, rates
-  bounded to [0, 100]%), native mode where asked, the identity bridge's echo test, and the
+  bounded to [0, 100]%), native mode where asked, the identity bridge's own prompts, and the
   reversed log-probability test per subset x template kind (study-level difference with its
   hierarchical interval, Fisher-combined p, the bound a null supports, and a one-line `claim`
   saying what the numbers show and no more) against the random same-subset control
@@ -29,7 +29,7 @@ from interp.analysis import INSTRUMENTS
 from interp.analysis.behaviour import FILES as BEHAVIOUR_FILES
 from interp.analysis.behaviour import (
     ReversedCell,
-    bridge_echo,
+    bridge_rates,
     cells,
     exact_match_cell,
     has_matched,
@@ -188,11 +188,11 @@ def behaviour_findings(study: Study) -> dict[str, Any]:
             out[o]["reversed_role_matched"] = matched
         if native:
             out[o]["native_exact_match"] = native
-        echo = bridge_echo(results)
-        if echo:
+        rates = bridge_rates(results)
+        if rates:
             out[o]["bridge"] = {
-                k: v if k == "form" else estimate_node(v, v.fmt(pct=True, items="prompts"))
-                for k, v in echo.items()
+                k: v if k == "condition" else estimate_node(v, v.fmt(pct=True, items="prompts"))
+                for k, v in rates.items()
             }
     return out
 
