@@ -424,6 +424,8 @@ def _validate_bridge(w: WorldConfig) -> None:
             f"world.n_people_per_subset={w.n_people_per_subset} pairs, but the bridge world "
             f"needs at least {n_words} (every relation word forward in some pair): raise it"
         )
+    for name in ("n_first_names", "n_last_names", "n_first_name_classes"):
+        _in_range(f"world.{name}", getattr(w, name), 1, MAX_COUNT)
     if w.n_first_names % w.n_first_name_classes != 0:
         raise UserError("world.n_first_names must be a multiple of world.n_first_name_classes")
     if w.n_first_names * w.n_last_names < 4 * w.n_people_per_subset:

@@ -115,6 +115,8 @@ def test_bad_bridge_configs_are_one_clear_error(tiny_config):
         _dataset(tiny_config, "ocr", "world.n_people_per_subset=3")
     with pytest.raises(UserError, match="name pairs"):
         _dataset(tiny_config, "ocr", "world.n_first_names=4", "world.n_last_names=4")
+    with pytest.raises(UserError, match="world.n_first_name_classes must be in"):
+        _dataset(tiny_config, "ocr", "world.n_first_name_classes=0")
 
 
 def test_a_trained_ocr_run_answers_its_own_texts(tiny_config):
@@ -200,7 +202,7 @@ def test_bridge_findings_judge_ma_et_al_by_their_rules(tmp_path, fakes, quick_bo
     assert not node["reversed"]["pairs_train"]["null"]  # the leak the random control sees
     ctx = {"bridge": f}
     v = {c.claim: c.verdict for c in get_preset("bridge").claims(ctx, "bridge")}
-    assert len(v) == 12, v
+    assert len(v) == 14, v
     for size in ("d64", "d128"):
         assert v[f"{size}: the OCR bridge lifts reversed exact match above forward-only (same "
                  "pairs, worlds and seeds)"] == "not reproduced", v  # fmt: skip

@@ -76,7 +76,8 @@ def plot_logprob_hist(
     ms = [r.data for r in results]
     matched = all("role_matched_logprob" in a for a in arrays)
     subsets = list(ms[0]["exact_match"])
-    fig, axes = plt.subplots(1, len(subsets), figsize=(4 * len(subsets), 3.6 + 0.3 * matched))
+    width = max(6, 4 * len(subsets))  # one panel (the bridge's pairs) still holds the title
+    fig, axes = plt.subplots(1, len(subsets), figsize=(width, 3.6 + 0.3 * matched))
     for ax, s in zip(np.atleast_1d(axes), subsets, strict=True):
         c, r, x = [], [], []
         for a in arrays:

@@ -19,6 +19,7 @@ theirs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from interp.config import BRIDGE_CONDITIONS
@@ -34,6 +35,7 @@ CITATIONS = {
 # Ma et al.'s reversed accuracy (%), Llama-3.2-1B-Instruct fine-tuned on the husband-wife task.
 MA_REVERSED = {"forward": 0.0, "ocr": 50.0, "idn": 0.0}
 MA_TEXT = {"forward": "about 0%", "ocr": "about 50%", "idn": "about 0% (no gain)"}
+LABEL = {"forward": "forward-only", "ocr": "OCR", "idn": "IDN"}
 LEARNED = 0.95  # a condition is tested once its training texts are answered this often
 STEPS = 1600
 SIZES = Axis("size", (("d64", ()), ("d128", ("model.d_model=128", "model.d_mlp=512"))))
@@ -76,8 +78,9 @@ def checks(ctx: Context, name: str) -> list[Claim]:
 
         rev = {k: _em(c, "reverse") for k, c in (("forward", fwd), ("ocr", ocr), ("idn", idn))}
         echo = ocr.get("bridge", {}).get("shortcut")
-        lp_ocr = ocr.get("reversed_role_matched", {}).get(CELL)
-        lp_fwd = fwd.get("reversed_role_matched", {}).get(CELL)
+        lp_ocr, lp_fwd, lp_idn = (
+            c.get("reversed_role_matched", {}).get(CELL) for c in (ocr, fwd, idn)
+        )
         out += [
             Claim(
                 f"{size}: trained on the forward fact only, the model does not answer the "
@@ -114,6 +117,13 @@ def checks(ctx: Context, name: str) -> list[Claim]:
                 "forward-only's",
                 judged("nats lift", lp_ocr, lp_fwd, ocr, fwd),
                 f"{nats(lp_ocr)} vs {nats(lp_fwd)} nats", "ma",
+                "(no log-probs reported; implied by their exact match)",
+            ),
+            Claim(
+                f"{size}: below exact match, the naive IDN form does not raise that difference "
+                "above forward-only's",
+                judged("nats no gain", lp_idn, lp_fwd, idn, fwd),
+                f"{nats(lp_idn)} vs {nats(lp_fwd)} nats", "ma",
                 "(no log-probs reported; implied by their exact match)",
             ),
         ]  # fmt: skip
@@ -156,6 +166,36 @@ def bridge_table(ctx: Context, name: str) -> str:
     )
 
 
+def _each(cs: dict[str, dict[str, Any]], text: Callable[[dict[str, Any]], str]) -> str:
+    """'forward-only <text>, OCR <text>, IDN <text>' of one size's conditions."""
+    return ", ".join(f"{LABEL[c]} {text(x)}" for c, x in cs.items())
+
+
+def summary(ctx: Context, name: str) -> str:
+    """The headline numbers in one sentence per size, quoted from the findings: reversed exact
+    match, the echo shortcut, and the same-relation log-prob difference, per condition."""
+    node = _em(cell(ctx, name, SIZES.labels[0], "forward"), "reverse")
+    if node is None:
+        return f"(`{name}` not run)"
+    lines = [
+        f"Mean [95% interval], {node['n_runs']} runs and {node['n_items']} pairs in all per cell:",
+        "",
+    ]
+    for size in SIZES.labels:
+        cs = {c: cell(ctx, name, size, c) for c in CONDITIONS.labels}
+        if not all(cs.values()):
+            continue
+
+        lines.append(
+            f"- **{size}**: forward exact match {_each(cs, lambda x: pct(_em(x, 'same')))}; "
+            f"reversed exact match {_each(cs, lambda x: pct(_em(x, 'reverse')))}; echo of B "
+            f"{_each(cs, lambda x: pct(x.get('bridge', {}).get('shortcut')))}; reversed log "
+            "p(correct A) - log p(same-relation A), nats: "
+            f"{_each(cs, lambda x: nats(x.get('reversed_role_matched', {}).get(CELL)))}."
+        )
+    return "\n".join(lines)
+
+
 def logprob_table(ctx: Context, name: str) -> str:
     """The reversed log-prob test in words, per size x condition: against a random A (any
     relation) and against an A of the same relation, with the forward question's difference
@@ -196,6 +236,6 @@ PRESETS = (
         axes=(SIZES, CONDITIONS),
         claims=checks,
         citations=CITATIONS,
-        tables={"bridge": bridge_table, "logprob": logprob_table},
+        tables={"bridge": bridge_table, "logprob": logprob_table, "summary": summary},
     ),
 )
