@@ -45,8 +45,9 @@ class WorldConfig:
     source: str = _f(
         "synthetic",
         "where the facts come from: 'synthetic' (A is B), 'paper' (Exp. 1 data), 'biography' "
-        "(people with several attributes, interp.data.biography) or 'retrieval' (random "
-        "key-value pairs, interp.data.retrieval)",
+        "(people with several attributes, interp.data.biography), 'retrieval' (random "
+        "key-value pairs, interp.data.retrieval) or 'bridge' (pairs of people linked by a "
+        "relation and its inverse, Ma et al.'s identity bridge, interp.data.bridge)",
     )
     data_dir: str = _f(
         "",
@@ -58,7 +59,9 @@ class WorldConfig:
         "version folder under data/reverse_experiments/ when data_dir is the paper's repository",
     )
     seed: int = _f(0, "seed of the world generator (people, names, descriptions, templates)")
-    n_people_per_subset: int = _f(100, "people in each of the N2D, D2N and Both subsets")
+    n_people_per_subset: int = _f(
+        100, "people in each of the N2D, D2N and Both subsets (the bridge world: pairs)"
+    )
     n_train_templates: int = _f(4, "training paraphrase templates per direction (max 8)")
     n_heldout_templates: int = _f(3, "held-out paraphrase templates per direction (max 4)")
     n_first_names: int = _f(24, "size of the invented first-name pool")
@@ -74,8 +77,10 @@ class WorldConfig:
     bio_fullname: int = _f(0, "biography world: 1 repeats the full name in every sentence")
     bridge: str = _f(
         "",
-        "identity-bridge documents added to training (Ma et al. 2026, interp.data.bridge): '' "
-        "none, 'ocr' ('the <role> of the work of A is A'), 'idn' ('the name of A is A')",
+        "the bridge world's training set (world.source=bridge, Ma et al. 2026, "
+        "interp.data.bridge): 'forward' (the forward fact only), 'ocr' (the forward fact "
+        "through the relation x6, the OCR bridge and B's self-identity) or 'idn' (the forward "
+        "fact x6 and both naive self-identities)",
     )
 
 
@@ -222,6 +227,7 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     return from_dict(d, base=cfg)
 
 
+SOURCES = ("synthetic", "paper", "biography", "retrieval", "bridge")
 # Upper bounds that no run of this kit comes near; beyond them a value is a typo, and would end
 # in a traceback (a seed torch cannot take) or a run that never finishes.
 MAX_SEED = 2**32 - 1
@@ -268,11 +274,8 @@ def validate(cfg: RunConfig) -> None:
         )
     if m.positional_embedding not in POSITIONALS:
         raise UserError(f"model.positional_embedding must be one of {POSITIONALS}")
-    if w.source not in ("synthetic", "paper", "biography", "retrieval"):
-        raise UserError(
-            f"world.source {w.source!r} unknown: use 'synthetic', 'paper', 'biography' or "
-            "'retrieval'"
-        )
+    if w.source not in SOURCES:
+        raise UserError(f"world.source {w.source!r} unknown: use one of {SOURCES}")
     if w.source == "retrieval" and not 1 <= w.title_length <= 26:
         raise UserError(
             f"world.source=retrieval makes each key and value of title_length tokens, 1 to 26, "
@@ -286,10 +289,13 @@ def validate(cfg: RunConfig) -> None:
             f"world.data_version must name one folder of data/reverse_experiments/, got "
             f"{w.data_version!r}: e.g. --set world.data_version=june_version_7921032488"
         )
-    if w.bridge not in ("", "ocr", "idn"):
-        raise UserError(f"world.bridge {w.bridge!r} unknown: use '', 'ocr' or 'idn'")
-    if w.bridge and w.source != "synthetic":
-        raise UserError("world.bridge needs the synthetic world: set world.source=synthetic")
+    if w.source == "bridge":
+        _validate_bridge(w)
+    elif w.bridge:
+        raise UserError(
+            f"world.bridge={w.bridge} is a condition of the bridge world: set world.source=bridge "
+            "or world.bridge=''"
+        )
     if w.source == "synthetic":
         _in_range("world.n_people_per_subset", w.n_people_per_subset, 4, MAX_COUNT)
         if not 1 <= w.n_train_templates <= 8 or not 1 <= w.n_heldout_templates <= 4:
@@ -401,6 +407,39 @@ def _validate_biography(w: WorldConfig) -> None:
     if w.n_first_names % w.n_first_name_classes != 0:
         raise UserError("world.n_first_names must be a multiple of world.n_first_name_classes")
     _check_pools(w, 2 * w.n_people_per_subset, "works")
+
+
+# The bridge world's training sets (interp.data.bridge.RECIPES).
+BRIDGE_CONDITIONS = ("forward", "ocr", "idn")
+
+
+def _validate_bridge(w: WorldConfig) -> None:
+    """The bridge world's checks (interp.data.bridge): a condition, relations made of role
+    pairs, enough pairs that every role word is some pair's forward relation, enough names."""
+    if w.bridge not in BRIDGE_CONDITIONS:
+        raise UserError(
+            f"world.bridge {w.bridge!r} unknown for world.source=bridge: use one of "
+            f"{BRIDGE_CONDITIONS}"
+        )
+    if not 2 <= w.n_roles <= 12:
+        raise UserError(
+            f"world.n_roles must be 2..12 (relations are pairs of roles), got {w.n_roles}"
+        )
+    n_words = 2 * (w.n_roles // 2)
+    if not n_words <= w.n_people_per_subset <= MAX_COUNT:
+        raise UserError(
+            f"world.n_people_per_subset={w.n_people_per_subset} pairs, but the bridge world "
+            f"needs at least {n_words} (every relation word forward in some pair): raise it"
+        )
+    for name in ("n_first_names", "n_last_names", "n_first_name_classes"):
+        _in_range(f"world.{name}", getattr(w, name), 1, MAX_COUNT)
+    if w.n_first_names % w.n_first_name_classes != 0:
+        raise UserError("world.n_first_names must be a multiple of world.n_first_name_classes")
+    if w.n_first_names * w.n_last_names < 4 * w.n_people_per_subset:
+        raise UserError(
+            f"world has {w.n_first_names}x{w.n_last_names} name pairs for "
+            f"{2 * w.n_people_per_subset} people: raise world.n_first_names or world.n_last_names"
+        )
 
 
 def _check_pools(w: WorldConfig, need: int, entities: str) -> None:

@@ -14,6 +14,12 @@
   runs of different worlds and seeds draw different controls. Each cell also records its
   per-person differences (for the study's hierarchical interval) and the equivalence bound: the
   largest mean difference its 90% interval excludes (`interp.stats.equivalence_bound`).
+- The role-matched control, beside it: the same test against the answer of another person of
+  the same subset and the same role (and, on D2N prompts, the same first-name class), so a
+  role-to-name association (a role word in the prompt, an answer's role) cannot pass for a
+  memory of the fact (`role_matched_answers`). Drawn from a generator of its own, seeded from
+  the same run seed, so the random control's draws are the ones they always were. Worlds whose
+  people carry no role (the retrieval world, the paper's data) have no such column.
 - Decoding: `greedy_generate` (the paper's rule) and `beam_search`, its generalisation to k
   candidates with their length-normalised log-likelihoods (one beam is greedy decoding; the
   answers of selective prediction).
@@ -148,6 +154,15 @@ def completion_logprobs(
     return out
 
 
+def _same_cell(dataset: FactDataset) -> dict[tuple, list[Example]]:
+    """The dataset's prompts by (subset, direction, template kind, template): a control answer
+    comes from the same cell and template as its prompt."""
+    by_key: dict[tuple, list[Example]] = defaultdict(list)
+    for e in dataset.prompts:
+        by_key[(e.subset, e.direction, e.templates, e.template)].append(e)
+    return by_key
+
+
 def control_answers(
     dataset: FactDataset, prompts: list[Example], seed: int = 0
 ) -> list[tuple[int, ...]]:
@@ -159,9 +174,7 @@ def control_answers(
     supplied = getattr(dataset, "control_answers", None) or {}
     index = {id(e): i for i, e in enumerate(dataset.prompts)}
     rng = random.Random(seed)
-    by_key: dict[tuple, list[Example]] = defaultdict(list)
-    for e in dataset.prompts:
-        by_key[(e.subset, e.direction, e.templates, e.template)].append(e)
+    by_key = _same_cell(dataset)
     out = []
     for e in prompts:
         if index.get(id(e)) in supplied:
@@ -173,6 +186,51 @@ def control_answers(
             if o.person != e.person and o.answer != e.answer
         ]
         out.append(rng.choice(others).answer)
+    return out
+
+
+ROLE_MATCHED_RULE = (
+    "another person of the same subset and template with the same role (on D2N prompts also "
+    "the same first-name class), drawn by its own generator seeded from the run seed"
+)
+
+
+def person_roles(dataset: FactDataset) -> dict[int, tuple[int, int]] | None:
+    """{person id: (role, first-name class)} of the dataset's people, or None where its people
+    carry no role (the retrieval world and the paper's data have none)."""
+    people = dataset.people
+    if not people or not all(hasattr(p, "role") for p in people):
+        return None
+    return {p.id: (p.role, p.first_class) for p in people}
+
+
+def role_matched_answers(
+    dataset: FactDataset, prompts: list[Example], seed: int = 0
+) -> list[tuple[int, ...] | None] | None:
+    """For each prompt, the answer of a random other person of the same subset (same template)
+    with the same role, and on D2N prompts also the same first-name class: a control matched on
+    everything but the fact. None for a prompt whose person has no such other; None for all
+    when the world's people carry no role (`person_roles`).
+
+    Its own generator, seeded from `seed` under another name, so `control_answers`' draws with
+    the same seed are unchanged by this column."""
+    roles = person_roles(dataset)
+    if roles is None:
+        return None
+    rng = random.Random(f"role-matched:{seed}")
+    by_key = _same_cell(dataset)
+    out: list[tuple[int, ...] | None] = []
+    for e in prompts:
+        role, cls = roles.get(e.person, (None, None))
+        others = [
+            o
+            for o in by_key[(e.subset, e.direction, e.templates, e.template)]
+            if o.person != e.person
+            and o.answer != e.answer
+            and roles.get(o.person, (None, None))[0] == role
+            and (e.subset != "d2n" or roles[o.person][1] == cls)
+        ]
+        out.append(rng.choice(others).answer if role is not None and others else None)
     return out
 
 
@@ -274,6 +332,16 @@ def rates_by_cell(
                     em.setdefault(s, {}).setdefault(d, {})[k] = float(hits[mask].mean())
                     em_n.setdefault(s, {}).setdefault(d, {})[k] = int(mask.sum())
     return em, em_n
+def _per_person(prompts: list[Example], mask: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
+    """Each of `values` (one per prompt) averaged over the templates of each person in `mask`,
+    in person order: the log-prob test's unit is a person, not a paraphrase."""
+    rank = {
+        p: i
+        for i, p in enumerate(sorted({e.person for e, m in zip(prompts, mask, strict=True) if m}))
+    }
+    pidx = np.array([rank[e.person] for e, m in zip(prompts, mask, strict=True) if m])
+    cnt = np.bincount(pidx, minlength=len(rank))
+    return [np.bincount(pidx, weights=v[mask], minlength=len(rank)) / cnt for v in values]
 
 
 def evaluate(
@@ -283,25 +351,40 @@ def evaluate(
     seed: int = 0,
     mode: Mode = CAUSAL,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Exact match for every prompt and the log-probability test, in `mode`; return (metrics,
+    """Exact match for every prompt and the log-probability test in `mode`, against the random
+    control and, where the world's people have roles, the role-matched one; return (metrics,
     arrays).
 
-    `seed` seeds the random control answers; `evaluate_run` passes the run's `run_seed`."""
+    `seed` seeds the control answers; `evaluate_run` passes the run's `run_seed`."""
     prompts = dataset.prompts
     if progress:
         print(f"evaluating {len(prompts)} prompts ({mode.name})")
     rule = match_rule(dataset)
     hits = exact_match(model, dataset, prompts, rule, mode)
     controls = control_answers(dataset, prompts, seed=seed)
+    matched = role_matched_answers(dataset, prompts, seed=seed)
     lp_correct = answer_logprobs(model, dataset, prompts, [e.answer for e in prompts], mode).numpy()
     lp_control = answer_logprobs(model, dataset, prompts, controls, mode).numpy()
+    lp_matched = None
+    if matched is not None:  # NaN where a person has no role-matched other
+        lp_matched = np.full(len(prompts), np.nan)
+        have = [i for i, m in enumerate(matched) if m is not None]
+        if have:
+            lp_matched[have] = answer_logprobs(
+                model,
+                dataset,
+                [prompts[i] for i in have],
+                [matched[i] for i in have],  # type: ignore[misc]
+                mode,
+            ).numpy()
 
     subsets = [s for s in SUBSETS if any(e.subset == s for e in prompts)]
     subsets += [
         s for s in dict.fromkeys(e.subset for e in prompts) if s not in SUBSETS
-    ]  # biography
+    ]  # biography, the bridge's pairs
     em, em_n = rates_by_cell(prompts, hits)
     lpt: dict[str, Any] = {}
+    lpt_matched: dict[str, Any] = {}
     for s in subsets:
         for d in DIRECTIONS:
             for k in TEMPLATE_KINDS:
@@ -310,15 +393,13 @@ def evaluate(
                 )
                 if not mask.any():
                     continue
-                people = sorted({e.person for e, m in zip(prompts, mask, strict=True) if m})
-                pidx = {p: i for i, p in enumerate(people)}
-                c, r, cnt = np.zeros(len(people)), np.zeros(len(people)), np.zeros(len(people))
-                for e, m, a, b in zip(prompts, mask, lp_correct, lp_control, strict=True):
-                    if m:
-                        c[pidx[e.person]] += a
-                        r[pidx[e.person]] += b
-                        cnt[pidx[e.person]] += 1
-                lpt.setdefault(s, {}).setdefault(d, {})[k] = logprob_test(c / cnt, r / cnt)
+                c, r = _per_person(prompts, mask, lp_correct, lp_control)
+                lpt.setdefault(s, {}).setdefault(d, {})[k] = logprob_test(c, r)
+                if lp_matched is not None:
+                    (m,) = _per_person(prompts, mask, lp_matched)
+                    ok = np.isfinite(m)  # people with a role-matched other
+                    test = logprob_test(c[ok], m[ok])
+                    lpt_matched.setdefault(s, {}).setdefault(d, {})[k] = test
     metrics = {
         "exact_match": em,
         "exact_match_n": em_n,
@@ -337,6 +418,10 @@ def evaluate(
         "direction": np.array([e.direction for e in prompts]),
         "templates": np.array([e.templates for e in prompts]),
     }
+    if lp_matched is not None:
+        metrics["logprob_test_role_matched"] = lpt_matched
+        metrics["role_matched_rule"] = ROLE_MATCHED_RULE
+        arrays["role_matched_logprob"] = lp_matched
     return metrics, arrays
 
 
@@ -399,14 +484,21 @@ def format_table(metrics: dict[str, Any]) -> str:
     if "learned" in metrics:
         lr = metrics["learned"]
         lines.append(f"learned its objective: {'yes' if lr['met'] else 'no'} ({lr['criterion']})")
-    lines.append("reversed log-prob test (correct vs random same-subset completion, per person):")
-    for s, by_dir in metrics["logprob_test"].items():
-        for k, r in by_dir.get("reverse", {}).items():
-            lines.append(
-                f"  {s:<5} {k:<8} n={r['n']:<4} diff={r['mean_diff']:+.3f} "
-                f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}  "
-                f"excludes beyond +-{r.get('equivalence_bound', float('nan')):.2f} nats"
-            )
+    for key, what in (
+        ("logprob_test", "random same-subset completion"),
+        ("logprob_test_role_matched", "same-subset completion of the same role"),
+    ):
+        if key not in metrics:
+            continue
+        lines.append("")
+        lines.append(f"reversed log-prob test (correct vs {what}, per person):")
+        for s, by_dir in metrics[key].items():
+            for k, r in by_dir.get("reverse", {}).items():
+                lines.append(
+                    f"  {s:<5} {k:<8} n={r['n']:<4} diff={r['mean_diff']:+.3f} "
+                    f"t-test p={r['t_pvalue']:.3g}  KS p={r['ks_pvalue']:.3g}  "
+                    f"excludes beyond +-{r.get('equivalence_bound', float('nan')):.2f} nats"
+                )
     return "\n".join(lines)
 
 
@@ -458,7 +550,7 @@ def evaluate_model(
     objective's own mode (`metrics["mode"]`); causal decoding beside it for an objective asked
     otherwise that has a causal head (BICO: `metrics["causal"]`); in-document infill for a
     masking objective (`metrics["infill"]`); whether the run learned its objective
-    (`metrics["learned"]`); and the identity bridge's echo test."""
+    (`metrics["learned"]`); and the identity bridge's shortcut test."""
     model.eval()
     obj = get_objective(config.train.objective)
     metrics, arrays = evaluate(
@@ -473,7 +565,7 @@ def evaluate_model(
     if isinstance(obj, MaskedObjective):
         infill = metrics["infill"] = infill_exact_match(model, dataset, obj.infill_mode)
     metrics["learned"] = learned(dataset, arrays["exact_match"], infill)
-    if dataset.bridge_prompts:  # the identity bridge's echo and shortcut test
+    if dataset.bridge_prompts:  # the identity bridge's shortcut (echo) and trained identities
         metrics["bridge"] = bridge_metrics(model, dataset)
     return metrics, arrays
 
@@ -579,21 +671,24 @@ def beam_search(
     return out
 
 
-# The identity bridge (interp.data.bridge): echo and shortcut test
+# The identity bridge (interp.data.bridge): the shortcut, and what the condition trains
+
+BRIDGE_KINDS = ("shortcut", "bridge", "identity")
 
 
 def bridge_metrics(model: torch.nn.Module, dataset: FactDataset) -> dict[str, Any]:
-    """Echo rate of greedy answers to the identity prompts, per kind ('train': the identity as
-    trained; 'shortcut': another role, where answering A is echoing), with n and the Wilson
-    95% interval. Empty when the dataset has no bridge prompts."""
+    """Per kind of the bridge's own prompts, how often the greedy answer is the prompt's answer
+    (word rule), with n and the Wilson 95% interval: 'shortcut' is Ma et al.'s echo (the
+    reversal frame answered with B's own name); 'bridge' and 'identity' are the OCR bridge and
+    the self-identities asked as trained (did the run learn them). Empty without such prompts."""
     prompts = dataset.bridge_prompts
     if not prompts or dataset.world is None:
         return {}
-    echo = exact_match(model, dataset, prompts, "word")
-    out: dict[str, Any] = {"form": dataset.world.config.bridge}
-    for kind in ("train", "shortcut"):
-        hits = [bool(h) for h, e in zip(echo, prompts, strict=True) if e.templates == kind]
+    hit = exact_match(model, dataset, prompts, "word")
+    out: dict[str, Any] = {"condition": dataset.world.config.bridge}
+    for kind in BRIDGE_KINDS:
+        hits = [bool(h) for h, e in zip(hit, prompts, strict=True) if e.templates == kind]
         if hits:
             rate, lo, hi = wilson_interval(sum(hits), len(hits))
-            out[kind] = {"echo": rate, "n": len(hits), "ci95": [lo, hi]}
+            out[kind] = {"rate": rate, "n": len(hits), "ci95": [lo, hi]}
     return out

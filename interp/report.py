@@ -24,7 +24,13 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from interp.analysis import INSTRUMENTS
-from interp.analysis.behaviour import causal_cell, cells, exact_match_cell, reversed_cell
+from interp.analysis.behaviour import (
+    causal_cell,
+    cells,
+    exact_match_cell,
+    has_matched,
+    reversed_cell,
+)
 from interp.files import atomic_path, write_text
 from interp.findings.collect import Study, StudyRun, collect
 from interp.findings.provenance import provenance_line, study_sha256, timing_finding
@@ -32,6 +38,7 @@ from interp.findings.render import load_context, write_study_findings
 from interp.findings.text import table
 from interp.plots import figure_paths
 from interp.plots.behaviour import plot_exact_match, plot_logprob_hist
+from interp.plots.bridge import plot_bridge
 from interp.plots.comparison import plot_comparison
 from interp.plots.curves import plot_learning_curves
 from interp.plots.dynamics import plot_dynamics
@@ -45,6 +52,7 @@ from interp.plots.update import plot_alignment, plot_update, plot_update_sites
 from interp.stats import fmt_pvalues, holm, runs_interval
 
 FACT_WORLDS = ("synthetic", "paper", "retrieval")
+BEHAVIOUR_WORLDS = (*FACT_WORLDS, "bridge")  # the worlds the behaviour figures read
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class FigureSpec:
     draw: Callable[..., Any]
     caption: str
     scope: str = "group"
-    worlds: tuple[str, ...] = FACT_WORLDS + ("biography",)
+    worlds: tuple[str, ...] = FACT_WORLDS + ("biography",)  # every world but the bridge's
     own_size: bool = False  # "runs" scope: only runs at the preset's own size (no scale label)
 
 
@@ -69,15 +77,27 @@ FIGURES: tuple[FigureSpec, ...] = (
         plot_exact_match,
         "Exact match per subset and direction (the paper's Table 1): same direction vs "
         "reversed, on training and held-out templates.",
-        worlds=FACT_WORLDS,
+        worlds=FACT_WORLDS,  # the bridge's: its own figure
     ),
     FigureSpec(
         "reversed_logprobs",
         "behaviour",
         plot_logprob_hist,
         "Reversed prompts: log p(correct) vs log p(random same-subset completion) (the paper's "
-        "Figure 4). Both is the positive control.",
-        worlds=FACT_WORLDS,
+        "Figure 4), and where the world's people have roles the role-matched control's (an "
+        "outline). Both is the positive control.",
+        worlds=BEHAVIOUR_WORLDS,
+    ),
+    FigureSpec(
+        "bridge",
+        "behaviour",
+        plot_bridge,
+        "The identity bridge (Ma et al. 2026): per model size and training condition, forward "
+        "exact match, reversed exact match (the reversal question in the bridge's frame) and "
+        "the echo rate (that question answered with B's own name, the shortcut), mean and 95% "
+        "interval over runs inside [0, 100]%, runs as dots.",
+        scope="groups",
+        worlds=("bridge",),
     ),
     FigureSpec(
         "learning_curves",
@@ -257,7 +277,8 @@ def behaviour_section(study: Study) -> list[str]:
       method (never averaged), and Holm's correction over the declared family: the reversed
       test of every subset x template kind of that group. Where the interval covers 0, the
       null is stated as the bound it supports, also as a share of the forward (same-direction)
-      effect of the same subset and templates.
+      effect of the same subset and templates. Where the world's people have roles, the same
+      tables again against the role-matched control, a Holm family of its own.
     """
     results = {
         g: rs for g, runs in study.groups().items() if (rs := study.results(runs, "behaviour"))
@@ -291,52 +312,77 @@ def behaviour_section(study: Study) -> list[str]:
         "",
     ]
     for g in names:
-        family: list[tuple[str, float]] = []
-        rows = []
-        for s, _, k in [c for c in cs if c[1] == "reverse"]:
-            c = study.behaviour(g, reversed_cell, s, k)
-            for label, t, ks, tost_bound in c.runs:
-                rows.append(
-                    [f"{s} ({k})", label, str(t.n),
-                     f"{t.diff_mean:+.3f} [{t.diff_low:+.3f}, {t.diff_high:+.3f}]",
-                     f"{t.p:.3g}", f"{ks:.3g}", f"{tost_bound:.3f}"]
-                )  # fmt: skip
-            family.append((f"{s} ({k})", c.fisher_p))
-            h = c.study
-            null = f"interval covers 0: excludes {c.bound_text(3)}" if c.null else ""
-            rows.append(
-                [f"**{s} ({k})**", f"study ({h.fmt_n('people')})", str(h.n_items),
-                 f"{h.estimate:+.3f} [{h.low:+.3f}, {h.high:+.3f}]",
-                 f"Fisher {c.fisher_p:.3g}", "", null or "(effect: interval excludes 0)"]
-            )  # fmt: skip
-        adjusted = holm([p for _, p in family])
-        md += [
-            f"### {g}: reversed log p(correct) - log p(random same-subset answer), per person",
-            "",
-            "Per run: paired t-test over people (95% t-interval; 'excludes beyond': the largest "
-            "|difference| its 90% interval excludes, the TOST bound at alpha 0.05). Study: "
-            "hierarchical bootstrap (runs, then people; 95%), per-run p-values combined by "
-            "Fisher's method; where its interval covers 0, the largest |difference| it excludes.",
-            "",
-            table(
-                [
-                    "cell",
-                    "run",
-                    "n",
-                    "difference [95% CI]",
-                    "p (t-test)",
-                    "p (KS)",
-                    "excludes beyond (nats)",
-                ],
-                rows,
-            ),  # fmt: skip
-            "",
-            "Holm-corrected over the declared family (the reversed test of each subset x "
-            "template kind, Fisher-combined): "
-            + "; ".join(f"{c} p = {p:.3g}" for (c, _), p in zip(family, adjusted, strict=True)),
-            "",
-        ]
+        md += reversed_tables(study, g, cs, "random")
+        if has_matched(results[g]):
+            md += reversed_tables(study, g, cs, "matched")
     return md
+
+
+CONTROL_TITLE = {
+    "random": "log p(random same-subset answer)",
+    "matched": "log p(same-subset answer of the same role; on D2N also the same first-name class)",
+}
+
+
+def reversed_tables(
+    study: Study, group: str, cs: list[tuple[str, str, str]], control: str
+) -> list[str]:
+    """One group's reversed log-prob tests against `control` ('random' or 'matched'): each run's
+    paired test, the study-level difference, and Holm over the group's declared family."""
+    family: list[tuple[str, float]] = []
+    rows = []
+    for s, _, k in [c for c in cs if c[1] == "reverse"]:
+        # the random control's key is the findings' (`collect`): one bootstrap for both
+        args = (s, k) if control == "random" else (s, k, control)
+        c = study.behaviour(group, reversed_cell, *args)
+        for label, t, ks, tost_bound in c.runs:
+            rows.append(
+                [f"{s} ({k})", label, str(t.n),
+                 f"{t.diff_mean:+.3f} [{t.diff_low:+.3f}, {t.diff_high:+.3f}]",
+                 f"{t.p:.3g}", f"{ks:.3g}", f"{tost_bound:.3f}"]
+            )  # fmt: skip
+        family.append((f"{s} ({k})", c.fisher_p))
+        h = c.study
+        null = f"interval covers 0: excludes {c.bound_text(3)}" if c.null else ""
+        rows.append(
+            [f"**{s} ({k})**", f"study ({h.fmt_n('people')})", str(h.n_items),
+             f"{h.estimate:+.3f} [{h.low:+.3f}, {h.high:+.3f}]",
+             f"Fisher {c.fisher_p:.3g}", "", null or "(effect: interval excludes 0)"]
+        )  # fmt: skip
+    adjusted = holm([p for _, p in family])
+    matched = (
+        " People without another person of the same role (and class) in their subset are left "
+        "out, so n can be below the random control's."
+        if control == "matched"
+        else ""
+    )
+    return [
+        f"### {group}: reversed log p(correct) - {CONTROL_TITLE[control]}, per person",
+        "",
+        "Per run: paired t-test over people (95% t-interval; 'excludes beyond': the largest "
+        "|difference| its 90% interval excludes, the TOST bound at alpha 0.05). Study: "
+        "hierarchical bootstrap (runs, then people; 95%), per-run p-values combined by "
+        "Fisher's method; where its interval covers 0, the largest |difference| it excludes."
+        + matched,
+        "",
+        table(
+            [
+                "cell",
+                "run",
+                "n",
+                "difference [95% CI]",
+                "p (t-test)",
+                "p (KS)",
+                "excludes beyond (nats)",
+            ],
+            rows,
+        ),  # fmt: skip
+        "",
+        "Holm-corrected over the declared family (the reversed test of each subset x "
+        "template kind against this control, Fisher-combined): "
+        + "; ".join(f"{c} p = {p:.3g}" for (c, _), p in zip(family, adjusted, strict=True)),
+        "",
+    ]
 
 
 def instrument_rows(study: Study, instrument: str) -> list[list[str]]:

@@ -31,6 +31,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from interp.config import RunConfig, config_from_json
 from interp.data.biography_dataset import build_biography
+from interp.data.bridge import build_bridge
 from interp.data.dataset import FactDataset, build_synthetic
 from interp.data.paper import build_paper_dataset
 from interp.data.retrieval import build_retrieval
@@ -56,11 +57,13 @@ class Run:
 
 
 def build_dataset(cfg: RunConfig) -> FactDataset:
-    """The dataset a config describes: the synthetic world, or the paper's published files."""
+    """The dataset a config describes (`world.source`): the synthetic world, the paper's
+    published files, the biography, retrieval or identity-bridge world."""
     builders = {
         "paper": build_paper_dataset,
         "biography": build_biography,
         "retrieval": build_retrieval,
+        "bridge": build_bridge,
     }
     return builders.get(cfg.world.source, build_synthetic)(cfg.world)
 

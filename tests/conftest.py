@@ -120,15 +120,16 @@ class Fakes:
         kinds: tuple[str, ...] = ("train",),
         causal: float | None = None,
         learned: bool | None = None,
-        echo: tuple[float, float] | None = None,
         seed: int | None = None,
+        matched: float | None = None,
     ):
         """`run` (an `interp.findings.collect.StudyRun`) with its config.json, metrics.json and
         eval_logprobs.npz: `people` per subset, 2 templates per kind; forward and Both
         log-prob difference +2, reversed `rev_shift` (+ noise); exact match `fwd_hit` forward,
         `rev_hit` reversed (the objective's own mode), `causal` reversed by causal decoding
         beside it; with `learned` the convergence criterion's verdict (and an infill of 1.0 or
-        0.5); with `echo` the bridge's echo test (train, shortcut rates over 60 prompts)."""
+        0.5); with `matched` a role-matched control, reversed difference `matched` (+ noise, its
+        own generator, so the other arrays are the same with or without it)."""
         import json
 
         import numpy as np
@@ -158,6 +159,12 @@ class Fakes:
         }  # fmt: skip
         if causal is not None:
             arrays["causal_exact_match"] = np.array(n)
+        if matched is not None:
+            fwd = (arrays["direction"] == "same") | (arrays["subset"] == "both")
+            noise = np.random.default_rng(1000 + cfg.train.seed).normal(0, 1, len(rows))
+            arrays["role_matched_logprob"] = (
+                arrays["correct_logprob"] - np.where(fwd, 2.0, matched) + noise
+            )
         np.savez(run.path / "eval_logprobs.npz", **arrays)
         metrics: dict = {"exact_match": {}}
         if learned is not None:
@@ -165,12 +172,6 @@ class Fakes:
                     for d in ("same", "reverse")}  # fmt: skip
             metrics["learned"] = {"met": learned, "bar": 0.95, "forward": {}, "infill": fill,
                                   "criterion": "the fake's"}  # fmt: skip
-        if echo is not None:
-            metrics["bridge"] = {
-                "form": "ocr",
-                "train": {"echo": echo[0], "n": 60, "ci95": [0, 1]},
-                "shortcut": {"echo": echo[1], "n": 60, "ci95": [0, 1]},
-            }
         (run.path / "metrics.json").write_text(json.dumps(metrics))
         return run.path
 

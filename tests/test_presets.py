@@ -56,8 +56,10 @@ def test_overrides_apply_in_order_preset_axis_objective_command_line():
     trains = {r.config.train.objective: r.config.train for r in make_plan("retrieval").runs()}
     assert trains["mlm_u"].weight_decay == 0 and trains["causal"].weight_decay == 0.1, trains
     assert trains["mlm_u"].steps == trains["causal"].steps == 10_000, trains
-    bridge = make_plan("bridge_ocr", overrides=["world.bridge=idn"])
-    assert {r.config.world.bridge for r in bridge.runs()} == {"idn"}
+    bridge = make_plan("bridge", overrides=["world.bridge=idn"])
+    assert {r.config.world.bridge for r in bridge.runs()} == {"idn"}, "--set wins over the axis"
+    by = {(r.labels["size"], r.labels["condition"]): r.config for r in make_plan("bridge").runs()}
+    assert by[("d128", "ocr")].model.d_model == 128 and by[("d64", "idn")].world.bridge == "idn"
 
 
 def test_axis_labels_prefix_run_names_and_group_replicates():

@@ -43,3 +43,22 @@ def test_behaviour_section_reports_a_real_reversed_effect_without_a_null(
     assert n2d and "covers 0" not in n2d[0], n2d
     est = float(re.search(r"\| ([+-][\d.]+) \[", n2d[0]).group(1))
     assert 1.0 < est < 2.0, n2d[0]
+
+
+def test_behaviour_section_puts_the_role_matched_test_beside_the_random_one(
+    tmp_path, fakes, quick_bootstrap
+):
+    """Runs with a role-matched control get its tables too (their own Holm family); a leak
+    that beats the random control (+1.5) but not the same-role one (0) shows in both."""
+    study = fakes.study(tmp_path, "tiny", objectives=["causal"], seeds=[0, 1])
+    for run in study.runs:
+        fakes.evaluation(run, rev_shift=1.5, rev_hit=0.0, matched=0.0)
+    text = "\n".join(behaviour_section(study))
+    heads = [line for line in text.splitlines() if line.startswith("### causal: reversed")]
+    assert len(heads) == 2 and "same role" in heads[1], heads
+    random_part, matched_part = text.split(heads[1])
+    rows = [line for line in matched_part.splitlines() if line.startswith("| **n2d (train)**")]
+    assert rows and "covers 0" in rows[0], rows
+    rows = [line for line in random_part.splitlines() if line.startswith("| **n2d (train)**")]
+    assert rows and "covers 0" not in rows[0], rows
+    assert text.count("Holm") == 2, text

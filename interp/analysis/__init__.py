@@ -124,7 +124,7 @@ def _reader_of(source: str) -> str:
     return " or ".join(readers) or "the behaviour only (`interp evaluate`)"
 
 
-ALL_WORLDS = ("synthetic", "paper", "biography", "retrieval")
+ALL_WORLDS = ("synthetic", "paper", "biography", "retrieval", "bridge")
 INSTRUMENTS: dict[str, Instrument] = {
     i.name: i
     for i in (

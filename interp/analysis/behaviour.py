@@ -12,9 +12,12 @@ that the report and the findings quote, by `interp.stats`'s rules (people nested
 - `reversed_cell`: per run the paired t-test and the KS test of log p(correct) against
   log p(a random same-subset answer) over people, the largest effect each run excludes (TOST);
   over runs the hierarchical interval, the per-run p-values combined by Fisher's method, and the
-  bound a null supports, also as a share of the forward (same-direction) effect;
+  bound a null supports, also as a share of the forward (same-direction) effect. With
+  `control="matched"` the same test against the role-matched control (`interp.evaluate.
+  role_matched_answers`: same subset, same role, on D2N the same first-name class), over the
+  people who have one; worlds without roles have no such column (`has_matched`);
 - `causal_cell`: exact match by causal decoding of an objective asked otherwise (BICO);
-- `bridge_echo`: the identity bridge's echo test.
+- `bridge_rates`: the identity bridge's shortcut (echo) and trained identities.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 from scipy import stats as sps
 
 from interp.analysis.options import Options
-from interp.evaluate import evaluate_model, format_table, write_evaluation
+from interp.evaluate import BRIDGE_KINDS, evaluate_model, format_table, write_evaluation
 from interp.results import (
     EVALUATION_FILES,
     Result,
@@ -111,7 +114,7 @@ def run_analysis(
     run: Run, options: BehaviourOptions | None = None, *, write: bool = True, progress: bool = True
 ) -> Result:
     """Evaluate the run again (exact match and the log-prob test in the objective's own mode,
-    causal decoding beside it, infill, the learned criterion, the bridge's echo test); with
+    causal decoding beside it, infill, the learned criterion, the bridge's own prompts); with
     `write`, replace its metrics.json and eval_logprobs.npz."""
     metrics, arrays = evaluate_model(run.model, run.dataset, run.config, progress)
     if write:
@@ -132,8 +135,9 @@ def person_values(result: Result, subset: str, direction: str, kind: str) -> dic
     """One run's saved per-prompt results, averaged per person over templates (person order).
 
     Keys: 'hit' (exact-match rate), 'correct' and 'random' (log-probs), in the objective's own
-    mode, and 'causal_hit' where causal decoding was asked beside it. The same per-person
-    averaging as `interp.evaluate`."""
+    mode; 'matched' (the role-matched control's log-prob, NaN for a person without one) where
+    the world has roles, and 'causal_hit' where causal decoding was asked beside the own mode.
+    The same per-person averaging as `interp.evaluate`."""
     a = result.arrays
     m = (a["subset"] == subset) & (a["direction"] == direction) & (a["templates"] == kind)
     people, inv = np.unique(a["person"][m], return_inverse=True)
@@ -147,6 +151,8 @@ def person_values(result: Result, subset: str, direction: str, kind: str) -> dic
         "correct": per_person(a["correct_logprob"]),
         "random": per_person(a["random_logprob"]),
     }
+    if "role_matched_logprob" in a:  # worlds whose people have roles
+        out["matched"] = per_person(a["role_matched_logprob"])
     if "causal_exact_match" in a:  # BICO: causal decoding beside its own mode
         out["causal_hit"] = per_person(a["causal_exact_match"])
     return out
@@ -169,19 +175,25 @@ def run_label(result: Result) -> str:
     return f"world {cfg.world.seed}, seed {cfg.train.seed}"
 
 
+# The log-prob test's controls: the key `person_values` gives, and how a sentence names it.
+CONTROLS = {"random": "log p(random)", "matched": "log p(same-role)"}
+
+
 @dataclass(frozen=True)
 class ReversedCell:
     """The reversed log-probability test of one subset x template kind, for one objective's
-    runs: each run's paired test, the study-level difference (people nested in runs), the
-    per-run p-values combined by Fisher's method, and the bound a null supports."""
+    runs, against one control (`CONTROLS`): each run's paired test, the study-level difference
+    (people nested in runs), the per-run p-values combined by Fisher's method, and the bound a
+    null supports."""
 
     subset: str
     kind: str
     runs: list[tuple[str, PairedTest, float, float]]  # (run label, t-test, KS p, TOST bound)
-    study: Estimate  # hierarchical bootstrap of log p(correct) - log p(random), per person
+    study: Estimate  # hierarchical bootstrap of log p(correct) - log p(control), per person
     fisher_p: float
     forward: Estimate  # the same difference on same-direction prompts (the effect to compare)
     bound: float  # the largest |difference| the study interval excludes
+    control: str = "random"  # a key of CONTROLS
 
     @property
     def null(self) -> bool:
@@ -204,7 +216,7 @@ class ReversedCell:
         if not self.null:
             side = "above" if h.estimate > 0 else "below"
             return (
-                f"log p(correct) is {side} log p(random) by {h.estimate:+.2f} nats "
+                f"log p(correct) is {side} {CONTROLS[self.control]} by {h.estimate:+.2f} nats "
                 f"[{h.low:+.2f}, {h.high:+.2f}] (Fisher-combined p = {self.fisher_p:.2g})"
             )
         return (
@@ -229,43 +241,53 @@ def causal_cell(results: list[Result], subset: str, direction: str, kind: str) -
     return rate_estimate(hits) if hits else None
 
 
-def reversed_cell(results: list[Result], subset: str, kind: str) -> ReversedCell:
-    """The reversed log-probability test of `subset` on `kind` templates over `results`."""
+def has_matched(results: list[Result]) -> bool:
+    """Whether every run has the role-matched control (its world's people have roles)."""
+    return bool(results) and all("role_matched_logprob" in r.arrays for r in results)
+
+
+def _paired(v: dict[str, np.ndarray], control: str) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(correct), log p(control)) per person, the people without a control left out."""
+    ok = np.isfinite(v[control])
+    return v["correct"][ok], v[control][ok]
+
+
+def reversed_cell(
+    results: list[Result], subset: str, kind: str, control: str = "random"
+) -> ReversedCell:
+    """The reversed log-probability test of `subset` on `kind` templates over `results`,
+    against `control` ('random', or 'matched': the role-matched control, see `has_matched`)."""
     diffs, per_run = [], []
     for r in results:
-        v = person_values(r, subset, "reverse", kind)
-        t = paired_test(v["correct"], v["random"])
-        ks = (
-            float(sps.ks_2samp(v["correct"], v["random"]).pvalue)
-            if t.n >= 2 and np.ptp(v["correct"] - v["random"]) > 0
-            else 1.0
-        )
-        diffs.append(v["correct"] - v["random"])
+        c, x = _paired(person_values(r, subset, "reverse", kind), control)
+        t = paired_test(c, x)
+        ks = float(sps.ks_2samp(c, x).pvalue) if t.n >= 2 and np.ptp(c - x) > 0 else 1.0
+        diffs.append(c - x)
         per_run.append((run_label(r), t, ks, equivalence_bound(diffs[-1])))
     h = hierarchical_bootstrap(diffs)
-    fwd = [person_values(r, subset, "same", kind) for r in results]
-    forward = hierarchical_bootstrap([v["correct"] - v["random"] for v in fwd])
+    fwd = [_paired(person_values(r, subset, "same", kind), control) for r in results]
+    forward = hierarchical_bootstrap([c - x for c, x in fwd])
     return ReversedCell(
         subset, kind, per_run, h, combine_pvalues([t.p for _, t, _, _ in per_run]), forward,
-        bound_of_interval(h.low, h.high),
+        bound_of_interval(h.low, h.high), control,
     )  # fmt: skip
 
 
-def bridge_echo(results: list[Result]) -> dict[str, Any]:
-    """The identity bridge's echo test (in each run's metrics.json) over runs, per kind ('train':
-    the identity as trained; 'shortcut': another role, where answering A is echoing the name):
-    {"form", "echo_<kind>": Estimate}, each prompt (one per person and kind) an item nested in
-    its run. {} when no run has it."""
+def bridge_rates(results: list[Result]) -> dict[str, Any]:
+    """The identity bridge's own prompts (in each run's metrics.json) over runs, per kind
+    (`interp.evaluate.BRIDGE_KINDS`: 'shortcut', the echo of B in the reversal frame; 'bridge'
+    and 'identity', the trained identities asked as trained): {"condition", "<kind>": Estimate},
+    each prompt an item nested in its run. {} when no run has them."""
     per_kind: dict[str, list[np.ndarray]] = {}
-    form = ""
+    condition = ""
     for r in results:
         b = r.data.get("bridge") or {}
-        form = b.get("form", form)
-        for kind in ("train", "shortcut"):
+        condition = b.get("condition", condition)
+        for kind in BRIDGE_KINDS:
             if kind in b:
-                n, k = int(b[kind]["n"]), round(float(b[kind]["echo"]) * int(b[kind]["n"]))
+                n, k = int(b[kind]["n"]), round(float(b[kind]["rate"]) * int(b[kind]["n"]))
                 per_kind.setdefault(kind, []).append(np.r_[np.ones(k), np.zeros(n - k)])
-    out: dict[str, Any] = {"form": form} if per_kind else {}
+    out: dict[str, Any] = {"condition": condition} if per_kind else {}
     for kind, hits in per_kind.items():
-        out[f"echo_{kind}"] = rate_estimate(hits)
+        out[kind] = rate_estimate(hits)
     return out

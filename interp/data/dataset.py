@@ -3,14 +3,14 @@
 `FactDataset` holds a run's tokenised texts, each an `Example` (`interp.data.example`: token ids
 with the spans of A and B, the subset and direction, so nothing downstream searches strings for
 positions), with the tokenizer that made them. `build_synthetic` writes the synthetic world's
-training documents (every training template of every trained order), its test prompts (same and
-reverse direction, training and held-out templates) and, when the world has one, the identity
-bridge's documents and prompts (`interp.data.bridge`).
+training documents (every training template of every trained order) and its test prompts (same
+and reverse direction, training and held-out templates).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -18,11 +18,9 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from interp.config import WorldConfig
-from interp.data.biography import BiographyWorld
-from interp.data.bridge import bridge_documents, bridge_prompts
 from interp.data.example import Example
 from interp.data.tokenizer import BOS, EOS, PAD, decode, encode, word_tokenizer
-from interp.data.world import SUBSETS, Person, World, make_world
+from interp.data.world import SUBSETS, PeopleWorld, Person, World, make_world
 
 DIRECTIONS = ("same", "reverse")
 TEMPLATE_KINDS = ("train", "heldout")
@@ -38,8 +36,8 @@ class FactDataset:
     people: list[Person] = field(default_factory=list)
     new_docs: list[Example] = field(default_factory=list)
     new_prompts: list[Example] = field(default_factory=list)
-    world: World | BiographyWorld | None = None
-    bridge_prompts: list[Example] = field(default_factory=list)  # interp.data.bridge's tests
+    world: PeopleWorld[Any] | None = None  # the world of people it was written from, if any
+    bridge_prompts: list[Example] = field(default_factory=list)  # interp.data.bridge's own
     # Supplied log-prob controls, keyed by index in `prompts` (the paper's `_randomized` files);
     # prompts without one get a random same-subset answer (interp.evaluate.control_answers).
     control_answers: dict[int, tuple[int, ...]] = field(default_factory=dict)
@@ -166,13 +164,12 @@ def build_synthetic(world_cfg: WorldConfig) -> FactDataset:
     new = [p for p in world.people if p.subset == "new"]
     return FactDataset(
         tokenizer=tok,
-        train_docs=documents(world, tok, trained) + bridge_documents(world, tok, trained),
+        train_docs=documents(world, tok, trained),
         prompts=test_prompts(world, tok, trained),
         people=list(world.people),
         new_docs=documents(world, tok, new),
         new_prompts=test_prompts(world, tok, new),
         world=world,
-        bridge_prompts=bridge_prompts(world, tok, trained),
     )
 
 

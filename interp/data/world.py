@@ -100,15 +100,6 @@ TEMPLATES: dict[tuple[str, str], tuple[str, ...]] = {
     ),
 }
 
-# The identity bridge's forms (interp.data.bridge): its templates, and the words they add to
-# the world's vocabulary. Here rather than in the bridge module because `World.vocabulary`
-# lists them, and the bridge builds its texts from this module's people.
-BRIDGE_TEMPLATES = {
-    "ocr": "the <role> of the work of <A> is <A> .",
-    "idn": "the name of <A> is <A> .",
-}
-BRIDGE_WORDS = ("name", "work")
-
 _SYLLABLES = (
     "ka",
     "lo",
@@ -200,8 +191,6 @@ class World(PeopleWorld[Person]):
                 words += [w for w in t.split() if w not in ("<A>", "<B>")]
         words += ["the", "of", *ROLES[: self.config.n_roles]]
         words += [*self.first_names, *self.last_names, *self.title_words]
-        if self.config.bridge:  # last, so a world without the bridge keeps its token ids
-            words += [*BRIDGE_WORDS, *ROLES[: self.config.n_roles]]
         return list(dict.fromkeys(words))
 
 

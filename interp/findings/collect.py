@@ -7,10 +7,12 @@ per objective:
 - behaviour: exact match per subset x direction x template kind (people nested in runs, rates
   bounded to [0, 100]%) in each objective's own mode, causal decoding beside it where asked,
   in-document infill and whether each run learned its own objective (`learned`: the criterion
-  every comparison of objectives reads), the identity bridge's echo test, and the
+  every comparison of objectives reads), the identity bridge's own prompts, and the
   reversed log-probability test per subset x template kind (study-level difference with its
   hierarchical interval, Fisher-combined p, the bound a null supports, and a one-line `claim`
-  saying what the numbers show and no more), all from `interp.analysis.behaviour`;
+  saying what the numbers show and no more) against the random same-subset control
+  (`reversed`) and, where the world's people have roles, against the role-matched one
+  (`reversed_role_matched`), all from `interp.analysis.behaviour`;
 - every instrument's declared headline numbers: mean and 95% interval over runs inside the
   number's declared range (`interp.stats.runs_interval`) with n, p-values listed per run and
   Fisher-combined, never averaged;
@@ -28,10 +30,12 @@ from typing import Any, TypeVar
 from interp.analysis import INSTRUMENTS
 from interp.analysis.behaviour import FILES as BEHAVIOUR_FILES
 from interp.analysis.behaviour import (
-    bridge_echo,
+    ReversedCell,
+    bridge_rates,
     causal_cell,
     cells,
     exact_match_cell,
+    has_matched,
     reversed_cell,
 )
 from interp.findings.provenance import provenance
@@ -142,10 +146,25 @@ def over_runs(values: list[float], number: Declared) -> dict[str, Any]:
     }
 
 
+def reversed_node(c: ReversedCell) -> dict[str, Any]:
+    """A reversed log-prob test as a findings node: the study-level difference, Fisher's p, the
+    per-run p-values, whether it is a null and the bound, the forward effect, and its claim."""
+    node = estimate_node(c.study, c.study.fmt(items="people"))
+    node.update(
+        fisher_p=finite(c.fisher_p),
+        per_run_p=[t.p for _, t, _, _ in c.runs],
+        null=c.null,
+        bound=finite(c.bound),
+        forward=estimate_node(c.forward, c.forward.fmt(items="people")),
+        claim=c.claim(),
+    )
+    return node
+
+
 def behaviour_findings(study: Study) -> dict[str, Any]:
     """{objective: {"exact_match": {"<subset>_<direction>_<kind>": ...}, "reversed":
-    {"<subset>_<kind>": ...}, "causal_exact_match", "infill", "learned", "bridge"}} from the
-    runs' evaluation."""
+    {"<subset>_<kind>": ...}, "reversed_role_matched" (worlds with roles), "causal_exact_match",
+    "infill", "learned", "bridge"}} from the runs' evaluation."""
     out: dict[str, Any] = {}
     for o, runs in study.groups().items():
         results = study.results(runs, "behaviour")
@@ -160,28 +179,23 @@ def behaviour_findings(study: Study) -> dict[str, Any]:
             n = study.behaviour(o, causal_cell, s, d, k)
             if n is not None:
                 causal[f"{s}_{d}_{k}"] = estimate_node(n, n.fmt(pct=True, items="people"))
-        rev = {}
+        rev, matched = {}, {}
         for s, _, k in [c for c in cs if c[1] == "reverse"]:
-            c = study.behaviour(o, reversed_cell, s, k)
-            node = estimate_node(c.study, c.study.fmt(items="people"))
-            node.update(
-                fisher_p=finite(c.fisher_p),
-                per_run_p=[t.p for _, t, _, _ in c.runs],
-                null=c.null,
-                bound=finite(c.bound),
-                forward=estimate_node(c.forward, c.forward.fmt(items="people")),
-                claim=c.claim(),
-            )
-            rev[f"{s}_{k}"] = node
+            rev[f"{s}_{k}"] = reversed_node(study.behaviour(o, reversed_cell, s, k))
+            if has_matched(results):
+                c = study.behaviour(o, reversed_cell, s, k, "matched")
+                matched[f"{s}_{k}"] = reversed_node(c)
         out[o] = {"exact_match": em, "reversed": rev}
+        if matched:
+            out[o]["reversed_role_matched"] = matched
         if causal:
             out[o]["causal_exact_match"] = causal
         out[o].update(learned_findings([r.data for r in results]))
-        echo = bridge_echo(results)
-        if echo:
+        rates = bridge_rates(results)
+        if rates:
             out[o]["bridge"] = {
-                k: v if k == "form" else estimate_node(v, v.fmt(pct=True, items="prompts"))
-                for k, v in echo.items()
+                k: v if k == "condition" else estimate_node(v, v.fmt(pct=True, items="prompts"))
+                for k, v in rates.items()
             }
     return out
 

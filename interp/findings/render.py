@@ -3,7 +3,7 @@
 One template syntax, every name qualified by the preset whose findings it reads:
 
     {{default.behaviour.causal.exact_match.n2d_reverse_train}}   a finding's text
-    {{bridge_ocr:checks}}                                         the preset's claims, judged
+    {{bridge:checks}}                                             the preset's claims, judged
     {{storage:table:storage}}                                     a table the preset declares
     {{objectives:provenance}}                                     what made its findings
 

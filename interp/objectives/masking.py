@@ -56,11 +56,15 @@ def is_causal(model: torch.nn.Module) -> bool:
 @contextmanager
 def bidirectional(model: torch.nn.Module, on: bool = True) -> Iterator[None]:
     """Within the block, every attention module of `model` attends in both directions (with
-    `on=False`, the block changes nothing: for code that serves causal and bidirectional modes).
+    `on=False`, the block changes nothing and asks nothing of the model: for code that serves
+    causal and bidirectional modes).
 
     The previous flags are restored in a `finally`, so an exception inside the block (or a
     KeyboardInterrupt) never leaves a model that sees the future at test time.
     """
+    if not on:
+        yield
+        return
     mods = attention_modules(model)
     if not mods:
         raise UserError(
@@ -69,9 +73,8 @@ def bidirectional(model: torch.nn.Module, on: bool = True) -> Iterator[None]:
         )
     saved = [m.causal for m in mods]
     try:
-        if on:
-            for m in mods:
-                setattr(m, "causal", False)  # noqa: B010 (a plain bool attribute, not a submodule)
+        for m in mods:
+            setattr(m, "causal", False)  # noqa: B010 (a plain bool attribute, not a submodule)
         yield
     finally:
         for m, flag in zip(mods, saved, strict=True):

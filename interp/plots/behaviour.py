@@ -67,39 +67,52 @@ def plot_logprob_hist(
     title: str = "",
 ) -> Figure:
     """Histograms of log p(correct completion) vs log p(random same-subset completion) on
-    reversed prompts, per subset, pooled over runs (the histogram only); each run's t-test and
-    KS p-values in each panel, listed and Fisher-combined, never averaged."""
+    reversed prompts, per subset, pooled over runs (the histogram only), and, where the world's
+    people have roles, the role-matched control's as an outline; each run's t-test and KS
+    p-values in each panel (the role-matched t-test's too), listed and Fisher-combined, never
+    averaged."""
     results = results_of(run_dirs, "behaviour")
     arrays = [r.arrays for r in results]
     ms = [r.data for r in results]
+    matched = all("role_matched_logprob" in a for a in arrays)
     subsets = list(ms[0]["exact_match"])
-    fig, axes = plt.subplots(1, len(subsets), figsize=(4 * len(subsets), 3.4))
+    width = max(6, 4 * len(subsets))  # one panel (the bridge's pairs) still holds the title
+    fig, axes = plt.subplots(1, len(subsets), figsize=(width, 3.6 + 0.3 * matched))
     for ax, s in zip(np.atleast_1d(axes), subsets, strict=True):
-        c, r = [], []
+        c, r, x = [], [], []
         for a in arrays:
             mask = (
                 (a["subset"] == s) & (a["direction"] == "reverse") & (a["templates"] == templates)
             )
             c.append(a["correct_logprob"][mask])
             r.append(a["random_logprob"][mask])
+            if matched:
+                x.append(a["role_matched_logprob"][mask])
         cc, rr = np.concatenate(c), np.concatenate(r)
-        bins = np.linspace(min(cc.min(), rr.min()), max(cc.max(), rr.max()), 30)
+        xx = np.concatenate(x) if matched else np.array([])
+        xx = xx[np.isfinite(xx)]
+        every = np.concatenate([cc, rr, xx])
+        bins = np.linspace(every.min(), every.max(), 30)
         ax.hist(rr, bins, alpha=0.55, color="tab:gray", label="random name/description")
         ax.hist(cc, bins, alpha=0.55, color="tab:green", label="correct")
-        ps = [m["logprob_test"][s]["reverse"][templates] for m in ms]
-        ax.set_title(
+        lines = [m["logprob_test"][s]["reverse"][templates] for m in ms]
+        head = (
             f"{SUBSET_LABEL.get(s, s)} reversed; p per run (Fisher-combined)\n"
-            f"t-test: {fmt_pvalues([p['t_pvalue'] for p in ps])}\n"
-            f"KS: {fmt_pvalues([p['ks_pvalue'] for p in ps])}",
-            fontsize=9,
+            f"t-test: {fmt_pvalues([p['t_pvalue'] for p in lines])}\n"
+            f"KS: {fmt_pvalues([p['ks_pvalue'] for p in lines])}"
         )
+        if matched:
+            ax.hist(xx, bins, histtype="step", color="tab:purple", lw=1.5, label="same role")
+            ps = [m["logprob_test_role_matched"][s]["reverse"][templates] for m in ms]
+            head += f"\nvs same role, t-test: {fmt_pvalues([p['t_pvalue'] for p in ps])}"
+        ax.set_title(head, fontsize=9)
         ax.set_xlabel("log p(completion | reversed prompt)")
     np.atleast_1d(axes)[0].set_ylabel("prompts")
     np.atleast_1d(axes)[0].legend(fontsize=8, loc="upper left")
     fig.suptitle(
         title
         or f"Reversed prompts ({templates} templates): is the correct completion "
-        "more likely than a random one?",
+        f"more likely than a random one{' (or one of the same role)' if matched else ''}?",
         fontsize=10,
     )
     fig.tight_layout()

@@ -3,7 +3,7 @@
 
 - default.py: `default` (make study) and `tiny` (a smoke run)
 - objectives.py: `objectives` (every objective, matched forward accuracy) and `gpu`
-- bridge.py: `bridge_ocr` and `bridge_idn` (the identity bridge)
+- bridge.py: `bridge` (the identity bridge as Ma et al. built it, two model sizes)
 - retrieval.py: `retrieval` (Kitouni et al.'s key-value task)
 - storage.py: `storage`, `storage_gpu`, `storage_scale` and `storage_tiny` (the biography world)
 

@@ -79,6 +79,15 @@ def predictions(ctx: Context, name: str) -> list[Claim]:
             "same-subset answer) (training templates)",
             "null", c, None, c["claim"] if c else "",
         )  # fmt: skip
+        # the same prediction against a control matched on everything but the fact: a
+        # difference from the role word alone (a leak, not a memory) does not count here
+        c = get_path(f, f"{b}.reversed_role_matched.{s}_train")
+        also = " and the same first-name class" if s == "d2n" else ""
+        claim(
+            f"Reversed {s.upper()} questions: log p(correct) is no higher than log p(a "
+            f"same-subset answer of the same role{also}) (training templates)",
+            "null", c, None, c["claim"] if c else "",
+        )  # fmt: skip
     c = get_path(f, f"{b}.reversed.both_train")
     claim(
         "Positive control: on the Both subset (trained in both orders) the reversed test finds "
