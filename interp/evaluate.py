@@ -332,6 +332,8 @@ def rates_by_cell(
                     em.setdefault(s, {}).setdefault(d, {})[k] = float(hits[mask].mean())
                     em_n.setdefault(s, {}).setdefault(d, {})[k] = int(mask.sum())
     return em, em_n
+
+
 def _per_person(prompts: list[Example], mask: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
     """Each of `values` (one per prompt) averaged over the templates of each person in `mask`,
     in person order: the log-prob test's unit is a person, not a paraphrase."""
