@@ -456,6 +456,38 @@ def equivalence_bound(diff: Values, alpha: float = 0.05) -> float:
     return float(max(abs(lo), abs(hi)))
 
 
+def ratio_of_means(
+    num: Values, den: Values, level: float = 0.95
+) -> tuple[float, float, float, int]:
+    """(mean(num) / mean(den), low, high, n): a ratio of pooled means with Fieller's interval,
+    from paired values (one pair per run, say: the reverse and the forward effect).
+
+    Fieller's interval is the set of ratios q for which mean(num) - q mean(den) is within the
+    t-quantile of its standard error (the covariance of the pair included); it is exact for
+    normal means and, unlike the delta method or an average of per-run ratios, it is honest
+    when the denominator is uncertain: where mean(den) is not distinguishable from 0 at `level`
+    the interval is unbounded, (-inf, inf). Needs n >= 2 pairs."""
+    a, b = np.asarray(num, float), np.asarray(den, float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"ratio_of_means needs paired 1-D values, got {a.shape} and {b.shape}")
+    n = len(a)
+    if n < 2:
+        raise ValueError(f"ratio_of_means needs 2 or more pairs, got {n}")
+    ma, mb = float(a.mean()), float(b.mean())
+    cov = np.cov(a, b, ddof=1) / n  # covariance of the two means
+    v11, v22, v12 = float(cov[0, 0]), float(cov[1, 1]), float(cov[0, 1])
+    t = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    q = ma / mb if mb != 0 else math.copysign(math.inf, ma) if ma else math.nan
+    g = t * t * v22 / (mb * mb) if mb != 0 else math.inf
+    if g >= 1:
+        return q, -math.inf, math.inf, n
+    disc = v11 - 2 * q * v12 + q * q * v22 - g * (v11 - v12 * v12 / v22 if v22 > 0 else 0.0)
+    half = t / abs(mb) * math.sqrt(max(disc, 0.0))
+    centre = q - g * v12 / v22 if v22 > 0 else q
+    lo, hi = (centre - half) / (1 - g), (centre + half) / (1 - g)
+    return q, lo, hi, n
+
+
 def bound_of_interval(low: float, high: float) -> float:
     """The same bound from any interval (e.g. a hierarchical bootstrap's): max(|low|, |high|)."""
     return float(max(abs(low), abs(high)))

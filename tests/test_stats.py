@@ -267,3 +267,24 @@ def test_runs_intervals_stay_in_range_and_contain_the_mean():
             if not (r.low <= got.low <= got.mean <= got.high <= r.high):
                 bad.append((str(r), v.tolist(), got))
     assert not bad, bad[:5]
+
+
+def test_ratio_of_means_is_fiellers_interval():
+    """Each end q of the interval solves (mean(a) - q mean(b))^2 = t^2 var(mean(a) - q mean(b)),
+    the estimate is the ratio of the pooled means (not the mean of ratios), and a denominator
+    indistinguishable from 0 leaves the interval unbounded."""
+    rng = np.random.default_rng(0)
+    b = rng.normal(10, 1, 6)
+    a = 0.3 * b + rng.normal(0, 0.5, 6)
+    q, lo, hi, n = stats.ratio_of_means(a, b)
+    assert n == 6 and q == pytest.approx(a.mean() / b.mean()), (q, a.mean() / b.mean())
+    assert q != pytest.approx(np.mean(a / b), abs=1e-12)
+    t = sps.t.ppf(0.975, n - 1)
+    for end in (lo, hi):
+        d = a - end * b
+        assert d.mean() ** 2 == pytest.approx(t**2 * d.var(ddof=1) / n, rel=1e-9), (end, lo, hi)
+    assert lo < q < hi, (lo, q, hi)
+    q, lo, hi, _ = stats.ratio_of_means([1.0, 2.0, 1.5], [1.0, -1.0, 0.2])
+    assert (lo, hi) == (-math.inf, math.inf), (lo, hi)
+    with pytest.raises(ValueError, match="2 or more"):
+        stats.ratio_of_means([1.0], [2.0])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from interp.findings.verdicts import Claim, Node
-from interp.plan import ordered
+from interp.plan import get_path, ordered
+from interp.stats import mean_ci, ratio_of_means
 
 
 def pct(node: Node) -> str:
@@ -86,3 +88,47 @@ def cells_footer(f: dict[str, Any], items: str) -> str:
     node = first.get("exact_match", {}).get("n2d_reverse_train")
     n = f"{node['n_runs']} runs x {node['n_items']} {items}" if node else "-"
     return f"\n\nEach cell: mean [95% interval] over {n} per subset."
+
+
+def per_run_difference(
+    f: dict[str, Any], instrument: str, objective: str, key: str, control: str
+) -> dict[str, Any] | None:
+    """Mean [t-interval] over runs of each run's `key` - `control`, as a node (None if not
+    measured, or fewer than 2 runs)."""
+    a = get_path(f, f"instruments.{instrument}.{objective}.{key}.per_run")
+    b = get_path(f, f"instruments.{instrument}.{objective}.{control}.per_run")
+    if not a or not b or len(a) != len(b) or len(a) < 2:
+        return None
+    m, lo, hi, n = mean_ci([x - y for x, y in zip(a, b, strict=True)])
+    return {"estimate": m, "low": lo, "high": hi, "n_runs": n}
+
+
+def pooled_ratio(
+    f: dict[str, Any], instrument: str, objective: str, num: str, den: str
+) -> dict[str, Any] | None:
+    """One effect as a share of another, pooled over runs: the ratio of the mean over runs of
+    `num`'s effect (its `<num>_mean` minus `<num>_control_mean`, per run) to the mean of
+    `den`'s, in %, with Fieller's interval (`interp.stats.ratio_of_means`) and the bound it sets
+    (the largest |share| the interval admits); None with fewer than 2 runs. This, not an average
+    of per-run bounds, is the bound a pooled null sets."""
+
+    def effects(key: str) -> list[float] | None:
+        a = get_path(f, f"instruments.{instrument}.{objective}.{key}_mean.per_run")
+        b = get_path(f, f"instruments.{instrument}.{objective}.{key}_control_mean.per_run")
+        if not a or not b or len(a) != len(b):
+            return None
+        return [x - y for x, y in zip(a, b, strict=True)]
+
+    n_eff, d_eff = effects(num), effects(den)
+    if n_eff is None or d_eff is None or len(n_eff) != len(d_eff) or len(n_eff) < 2:
+        return None
+    q, lo, hi, n = ratio_of_means(n_eff, d_eff)
+    bound = max(abs(lo), abs(hi))
+    text = (
+        f"{100 * q:+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}] (Fieller, n={n} runs)"
+        if math.isfinite(bound)
+        else f"{100 * q:+.1f}%, interval unbounded (the denominator's effect is not "
+        f"distinguishable from 0 over n={n} runs)"
+    )
+    return {"estimate": 100 * q, "low": 100 * lo, "high": 100 * hi, "bound": 100 * bound,
+            "n_runs": n, "text": text}  # fmt: skip

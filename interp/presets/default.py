@@ -25,22 +25,9 @@ from interp.analysis.patching import PatchingOptions
 from interp.analysis.probing import ProbingOptions
 from interp.analysis.selective import SelectiveOptions
 from interp.analysis.update import UpdateOptions
+from interp.findings.text import per_run_difference, pooled_ratio
 from interp.findings.verdicts import Claim, verdict
 from interp.plan import Context, Preset, Use, get_path
-from interp.stats import mean_ci
-
-
-def per_run_difference(
-    f: dict[str, Any], instrument: str, objective: str, key: str, control: str
-) -> dict[str, Any] | None:
-    """Mean [t-interval] over runs of each run's `key` - `control`, as a node (None if not
-    measured, or fewer than 2 runs)."""
-    a = get_path(f, f"instruments.{instrument}.{objective}.{key}.per_run")
-    b = get_path(f, f"instruments.{instrument}.{objective}.{control}.per_run")
-    if not a or not b or len(a) != len(b) or len(a) < 2:
-        return None
-    m, lo, hi, n = mean_ci([x - y for x, y in zip(a, b, strict=True)])
-    return {"estimate": m, "low": lo, "high": hi, "n_runs": n}
 
 
 def _runs_text(node: dict[str, Any], unit: str = "") -> str:
@@ -149,6 +136,16 @@ def predictions(ctx: Context, name: str) -> list[Claim]:
     return out
 
 
+def update_pooled(ctx: Context, name: str) -> str:
+    """The update test's reverse first-token alignment above its control as a share of the
+    forward one, pooled over the causal runs (a ratio of means with Fieller's interval)."""
+    r = pooled_ratio(ctx.get(name) or {}, "update", "causal", "align_reverse_first",
+                     "align_forward_first")  # fmt: skip
+    if r is None:
+        return "(needs 2 or more runs with the update test)"
+    return f"{r['text']}, so the data exclude a reverse effect beyond {r['bound']:.1f}%"
+
+
 DEFAULT = Preset(
     name="default",
     help="the baseline and reverse training, 3 seeds, every instrument (make study)",
@@ -167,6 +164,7 @@ DEFAULT = Preset(
     },
     own_dir=False,
     claims=predictions,
+    tables={"update_pooled": update_pooled},
 )
 
 TINY = Preset(
