@@ -471,3 +471,36 @@ def test_timing_ledger_adds_work_and_ignores_rerenders(tmp_path):
     P.record_timing(d, "b", 10.0, trained=5, analysed=0, jobs=2, device="cpu", runs=5)
     t = P.timing_finding(d, "b")  # another study starts the ledger afresh
     assert t is not None and t["wall_seconds"] == 10.0 and "(5 runs trained;" in t["text"], t
+
+
+def test_update_across_objectives_judges_shin_et_al_from_the_own_step():
+    """Shin et al.'s prediction read from each objective's own step, per run (fact - control):
+    a reverse transfer for MLM-U held and none for next-token training; the pooled ratio in
+    the evidence; an objective that did not learn its objective is not tested."""
+    from interp.presets.objectives import update_checks
+
+    def runs(fwd: list[float], rev: list[float], ctrl: float = 0.0) -> dict:
+        keys = {}
+        for tag in ("own", "pair"):
+            for d, v in (("forward", fwd), ("reverse", rev)):
+                keys[f"{tag}_align_{d}_first_mean"] = {"per_run": v}
+                keys[f"{tag}_align_{d}_first_control_mean"] = {"per_run": [ctrl] * len(v)}
+        return keys
+
+    def ctx(mlm_u_learned: bool) -> dict:
+        return {"objectives": {
+            "behaviour": {"causal": {"learned": {"met": True}},
+                          "mlm_u": {"learned": {"met": mlm_u_learned}}},
+            "instruments": {"update": {"causal": runs([10.0, 12.0, 11.0], [0.1, -0.2, 0.05]),
+                                       "mlm_u": runs([10.0, 12.0, 11.0], [5.0, 6.5, 5.5])}},
+        }}  # fmt: skip
+
+    v = {c.claim: (c.verdict, c.evidence) for c in update_checks(ctx(True), "objectives")}
+    causal = next(x for k, x in v.items() if k.startswith("Next-token training"))
+    mlm_u = next(x for k, x in v.items() if k.startswith("mlm_u: its own step"))
+    assert causal[0] == "reproduced" and mlm_u[0] == "reproduced", v
+    assert "pooled, +51.5% [" in mlm_u[1] and "(n=3 runs)" in mlm_u[1], mlm_u
+    v = {c.claim: c.verdict for c in update_checks(ctx(False), "objectives")}
+    assert v[next(k for k in v if k.startswith("mlm_u: its own step"))] == (
+        "not tested: the objective was not learned"
+    ), v

@@ -35,7 +35,7 @@ def test_instruments_are_opt_in_and_scoped():
     assert by[("causal", 1)] == by[("causal", 0)] - {"dynamics"}
     assert by[("reverse_token", 2)] == {"probing", "update"}, by
     retrieval = make_plan("retrieval").runs()
-    assert all(r.options == {} for r in retrieval), "retrieval reads behaviour only"
+    assert all(set(r.options) == {"qk"} for r in retrieval), "retrieval: behaviour and QK only"
 
 
 def test_an_instrument_on_a_world_it_cannot_read_is_refused_before_anything_runs():

@@ -3,7 +3,8 @@ each objective trained and asked as its paper does.
 
 Next-token training (their "AR"), token reversal ("AR w/ reversed tokens"), the fixed-rate MLM
 (15%) and MLM-U, 3 seeds, each to `STEPS` steps (learning curves every 1000 steps in the
-training logs), behaviour only (the other instruments read the fact world's attributes).
+training logs), behaviour and QK symmetry (`interp.analysis.qk`; the other instruments read the
+fact world's people).
 MLM and MLM-U train without weight decay (Kitouni et al.'s appendix E.3); every model uses rotary
 positions (a learned position table left MLM-U's held-out queries at 70% / 72% after 8k steps,
 rotary at 65% / 80% after 6k, one seed each). Each objective is
@@ -15,14 +16,17 @@ of which did not learn its own objective (`interp.evaluate.learned`) reads "not 
 
 from __future__ import annotations
 
+from interp.analysis.qk import QkOptions
 from interp.findings.text import cells_footer, exact_match_by_objective, paper_pct, pct, table
-from interp.findings.verdicts import Claim, verdict_if_learned
-from interp.plan import Context, Preset, get_path
+from interp.findings.verdicts import Claim, verdict, verdict_if_learned
+from interp.plan import Context, Preset, Use, get_path
 
 STEPS = 10_000  # learning curves to 10k steps (Kitouni et al.: backward still rising late)
 CITATIONS = {
     "kitouni": "Kitouni et al. 2024, The Factorization Curse: Which Tokens You Predict Underlie "
     "the Reversal Curse and More, arXiv 2406.05183, Table 1 (retrieval)",
+    "saponati": "Saponati et al. 2025, The underlying structures of self-attention: symmetry, "
+    "directionality, and emergent dynamics in Transformer training, arXiv 2502.10927",
 }
 # Their retrieval table, held-out queries: exact match (%) forward / backward, None where not
 # quoted here; "fails" is recorded as 0 (token reversal backward).
@@ -55,7 +59,26 @@ def checks(ctx: Context, name: str) -> list[Claim]:
                 verdict_if_learned(learned, "near", x, paper), pct(x), "kitouni",
                 f"{label}: {paper_pct(paper)}",
             ))  # fmt: skip
+    for o in ("mlm", "mlm_u"):
+        x, y = _qk(ctx, name, o), _qk(ctx, name, "causal")
+        out.append(Claim(
+            f"Bidirectional training makes W_Q W_K^T more symmetric: {o} above causal (QK "
+            "symmetry score, mean over heads and layers)",
+            verdict("above", x, y), f"{_qk_text(x)} vs {_qk_text(y)}", "saponati",
+            "encoder-only (bidirectional) models: symmetric; decoder-only: directional",
+        ))  # fmt: skip
     return out
+
+
+def _qk(ctx: Context, name: str, o: str, key: str = "symmetry_mean") -> dict | None:
+    node: dict | None = get_path(ctx, f"{name}.instruments.qk.{o}.{key}")
+    return node
+
+
+def _qk_text(node: dict | None) -> str:
+    if not node or node.get("estimate") is None:
+        return "-"
+    return node.get("text") or f"{node['estimate']:+.3f}"
 
 
 def retrieval_table(ctx: Context, name: str) -> str:
@@ -77,12 +100,15 @@ def retrieval_table(ctx: Context, name: str) -> str:
              f"{100 * fill:.1f}%" if fill is not None else "n/a",
              pct(e.get("both_same_train")), pct(e.get("both_reverse_train")),
              pct(e.get(f"{HELD_OUT}_same_train")), pct(e.get(f"{HELD_OUT}_reverse_train")),
-             f"{label}: {paper_pct(fwd)} / {paper_pct(bwd)}" if label else "not in their table"]
+             f"{label}: {paper_pct(fwd)} / {paper_pct(bwd)}" if label else "not in their table",
+             " / ".join(_qk_text(_qk(ctx, name, o, k)) for k in
+                        ("symmetry_first_layer", "symmetry_last_layer", "symmetry_init_mean"))]
         )  # fmt: skip
     header = [
         "objective", "steps", "learned its objective", "infill (lowest cell)",
         "trained queries, forward", "trained queries, backward", "held-out forward",
         "held-out backward", "Kitouni et al. (forward / backward)",
+        "QK symmetry: layer 0 / last layer / at initialisation",
     ]  # fmt: skip
     return table(header, rows) + cells_footer(f, "pairs")
 
@@ -91,11 +117,11 @@ PRESETS = (
     Preset(
         name="retrieval",
         help="Kitouni et al.'s key-value retrieval task as published, 4 objectives each in its "
-        "own mode, 3 seeds, 10k steps",
+        "own mode, 3 seeds, 10k steps, behaviour and QK symmetry",
         run_preset="default",
         objectives=("causal", "reverse_token", "mlm", "mlm_u"),
         seeds=(0, 1, 2),
-        instruments={},
+        instruments={"qk": Use(QkOptions())},
         overrides=(
             "world.source=retrieval",
             "model.positional_embedding=rotary",
