@@ -504,3 +504,11 @@ def test_update_across_objectives_judges_shin_et_al_from_the_own_step():
     assert v[next(k for k in v if k.startswith("mlm_u: its own step"))] == (
         "not tested: the objective was not learned"
     ), v
+
+
+def test_index_gives_each_preset_its_wall_time_and_a_gpu_past_30_minutes():
+    short = {"timing": {"text": "6.1 min wall (9 runs trained)", "wall_seconds": 366.0}}
+    long = {"timing": {"text": "62.0 min wall (21 runs trained)", "wall_seconds": 3720.0}}
+    assert R._wall(short) == "; last made in 6.1 min wall (9 runs trained)", R._wall(short)
+    assert "over 30 min on 2 cores: run it on one GPU" in R._wall(long), R._wall(long)
+    assert R._wall({}) == ""

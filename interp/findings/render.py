@@ -141,6 +141,23 @@ def findings_md(p: Preset, ctx: Context, *, strict: bool = True) -> str | None:
     return render(p.template.read_text(), ctx, strict=strict)
 
 
+LONG_MIN = 30  # a preset longer than this on 2 cores says so and names a GPU
+
+
+def _wall(f: dict) -> str:
+    """'; last made in <its timing>' and, past LONG_MIN minutes, the GPU it wants."""
+    t = f.get("timing") or {}
+    if not t.get("text"):
+        return ""
+    out = f"; last made in {t['text']}"
+    if (t.get("wall_seconds") or 0) > 60 * LONG_MIN:
+        out += (
+            f"; over {LONG_MIN} min on 2 cores: run it on one GPU (`--device cuda`; its models "
+            "are a few MB, any card with 4 GB holds a run)"
+        )
+    return out
+
+
 def index(figures: Path, ctx: Context, relative_to: Path) -> str:
     """One line per preset: a link to its findings.md, or how to make it."""
     lines = []
@@ -148,7 +165,7 @@ def index(figures: Path, ctx: Context, relative_to: Path) -> str:
         md = p.figures_dir(figures) / "findings.md"
         if name in ctx and md.is_file():
             rel = md.resolve().relative_to(relative_to.resolve())
-            lines.append(f"- [`{name}`]({rel.as_posix()}): {p.help}")
+            lines.append(f"- [`{name}`]({rel.as_posix()}): {p.help}{_wall(ctx[name])}")
         else:
             lines.append(f"- `{name}`: {p.help} (not run here: `make study PRESET={name}`)")
     return "\n".join(lines)

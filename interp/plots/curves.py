@@ -72,14 +72,16 @@ def plot_learning_curves(
                     label=label.format(S=subset.upper()))  # fmt: skip
             drawn += 1
         ax.axhline(LEARNED_AT, color="grey", lw=0.8, ls="-.")
-        ax.set_title(f"{name} ({len(logs)} runs)" if drawn else f"{name}: nothing logged")
+        runs = f"{len(logs)} run" + ("s" if len(logs) != 1 else "")
+        ax.set_title(f"{name} ({runs})" if drawn else f"{name}: nothing logged")
         ax.set_xlabel("training step")
         ax.set_ylim(-0.03, 1.03)
         if drawn:
             ax.legend(fontsize=6, loc="lower right")
     axes[0][0].set_ylabel("exact match")
     fig.suptitle(
-        f"Learning curves ({subset.upper()}; grey: the {LEARNED_AT:.0%} convergence bar)",
+        f"Learning curves, {subset.upper()} (on the retrieval world: the pairs whose queries are "
+        f"held out); grey: the {LEARNED_AT:.0%} convergence bar; thin lines: single runs",
         fontsize=10,
     )
     fig.tight_layout()
