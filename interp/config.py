@@ -404,6 +404,8 @@ def _validate_biography(w: WorldConfig) -> None:
         raise UserError("world.bio_permute and world.bio_fullname must be 0 or 1")
     if not 2 <= w.n_roles <= 12:
         raise UserError(f"world.n_roles must be 2..12, got {w.n_roles}")
+    for name in ("n_first_names", "n_last_names", "n_first_name_classes"):
+        _in_range(f"world.{name}", getattr(w, name), 1, MAX_COUNT)
     if w.n_first_names % w.n_first_name_classes != 0:
         raise UserError("world.n_first_names must be a multiple of world.n_first_name_classes")
     _check_pools(w, 2 * w.n_people_per_subset, "works")

@@ -29,6 +29,12 @@ import pytest
         (["train.steps=1000000000000"], "train.steps must be in [1,"),
         (["world.n_first_name_classes=0"], "world.n_first_name_classes must be in [1,"),
         (["world.n_new_people=-3"], "world.n_new_people must be in [0,"),
+        # the biography and retrieval worlds are range-checked too (no division by zero, no hang)
+        (
+            ["world.source=biography", "world.n_first_name_classes=0"],
+            "world.n_first_name_classes must be in [1,",
+        ),
+        (["world.source=retrieval", "world.title_length=1000000"], "title_length tokens, 1 to 26"),
         (["world.n_title_words=0", "world.title_length=-1"], "world.n_title_words must be"),
         (["world.title_length=-1"], "world.title_length must be in [1, 8]"),
         (["train.seed=" + "1" + "0" * 30], "train.seed must be in [0,"),
