@@ -17,15 +17,23 @@ or a process started after a kill, sees the old file or the new one, never half 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import platform
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no run lock (the kit's turns are off there too)
+    fcntl = None  # type: ignore[assignment]
 
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -142,6 +150,55 @@ def check_out_path(path: Path) -> None:
             if not parent.is_dir():
                 raise UserError(f"{parent} is not a directory, so {path} cannot be created")
             break
+
+
+@contextlib.contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold the run directory `path` for this process while the block runs: an exclusive
+    `flock` on `.<name>.lock` beside it, removed as it is let go (the kernel releases the lock
+    when the process dies, so a killed training never blocks the next). A second writer on the
+    same directory (two `interp train --out same`, a study and a train) gets one line instead
+    of logging every step twice. Where no lock file can be made (a parent that does not exist
+    yet, a filesystem without flock) the block runs unlocked: the checks that follow say what is
+    wrong."""
+    if fcntl is None:
+        yield
+        return
+    where = path.absolute()  # `--out .` is locked from its parent, not from inside
+    lock = where.parent / f".{where.name}.lock"
+    fd = None
+    for _ in range(3):  # the holder unlinks the file as it lets go: lock the file that is there
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(
+                f"{path} is being written by another process: wait for it to finish or "
+                "choose another --out"
+            ) from None
+        except OSError:  # a filesystem without flock
+            os.close(fd)
+            fd = None
+            break
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except OSError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+        fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)  # still holding it: no one else has this file locked
+            os.close(fd)
 
 
 def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> str:

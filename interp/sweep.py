@@ -84,6 +84,11 @@ def load_grid(path: str | None, **flags: Any) -> dict[str, Any]:
                 f'{where}: "{key}" must be a non-empty list of values, like "{key}": '
                 f"{json.dumps(DEFAULT_GRID.get(key, ['...']))}; got {json.dumps(values)}"
             )
+        twice = sorted({json.dumps(v) for v in values if values.count(v) > 1})
+        if twice:  # one run counted as two seeds would shrink every interval
+            raise UserError(
+                f'{where}: "{key}" lists {", ".join(twice)} more than once: list each value once'
+            )
     return grid
 
 

@@ -54,6 +54,7 @@ from interp.runs import (
     prepare_run_dir,
     read_marker,
     remove_run_dir,
+    run_lock,
     versions,
     write_marker,
 )
@@ -329,17 +330,18 @@ def train_run(
     if not str(out).strip():
         raise UserError("--out is empty: name a run directory, e.g. --out runs/tiny")
     out = Path(out)
-    mode = prepare_run_dir(out, resume, overwrite)
-    if mode == "resume":
-        return _resume(cfg, out, progress=progress, evaluate=evaluate, device=device)
-    if cfg is None:
-        raise UserError("a new run needs a config: pass --preset or --config")
-    cfg, _, dataset, model = _build(cfg, device)
-    threads = torch.get_num_threads()
-    _init_run_dir(out, cfg, dataset, threads, replace=mode == "overwrite")
-    _train_and_evaluate(
-        model, dataset, cfg, out, 0, None, threads, progress=progress, evaluate=evaluate
-    )
+    with run_lock(out):  # one writer per run directory
+        mode = prepare_run_dir(out, resume, overwrite)
+        if mode == "resume":
+            return _resume(cfg, out, progress=progress, evaluate=evaluate, device=device)
+        if cfg is None:
+            raise UserError("a new run needs a config: pass --preset or --config")
+        cfg, _, dataset, model = _build(cfg, device)
+        threads = torch.get_num_threads()
+        _init_run_dir(out, cfg, dataset, threads, replace=mode == "overwrite")
+        _train_and_evaluate(
+            model, dataset, cfg, out, 0, None, threads, progress=progress, evaluate=evaluate
+        )
     return out
 
 

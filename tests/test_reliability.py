@@ -6,7 +6,9 @@ get one line, and reports, figures and sweep tables are written atomically."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from safetensors.torch import load_file
 import interp.train as T
 from interp.cli import main
 from interp.config import apply_overrides, load_config
+from interp.errors import UserError
+from interp.runs import run_lock
 from interp.train import train_run
 
 
@@ -262,6 +266,7 @@ def test_resume_on_another_device_is_allowed(capsys, tmp_path, monkeypatch, full
         ('{"preset": "tiny", "seeds": 3}', '"seeds" must be a non-empty list'),
         ('{"preset": "tiny", "weight_decay": [[0.1]]}', '"weight_decay" must be a non-empty'),
         ('{"preset": 7}', '"preset" must be a preset name'),
+        ('{"preset": "tiny", "seeds": [0, 0]}', '"seeds" lists 0 more than once'),
     ],
 )
 def test_malformed_sweep_grid(refused, tmp_path, grid, needle):
@@ -352,3 +357,20 @@ def test_sweep_csv_killed_mid_write_keeps_the_old_one(tmp_path, monkeypatch, ful
     with pytest.raises(KeyboardInterrupt):
         aggregate(cells, [full_run, full_run], tmp_path)
     assert (tmp_path / "sweep.csv").read_text() == old, "sweep.csv was left half-written"
+
+
+def test_a_second_writer_on_a_run_directory_gets_one_line(tmp_path):
+    """While one process holds RUN (its lock beside it), a train into RUN is refused in one line
+    before anything is written; once the holder lets go the lock file is gone and RUN is free."""
+    out = tmp_path / "run"
+    with run_lock(out):
+        assert (tmp_path / ".run.lock").is_file()
+        fd = os.open(tmp_path / ".run.lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held
+        os.close(fd)
+        with pytest.raises(UserError, match="being written by another process") as e:
+            train_run(load_config("tiny"), out, progress=False)
+        assert len(str(e.value).splitlines()) == 1
+        assert not out.exists()
+    assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())
