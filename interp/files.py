@@ -21,6 +21,16 @@ import numpy as np
 from interp.errors import UserError
 
 
+def _file_mode() -> int:
+    """0666 less the process's umask: the mode `open` gives a new file (0644 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends without an error, rename it
@@ -38,6 +48,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
+        if tmp.is_file():  # some writers (safetensors) make 0600 files: every file the same mode
+            os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

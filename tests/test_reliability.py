@@ -20,6 +20,8 @@ import interp.train as T
 from interp.cli import main
 from interp.config import apply_overrides, load_config
 from interp.errors import UserError
+from interp.files import FILE_MODE, write_json
+from interp.model import save_weights
 from interp.runs import run_lock
 from interp.train import train_run
 
@@ -374,3 +376,12 @@ def test_a_second_writer_on_a_run_directory_gets_one_line(tmp_path):
         assert len(str(e.value).splitlines()) == 1
         assert not out.exists()
     assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())
+
+
+def test_every_file_written_has_the_same_mode(tmp_path):
+    """safetensors makes its files 0600; the atomic writer gives every file the mode a new file
+    gets under the process's umask (0644 under 022), weights included."""
+    save_weights(torch.nn.Linear(2, 2), tmp_path / "model.safetensors")
+    write_json(tmp_path / "x.json", {"a": 1})
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert set(modes.values()) == {FILE_MODE}, {k: oct(v) for k, v in modes.items()}
