@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors.numpy import load_file as from_safetensors
 
 from interp.errors import UserError
 
@@ -116,3 +117,23 @@ def make_dir(path: Path, flag: str = "--out") -> None:
         raise UserError(
             f"cannot create directory {path} ({e.strerror or e}): choose another {flag}"
         ) from None
+
+
+def reads_back(path: Path) -> bool:
+    """Whether a cached file reads back whole: a JSON file parses to an object, an .npz opens
+    and every array in it loads (without pickles), a .safetensors file loads every tensor. A
+    study reuses a cached file only when it does (a truncated file is redone, never trusted)."""
+    try:
+        if path.suffix == ".json":
+            return isinstance(json.loads(path.read_text()), dict)
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                for k in z.files:
+                    z[k]
+            return True
+        if path.suffix == ".safetensors":
+            from_safetensors(path)
+            return True
+        return path.is_file()
+    except Exception:  # noqa: BLE001 (whatever a damaged file raises, it is not reusable)
+        return False

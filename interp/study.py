@@ -18,6 +18,7 @@ The same `execute_run` is the unit of work of `interp sweep`, locally or on Slur
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -29,9 +30,10 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from interp.analysis import INSTRUMENTS
+from interp.analysis.behaviour import FILES as EVALUATION_FILES
 from interp.config import check_device, from_dict
 from interp.errors import UserError
-from interp.files import make_dir
+from interp.files import make_dir, reads_back, write_json
 from interp.findings.collect import Study
 from interp.findings.provenance import record_timing, study_sha256
 from interp.plan import Plan
@@ -66,6 +68,8 @@ def execute_run(
     cfg = from_dict(cfg_dict)
     out = Path(run_dir)
     done = (out / "model.safetensors").is_file() and (out / "metrics.json").is_file()
+    if done:
+        done = _whole_or_redo(out, cfg_dict)
     trained = False
     if not done:
         resume = out.is_dir() and (out / "config.json").is_file()
@@ -92,6 +96,28 @@ def execute_run(
         "analyses": todo,
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def _whole_or_redo(out: Path, cfg_dict: dict[str, Any]) -> bool:
+    """Whether a finished run in the cache reads back whole. A damaged config.json is written
+    again from the plan (the run's cache name carries its hash); damaged weights take the
+    evaluation with them and the run is resumed from its checkpoints; a damaged evaluation file
+    is evaluated again. One line on stderr names each damaged file."""
+    config = out / "config.json"
+    if not reads_back(config):
+        print(f"{config}: does not read back whole; written again from the plan", file=sys.stderr)
+        write_json(config, cfg_dict)
+    damaged = [p for p in (out / "model.safetensors", *(out / f for f in EVALUATION_FILES))
+               if p.exists() and not reads_back(p)]  # fmt: skip
+    if not damaged:
+        return True
+    if out / "model.safetensors" in damaged:
+        damaged = [out / "model.safetensors", *(out / f for f in EVALUATION_FILES)]
+    for p in damaged:
+        if p.exists():
+            print(f"{p}: does not read back whole; redoing it", file=sys.stderr)
+            p.unlink()
+    return False
 
 
 Job = tuple[dict[str, Any], str, dict[str, dict[str, Any]]]  # (config, run dir, instruments)

@@ -47,9 +47,17 @@ def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path, quick
     assert status["analyses"] == ["probing"], status
     again = json.loads((run / "analysis" / "probing.json").read_text())["summary"]
     assert again == first
+    # a damaged result (a truncated npz, a JSON that is not an object) is redone, not reused
+    for damaged, text in (("probing.npz", None), ("probing.json", "[]")):
+        path = run / "analysis" / damaged
+        path.write_bytes(path.read_bytes()[:100] if text is None else text.encode())
+        status = execute_run(plan.runs()[0].config.to_dict(), str(run), {"probing": {}})
+        assert status["analyses"] == ["probing"], (damaged, status)
+        again = json.loads((run / "analysis" / "probing.json").read_text())["summary"]
+        assert again == first, damaged
 
 
-def test_study_resumes_a_run_killed_mid_training(tmp_path):
+def test_study_resumes_a_run_killed_mid_training(tmp_path, capsys):
     cfg = apply_overrides(load_config("tiny"), ["train.steps=60", "train.checkpoint_every=20"])
     full = tmp_path / "full"
     execute_run(cfg.to_dict(), str(full), {})
@@ -62,6 +70,18 @@ def test_study_resumes_a_run_killed_mid_training(tmp_path):
     assert status["trained"]
     assert (full / "model.safetensors").read_bytes() == (killed / "model.safetensors").read_bytes()
     assert (full / "metrics.json").read_text() == (killed / "metrics.json").read_text()
+    # a cache entry is reused only when it reads back whole: each damaged file is redone, with
+    # one line naming it, to the same bytes
+    for damaged in ("model.safetensors", "metrics.json", "eval_logprobs.npz", "config.json"):
+        path = killed / damaged
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+        status = execute_run(cfg.to_dict(), str(killed), {})
+        err = capsys.readouterr().err
+        assert f"{path}: does not read back whole" in err, (damaged, err)
+        assert status["trained"] == (damaged != "config.json"), (damaged, status)
+        for f in ("model.safetensors", "metrics.json", "eval_logprobs.npz"):
+            assert (full / f).read_bytes() == (killed / f).read_bytes(), (damaged, f)
+        assert json.loads((killed / "config.json").read_text()) == cfg.to_dict()
 
 
 def test_sweep_through_submitit_local_executor(tiny_run_dir, tmp_path):

@@ -30,6 +30,7 @@ refused in one line, never analysed into numbers that mean nothing.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -48,6 +49,7 @@ from interp.analysis import (
 )
 from interp.analysis.options import Options
 from interp.errors import UserError
+from interp.files import reads_back
 from interp.results import Result, Summary
 from interp.results import read_result as _read_analysis
 from interp.runs import Run
@@ -99,14 +101,15 @@ class Instrument:
         field, defaults included, so a result made with other options (a CLI call with
         --templates heldout, a notebook call) is never reported as a study's."""
         if self.name == behaviour.NAME:
-            return all((run_dir / f).is_file() for f in behaviour.FILES)
+            return all(reads_back(run_dir / f) for f in behaviour.FILES)
         path = run_dir / "analysis" / f"{self.name}.json"
         if not path.is_file() or not path.with_suffix(".npz").is_file():
             return False
-        try:
-            saved = json.loads(path.read_text()).get("options")
-        except (OSError, ValueError, AttributeError):
-            return False
+        for p in (path, path.with_suffix(".npz")):
+            if not reads_back(p):  # a damaged result is redone, never reused
+                print(f"{p}: does not read back whole; running {self.name} again", file=sys.stderr)
+                return False
+        saved = json.loads(path.read_text()).get("options")
         return bool(saved == options.resolved().to_json())
 
     def files(self, run_dir: Path) -> list[Path]:
