@@ -30,6 +30,7 @@ def _file_mode() -> int:
 
 
 FILE_MODE = _file_mode()
+DIR_MODE = FILE_MODE | ((FILE_MODE & 0o444) >> 2)  # and x wherever r: 0755 under umask 022
 
 
 @contextmanager

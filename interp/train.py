@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ from interp.config import RunConfig, TrainConfig, check_device, config_from_json
 from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import load_tokenizer, save_tokenizer
 from interp.errors import UserError
-from interp.files import read_json, write_json, write_text
+from interp.files import DIR_MODE, read_json, write_json, write_text
 from interp.model import build_model, load_weights, raw_forward, save_weights
 from interp.objectives import get_objective
 from interp.runs import (
@@ -373,7 +374,7 @@ def _init_run_dir(
         write_marker(d, cfg.hash(), threads)
 
     target = out.resolve()
-    tmp = target.with_name(f".{target.name}.tmp-init")
+    tmp: Path | None = None
     try:
         if replace and Path.cwd().resolve().is_relative_to(target):
             # `--out . --overwrite`: the directory cannot be removed under our feet; empty it
@@ -386,14 +387,16 @@ def _init_run_dir(
         if out.is_dir() and not replace:
             fill(out)
             return
-        remove_run_dir(tmp)
-        tmp.mkdir(parents=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # a name of its own (never a folder of the user's that happens to be called like it)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-init-", dir=target.parent))
+        os.chmod(tmp, DIR_MODE)  # mkdtemp's 0700, as mkdir would make it
         fill(tmp)
         if replace:
             remove_run_dir(out)
         os.replace(tmp, out)
     except OSError as e:
-        if tmp.parent.is_dir():
+        if tmp is not None and tmp.is_dir():
             remove_run_dir(tmp)
         raise UserError(
             f"cannot write run directory {out} ({e.strerror or e}): choose another --out"

@@ -20,7 +20,7 @@ import interp.train as T
 from interp.cli import main
 from interp.config import apply_overrides, load_config
 from interp.errors import UserError
-from interp.files import FILE_MODE, write_json
+from interp.files import DIR_MODE, FILE_MODE, write_json
 from interp.model import save_weights
 from interp.runs import run_lock
 from interp.train import train_run
@@ -385,3 +385,15 @@ def test_every_file_written_has_the_same_mode(tmp_path):
     write_json(tmp_path / "x.json", {"a": 1})
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert set(modes.values()) == {FILE_MODE}, {k: oct(v) for k, v in modes.items()}
+
+
+def test_a_users_folder_named_like_the_kits_temporary_one_is_kept(tmp_path):
+    """The run directory is built under a temporary name of its own beside --out: a user's
+    folder called `.run.tmp-init` is never deleted, and the run gets mkdir's mode (not 0700)."""
+    mine = tmp_path / ".run.tmp-init"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("keep me")
+    train_run(_small("train.steps=2"), tmp_path / "run", progress=False, evaluate=False)
+    assert (mine / "thesis.tex").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.tmp-init", "run"]
+    assert (tmp_path / "run").stat().st_mode & 0o777 == DIR_MODE
