@@ -13,6 +13,7 @@ from transformer_lens import patching as tl_patching
 
 from interp.analysis import activation_patching as E
 from interp.analysis import patching as P
+from interp.errors import UserError
 from interp.model import build_model
 
 TL_FUNCS = {
@@ -95,6 +96,19 @@ def test_swap_matches_transformer_lens_on_trained_run(tiny_run):
         )
         diff = float((ours - tl).abs().max())
         assert diff <= 1e-5, f"get_act_patch({act}) vs TL: max |diff| {diff:.2e}"
+    # TL's own scalar metric (row 0 of a one-row batch) gives TL's grid, not row 0 everywhere
+    r, w = int(e.answer[0]), int(q.answer[0])
+
+    def scalar(lg):
+        return lg[0, -1, r] - lg[0, -1, w]
+
+    corr = torch.tensor([q.prompt])
+    ours = E.get_act_patch(model, corr, cache, "resid_pre", scalar, batch_size=5)
+    tl = TL_FUNCS["resid_pre"](model, corr, cache, scalar)
+    diff = float((ours - tl).abs().max())
+    assert diff <= 1e-5 and float(tl.abs().max()) > 0.1, (diff, float(tl.abs().max()))
+    with pytest.raises(UserError, match="return one value per row"):
+        E.get_act_patch(model, torch.tensor([q.prompt]), cache, "resid_pre", lambda lg: lg[:, -1])
 
 
 def test_swap_matches_transformer_lens_on_untrained_model(tiny_config, tiny_run):

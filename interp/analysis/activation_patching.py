@@ -472,17 +472,30 @@ def get_act_patch(
     """TransformerLens's `get_act_patch_<act>` for one prompt, batched over cells.
 
     `patching_metric` maps logits [batch, pos, d_vocab] to one value per batch row (every row is
-    the same prompt, patched at a different cell). Returns [n_layers, pos] like TL.
+    the same prompt, patched at a different cell), the fast path. TL's own metrics return one
+    scalar for a one-row batch (`lambda l: l[0, -1, r] - l[0, -1, w]`): given a batch they would
+    read row 0 only, so a metric that returns a scalar is called once per row instead (TL's
+    grid, at TL's speed). A metric of any other shape is refused in one line. Returns
+    [n_layers, pos] like TL.
     """
     n_layers = model.cfg.n_layers
     names = hook_names(n_layers, [act])
     cache = {n: clean_cache[n] for n in names}
-    out = patch_cells(
-        model,
-        corrupted_tokens,
-        cache,
-        names,
-        lambda logits, run: patching_metric(logits),
-        batch_size=batch_size,
+    per_row = lambda logits, run: _per_row(patching_metric, logits)  # noqa: E731
+    return patch_cells(model, corrupted_tokens, cache, names, per_row, batch_size=batch_size)[0]
+
+
+def _per_row(metric: Callable[[Tensor], Tensor], logits: Tensor) -> Tensor:
+    """`metric` on a batch of logits as one value per row (see `get_act_patch`)."""
+    out = torch.as_tensor(metric(logits))
+    if out.shape == (len(logits),) and len(logits) > 1:
+        return out
+    if out.ndim == 0 or out.shape == (1,):  # TL's scalar metric: one row at a time
+        if len(logits) == 1:
+            return out.reshape(1)
+        return torch.stack([torch.as_tensor(metric(logits[i : i + 1])).reshape(()) for i in
+                            range(len(logits))])  # fmt: skip
+    raise UserError(
+        f"patching_metric returned shape {tuple(out.shape)} for {len(logits)} rows of logits: "
+        "return one value per row, or a scalar as TransformerLens's metrics do"
     )
-    return out[0]
