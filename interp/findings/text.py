@@ -86,7 +86,10 @@ def cells_footer(f: dict[str, Any], items: str) -> str:
     """The line under an exact-match table: what each cell is, over how many runs and items."""
     first: dict[str, Any] = next(iter(f.get("behaviour", {}).values()), {})
     node = first.get("exact_match", {}).get("n2d_reverse_train")
-    n = f"{node['n_runs']} runs x {node['n_items']} {items}" if node else "-"
+    n = "-"
+    if node:  # n_items counts every run's items
+        runs = node["n_runs"]
+        n = f"{runs} run{'s' if runs != 1 else ''} ({node['n_items']} {items} in all)"
     return f"\n\nEach cell: mean [95% interval] over {n} per subset."
 
 

@@ -107,9 +107,12 @@ def plot_comparison(
         for t, (rng, bars) in PANELS.items()
         if any(_values(rs, src, k) for rs in bundles.values() for _, src, k in bars)
     }
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 3.8), squeeze=False)
     colors = plt.get_cmap("tab10")
     for ax, (title, (rng, bars)) in zip(axes[0], panels.items(), strict=True):
+        # only the bars some objective has (the retrieval world has no D2N, a causal-only
+        # study no causal-decoding column)
+        bars = [b for b in bars if any(_values(rs, b[1], b[2]) for rs in bundles.values())]
         width = 0.8 / len(bars)
         x = np.arange(len(objectives))
         for j, (label, src, key) in enumerate(bars):
@@ -135,7 +138,7 @@ def plot_comparison(
         ax.set_xticks(x, objectives, rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.axhline(0, color="k", lw=0.5)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(
         "Objectives compared (mean over runs, 95% interval inside each number's range; "
