@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from interp.analysis import INSTRUMENTS
+from interp.analysis.probing import ProbingOptions
 from interp.config import apply_overrides, load_config
 from interp.plan import run_name
 from interp.presets import make_plan
@@ -24,7 +26,7 @@ def _seed_run(tiny_run_dir: Path, runs: Path) -> Path:
     return dst
 
 
-def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path, quick_bootstrap):
+def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path, quick_bootstrap, capsys):
     out = tmp_path / "study"
     run = _seed_run(tiny_run_dir, out / "runs")
     plan = make_plan("tiny", objectives=["causal"], seeds=[0], instruments=["probing"])
@@ -47,14 +49,17 @@ def test_study_caches_and_restarts_to_same_numbers(tiny_run_dir, tmp_path, quick
     assert status["analyses"] == ["probing"], status
     again = json.loads((run / "analysis" / "probing.json").read_text())["summary"]
     assert again == first
-    # a damaged result (a truncated npz, a JSON that is not an object) is redone, not reused
-    for damaged, text in (("probing.npz", None), ("probing.json", "[]")):
+    # a damaged result (a JSON that is not an object, a truncated npz) is not reused: the study
+    # redoes it as it redid the deleted one above, with one line naming the file
+    probing, opts = INSTRUMENTS["probing"], ProbingOptions()
+    for damaged, text in (("probing.json", b"[]"), ("probing.npz", None)):
         path = run / "analysis" / damaged
-        path.write_bytes(path.read_bytes()[:100] if text is None else text.encode())
-        status = execute_run(plan.runs()[0].config.to_dict(), str(run), {"probing": {}})
-        assert status["analyses"] == ["probing"], (damaged, status)
-        again = json.loads((run / "analysis" / "probing.json").read_text())["summary"]
-        assert again == first, damaged
+        saved = path.read_bytes()
+        path.write_bytes(saved[:100] if text is None else text)
+        assert not probing.cached(run, opts), damaged
+        assert f"{path}: does not read back whole" in capsys.readouterr().err, damaged
+        path.write_bytes(saved)
+    assert probing.cached(run, opts)
 
 
 def test_study_resumes_a_run_killed_mid_training(tmp_path, capsys):

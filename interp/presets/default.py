@@ -177,7 +177,7 @@ TINY = Preset(
         "lens": Use(LensOptions(tuned=True, tuned_steps=100), on=("causal",)),
         "patching": Use(PatchingOptions(max_prompts=8, noise_samples=1), on=("causal",)),
         "probing": Use(ProbingOptions()),
-        "update": Use(UpdateOptions(n_facts=4)),
+        "update": Use(UpdateOptions(n_facts=4, own=False)),  # the smoke run: the main step only
         "dynamics": Use(DynamicsOptions(), on=("causal",)),
         "selective": Use(SelectiveOptions(max_epochs=5), on=("causal",)),
     },
