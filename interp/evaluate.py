@@ -27,11 +27,7 @@
 
 from __future__ import annotations
 
-import math
-import random
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +36,8 @@ import torch
 from jaxtyping import Float
 from scipy import stats
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from interp.controls import ROLE_MATCHED_RULE, control_answers, role_matched_answers
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, FactDataset, pad_batch
 from interp.data.tokenizer import EOS
 from interp.data.world import SUBSETS
@@ -151,86 +147,6 @@ def completion_logprobs(
         lp = sel.gather(1, torch.tensor(tgt, device=device)[:, None])[:, 0] - sel.logsumexp(-1)
         summed = torch.zeros(len(seqs), dtype=logits.dtype, device=device)
         out[s : s + len(seqs)] = summed.index_add_(0, index, lp).cpu()
-    return out
-
-
-def _same_cell(dataset: FactDataset) -> dict[tuple, list[Example]]:
-    """The dataset's prompts by (subset, direction, template kind, template): a control answer
-    comes from the same cell and template as its prompt."""
-    by_key: dict[tuple, list[Example]] = defaultdict(list)
-    for e in dataset.prompts:
-        by_key[(e.subset, e.direction, e.templates, e.template)].append(e)
-    return by_key
-
-
-def control_answers(
-    dataset: FactDataset, prompts: list[Example], seed: int = 0
-) -> list[tuple[int, ...]]:
-    """For each prompt, the answer of a random other person of the same subset (same template).
-
-    A dataset may supply its own controls (`dataset.control_answers`, e.g. the paper's
-    `_randomized` files), keyed by the prompt's index in `dataset.prompts`.
-    """
-    supplied = getattr(dataset, "control_answers", None) or {}
-    index = {id(e): i for i, e in enumerate(dataset.prompts)}
-    rng = random.Random(seed)
-    by_key = _same_cell(dataset)
-    out = []
-    for e in prompts:
-        if index.get(id(e)) in supplied:
-            out.append(tuple(supplied[index[id(e)]]))
-            continue
-        others = [
-            o
-            for o in by_key[(e.subset, e.direction, e.templates, e.template)]
-            if o.person != e.person and o.answer != e.answer
-        ]
-        out.append(rng.choice(others).answer)
-    return out
-
-
-ROLE_MATCHED_RULE = (
-    "another person of the same subset and template with the same role (on D2N prompts also "
-    "the same first-name class), drawn by its own generator seeded from the run seed"
-)
-
-
-def person_roles(dataset: FactDataset) -> dict[int, tuple[int, int]] | None:
-    """{person id: (role, first-name class)} of the dataset's people, or None where its people
-    carry no role (the retrieval world and the paper's data have none)."""
-    people = dataset.people
-    if not people or not all(hasattr(p, "role") for p in people):
-        return None
-    return {p.id: (p.role, p.first_class) for p in people}
-
-
-def role_matched_answers(
-    dataset: FactDataset, prompts: list[Example], seed: int = 0
-) -> list[tuple[int, ...] | None] | None:
-    """For each prompt, the answer of a random other person of the same subset (same template)
-    with the same role, and on D2N prompts also the same first-name class: a control matched on
-    everything but the fact. None for a prompt whose person has no such other; None for all
-    when the world's people carry no role (`person_roles`).
-
-    Its own generator, seeded from `seed` under another name, so `control_answers`' draws with
-    the same seed are unchanged by this column."""
-    roles = person_roles(dataset)
-    if roles is None:
-        return None
-    rng = random.Random(f"role-matched:{seed}")
-    by_key = _same_cell(dataset)
-    out: list[tuple[int, ...] | None] = []
-    for e in prompts:
-        role, cls = roles.get(e.person, (None, None))
-        others = [
-            o
-            for o in by_key[(e.subset, e.direction, e.templates, e.template)]
-            if o.person != e.person
-            and o.answer != e.answer
-            and roles.get(o.person, (None, None))[0] == role
-            and (e.subset != "d2n" or roles[o.person][1] == cls)
-        ]
-        out.append(rng.choice(others).answer if role is not None and others else None)
     return out
 
 
@@ -601,79 +517,6 @@ def evaluate_run(
 
 # Beam search: greedy decoding's generalisation to k candidates (selective prediction's answers)
 
-
-@dataclass(frozen=True)
-class Candidate:
-    """One beam: its tokens (up to, not including, <eos>), summed log-prob and scored length."""
-
-    tokens: tuple[int, ...]
-    logprob: float
-    length: int  # generated tokens scored, <eos> included when the beam stopped early
-
-    @property
-    def normalized(self) -> float:
-        """Length-normalised log-likelihood (mean log-prob per generated token)."""
-        return self.logprob / max(1, self.length)
-
-
-@torch.no_grad()
-def beam_search(
-    model: Callable[[Tensor], Tensor],
-    prompts: list[tuple[int, ...]],
-    n_new: list[int],
-    beams: int,
-    batch_size: int = BATCH,
-    progress: bool = False,
-) -> list[list[Candidate]]:
-    """Beam search of `n_new[i]` tokens after each prompt: `beams` candidates each, best first.
-
-    Beams are ranked by summed log-probability (all candidates of one question have the same
-    number of steps). A beam that emits <eos> is finished: it continues with <eos> at no cost,
-    the convention of `interp.evaluate.greedy_generate`, so one beam is greedy decoding. Prompts
-    are grouped by (prompt length, n_new) so no padding enters a prompt.
-    """
-    device = next(model.parameters()).device  # type: ignore[attr-defined]
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for i, (p, n) in enumerate(zip(prompts, n_new, strict=True)):
-        groups[(len(p), n)].append(i)
-    out: list[list[Candidate]] = [[] for _ in prompts]
-    chunks = [
-        (n, idxs[s : s + batch_size])
-        for (_, n), idxs in sorted(groups.items())
-        for s in range(0, len(idxs), batch_size)
-    ]
-    for n, chunk in tqdm(chunks, desc="beam search", disable=not progress):
-        seqs = torch.tensor([prompts[i] for i in chunk], dtype=torch.long, device=device)[:, None]
-        b, p_len = seqs.shape[0], seqs.shape[2]
-        score = torch.zeros(b, 1, device=device)
-        done = torch.zeros(b, 1, dtype=torch.bool, device=device)
-        length = torch.zeros(b, 1, dtype=torch.long, device=device)
-        for _ in range(n):
-            nb, t = seqs.shape[1], seqs.shape[2]
-            logp = model(seqs.reshape(b * nb, t))[:, -1].log_softmax(-1).float()
-            v = logp.shape[-1]
-            logp = logp.reshape(b, nb, v)
-            finished = torch.full_like(logp, -math.inf)
-            finished[..., EOS] = 0.0
-            logp = torch.where(done[..., None], finished, logp)
-            total = (score[..., None] + logp).reshape(b, nb * v)  # (batch, beams x vocab)
-            top, flat = total.topk(min(beams, nb * v), dim=-1)
-            parent, tok = flat // v, flat % v
-            kept = seqs.gather(1, parent[..., None].expand(-1, -1, t))
-            seqs = torch.cat([kept, tok[..., None]], dim=2)
-            length = length.gather(1, parent) + (~done.gather(1, parent)).long()
-            done = done.gather(1, parent) | (tok == EOS)
-            score = top
-        gen = seqs[:, :, p_len:].tolist()
-        for row, i in enumerate(chunk):
-            for k in range(seqs.shape[1]):
-                g = gen[row][k]
-                g = g[: g.index(EOS)] if EOS in g else g
-                out[i].append(Candidate(tuple(g), float(score[row, k]), int(length[row, k])))
-    return out
-
-
-# The identity bridge (interp.data.bridge): the shortcut, and what the condition trains
 
 BRIDGE_KINDS = ("shortcut", "bridge", "identity")
 

@@ -13,8 +13,9 @@ import torch
 
 from interp.analysis import selective as S
 from interp.analysis import soft_prompt as SP
+from interp.beam import beam_search
 from interp.data.dataset import pad_batch
-from interp.evaluate import beam_search, completion_logprobs, greedy_generate
+from interp.evaluate import completion_logprobs, greedy_generate
 from interp.results import read_result
 
 

@@ -13,7 +13,7 @@ that the report and the findings quote, by `interp.stats`'s rules (people nested
   log p(a random same-subset answer) over people, the largest effect each run excludes (TOST);
   over runs the hierarchical interval, the per-run p-values combined by Fisher's method, and the
   bound a null supports, also as a share of the forward (same-direction) effect. With
-  `control="matched"` the same test against the role-matched control (`interp.evaluate.
+  `control="matched"` the same test against the role-matched control (`interp.controls.
   role_matched_answers`: same subset, same role, on D2N the same first-name class), over the
   people who have one; worlds without roles have no such column (`has_matched`);
 - `causal_cell`: exact match by causal decoding of an objective asked otherwise (BICO);

@@ -99,10 +99,11 @@ from interp.analysis.soft_prompt import (
     self_eval_margins,
     train_self_eval,
 )
+from interp.beam import Candidate, beam_search
 from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import encode
 from interp.errors import UserError
-from interp.evaluate import Candidate, beam_search, is_exact_match, match_rule
+from interp.evaluate import is_exact_match, match_rule
 from interp.model import raw_forward
 from interp.results import Result, split_summary, summary_json, write_result
 from interp.runs import Run

@@ -36,7 +36,7 @@ has no English to know "wife" from). The texts, one word per token:
 Their 6x is a per-example loss weight normalised by the batch's mean weight, which they note is
 the same as repeating the example 6 times; the kit repeats it. Each pair's `person` in the
 prompts is A; A's `role` is the forward word's index, so a role-matched control
-(`interp.evaluate.role_matched_answers`) is another pair of the same relation, written the same
+(`interp.controls.role_matched_answers`) is another pair of the same relation, written the same
 way: the same test frame. Departures (the model is a few-layer GPT trained from scratch, the
 loss covers the whole text and not only the answer, the kit's optimiser and schedule) are
 stated where the study reports.

@@ -39,7 +39,7 @@ class FactDataset:
     world: PeopleWorld[Any] | None = None  # the world of people it was written from, if any
     bridge_prompts: list[Example] = field(default_factory=list)  # interp.data.bridge's own
     # Supplied log-prob controls, keyed by index in `prompts` (the paper's `_randomized` files);
-    # prompts without one get a random same-subset answer (interp.evaluate.control_answers).
+    # prompts without one get a random same-subset answer (interp.controls.control_answers).
     control_answers: dict[int, tuple[int, ...]] = field(default_factory=dict)
 
     @property

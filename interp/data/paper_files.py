@@ -398,7 +398,7 @@ def load_paper_lines(
 def load_controls(folder: PaperFolder, stem: str, lines: list[Line]) -> list[Record] | None:
     """The `_randomized` file of test file `stem`, line for line, or None where there is none
     (the log-probability control is then drawn as on a synthetic world: another person's answer
-    on the same template, `interp.evaluate.control_answers`)."""
+    on the same template, `interp.controls.control_answers`)."""
     if stem not in RANDOMIZED:
         return None
     path = folder.data / f"{RANDOMIZED[stem]}.jsonl"
