@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -239,3 +240,24 @@ def alignment_rows(
         "cos": cos[k],
         "cos_control": cos[others].mean(0),
     }
+
+
+def record_alignments(
+    out: dict[str, list[np.ndarray]],
+    tag: str,
+    step: Tensor,
+    grads: dict[str, Tensor],
+    k: int,
+    seg: Tensor,
+    n_groups: int,
+) -> None:
+    """Append `step`'s alignment rows with each of `grads` (key: "" full answer, "_first" its
+    first token) for fact `k` to `out` under `<tag><key>_align`, `_align_control`, `_cos` and
+    `_cos_control` (summed over parameter groups where per group): the one bookkeeping of the
+    update test's conditions (both control, own step, pair control)."""
+    for m, g in grads.items():
+        rows = alignment_rows(step, g, k, seg, n_groups)
+        out[f"{tag}{m}_align"].append(rows["align"].sum(-1).numpy())
+        out[f"{tag}{m}_align_control"].append(rows["align_control"].sum(-1).numpy())
+        out[f"{tag}{m}_cos"].append(rows["cos"].numpy())
+        out[f"{tag}{m}_cos_control"].append(rows["cos_control"].numpy())

@@ -35,7 +35,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.analysis.alignment import FactItems, alignment_rows, flat_grad, step_loss
+from interp.analysis.alignment import (
+    FactItems,
+    flat_grad,
+    record_alignments,
+    step_loss,
+)
 from interp.data.dataset import DIRECTIONS, Example, FactDataset, documents
 from interp.data.tokenizer import MASK
 from interp.data.world import World
@@ -143,10 +148,5 @@ def own_step_arrays(
         for tag, docs in (("own", it.docs), ("pair", both_orders(dataset, it.docs))):
             loss = step_loss(net, docs, "objective", objective, dataset, seed, it.person, n_draws)
             step = -flat_grad(loss, params)
-            for m, g in grads.items():
-                rows = alignment_rows(step, g, k, seg, n_groups)
-                out[f"{tag}{m}_align"].append(rows["align"].sum(-1).numpy())
-                out[f"{tag}{m}_align_control"].append(rows["align_control"].sum(-1).numpy())
-                out[f"{tag}{m}_cos"].append(rows["cos"].numpy())
-                out[f"{tag}{m}_cos_control"].append(rows["cos_control"].numpy())
+            record_alignments(out, tag, step, grads, k, seg, n_groups)
     return {k: np.stack(v) for k, v in out.items()}

@@ -89,6 +89,7 @@ from interp.analysis.alignment import (
     answer_gradients,
     flat_grad,
     group_dot,
+    record_alignments,
     segments,
     step_docs,
     step_loss,
@@ -507,12 +508,7 @@ def both_control(
                 net, docs, opts.condition, objective, ds, opts.seed, it.person, opts.n_mask_draws
             )
             step = -flat_grad(loss, plist)
-            for m, g in grads.items():
-                rows = alignment_rows(step, g, k, seg, n_groups)
-                out[f"{tag}{m}_align"].append(rows["align"].sum(-1).numpy())
-                out[f"{tag}{m}_align_control"].append(rows["align_control"].sum(-1).numpy())
-                out[f"{tag}{m}_cos"].append(rows["cos"].numpy())
-                out[f"{tag}{m}_cos_control"].append(rows["cos_control"].numpy())
+            record_alignments(out, tag, step, grads, k, seg, n_groups)
     return {k: np.stack(v) for k, v in out.items()}  # each [person, direction]
 
 

@@ -49,6 +49,16 @@ def cell(ctx: Context, name: str, size: str, condition: str) -> dict[str, Any]:
     return node
 
 
+def run_cells(ctx: Context, name: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(size, condition, its behaviour findings) of every size x condition that was run."""
+    return [
+        (size, c, x)
+        for size in SIZES.labels
+        for c in CONDITIONS.labels
+        if (x := cell(ctx, name, size, c))
+    ]
+
+
 def _em(c: dict[str, Any], direction: str) -> dict[str, Any] | None:
     node: dict[str, Any] | None = c.get("exact_match", {}).get(f"pairs_{direction}_train")
     return node
@@ -138,19 +148,15 @@ def bridge_table(ctx: Context, name: str) -> str:
     if f is None:
         return f"(`{name}` not run)"
     rows = []
-    for size in SIZES.labels:
-        for c in CONDITIONS.labels:
-            x = cell(ctx, name, size, c)
-            if not x:
-                continue
-            b = x.get("bridge", {})
-            rows.append(
-                [size, c, get_path(f, f"steps.{size}/{c}/causal.text") or "-",
-                 pct(_em(x, "same")), pct(b.get("bridge")), pct(b.get("identity")),
-                 pct(_em(x, "reverse")), pct(b.get("shortcut")),
-                 nats(x.get("reversed", {}).get(CELL)),
-                 nats(x.get("reversed_role_matched", {}).get(CELL)), MA_TEXT[c]]
-            )  # fmt: skip
+    for size, c, x in run_cells(ctx, name):
+        b = x.get("bridge", {})
+        rows.append(
+            [size, c, get_path(f, f"steps.{size}/{c}/causal.text") or "-",
+             pct(_em(x, "same")), pct(b.get("bridge")), pct(b.get("identity")),
+             pct(_em(x, "reverse")), pct(b.get("shortcut")),
+             nats(x.get("reversed", {}).get(CELL)),
+             nats(x.get("reversed_role_matched", {}).get(CELL)), MA_TEXT[c]]
+        )  # fmt: skip
     header = [
         "size", "training set", "steps", "forward", "OCR bridge, as trained",
         "self-identity, as trained", "reversed (bridge's frame)", "echo (shortcut)",
@@ -201,15 +207,11 @@ def logprob_table(ctx: Context, name: str) -> str:
     relation) and against an A of the same relation, with the forward question's difference
     against a same-relation B (the test's positive control: it must find the trained fact)."""
     rows = []
-    for size in SIZES.labels:
-        for c in CONDITIONS.labels:
-            x = cell(ctx, name, size, c)
-            if not x:
-                continue
-            rnd = x.get("reversed", {}).get(CELL) or {}
-            mat = x.get("reversed_role_matched", {}).get(CELL) or {}
-            fwd = mat.get("forward")
-            rows.append([size, c, rnd.get("claim", "-"), mat.get("claim", "-"), nats(fwd)])
+    for size, c, x in run_cells(ctx, name):
+        rnd = x.get("reversed", {}).get(CELL) or {}
+        mat = x.get("reversed_role_matched", {}).get(CELL) or {}
+        fwd = mat.get("forward")
+        rows.append([size, c, rnd.get("claim", "-"), mat.get("claim", "-"), nats(fwd)])
     header = [
         "size", "training set", "reversed, against a random A",
         "reversed, against an A of the same relation",
