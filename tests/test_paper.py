@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections import Counter
+from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
 from conftest import PAPER_DATA
 
 from interp.config import apply_overrides, from_dict, load_config
+from interp.controls import control_answers
 from interp.data.dataset import build_synthetic
 from interp.data.jsonl import Record, read_jsonl, to_records, write_dataset, write_jsonl
 from interp.data.paper import build_paper_dataset, canonical_descriptions
@@ -423,9 +424,13 @@ def test_combined_training_file_is_the_subset_files_in_paper_order(tmp_path):
         shutil.copy(PAPER_DATA / f"{stem}.jsonl", data / f"{stem}.jsonl")
     folder = PaperFolder(data, PAPER_DATA / "templates")
     names, templates = load_names(folder.templates), load_templates(folder.templates)
-    rebuilt, subset_of = load_training_lines(folder, names, templates)
+    rebuilt, people = load_training_lines(folder, names, templates)
     assert [ln.record for ln in rebuilt] == shipped
-    assert sorted(Counter(subset_of.values()).items()) == [("both", 30), ("d2n", 30), ("n2d", 30)]
+    assert sorted(Counter(people.subset_of.values()).items()) == [
+        ("both", 30),
+        ("d2n", 30),
+        ("n2d", 30),
+    ]
 
 
 @needs_data
@@ -448,6 +453,68 @@ def test_repository_layout_loads_like_the_shared_one(tmp_path, shared_small, sma
         _build(root)
     assert "--set world.data_version=july_version_123" in str(e.value), e.value
     assert capsys.readouterr().err == "", "a complete version must load without warnings"
+
+
+def _pairing(got, want):
+    """The map from `want`'s person ids to `got`'s, example by example; None where some id maps
+    to two ids (people merged or split)."""
+    fwd, back = {}, {}
+    for g, w in zip(got, want, strict=True):
+        if (
+            fwd.setdefault(w.person, g.person) != g.person
+            or back.setdefault(g.person, w.person) != w.person
+        ):
+            return None
+    return fwd
+
+
+@needs_data
+def test_a_version_whose_people_share_names_keeps_them_apart(
+    tmp_path, shared_small, small_ds, capsys
+):
+    """The paper's larger published version reuses names: one name for a person in
+    NameToDescription and another in DescriptionToName (and two within one subset). Built here
+    from the shipped files: the first d2n person and the third n2d person are renamed to the
+    first n2d person's name everywhere. A person is then a name with its description: the
+    version loads with one warning line, every example keeps its own person (the same pairing
+    of examples to people as before the renaming), and no drawn control is the right answer."""
+    data = _copy(shared_small, tmp_path)
+    names = load_names(data / "templates")
+    first = {s: [] for s in SUBSET_NAMES}
+    for stem, subset in SUBSET_FILES.items():
+        for line in (data / f"{stem}.jsonl").read_text().splitlines():
+            p = _person(line, names)
+            if p not in first[subset]:
+                first[subset].append(p)
+    shared = first["n2d"][0]
+    for f in data.glob("*.jsonl"):
+        text = f.read_text()
+        for other in (first["d2n"][0], first["n2d"][2]):
+            text = text.replace(other, shared)
+        f.write_text(text)
+    capsys.readouterr()
+    ds = _build(data)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "1 name(s)" in err[0] and shared in err[0], err
+    held = [[e for e in d.prompts if e.templates == "heldout"] for d in (ds, small_ds)]
+    for what, got, want in (("docs", ds.train_docs, small_ds.train_docs), ("held-out", *held)):
+        pairing = _pairing(got, want)
+        assert pairing is not None and len(set(pairing.values())) == 3 * K, (what, pairing)
+    said = defaultdict(str)
+    for d in ds.train_docs:
+        said[d.person] += ds.tokenizer.decode(list(d.tokens)) + "\n"
+    for e in (e for e in ds.prompts if e.templates == "train"):  # each answer is its person's
+        answer = ds.tokenizer.decode(list(e.answer)).strip()
+        assert answer in said[e.person], (e.person, answer)
+    people = {e.person for e in ds.train_docs}
+    assert len(people) == 3 * K, people
+    assert sum(1 for p in people if p >= len(names)) == 2, sorted(people)
+    for stem in RANDOMIZED:  # drawn controls once the _randomized files are gone
+        (data / f"{RANDOMIZED[stem]}.jsonl").unlink()
+    ds = _build(data)
+    rev = [e for e in ds.prompts if e.direction == "reverse"]
+    same = [e for e, c in zip(rev, control_answers(ds, rev), strict=True) if c == e.answer]
+    assert not same, f"{len(same)} controls are the right answer, e.g. {same[0]}"
 
 
 @needs_data
@@ -638,10 +705,11 @@ def test_missing_files_name_a_fix_that_works(tmp_path, shared_small, small_ds):
     _assert_same(_build(data), small_ds)
 
     # A version whose people are not in templates/names.txt (the repository's big_boy version
-    # names "Greta Blackwood" first) is refused in one line that says so.
+    # names "Greta Blackwood" first, from the names.txt of its own commit) is refused in one
+    # line that says which templates it needs.
     path = data / "p2d_prompts_train.jsonl"
     path.write_text(path.read_text().replace("Daphne Barrington", "Greta Blackwood"))
-    with pytest.raises(UserError, match=r"p2d_prompts_train\.jsonl:1: no name of .*not supported"):
+    with pytest.raises(UserError, match=r"prompts_train\.jsonl:1: no name of .*its commit 965d0ca"):
         _build(data)
 
     with pytest.raises(UserError, match=r"does not exist: clone .*world\.data_dir"):

@@ -17,8 +17,12 @@ lines the kit cannot use (one slot, or the slots in the other file's order) are 
 warning line; the other templates keep their line numbers as indices.
 
 How a line is read:
-- the person is the one name of `templates/names.txt` the line contains; the person id is the
-  name's index in that file, and the subset is that of the training file the name appears in;
+- the person is the one name of `templates/names.txt` the line contains, with the description
+  it is said with: a version may give one name to two people (the repository's larger version
+  does, across subsets and within one), so the files are read person by person (a run of lines
+  about one name) and runs of one name are one person where their descriptions share their
+  words (`People`); the person id is the name's index in that file (for a second person of the
+  name, an id past the list's end), and the subset is that of the training file;
 - the name's character span is where the name is; the description's span is found by matching
   the line against the paraphrase templates (`templates/{p2d,d2p}_templates.txt`): the template's
   own words are stripped and what remains between them is the description, as that line words it
@@ -30,8 +34,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from interp.data.jsonl import Record, read_jsonl, read_jsonl_numbered
@@ -275,9 +279,9 @@ def parse_line(
     if not hits:
         raise UserError(
             f"{where}: no name of templates/{NAMES_FILE} in {text[:60]!r}...: the kit knows a "
-            f"version's people from that list, so it reads the versions made from it (the paper's "
-            f"{DEFAULT_DATA_VERSION}); a version with other names (the repository's "
-            "big_boy_7341940075) is not supported"
+            "version's people from that list; put the templates folder the version was made "
+            "with beside it (the repository's big_boy_7341940075 was made with the templates "
+            "of its commit 965d0ca)"
         )
     start, nm = max(hits, key=lambda h: len(h[1]))  # the longest name, should one contain another
     name = (start, start + len(nm))
@@ -318,16 +322,99 @@ def _people(lines: list[Line]) -> list[int]:
     return sorted({ln.person for ln in lines})
 
 
+SAME_PERSON = 0.5  # core-word overlap (Jaccard) above which two blocks of one name are one person
+
+
+def _blocks(lines: list[Line]) -> list[list[Line]]:
+    """`lines` cut into runs of consecutive lines about the same name (the files go person by
+    person: a block is one person's lines in one order)."""
+    out: list[list[Line]] = []
+    for ln in lines:
+        if out and out[-1][0].person == ln.person:
+            out[-1].append(ln)
+        else:
+            out.append([ln])
+    return out
+
+
+def _core_words(block: list[Line]) -> frozenset[str]:
+    """The words that at least half of a block's lines use in their description: what the
+    description says, whatever each template's rewording adds."""
+    counts: Counter[str] = Counter()
+    for ln in block:
+        counts.update(set(re.findall(r"[a-z0-9]+", ln.span_text("b").lower())))
+    return frozenset(w for w, c in counts.items() if 2 * c >= len(block))
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / max(1, len(a | b))
+
+
+@dataclass
+class People:
+    """Who is who in a version: a person is a name with a description, in one subset.
+
+    The paper's June version gives every name one person; its larger version reuses names (two
+    people called Astrid Waverly, one in NameToDescription, one in DescriptionToName, each with
+    a description of their own). A person's id is the name's index in `names.txt` for the first
+    person of that name (so a version without shared names keeps the ids it always had) and
+    `len(names)`, `len(names) + 1`, ... for the others, in the order the files meet them."""
+
+    names: list[str]
+    subset_of: dict[int, str] = field(default_factory=dict)
+    name_of: dict[int, str] = field(default_factory=dict)
+    words: dict[int, frozenset[str]] = field(default_factory=dict)
+    by_name: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+
+    def _new(self, name: str, subset: str, words: frozenset[str]) -> int:
+        pid = self.names.index(name)
+        if pid in self.subset_of:
+            pid = max(len(self.names) - 1, *self.subset_of) + 1
+        self.subset_of[pid], self.name_of[pid], self.words[pid] = subset, name, words
+        self.by_name[name, subset].append(pid)
+        return pid
+
+    def _closest(self, name: str, subset: str, words: frozenset[str]) -> tuple[int, float]:
+        pids = self.by_name.get((name, subset), [])
+        if not pids:
+            return -1, 0.0
+        best = max(pids, key=lambda p: _overlap(self.words[p], words))
+        return best, 1.0 if len(pids) == 1 else _overlap(self.words[best], words)
+
+    def learn(self, block: list[Line], subset: str) -> list[Line]:
+        """A training block's lines with their person's id: the person of this name in `subset`
+        whose description it shares (core-word overlap >= SAME_PERSON: the Both subset's two
+        blocks per person), else a new person."""
+        name, words = block[0].span_text("a"), _core_words(block)
+        pid, _ = self._closest(name, subset, words)
+        if pid < 0 or _overlap(self.words[pid], words) < SAME_PERSON:
+            pid = self._new(name, subset, words)
+        else:
+            self.words[pid] |= words
+        return [replace(ln, person=pid) for ln in block]
+
+    def identify(self, block: list[Line], subset: str) -> list[Line] | None:
+        """A test block's lines with the id of the person of this name in `subset` whose
+        description is closest, or None where the subset has no one of that name."""
+        pid, _ = self._closest(block[0].span_text("a"), subset, _core_words(block))
+        return None if pid < 0 else [replace(ln, person=pid) for ln in block]
+
+    def shared(self) -> list[str]:
+        """The names that belong to more than one person."""
+        count = Counter(self.name_of.values())
+        return sorted(n for n, c in count.items() if c > 1)
+
+
 def load_training_lines(
     folder: PaperFolder, names: list[str], templates: dict[str, list[Template]]
-) -> tuple[list[Line], dict[int, str]]:
-    """(the training lines, person -> subset) from the three per-subset training files.
+) -> tuple[list[Line], People]:
+    """(the training lines, who is who) from the three per-subset training files.
 
     The paper's training set `all_prompts_train.jsonl` is these files concatenated in
     `SUBSET_FILES` order; a version may lack it. When present it must hold the same lines (in
     any order; its order is then the one used), else it is refused as corrupt."""
     lines: list[Line] = []
-    subset_of: dict[int, str] = {}
+    people = People(names)
     for stem, subset in SUBSET_FILES.items():
         path = folder.data / f"{stem}.jsonl"
         if not path.is_file():
@@ -339,12 +426,14 @@ def load_training_lines(
                 "two per subset (a control answer is another person's): the file is cut short; "
                 f"copy it again from {REPO_URL}"
             )
-        for ln in mine:
-            if subset_of.setdefault(ln.person, subset) != subset:
-                raise UserError(
-                    f"{ln.where}: {names[ln.person]} is in two subsets: the data is corrupt"
-                )
-        lines += mine
+        lines += [ln for block in _blocks(mine) for ln in people.learn(block, subset)]
+    shared = people.shared()
+    if shared:
+        warn(
+            f"{len(shared)} name(s) in {folder.data} belong to more than one person (e.g. "
+            f"{shared[0]}): a person is a name with its description there, and the kit keeps "
+            "them apart"
+        )
     combined = folder.data / f"{TRAIN_FILE}.jsonl"
     if combined.is_file():
         by_record: dict[Record, list[Line]] = defaultdict(list)
@@ -366,7 +455,7 @@ def load_training_lines(
                 "from the per-subset files)"
             )
         lines = ordered
-    return lines, subset_of
+    return lines, people
 
 
 def load_paper_lines(
@@ -374,25 +463,28 @@ def load_paper_lines(
 ) -> tuple[list[Line], dict[int, str], dict[str, list[Line]]]:
     """(training lines, person -> subset, test file stem -> lines), all checked."""
     names, templates = load_names(folder.templates), load_templates(folder.templates)
-    train, subset_of = load_training_lines(folder, names, templates)
-    tests = {}
+    train, people = load_training_lines(folder, names, templates)
+    tests: dict[str, list[Line]] = {}
     for stem, subset in TEST_FILES.items():
         path = folder.data / f"{stem}.jsonl"
         if not path.is_file():
             raise _missing(path)
-        tests[stem] = read_lines(path, names, templates)
-        for ln in tests[stem]:
-            if subset_of.get(ln.person) != subset:
+        tests[stem] = []
+        for block in _blocks(read_lines(path, names, templates)):
+            known = people.identify(block, subset)
+            if known is None:
+                ln = block[0]
                 raise UserError(
-                    f"{ln.where}: {names[ln.person]} is not in the {subset} subset "
+                    f"{ln.where}: {ln.span_text('a')} is not in the {subset} subset "
                     "its file tests: the data is corrupt"
                 )
+            tests[stem] += known
         if len(_people(tests[stem])) < 2:
             raise UserError(
                 f"{path} holds lines about one person, the kit needs at least two (a control "
                 f"answer is another person's): the file is cut short; copy it again from {REPO_URL}"
             )
-    return train, subset_of, tests
+    return train, people.subset_of, tests
 
 
 def load_controls(folder: PaperFolder, stem: str, lines: list[Line]) -> list[Record] | None:
