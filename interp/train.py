@@ -354,6 +354,7 @@ def _build(
     if device is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=device))
     dev = check_device(cfg.train.device, "--device" if device else "train.device")
+    Turns(dev).close()  # a turns folder that is not private is refused before anything is written
     dataset = build_dataset(cfg)
     check_fits(cfg, dataset)
     model = build_model(cfg.model, dataset.d_vocab, cfg.train.seed, dev, dataset.tokenizer)

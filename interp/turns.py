@@ -17,8 +17,14 @@ that just finished cannot take the next turn before it: two processes alternate,
 step, and more share the turns. Only processes with more than one torch thread on the CPU
 take turns (the study's workers, pinned to one thread each on their own cores, do not). A
 lock is released by the kernel when its process dies, so a killed training never blocks
-another. Set `INTERP_TURNS=0` to switch it off (a machine whose cores are yours alone, or a
-filesystem without `flock`); a lock that cannot be made is skipped, never an error.
+another. A stopped one (Ctrl-Z, SIGSTOP, a debugger) keeps its locks, so a lock is waited for
+by polling, never by blocking: each holder writes its pid into the lock file, and a process
+whose turn is held by a stopped process runs its step without the turn (Linux reads the
+holder's state in /proc; elsewhere a stopped holder is waited for, with a line on stderr after
+`SAY_AFTER` seconds, as is any long wait). The lock folder must be the user's own and private
+(mode 0700): one that another user made or can write is refused in one line. Set
+`INTERP_TURNS=0` to switch turns off (a machine whose cores are yours alone, or a filesystem
+without `flock`); a lock that cannot be made is skipped, never an error.
 
 Turns change no number: they only decide when a step runs, not what it computes.
 """
@@ -27,12 +33,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from interp.errors import UserError
+
 ENV = "INTERP_TURNS"
+SAY_AFTER = 5.0  # seconds of waiting for a turn before a line on stderr says who holds it
+POLL = (1e-4, 2e-3)  # first and longest sleep between two tries at a lock (seconds)
 
 
 def lock_dir() -> Path:
@@ -58,13 +71,15 @@ class Turns:
         self.fds: tuple[int, int] | None = None
         if str(device).split(":")[0] != "cpu" or threads <= 1 or os.environ.get(ENV) == "0":
             return
+        self.said = False
         try:
             import fcntl  # noqa: F401  (POSIX only)
 
             d = lock_dir()
             d.mkdir(mode=0o700, exist_ok=True)
-            gate = os.open(d / "gate", os.O_RDWR | os.O_CREAT, 0o600)
-            step = os.open(d / "step", os.O_RDWR | os.O_CREAT, 0o600)
+            check_private(d)
+            gate = os.open(d / "gate", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            step = os.open(d / "step", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except (ImportError, OSError):
             return
         self.fds = (gate, step)
@@ -75,6 +90,8 @@ class Turns:
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
+        """Run the block in this process's turn; without one where the turn's holder is stopped
+        (its step then overlaps the next one of the others, and nothing else changes)."""
         if self.fds is None:
             yield
             return
@@ -82,8 +99,10 @@ class Turns:
 
         gate, step = self.fds
         try:
-            fcntl.flock(gate, fcntl.LOCK_EX)
-            fcntl.flock(step, fcntl.LOCK_EX)
+            if not self._take(gate):
+                yield
+                return
+            got = self._take(step)
             fcntl.flock(gate, fcntl.LOCK_UN)
         except OSError:  # a filesystem without flock: run untimed, as without turns
             self.close()
@@ -92,7 +111,35 @@ class Turns:
         try:
             yield
         finally:
-            fcntl.flock(step, fcntl.LOCK_UN)
+            if got:
+                fcntl.flock(step, fcntl.LOCK_UN)
+
+    def _take(self, fd: int) -> bool:
+        """Take the lock `fd`, polling; False (not taken) where its holder is stopped."""
+        import fcntl
+
+        start, delay = time.monotonic(), POLL[0]
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(fd)
+                if holder and _stopped(holder):
+                    return False
+                waited = time.monotonic() - start
+                if waited > SAY_AFTER and not self.said:
+                    self.said = True
+                    print(
+                        f"waiting for the CPU turn ({waited:.0f} s so far): kit process "
+                        f"{holder or '?'} holds it (interp.turns; INTERP_TURNS=0 switches turns "
+                        "off)",
+                        file=sys.stderr,
+                    )
+                time.sleep(delay)
+                delay = min(2 * delay, POLL[1])
+                continue
+            os.pwrite(fd, f"{os.getpid():<11}\n".encode(), 0)
+            return True
 
     def close(self) -> None:
         if self.fds is not None:
@@ -103,3 +150,36 @@ class Turns:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def check_private(d: Path) -> None:
+    """Refuse a lock folder that is not a folder of this user's that no one else can write: a
+    folder someone else made could hold the locks and stop every training."""
+    st = os.lstat(d)
+    uid = os.getuid() if hasattr(os, "getuid") else st.st_uid
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o022:
+        raise UserError(
+            f"the turns folder {d} is not a private folder of yours (owner uid {st.st_uid}, "
+            f"mode {stat.S_IMODE(st.st_mode):04o}): another user's process could hold every "
+            "training; remove it, or set INTERP_TURNS_DIR to a folder of yours (mode 0700), or "
+            "INTERP_TURNS=0"
+        )
+
+
+def _holder(fd: int) -> int:
+    """The pid the lock's last holder wrote into it (0 if none)."""
+    try:
+        return int(os.pread(fd, 12, 0).split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped (Ctrl-Z, SIGSTOP, a debugger): Linux's /proc; False
+    where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in (b"T", b"t")

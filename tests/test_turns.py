@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from interp.errors import UserError
 from interp.turns import Turns
 
 CHILD = """
 import json, os, sys, time
+from interp.errors import UserError
 from interp.turns import Turns
 name, n, hold = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 t = Turns("cpu", threads=2)
@@ -97,3 +99,79 @@ def test_a_killed_process_releases_its_turn(tmp_path: Path) -> None:
     finally:
         del os.environ["INTERP_TURNS_DIR"]
     assert waited < 5, f"waited {waited:.1f} s for a dead process's turn"
+
+
+STOPPED = """
+import fcntl, os, signal, sys
+from interp.errors import UserError
+from interp.turns import Turns
+t = Turns("cpu", threads=2)
+fd = t.fds[0 if sys.argv[1] == "gate" else 1]
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, f"{os.getpid():<11}\\n".encode(), 0)
+print("held", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("lock", ["step", "gate"])
+def test_a_stopped_process_holds_no_one_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lock: str
+) -> None:
+    """A training stopped with Ctrl-Z keeps its locks: one stopped in its step (holding `step`)
+    or while waiting for it (holding `gate`) must not hold up the others' turns."""
+    monkeypatch.setenv("INTERP_TURNS_DIR", str(tmp_path))
+    child = subprocess.Popen(
+        [sys.executable, "-c", STOPPED, lock], env=dict(os.environ), stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        time.sleep(0.2)
+        t0 = time.perf_counter()
+        turns = Turns("cpu", threads=2)
+        for _ in range(5):
+            with turns.turn():
+                pass
+        waited = time.perf_counter() - t0
+    finally:
+        child.kill()
+        child.wait()
+    assert waited < 1, f"5 turns took {waited:.1f} s beside a stopped holder of {lock}"
+
+
+def test_a_long_wait_says_who_holds_the_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("INTERP_TURNS_DIR", str(tmp_path))
+    monkeypatch.setattr("interp.turns.SAY_AFTER", 0.2)
+    holder = _start("a", 1, 1.0, dict(os.environ))  # holds its turn for a second
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    assert holder.stdin is not None
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    time.sleep(0.3)
+    with Turns("cpu", threads=2).turn():
+        pass
+    holder.communicate()
+    err = capsys.readouterr().err
+    assert f"kit process {holder.pid} holds it" in err, err
+
+
+def test_a_lock_folder_others_can_write_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another user who makes the lock folder first could hold every training: a folder that
+    is not private is refused in one line naming the fix; the default folder is made 0700."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("INTERP_TURNS_DIR", str(shared))
+    with pytest.raises(UserError, match="not a private folder of yours.*INTERP_TURNS_DIR") as e:
+        Turns("cpu", threads=2)
+    assert "\n" not in str(e.value)
+    mine = tmp_path / "mine"
+    monkeypatch.setenv("INTERP_TURNS_DIR", str(mine))
+    assert Turns("cpu", threads=2).enabled
+    assert mine.stat().st_mode & 0o777 == 0o700
