@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file as from_safetensors
+from safetensors.torch import save as save_safetensors
 
 from interp.errors import UserError
 
@@ -62,6 +63,18 @@ def write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically (see `atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def safetensors_bytes(tensors: Mapping[str, Any], metadata: Mapping[str, str]) -> bytes:
+    """A safetensors file's bytes with its header's keys in sorted order. The library writes
+    `__metadata__` from a hash map, in a different order in every process; sorted, the same
+    tensors and metadata give the same bytes (and any safetensors reader reads them)."""
+    raw = save_safetensors(dict(tensors), metadata=dict(metadata))
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":"))
+    head = header.encode()
+    head += b" " * (-len(head) % 8)  # the data section stays 8-byte aligned
+    return len(head).to_bytes(8, "little") + head + raw[8 + n :]
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:

@@ -158,9 +158,13 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_weights(model, tmp / "model.safetensors")
-    _save_optimizer(opt, tmp / "optimizer.safetensors")
-    (tmp / "state.json").write_text(json.dumps({"step": step}))
+    try:
+        save_weights(model, tmp / "model.safetensors")
+        _save_optimizer(opt, tmp / "optimizer.safetensors")
+        (tmp / "state.json").write_text(json.dumps({"step": step}))
+    except BaseException:  # a full disk, a kill: no half-written checkpoint stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

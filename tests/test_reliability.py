@@ -6,16 +6,21 @@ get one line, and reports, figures and sweep tables are written atomically."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+import interp.model as M
 import interp.train as T
 from interp.cli import main
 from interp.config import apply_overrides, load_config
@@ -397,3 +402,60 @@ def test_a_users_folder_named_like_the_kits_temporary_one_is_kept(tmp_path):
     assert (mine / "thesis.tex").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.tmp-init", "run"]
     assert (tmp_path / "run").stat().st_mode & 0o777 == DIR_MODE
+
+
+def _full_disk(monkeypatch, module, after: int = 0, safetensors_error: bool = False):
+    """`module.save_file` fails with a full disk after `after` good calls (the error a write
+    on a full file system raises: OSError ENOSPC, or safetensors' own wrapping of it)."""
+    real, calls = module.save_file, []
+
+    def save(tensors, path, *a, **k):
+        calls.append(path)
+        if len(calls) > after:
+            Path(path).write_bytes(b"half")  # what a full disk leaves: a partial file
+            if safetensors_error:
+                raise SafetensorError(
+                    "Error while serializing: I/O error: No space left on device (os error 28)"
+                )
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(tensors, path, *a, **k)
+
+    monkeypatch.setattr(module, "save_file", save)
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "final weights"])
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(
+    refused, tmp_path, monkeypatch, full_run, where
+):
+    """A full disk at a checkpoint (the optimizer state, after the weights) or at the final
+    weights: one line naming the disk and the fix, no temporary file or folder left, and after
+    space is freed --resume finishes to the uninterrupted run's bits."""
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "tiny", "--set", "train.steps=60", "train.checkpoint_every=20"]
+    with monkeypatch.context() as m:
+        if where == "checkpoint":
+            _full_disk(m, T, after=1)  # the second checkpoint's optimizer state
+        else:
+            _full_disk(m, M, after=3, safetensors_error=True)
+        refused([*argv, "--no-progress", "--out", str(out)], "the disk is full")
+    left = [p.name for p in out.rglob("*") if "tmp" in p.name]
+    assert not left, left
+    assert main(["train", "--no-progress", "--out", str(out), "--resume"]) == 0
+    assert not _diff(out, full_run)
+
+
+def test_safetensors_with_metadata_are_the_same_bytes_in_every_process():
+    """The tuned lens is saved with metadata, which the safetensors library writes from a hash
+    map (another order in each process); `safetensors_bytes` sorts the header."""
+    code = (
+        "import hashlib, torch; from interp.files import safetensors_bytes; "
+        "print(hashlib.sha256(safetensors_bytes({'weight': torch.ones(3), 'bias': torch.zeros(2)}, "
+        "{k: str(i) for i, k in enumerate('abcdefgh')})).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(3)
+    }
+    assert len(digests) == 1, digests

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from jaxtyping import Float, Int
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformer_lens.ActivationCache import ActivationCache
@@ -31,7 +31,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from interp.data.dataset import Example, pad_batch
 from interp.errors import UserError
-from interp.files import atomic_path
+from interp.files import atomic_path, safetensors_bytes
 from interp.model import frozen, residual_stack
 
 BATCH = 256  # prompts or documents per forward pass
@@ -79,7 +79,7 @@ class TunedLens(nn.Module):
             "bias": self.bias.detach().cpu().contiguous(),
         }
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+            tmp.write_bytes(safetensors_bytes(tensors, metadata or {}))
 
     @classmethod
     def load(cls, path: str | Path) -> TunedLens:

@@ -15,7 +15,7 @@ import argparse
 import importlib
 import sys
 
-from interp.errors import UserError
+from interp.errors import UserError, disk_full, disk_full_line
 
 # command -> (module under interp.cli, one-line help). The instruments share one module.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -110,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not disk_full(e):
+            raise
+        print(f"error: {disk_full_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
