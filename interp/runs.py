@@ -127,17 +127,10 @@ def read_marker(path: Path) -> dict[str, Any] | None:
 
 def is_run_dir(path: Path) -> bool:
     """Whether `path` is recognisably a run the kit made, so that --overwrite may delete it: its
-    marker and config.json, or (runs made before the marker) config.json, tokenizer.json and a
-    versions.json naming torch. A user's folder that merely holds a config.json is not."""
-    if not (path / "config.json").is_file():
-        return False
-    if read_marker(path) is not None:
-        return True
-    try:
-        legacy = "torch" in json.loads((path / "versions.json").read_text())
-    except (OSError, ValueError, TypeError):
-        legacy = False
-    return legacy and (path / "tokenizer.json").is_file()
+    marker and config.json. A folder without the marker is never deleted, whatever it holds (a
+    user's folder with copies of a run's config.json, tokenizer.json and versions.json beside
+    their own files is not a run); a run made before the marker existed is removed by hand."""
+    return (path / "config.json").is_file() and read_marker(path) is not None
 
 
 def check_out_path(path: Path) -> None:

@@ -302,6 +302,9 @@ def _log_until(run_dir: Path, step: int) -> str | None:
     return "".join(k + "\n" for k in keep)
 
 
+MAX_THREADS = 4096  # a thread count above it in a run's marker is damage, not a machine
+
+
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with `n` torch threads, then restore the caller's count."""
@@ -427,7 +430,13 @@ def _resume(
         )
     cfg, dev, dataset, model = _build(saved, device)
     threads = marker.get("torch_threads") if marker else None
-    if not isinstance(threads, int) or threads < 1:
+    if threads is not None and (not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS):
+        raise UserError(
+            f"{out}/interp_run.json says the run was trained with {threads!r} torch threads, "
+            f"not a count from 1 to {MAX_THREADS}: the file is damaged; restore it (the "
+            "thread count decides the bits of a resumed run)"
+        )
+    if threads is None:
         threads = torch.get_num_threads()
 
     # Check everything before changing anything.

@@ -459,3 +459,28 @@ def test_safetensors_with_metadata_are_the_same_bytes_in_every_process():
         for _ in range(3)
     }
     assert len(digests) == 1, digests
+
+
+def test_a_lookalike_of_an_old_run_is_never_overwritten(refused, tmp_path, full_run):
+    """Copies of a run's config.json, tokenizer.json and versions.json beside a user's own
+    file: no marker, so --overwrite refuses and the folder stays as it was."""
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for f in ("config.json", "tokenizer.json", "versions.json"):
+        shutil.copy(full_run / f, notes / f)
+    (notes / "thesis.txt").write_text("mine")
+    argv = ["train", "--preset", "tiny", "--no-progress", "--out", str(notes), "--overwrite"]
+    refused(argv, "--overwrite refused")
+    assert sorted(p.name for p in notes.iterdir()) == [
+        "config.json", "thesis.txt", "tokenizer.json", "versions.json"
+    ]  # fmt: skip
+
+
+def test_a_damaged_thread_count_in_the_marker_is_refused(refused, tmp_path, monkeypatch):
+    out = _killed_run(monkeypatch, tmp_path / "run")
+    marker = json.loads((out / "interp_run.json").read_text())
+    marker["torch_threads"] = 100_000
+    (out / "interp_run.json").write_text(json.dumps(marker))
+    log = (out / "train_log.jsonl").read_bytes()
+    refused(["train", "--no-progress", "--out", str(out), "--resume"], "100000 torch threads")
+    assert (out / "train_log.jsonl").read_bytes() == log
