@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,13 @@ def run_sweep(
         if i not in known:
             raise UserError(f"unknown instrument {i!r}: use one of {known}")
     instruments: dict[str, dict[str, Any]] = {i: {} for i in grid.get("instruments", ["probing"])}
+    if executor not in ("local", "slurm", "submitit-local"):
+        raise UserError(f"unknown executor {executor!r}: use local, slurm or submitit-local")
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise UserError(
+            "--executor slurm needs Slurm and this machine has no sbatch: run the sweep on the "
+            "cluster's login node, or use --executor local (submitit-local tries the jobs here)"
+        )
     make_dir(out / "runs")
     spec = [(cfg, str(out / "runs" / run_name(from_dict(cfg))), instruments) for _, cfg in cells]
     if executor == "local":

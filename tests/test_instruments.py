@@ -73,6 +73,14 @@ def test_non_finite_options_are_refused(name, field_name, bad):
         INSTRUMENTS[name].options({field_name: bad})
 
 
+@pytest.mark.parametrize(("name", "field_name"), list(_float_fields()))
+def test_huge_finite_options_are_refused(name, field_name):
+    """1e308 is finite, and overflows float32 arithmetic deep in torch (update --lr 1e308 was a
+    RuntimeError): every float option has an upper bound."""
+    with pytest.raises(UserError, match=f"{flag(field_name)} must be <="):
+        INSTRUMENTS[name].options({field_name: 1e308})
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
@@ -83,6 +91,8 @@ def test_non_finite_options_are_refused(name, field_name, bad):
         (["selective", "RUN", "--lr", "nan"], "--lr must be a finite number"),
         (["lens", "RUN", "--tuned-heldout-frac", "1.5"], "--tuned-heldout-frac must be <= 1"),
         (["dynamics", "RUN", "--seed", "-1"], "--seed must be >= 0"),
+        (["update", "RUN", "--lr", "1e308"], "--lr must be <= 10"),
+        (["lens", "RUN", "--tuned-steps", "1000000000000"], "--tuned-steps must be <="),
         (["lens", "RUN", "--device", "tpu"], "--device 'tpu' unknown"),
         (["probe", "RUN", "--device", "tpu"], "--device 'tpu' unknown"),
     ],

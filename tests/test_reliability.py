@@ -484,3 +484,11 @@ def test_a_damaged_thread_count_in_the_marker_is_refused(refused, tmp_path, monk
     log = (out / "train_log.jsonl").read_bytes()
     refused(["train", "--no-progress", "--out", str(out), "--resume"], "100000 torch threads")
     assert (out / "train_log.jsonl").read_bytes() == log
+
+
+def test_a_slurm_sweep_without_slurm_writes_nothing(refused, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    out = tmp_path / "sw"
+    argv = ["sweep", "--preset", "tiny", "--seeds", "0", "--executor", "slurm", "--out", str(out)]
+    refused(argv, "this machine has no sbatch")
+    assert not out.exists()

@@ -151,7 +151,9 @@ class LensOptions(Options):
         0, "seed of the random same-subset control entity", min=0, max=SEED_MAX
     )
     tuned_steps: int = option(500, "optimiser steps of the tuned lens", min=1)
-    tuned_lr: float = option(3e-3, "Adam learning rate of the tuned lens", min=0, min_open=True)
+    tuned_lr: float = option(
+        3e-3, "Adam learning rate of the tuned lens", min=0, max=10, min_open=True
+    )
     tuned_batch_tokens: int = option(512, "token positions per tuned-lens step", min=1)
     tuned_heldout_frac: float = option(
         0.1,

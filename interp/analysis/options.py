@@ -32,6 +32,10 @@ from interp.errors import UserError
 
 T = TypeVar("T", bound="Options")
 SEED_MAX = 2**32 - 1  # seeds are mixed into 64-bit generator seeds (seed * 1_000_003 + k)
+# Bounds of an option that sets none: past them a float overflows float32 arithmetic (an lr of
+# 1e308 is a RuntimeError deep in torch) and a count runs until killed.
+FLOAT_MAX = 1e6
+INT_MAX = 10_000_000
 
 
 def option(
@@ -84,6 +88,8 @@ def _check_value(name: str, value: Any, typ: type, meta: dict[str, Any]) -> None
         if not math.isfinite(value):
             raise UserError(f"{where} must be a finite number, got {value!r}: pass a real value")
         lo, hi = meta["min"], meta["max"]
+        if hi is None:
+            hi = FLOAT_MAX if typ is float else INT_MAX
         if lo is not None and (value <= lo if meta["min_open"] else value < lo):
             op = ">" if meta["min_open"] else ">="
             raise UserError(f"{where} must be {op} {lo:g}, got {value!r}")

@@ -49,6 +49,7 @@ class PatchingOptions(Options):
         3.0,
         "noise std in units of the entity token embeddings' std (ROME: 3)",
         min=0,
+        max=1000,
         min_open=True,
     )
     min_gap: float = option(1.0, "smallest clean - corrupted score gap for a normalised map", min=0)

@@ -152,7 +152,7 @@ class SelectiveOptions(Options):
         min=0,
         max=SEED_MAX,
     )
-    lr: float = option(0.01, "Adam learning rate of the soft prompt", min=0, min_open=True)
+    lr: float = option(0.01, "Adam learning rate of the soft prompt", min=0, max=10, min_open=True)
     batch_size: int = option(64, "candidates per self-evaluation training batch", min=1)
     max_epochs: int = option(15, "most epochs of self-evaluation training", min=1)
     patience: int = option(3, "stop after this many epochs without a better validation loss", min=1)

@@ -167,6 +167,7 @@ class UpdateOptions(Options):
         None,
         "learning rate of the update (default: 0.01 for sgd, 1e-3 for adamw)",
         min=0,
+        max=10,
         min_open=True,
     )
     optimizer: str = option(
