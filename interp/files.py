@@ -115,11 +115,18 @@ def read_json(path: Path) -> Any:
     if not path.is_file():
         raise UserError(f"{path} not found: is this a run directory made by `interp train`?")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(
             f"{path} is not valid JSON ({e.msg} at line {e.lineno}): restore or retrain"
         ) from None
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): the "
+            "file is damaged; restore or retrain"
+        ) from None
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or e}): restore or retrain") from None
 
 
 def make_dir(path: Path, flag: str = "--out") -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -323,11 +324,19 @@ def read_result(
             f"{path} not found: run `interp {instrument} {run_dir}` (or the study) first"
         )
     data = read_json(path)
+    redo = f"rerun `interp {instrument} {run_dir}`"
+    if not isinstance(data, dict) or not isinstance(data.get("summary"), dict):
+        raise UserError(
+            f"{path} holds no instrument result (no summary): the file is damaged; {redo}"
+        )
     arr: dict[str, np.ndarray] = {}
     if arrays:
         npz = d / f"{instrument}.npz"
         if not npz.is_file():
-            raise UserError(f"{npz} not found: rerun `interp {instrument} {run_dir}`")
-        with np.load(npz, allow_pickle=False) as z:
-            arr = {k: z[k] for k in z.files}
+            raise UserError(f"{npz} not found: {redo}")
+        try:
+            with np.load(npz, allow_pickle=False) as z:
+                arr = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+            raise UserError(f"{npz} is truncated or damaged ({e}): {redo}") from None
     return Result(instrument, data, arr, Path(run_dir), summary_type)

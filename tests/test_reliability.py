@@ -492,3 +492,23 @@ def test_a_slurm_sweep_without_slurm_writes_nothing(refused, tmp_path, monkeypat
     argv = ["sweep", "--preset", "tiny", "--seeds", "0", "--executor", "slurm", "--out", str(out)]
     refused(argv, "this machine has no sbatch")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("json_bytes", "npz_bytes", "needle"),
+    [
+        (b"\xff\xfe{}", None, "is not UTF-8 text"),
+        (b"[]", None, "holds no instrument result"),
+        (b'{"x": 1}', None, "holds no instrument result"),
+        (b'{"summary": {}}', b"PK\x03\x04 cut short", "is truncated or damaged"),
+    ],
+)
+def test_read_result_names_a_damaged_file_in_one_line(tmp_path, json_bytes, npz_bytes, needle):
+    from interp.analysis import read_result
+
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "probing.json").write_bytes(json_bytes)
+    (tmp_path / "analysis" / "probing.npz").write_bytes(npz_bytes or b"")
+    with pytest.raises(UserError, match=needle) as e:
+        read_result(tmp_path, "probing")
+    assert "\n" not in str(e.value) and "probing" in str(e.value), e.value
