@@ -133,11 +133,31 @@ def is_run_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and read_marker(path) is not None
 
 
+NAME_MAX = 255  # bytes in one file name (Linux, macOS)
+
+
 def check_out_path(path: Path) -> None:
     """Refuse an --out that cannot be a run directory, before anything is written: an empty
     name, or a path under a file (/dev/null/x)."""
     if str(path) == "" or str(path).strip() == "":
         raise UserError("--out is empty: name a run directory, e.g. --out runs/tiny")
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(
+            f"--out {str(path)!r} holds bytes that are not UTF-8 text (the run's files name it): "
+            "choose a name in UTF-8"
+        ) from None
+    try:
+        path.resolve()
+    except (RuntimeError, OSError) as e:  # a symlink loop
+        raise UserError(f"--out {path} cannot be followed ({e}): choose another --out") from None
+    for part in path.absolute().parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise UserError(
+                f"--out: the name {part[:40]}... is {len(os.fsencode(part))} bytes, over the "
+                f"file system's limit of {NAME_MAX}: choose a shorter name"
+            )
     for parent in path.absolute().parents:
         if parent.exists():
             if not parent.is_dir():
@@ -210,6 +230,12 @@ def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> str:
                 )
             return "resume"
         if overwrite:
+            cwd, target = Path.cwd().resolve(), path.resolve()
+            if cwd != target and cwd.is_relative_to(target):
+                raise UserError(
+                    f"--overwrite refused: the current directory {cwd} is inside {path}, which "
+                    "--overwrite would delete: cd out of it first"
+                )
             if not is_run_dir(path):
                 raise UserError(
                     f"--overwrite refused: {path} is not a run directory made by `interp train` "

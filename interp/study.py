@@ -195,6 +195,8 @@ def run_study(
     out = Path(out)
     t0 = time.perf_counter()
     spec = plan_jobs(plan, out, device)
+    if figures_dir is not None:  # found now, not after the whole study has run
+        make_dir(Path(figures_dir), "--figures-dir")
     make_dir(out / "runs")
     used = {n: u.on for n, u in plan.instruments.items()}
     scoped = "; ".join(f"{i} on {', '.join(on)}" for i, on in used.items() if on)

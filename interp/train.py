@@ -397,7 +397,8 @@ def _init_run_dir(
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         # a name of its own (never a folder of the user's that happens to be called like it)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-init-", dir=target.parent))
+        # (a name under the file system's limit, however long the run's own name is)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name[:64]}.tmp-init-", dir=target.parent))
         os.chmod(tmp, DIR_MODE)  # mkdtemp's 0700, as mkdir would make it
         fill(tmp)
         if replace:
@@ -409,6 +410,10 @@ def _init_run_dir(
         raise UserError(
             f"cannot write run directory {out} ({e.strerror or e}): choose another --out"
         ) from None
+    except BaseException:
+        if tmp is not None and tmp.is_dir():
+            remove_run_dir(tmp)
+        raise
 
 
 def _resume(

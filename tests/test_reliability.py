@@ -246,6 +246,11 @@ def test_study_out_under_proc_and_bad_set_write_nothing(refused, tmp_path):
     argv = ["study", "--preset", "tiny", "--out", str(out), "--set", "train.lr=nan"]
     refused(argv, "train.lr must be a finite number")
     assert not out.exists(), "a refused study must not write its runs/ folder"
+    (tmp_path / "f").write_text("a file")  # --figures-dir naming a file: found before any run
+    argv = ["study", "--preset", "tiny", "--out", str(out), "--figures-dir", str(tmp_path / "f")]
+    refused(argv, "choose another --figures-dir")
+    assert not out.exists()
+    refused(["study", "--preset", "storage_tiny", "--out", "/proc/st"], "/proc/st")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "study", "train"])
@@ -512,3 +517,21 @@ def test_read_result_names_a_damaged_file_in_one_line(tmp_path, json_bytes, npz_
     with pytest.raises(UserError, match=needle) as e:
         read_result(tmp_path, "probing")
     assert "\n" not in str(e.value) and "probing" in str(e.value), e.value
+
+
+def test_odd_out_names(refused, tmp_path, monkeypatch):
+    """A name over 255 bytes, bytes that are not UTF-8, a symlink loop: one line, nothing
+    written; a legal 250-character name trains (the temporary name was longer than the limit);
+    `--out .. --overwrite` from inside the run is refused before anything is deleted."""
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--preset", "tiny", "--no-progress", "--set", "train.steps=4"]
+    refused([*base, "--out", "a" * 256], "over the file system's limit of 255")
+    refused([*base, "--out", os.fsdecode(b"run\xff\xfe")], "not UTF-8 text")
+    os.symlink("loop1", "loop2")
+    os.symlink("loop2", "loop1")
+    refused([*base, "--out", "loop1"], "cannot be followed")
+    assert sorted(os.listdir(tmp_path)) == ["loop1", "loop2"]
+    assert main([*base, "train.checkpoint_every=2", "--out", "b" * 250]) == 0
+    monkeypatch.chdir(tmp_path / ("b" * 250) / "checkpoints")
+    refused([*base, "--out", "..", "--overwrite"], "cd out of it first")
+    assert (tmp_path / ("b" * 250) / "model.safetensors").is_file()
