@@ -40,6 +40,7 @@ are bitwise the same at the same thread count.
 
 import os as _os
 import sys as _sys
+import warnings as _warnings
 
 # The spin count of idle OpenMP threads, set before torch loads (see the docstring).
 SPIN_COUNT = "2000"
@@ -47,6 +48,11 @@ SPIN_COUNT = "2000"
 _user_set = "GOMP_SPINCOUNT" in _os.environ or "OMP_WAIT_POLICY" in _os.environ
 if "torch" not in _sys.modules and not _user_set:
     _os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+
+# A notebook session stays quiet: tqdm.auto (which the kit's dependencies import, and the kit's
+# own bars) warns "IProgress not found" in a Jupyter
+# kernel without ipywidgets, and then draws text bars, which is what the kit wants there.
+_warnings.filterwarnings("ignore", message="IProgress not found", module="tqdm")
 
 __version__ = "0.1.0"
 

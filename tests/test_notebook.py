@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import subprocess
+import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import nbformat
@@ -94,3 +97,29 @@ def test_plot_function_figure_displays_inline_without_magic(
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, len(png)
     # shown once, as the value: not a second time by the inline backend's end-of-cell flush
     assert not [o for o in outputs if o["output_type"] == "display_data"], kinds
+
+
+QUIET = """
+import sys, types, warnings
+class ZMQInteractiveShell:  # what tqdm.auto takes for a Jupyter kernel
+    pass
+ipython = types.ModuleType("IPython")
+ipython.get_ipython = lambda: ZMQInteractiveShell()
+sys.modules["IPython"] = ipython
+sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import interp.train, interp.study
+    from tqdm.auto import tqdm
+    for _ in tqdm(range(2), disable=True):
+        pass
+print([str(w.message) for w in caught])
+"""
+
+
+@pytest.mark.skipif(find_spec("ipywidgets") is not None, reason="ipywidgets draws the widget")
+def test_a_notebook_without_ipywidgets_imports_the_kit_quietly():
+    """tqdm.auto warns 'IProgress not found' in a Jupyter kernel without ipywidgets; the kit's
+    bars (and its dependencies') are text bars there, without the warning."""
+    r = subprocess.run([sys.executable, "-c", QUIET], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-800:])
