@@ -129,14 +129,17 @@ def execute_all(
     device: str = "cpu",
     progress: bool = True,
     desc: str = "runs",
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run `execute_run` over (config, run_dir, instruments) on `jobs` local processes.
+    """Run `execute_run` over (config, run_dir, instruments) on `jobs` local processes, each
+    with `threads` torch threads (default: the cores shared out among the jobs; the thread count
+    decides a run's bits on the CPU, so a run trained with another count is another run's bits).
 
     The runs expected to take longest (training steps and instruments) are submitted first, so
     the pool ends with short jobs. Workers start as `interp.workers.worker_context` says.
     """
     cores = os.cpu_count() or 1
-    threads = max(1, cores // max(1, jobs))
+    threads = threads or max(1, cores // max(1, jobs))
     todo = sorted(
         jobs_spec,
         key=lambda t: (
@@ -186,11 +189,13 @@ def run_study(
     figures_dir: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    threads: int | None = None,
 ) -> Path:
     """Run the whole study into `out` (runs in OUT/runs, shared by every preset); write the
     figures, report.md and the findings into `plan.report_dir(out)` (`out`, or `out/<preset>`),
     with the time the runs and analyses took in its timing.json; with `figures_dir`, copy the
-    figures, report and findings there."""
+    figures, report and findings there. `threads`: torch threads per job (default: the cores
+    shared out among the jobs)."""
     device = check_device(device)
     out = Path(out)
     t0 = time.perf_counter()
@@ -206,7 +211,7 @@ def run_study(
         f"{', '.join(used) or 'behaviour only'}{f' ({scoped})' if scoped else ''}, "
         f"{jobs} job(s) on {device}"
     )
-    results = execute_all(spec, jobs=jobs, device=device, progress=progress)
+    results = execute_all(spec, jobs=jobs, device=device, progress=progress, threads=threads)
     trained = sum(r["trained"] for r in results)
     analysed = sum(len(r["analyses"]) for r in results)
     log(f"trained {trained} run(s), ran {analysed} analyse(s), reused the rest")

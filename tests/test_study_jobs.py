@@ -69,3 +69,17 @@ def test_study_with_two_jobs_matches_one_process(tmp_path, monkeypatch):
         diff = {k: (s2[k], s1[k]) for k in s1 if s2.get(k) != s1[k]}
         assert not diff, f"{name}: probing summary differs between a worker and in-process: {diff}"
     print(f"--jobs 2 study: {wall_two:.1f} s")
+
+
+def test_threads_per_job_are_the_users_choice(tmp_path, refused):
+    """`interp study --threads N` trains every run with N torch threads (the marker records
+    it); the default shares the cores out among the jobs."""
+    plan = make_plan(
+        "tiny", overrides=["train.steps=4", "train.checkpoint_every=0", "train.eval_every=0"],
+        objectives=["causal"], seeds=[0], instruments=[],
+    )  # fmt: skip
+    study.execute_all(study.plan_jobs(plan, tmp_path, "cpu"), threads=1, progress=False)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run / "interp_run.json").read_text())["torch_threads"] == 1
+    refused(["study", "--preset", "tiny", "--out", str(tmp_path / "x"), "--threads", "0"],
+            "--threads must be from 1")  # fmt: skip

@@ -12,6 +12,7 @@ from interp.config import check_device
 from interp.errors import UserError
 from interp.presets import PRESETS, make_plan
 from interp.study import run_study
+from interp.train import MAX_THREADS
 
 
 def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
@@ -26,6 +27,12 @@ def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--out", default="study_out", help="study directory (runs are cached inside it)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained in parallel (local processes)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per job (default: the machine's cores shared out among the jobs; "
+        "a CPU run's bits depend on its thread count; runs already in --out are reused as is)",
+    )
     p.add_argument("--objectives", nargs="+", help="subset of objectives (default: the preset's)")
     p.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the preset's)")
     p.add_argument(
@@ -41,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+        raise UserError(f"--threads must be from 1 to {MAX_THREADS}, got {args.threads}")
     if not args.out.strip():
         raise UserError("--out is empty: name a study directory, e.g. --out study_out")
     check_device(args.device)
@@ -53,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         figures_dir=args.figures_dir,
         progress=not args.no_progress,
+        threads=args.threads,
     )
     peak = (
         max(
