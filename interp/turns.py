@@ -17,12 +17,13 @@ that just finished cannot take the next turn before it: two processes alternate,
 step, and more share the turns. Only processes with more than one torch thread on the CPU
 take turns (the study's workers, pinned to one thread each on their own cores, do not). A
 lock is released by the kernel when its process dies, so a killed training never blocks
-another. A stopped one (Ctrl-Z, SIGSTOP, a debugger) keeps its locks, so a lock is waited for
-by polling, never by blocking: each holder writes its pid into the lock file, and a process
+another. A stopped one (Ctrl-Z, SIGSTOP, a debugger) keeps its locks, so no wait is open-ended:
+each holder writes its pid into the lock file, a wait blocks in the kernel for at most
+`RECHECK` seconds at a time (a SIGALRM cuts it; off the main thread it polls), and a process
 whose turn is held by a stopped process runs its step without the turn (Linux reads the
-holder's state in /proc; elsewhere a stopped holder is waited for, with a line on stderr after
-`SAY_AFTER` seconds, as is any long wait). The lock folder must be the user's own and private
-(mode 0700): one that another user made or can write is refused in one line. Set
+holder's state in /proc; elsewhere a stopped holder is waited for). A wait longer than
+`SAY_AFTER` seconds says on stderr who holds the turn. The lock folder must be the user's own
+and private (mode 0700): one that another user made or can write is refused in one line. Set
 `INTERP_TURNS=0` to switch turns off (a machine whose cores are yours alone, or a filesystem
 without `flock`); a lock that cannot be made is skipped, never an error.
 
@@ -33,9 +34,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,7 +48,8 @@ from interp.errors import UserError
 
 ENV = "INTERP_TURNS"
 SAY_AFTER = 5.0  # seconds of waiting for a turn before a line on stderr says who holds it
-POLL = (1e-4, 2e-3)  # first and longest sleep between two tries at a lock (seconds)
+RECHECK = 1.0  # seconds a blocked wait lasts before the holder is looked at again
+POLL = (1e-4, 2e-3)  # off the main thread: first and longest sleep between two tries (seconds)
 
 
 def lock_dir() -> Path:
@@ -115,7 +119,10 @@ class Turns:
                 fcntl.flock(step, fcntl.LOCK_UN)
 
     def _take(self, fd: int) -> bool:
-        """Take the lock `fd`, polling; False (not taken) where its holder is stopped."""
+        """Take the lock `fd`; False (not taken) where its holder is stopped. The wait blocks in
+        the kernel (woken the moment the lock is let go) for at most `RECHECK` seconds at a
+        time, then looks at the holder again; off the main thread, where no alarm can cut a
+        wait short, it polls."""
         import fcntl
 
         start, delay = time.monotonic(), POLL[0]
@@ -135,9 +142,14 @@ class Turns:
                         "off)",
                         file=sys.stderr,
                     )
-                time.sleep(delay)
-                delay = min(2 * delay, POLL[1])
-                continue
+                if threading.current_thread() is threading.main_thread():
+                    due = RECHECK if self.said else SAY_AFTER - waited + 0.01
+                    if not _blocking_take(fd, max(0.01, min(RECHECK, due))):
+                        continue
+                else:
+                    time.sleep(delay)
+                    delay = min(2 * delay, POLL[1])
+                    continue
             os.pwrite(fd, f"{os.getpid():<11}\n".encode(), 0)
             return True
 
@@ -183,3 +195,30 @@ def _stopped(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state in (b"T", b"t")
+
+
+class _Recheck(Exception):
+    """Raised by the alarm that cuts a blocked wait short."""
+
+
+def _alarm(signum: int, frame: Any) -> None:
+    raise _Recheck
+
+
+def _blocking_take(fd: int, timeout: float) -> bool:
+    """Wait for the lock `fd` in the kernel for at most `timeout` seconds (a SIGALRM cuts the
+    wait; the caller's handler and timer are put back). True if taken."""
+    import fcntl
+
+    old = signal.signal(signal.SIGALRM, _alarm)
+    before = signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    except _Recheck:
+        return False
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        if before[0] > 0:  # a timer of the caller's: put it back
+            signal.setitimer(signal.ITIMER_REAL, *before)
