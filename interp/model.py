@@ -39,6 +39,7 @@ from transformer_lens.ActivationCache import ActivationCache
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
 
+from interp.attention import attach
 from interp.config import ModelConfig
 from interp.data.dataset import pad_batch
 from interp.data.tokenizer import hf_tokenizer
@@ -84,6 +85,7 @@ def build_model(
         if len(hf) != d_vocab:
             raise ValueError(f"tokenizer has {len(hf)} tokens but the model d_vocab={d_vocab}")
     model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed), tokenizer=hf)  # type: ignore[attr-defined]
+    attach(model)  # hook_attn_scores before the softmax, per-block OV / QK (interp.attention)
     return model if device == "cpu" else model.to(device)
 
 

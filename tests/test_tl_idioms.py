@@ -157,3 +157,66 @@ def test_notebook_entry_points_from_the_package(tiny_run):
     code = "import sys, interp; print('torch' in sys.modules, interp.load_run.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "interp.runs"], out.stdout + out.stderr
+
+
+def _hand_forward(model, tokens: torch.Tensor, knock: tuple[int, int, int, int] | None = None):
+    """The model's logits computed by hand from its weights (TL's conventions: pre-LN blocks,
+    learned positions, causal softmax attention), with score [layer, head, query, key] set to
+    -inf before the softmax where `knock` says."""
+    x = model.embed.W_E[tokens] + model.pos_embed.W_pos[: tokens.shape[1]]
+    seq = tokens.shape[1]
+    causal = torch.triu(torch.ones(seq, seq, dtype=torch.bool), 1)
+    for layer, block in enumerate(model.blocks):
+        ln1 = block.ln1.original_component
+        h = ln1(x)
+        att = block.attn
+        q = torch.einsum("bpd,hdk->bhpk", h, att.W_Q) + att.b_Q[None, :, None]
+        k = torch.einsum("bpd,hdk->bhpk", h, att.W_K) + att.b_K[None, :, None]
+        v = torch.einsum("bpd,hdk->bhpk", h, att.W_V) + att.b_V[None, :, None]
+        scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+        scores = scores.masked_fill(causal, float("-inf"))
+        if knock is not None and knock[0] == layer:
+            scores[:, knock[1], knock[2], knock[3]] = float("-inf")
+        z = scores.softmax(-1) @ v
+        x = x + torch.einsum("bhpk,hkd->bpd", z, att.W_O) + att.b_O
+        x = x + block.mlp.original_component(block.ln2.original_component(x))
+    return model.unembed.original_component(model.ln_final.original_component(x))
+
+
+def test_attention_knockout_at_hook_attn_scores_takes_effect(tiny_run):
+    """A -inf written at hook_attn_scores (before the softmax, as in HookedTransformer) removes
+    that key from the query's attention: the output equals a hand-computed forward with that
+    score masked, and differs from the clean one; hook_pattern and the cache hold the scores
+    and the pattern apart; without a hook the logits are the model's own."""
+    model = tiny_run.model
+    tokens = model.to_tokens("the composer of", prepend_bos=True)
+    query = tokens.shape[1] - 1
+    knock = (0, 1, query, 0)  # layer 0, head 1: the last position stops attending to <bos>
+
+    def knockout(scores, hook):
+        scores[:, knock[1], knock[2], knock[3]] = float("-inf")
+        return scores
+
+    with torch.no_grad():
+        clean = model(tokens)
+        hand_clean = _hand_forward(model, tokens)
+        hooked = model.run_with_hooks(
+            tokens, fwd_hooks=[("blocks.0.attn.hook_attn_scores", knockout)]
+        )
+        hand = _hand_forward(model, tokens, knock)
+        _, cache = model.run_with_cache(tokens)
+    assert (clean - hand_clean).abs().max() < 1e-4, (clean - hand_clean).abs().max()
+    assert (hooked - hand).abs().max() < 1e-4, (hooked - hand).abs().max()
+    assert (hooked - clean).abs().max() > 1e-3, "the knockout changed nothing"
+    scores, pattern = cache["blocks.0.attn.hook_attn_scores"], cache["blocks.0.attn.hook_pattern"]
+    assert torch.isinf(scores[0, 0, 0, 1]) and scores[0, 0, 0, 1] < 0, (
+        "scores are pre-softmax, masked"
+    )
+    assert torch.allclose(scores.softmax(-1), pattern, atol=1e-6), "pattern is the scores' softmax"
+
+
+def test_blocks_have_their_ov_and_qk_circuits(tiny_run):
+    model = tiny_run.model
+    for layer, block in enumerate(model.blocks):
+        assert torch.allclose(block.attn.OV.AB, model.OV[layer].AB, atol=1e-6)
+        assert torch.allclose(block.attn.QK.AB, model.QK[layer].AB, atol=1e-6)
