@@ -262,13 +262,47 @@ def read_run_config(path: Path) -> RunConfig:
     return config_from_json(read_json(path / "config.json"))
 
 
-def load_run(path: str | Path, checkpoint: int | None = None, device: str = "cpu") -> Run:
+def study_run(study: str | Path, objective: str | None = None, seed: int | None = None) -> Path:
+    """The run directory of a study's (objective, seed): `STUDY/runs/<objective>_s<seed>_<hash>`.
+    One line where none matches (naming the study's runs) or several do (runs of several
+    configs share the folder: pass the run directory itself)."""
+    runs = Path(study) / "runs"
+    if not runs.is_dir():
+        raise UserError(
+            f"{study} is not a study directory (no runs/ in it): pass `interp study`'s --out"
+        )
+    pattern = f"{objective or '*'}_s{'*' if seed is None else seed}_*"
+    found = sorted(p for p in runs.glob(pattern) if p.is_dir() and read_marker(p) is not None)
+    if len(found) == 1:
+        return found[0]
+    have = sorted({p.name.rsplit("_", 1)[0] for p in runs.iterdir() if p.is_dir()})
+    if not found:
+        raise UserError(f"no run {pattern} in {runs}: it holds {', '.join(have) or 'no runs'}")
+    raise UserError(
+        f"{len(found)} runs match {pattern} in {runs} ({', '.join(p.name for p in found[:4])}"
+        f"{', ...' if len(found) > 4 else ''}): pass objective and seed, or the run directory"
+    )
+
+
+def load_run(
+    path: str | Path,
+    checkpoint: int | None = None,
+    device: str = "cpu",
+    *,
+    objective: str | None = None,
+    seed: int | None = None,
+) -> Run:
     """Load a run's config, dataset and model (final weights, or checkpoint `step`) in eval mode.
+
+    `path` is a run directory, or, with `objective` and/or `seed`, a study's directory (its
+    `--out`): `load_run("study_out", objective="mlm_u", seed=1)` (`study_run`).
 
     The model carries the run's tokenizer, so TransformerLens's string idioms work on it:
     `run.model.to_str_tokens("xisalo raditu is the")`, `run.model.generate("...")`.
     """
     path = Path(path)
+    if objective is not None or seed is not None:
+        path = study_run(path, objective, seed)
     if not path.is_dir():
         raise UserError(
             f"run directory {path} not found: train it first with `interp train --out {path}`"

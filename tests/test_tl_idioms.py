@@ -4,10 +4,13 @@ global RNG alone."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
 from interp.data.tokenizer import BOS
+from interp.errors import UserError
 from interp.evaluate import greedy_generate
 from interp.model import build_model
 from interp.runs import load_run
@@ -220,3 +223,15 @@ def test_blocks_have_their_ov_and_qk_circuits(tiny_run):
     for layer, block in enumerate(model.blocks):
         assert torch.allclose(block.attn.OV.AB, model.OV[layer].AB, atol=1e-6)
         assert torch.allclose(block.attn.QK.AB, model.QK[layer].AB, atol=1e-6)
+
+
+def test_load_run_by_objective_and_seed_from_a_study(tiny_run_dir, tmp_path):
+    runs = tmp_path / "study" / "runs"
+    shutil.copytree(tiny_run_dir, runs / "causal_s0_0123456789ab")
+    run = load_run(tmp_path / "study", objective="causal", seed=0)
+    assert run.path == runs / "causal_s0_0123456789ab"
+    with pytest.raises(UserError, match="no run mlm_u_s0_.*it holds causal_s0"):
+        load_run(tmp_path / "study", objective="mlm_u", seed=0)
+    shutil.copytree(tiny_run_dir, runs / "causal_s0_ba9876543210")
+    with pytest.raises(UserError, match="2 runs match causal_s0_"):
+        load_run(tmp_path / "study", objective="causal", seed=0)
