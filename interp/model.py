@@ -24,6 +24,7 @@ unpickles anything.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import Tensor
@@ -44,7 +45,7 @@ from interp.config import ModelConfig
 from interp.data.dataset import pad_batch
 from interp.data.tokenizer import hf_tokenizer
 from interp.errors import UserError
-from interp.files import atomic_path
+from interp.files import atomic_path, safetensors_bytes
 
 
 def bridge_config(cfg: ModelConfig, d_vocab: int, seed: int) -> TransformerBridgeConfig:
@@ -491,3 +492,40 @@ def resid_at(
     rows = torch.arange(len(seqs), device=device)
     pos = torch.tensor(list(positions), device=device)
     return stack[:, rows, pos].float().cpu()
+
+
+def save_cache(cache: ActivationCache | dict[str, Tensor], path: str | Path) -> None:
+    """Write an activation cache (`run_with_cache`'s) as safetensors, atomically.
+
+    TransformerLens 4's cache holds each activation under its canonical name and its aliases
+    (`hook_embed` is `embed.hook_out`), the same tensor twice, which `safetensors.save_file`
+    refuses. Each tensor is written once, under its first name; the aliases go in the file's
+    metadata, and `load_cache` gives every name back."""
+    tensors = cache.cache_dict if isinstance(cache, ActivationCache) else cache
+    names: dict[tuple[int, tuple[int, ...], tuple[int, ...], Any], str] = {}
+    keep: dict[str, Tensor] = {}
+    aliases: dict[str, str] = {}
+    for name, t in tensors.items():
+        key = (t.data_ptr(), tuple(t.shape), t.stride(), t.dtype)
+        if key in names:
+            aliases[name] = names[key]
+        else:
+            names[key] = name
+            keep[name] = t.detach().cpu().contiguous()
+    meta = {"aliases": json.dumps(aliases, sort_keys=True)}
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(safetensors_bytes(keep, meta))
+
+
+def load_cache(path: str | Path) -> dict[str, Tensor]:
+    """A cache `save_cache` wrote: {hook name: tensor}, aliases included (the same tensor)."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            out = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"cache file {path} is not one save_cache wrote ({e})") from None
+    for alias, name in aliases.items():
+        out[alias] = out[name]
+    return out

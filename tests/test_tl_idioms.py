@@ -5,14 +5,17 @@ global RNG alone."""
 from __future__ import annotations
 
 import shutil
+from importlib import metadata
+from importlib.util import find_spec
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from interp.data.tokenizer import BOS
 from interp.errors import UserError
 from interp.evaluate import greedy_generate
-from interp.model import build_model
+from interp.model import build_model, load_cache, save_cache
 from interp.runs import load_run
 
 
@@ -235,3 +238,65 @@ def test_load_run_by_objective_and_seed_from_a_study(tiny_run_dir, tmp_path):
     shutil.copytree(tiny_run_dir, runs / "causal_s0_ba9876543210")
     with pytest.raises(UserError, match="2 runs match causal_s0_"):
         load_run(tmp_path / "study", objective="causal", seed=0)
+
+
+# ---- docs/transformer_lens.md: each point of the guide for TransformerLens users -------------
+
+
+def test_guide_tl_version_and_where_utils_went():
+    assert int(metadata.version("transformer-lens").split(".")[0]) >= 4
+    assert find_spec("transformer_lens.utils") is None  # TL 4: gone
+    assert find_spec("transformer_lens.utilities") is not None
+
+
+def test_guide_hook_normalized_is_before_the_affine_step(tiny_run):
+    """`ln_final.hook_normalized` is x - mean over its std, before the weight and bias; the
+    unembed reads `ln_final.hook_out`."""
+    model = tiny_run.model
+    tokens = model.to_tokens("the composer of")
+    logits, cache = model.run_with_cache(tokens)
+    unembed = model.unembed.original_component
+    with torch.no_grad():
+        out = unembed(cache["ln_final.hook_out"])
+        normalized = unembed(cache["ln_final.hook_normalized"])
+    assert (out - logits).abs().max() < 1e-5
+    assert (normalized - logits).abs().max() > 0.1
+
+
+def test_guide_hook_name_inside_a_hook_is_the_canonical_name(tiny_run):
+    """A hook registered on an alias (`blocks.0.attn.hook_z`) is called with the canonical
+    hook point, whose `name` differs: filter by the name you registered, not by `hook.name`."""
+    model = tiny_run.model
+    seen = []
+    model.run_with_hooks(
+        model.to_tokens("the composer of"),
+        fwd_hooks=[("blocks.0.attn.hook_z", lambda x, hook: seen.append(hook.name))],
+    )
+    assert seen == ["blocks.0.attn.o.hook_in"], seen
+
+
+def test_guide_head_results_from_hook_z_and_w_o(tiny_run):
+    """No `hook_result` on native models (`set_use_attn_result` raises); each head's write to
+    the residual stream is `hook_z[..., h, :] @ W_O[h]`, and their sum plus b_O is the
+    attention's output."""
+    model = tiny_run.model
+    with pytest.raises(NotImplementedError):
+        model.set_use_attn_result(True)
+    _, cache = model.run_with_cache(model.to_tokens("the composer of"))
+    att = model.blocks[1].attn
+    z = cache["blocks.1.attn.hook_z"]  # [batch, pos, head, d_head]
+    per_head = torch.einsum("bphk,hkd->bphd", z, att.W_O)
+    total = per_head.sum(2) + att.b_O
+    assert (total - cache["blocks.1.attn.hook_out"]).abs().max() < 1e-5
+
+
+def test_guide_a_cache_saves_and_loads_with_its_aliases(tiny_run, tmp_path):
+    model = tiny_run.model
+    _, cache = model.run_with_cache(model.to_tokens("the composer of"))
+    with pytest.raises(RuntimeError, match="share memory"):
+        save_file(cache.cache_dict, str(tmp_path / "raw.safetensors"))
+    save_cache(cache, tmp_path / "cache.safetensors")
+    back = load_cache(tmp_path / "cache.safetensors")
+    assert set(back) == set(cache.cache_dict)
+    bad = [k for k, v in cache.cache_dict.items() if not torch.equal(v, back[k])]
+    assert not bad, bad
