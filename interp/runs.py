@@ -63,6 +63,17 @@ class Run:
         d.mkdir(exist_ok=True)
         return d
 
+    def __repr__(self) -> str:
+        """One line (the default dataclass repr printed the whole model and dataset, some
+        200,000 characters, when a notebook displayed `run`)."""
+        c, ds = self.config, self.dataset
+        n = sum(p.numel() for p in self.model.parameters())
+        return (
+            f"Run({str(self.path)!r}: {c.train.objective}, seed {c.train.seed}, world "
+            f"{c.world.source}, {c.model.n_layers} layers x d_model {c.model.d_model}, "
+            f"{n:,} parameters; {len(ds.train_docs)} documents, {len(ds.prompts)} prompts)"
+        )
+
 
 def build_dataset(cfg: RunConfig) -> FactDataset:
     """The dataset a config describes (`world.source`): the synthetic world, the paper's
@@ -245,7 +256,8 @@ def prepare_run_dir(path: Path, resume: bool, overwrite: bool) -> str:
             return "overwrite"
         raise UserError(
             f"run directory {path} already exists: pass --resume to continue it "
-            "or --overwrite to replace it"
+            "or --overwrite to replace it (from Python: resume=True or overwrite=True; "
+            "load_run reads it as it is)"
         )
     if resume:
         raise UserError(f"nothing to resume at {path}: run without --resume to start it")

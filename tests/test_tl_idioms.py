@@ -300,3 +300,9 @@ def test_guide_a_cache_saves_and_loads_with_its_aliases(tiny_run, tmp_path):
     assert set(back) == set(cache.cache_dict)
     bad = [k for k, v in cache.cache_dict.items() if not torch.equal(v, back[k])]
     assert not bad, bad
+
+
+def test_a_run_displays_in_one_line(tiny_run):
+    """A notebook that displays `run` shows one line, not the model and the dataset."""
+    text = repr(tiny_run)
+    assert len(text) < 300 and "\n" not in text and "parameters" in text, text[:400]
