@@ -2,7 +2,8 @@
 
 Reads `analysis/selective.json` and `.npz` of one or several runs (seeds) and never recomputes.
 Top: accuracy of the kept answers against the fraction kept, one line per score, on all test
-questions (mixed) and on reversed questions only; the chance selector is the flat line at plain
+questions (mixed) and on reversed questions (every subset: Both's are answerable, so a cursed
+model is right on about a third of them); the chance selector is the flat line at plain
 accuracy, the oracle the best any score could do. Bottom: AUROC and AUACC per score and question
 set (mean over runs, +- standard deviation when there are several).
 """
@@ -125,7 +126,8 @@ def plot_selective(run_dirs: list[str | Path], out: str | Path | None = None) ->
         what = (
             "all test questions (forward + reversed)"
             if set_name == "mixed"
-            else "reversed questions only"
+            else "reversed questions: N2D and D2N (never trained reversed)\n"
+            "and Both (trained both ways, answerable)"
         )
         sizes = "/".join(map(str, sorted(set(n))))
         ax.set_title(f"{what}\nn = {sizes} questions per run, {len(results)} run(s)")
