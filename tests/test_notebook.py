@@ -109,7 +109,7 @@ sys.modules["IPython"] = ipython
 sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    import interp.train, interp.study
+    import interp  # what every kit module imports first (its dependencies import tqdm.auto)
     from tqdm.auto import tqdm
     for _ in tqdm(range(2), disable=True):
         pass
