@@ -10,8 +10,9 @@ here with the instruments of this kit:
 - exact match (greedy decoding, the paper's rule) on every training-template prompt, per
   subset x direction (`interp.evaluate`);
 - the entity-alone probes of `interp.analysis.probing` on the residual stream at every depth,
-  both directions (A -> B's role, B -> A's first-name class), every subset, with the random-label
-  control task at every checkpoint; reported at the best depth and at the last depth;
+  both directions (A -> B's role, B -> A's first-name class), every subset, with the control
+  task (a random label per token type) at every checkpoint; reported at the best depth and at
+  the last depth;
 - the logit lens of `interp.analysis.lens`: median rank of the answer's first token at the final
   prompt position (last layer: the model's own output) and at the in-prompt entity's last token
   (best depth), with the rank of a random other entity's answer as the control.
@@ -107,7 +108,7 @@ class DynamicsOptions(Options):
     )
     seed: int = option(
         0,
-        "offset on the run's item seed (stats.run_seed) of the probe folds, the random-label "
+        "offset on the run's item seed (stats.run_seed) of the probe folds, the control-task "
         "control and the lens control",
         min=0,
         max=SEED_MAX,
@@ -212,7 +213,9 @@ def run_analysis(
         "steps": np.array(steps),
         "exact_match": np.array(em),  # [step, subset, direction]
         "probe": np.array(probe),  # [step, probe direction, subset, layer] (resid)
-        "probe_control": np.array(control),  # the random-label control task, same axes
+        "probe_control": np.array(
+            control
+        ),  # the control task (a random label per token type), same axes
         "lens_final_rank": np.array(lens_final),  # [step, subset, direction, target]
         "lens_entity_best_rank": np.array(lens_entity),  # [step, subset, direction, target]
     }

@@ -191,3 +191,12 @@ def proportional_chance(y: Int[np.ndarray, " n"]) -> float:
     """Expected accuracy of guessing each class with its frequency: sum_c p_c^2."""
     p = np.bincount(y) / len(y)
     return float((p**2).sum())
+
+
+def control_task_labels(
+    token_types: Int[np.ndarray, " n"], n_classes: int, seed: int
+) -> Int[np.ndarray, " n"]:
+    """Hewitt & Liang's control task: one random label per token *type*, drawn once for every
+    type id up to the largest present; rows with the same type always get the same label."""
+    table = np.random.default_rng(seed).integers(0, n_classes, size=int(token_types.max()) + 1)
+    return table[np.asarray(token_types)].astype(np.int64)

@@ -9,7 +9,8 @@ into A's representation, and nothing should write A into B's.
 
 - `a_to_b`: input "<bos> A" (the name alone), activation at A's last token, label = B's
   attribute (`Person.role`, the role word that only B's text holds);
-- `b_to_a`: input "<bos> B" (the description alone), activation at B's last token, label = A's
+- `b_to_a`: input "<bos> the B" (the description, after the "the" that precedes it in every
+  training text), activation at B's last token, label = A's
   attribute (`Person.first_class`, the first-name class that only A's text holds).
 
 The probes are the cross-entity ones on purpose: the description text contains the role word
@@ -23,7 +24,8 @@ looks at which direction a person was trained in. The hypothesis predicts, for a
 role readable from A for n2d and both people and not for d2n, first-name class readable from B
 for d2n and both and not for n2d; the code does not know this prediction. One asymmetry of the
 inputs is worth knowing: "<bos> A" is exactly the start of the n2d template "<A> is the <B> .",
-while in training B always follows "the", which "<bos> B" omits.
+and "<bos> the B" the start of the d2n template "the <B> is called <A> ." (before 2026-12-06 the
+probe read "<bos> B", without the "the" that B always follows in training).
 
 Evaluation is k-fold cross-validation over people within a subset (seeded, stratified by label):
 every person is tested exactly once by a probe that never saw that person, so a probe can only
@@ -43,16 +45,18 @@ Controls.
 - Random initialisation: the same probes on the run's own initial weights (`build_model` with
   `train.seed`, i.e. the model before its first step). Anything it decodes comes from the input
   tokens, not from training.
-- Random labels (Hewitt & Liang 2019, "Designing and Interpreting Probes with Control Tasks"):
-  the trained model's activations with each person's label replaced by a seeded permutation of
-  the subset's labels (same class counts, so the same chance level). Selectivity = real-task
-  accuracy minus control-task accuracy at the real task's best layer. Because people are
-  disjoint across folds, the control task can exceed chance only if information leaks between
-  train and test: it checks the pipeline and shows the spread of chance at this sample size.
+- Control task (Hewitt & Liang 2019, "Designing and Interpreting Probes with Control Tasks"):
+  the trained model's activations with each person's label replaced by a random label of the
+  entity's last token *type* (the last name for A, the last title word for B), as many classes
+  as the real task. Folds are over people but token types recur across people, so a probe can
+  score on it only by memorising token identity: the probe's capacity to memorise, at this
+  sample size. Selectivity = the real task's best-layer accuracy minus the control task's
+  best-layer accuracy (each a maximum over the same layers). (Before 2026-12-06 the control
+  was a permutation of the labels over people, and selectivity was read at the real task's
+  best layer.)
 - Chance: the majority-class rate of the real labels in the subset, the best a label-blind
   guess can do. A probe that has learned nothing scores nearer the proportional chance
-  sum_c p_c^2 (guessing in proportion to the classes), which is also recorded; the random-label
-  control is the empirical version of that null, with the same folds and the same probe.
+  sum_c p_c^2 (guessing in proportion to the classes), which is also recorded.
 "Best" accuracies take the maximum over layers for the real task and for every control alike,
 so the selection bias of a maximum over layers is the same on both sides of a comparison.
 """
@@ -71,6 +75,7 @@ from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.analysis.linear_probe import (
+    control_task_labels,
     cross_validated_correct,
     majority_rate,
     proportional_chance,
@@ -88,6 +93,7 @@ SITES = ("resid", "mlp_out", "prompt_final")
 PROBE_DIRECTIONS = ("a_to_b", "b_to_a")
 CONDITIONS = ("trained", "randinit", "randlabel")
 ENTITY = {"a_to_b": "a", "b_to_a": "b"}  # which entity is the input of each probe direction
+LEAD = {"a": "", "b": "the"}  # what precedes the entity in every training text ("is the <B>")
 LABEL = {"a_to_b": "role", "b_to_a": "first_class"}  # the other entity's attribute it predicts
 ANSWER_ORDER = {"a_to_b": "n2d", "b_to_a": "d2n"}  # prompt order whose answer holds the attribute
 SITE_TAG = {"resid": "", "mlp_out": "mlp_", "prompt_final": "prompt_"}  # in summary keys
@@ -117,14 +123,14 @@ class ByProbe(Section):
 class ProbingSummary(Summary):
     """Probing's headline numbers (`result.summary` of `run_analysis`): best-layer accuracy of
     the cross-entity probes on an entity's own representation (entity alone), per subset, with
-    the random-label control; chance is `chance_a_to_b` / `chance_b_to_a`. Every site
+    the control task; chance is `chance_a_to_b` / `chance_b_to_a`. Every site
     (resid, mlp_out, prompt_final) and control is in `best` and `selectivity` (details)."""
 
     probe: ByProbe = section(
         ByProbe, "the probes on the trained model, residual stream, best layer", "_best"
     )
     control_randlabel: ByProbe = section(
-        ByProbe, "the same probes on shuffled labels (the random-label control)", "_best"
+        ByProbe, "the same probes on the control task (a random label per token type)", "_best"
     )
     chance_a_to_b: float | None = number(
         "chance accuracy of the A -> role probe (majority class), mean over subsets", UNIT
@@ -141,7 +147,7 @@ class ProbingSummary(Summary):
         )
 
     def selectivity(self, site: str = "resid") -> dict[tuple[str, str], float]:
-        """Real minus random-label accuracy at the real probe's best layer, by (direction,
+        """The real task's best-layer accuracy minus the control task's, by (direction,
         subset)."""
         return self.cells(
             f"selectivity_{SITE_TAG[site]}{{direction}}_{{subset}}",
@@ -168,7 +174,7 @@ class ProbingOptions(Options):
     seed: int = option(
         0,
         "offset on the run's item seed (stats.run_seed) of the fold assignment and of the "
-        "random-label control",
+        "control task's labels",
         min=0,
         max=SEED_MAX,
     )
@@ -186,12 +192,13 @@ class ProbingOptions(Options):
 def entity_activations(
     model: TransformerBridge, dataset: FactDataset, people: Sequence[Person], which: str
 ) -> dict[str, Float[Tensor, "layer person d_model"]]:
-    """Activations at the entity's last token, the entity alone as input ("<bos> A" / "<bos> B").
+    """Activations at the entity's last token, the entity alone as input ("<bos> A" /
+    "<bos> the B": B as training always has it, after "the").
 
     Returns {"resid": [n_layers + 1, ...] (0 = embeddings, l + 1 = after block l),
              "mlp_out": [n_layers + 1, ...] (0 = NaN: no MLP before the first block)}.
     """
-    examples = [entity_alone(dataset, p, which) for p in people]
+    examples = [entity_alone(dataset, p, which, LEAD[which]) for p in people]
     last = torch.tensor([e.a_last if which == "a" else e.b_last for e in examples])
     device = next(model.parameters()).device
     tokens, _ = pad_batch([e.tokens for e in examples], device=device)
@@ -236,9 +243,25 @@ def labels(people: Sequence[Person], direction: str) -> Int[np.ndarray, " person
     return np.array([getattr(p, LABEL[direction]) for p in people], dtype=np.int64)
 
 
-def control_labels(y: Int[np.ndarray, " n"], seed: int) -> Int[np.ndarray, " n"]:
-    """Hewitt & Liang's control task at the person level: a seeded permutation of the labels."""
-    return np.random.default_rng(seed).permutation(y)
+def entity_token_types(
+    dataset: FactDataset, people: Sequence[Person], which: str
+) -> Int[np.ndarray, " person"]:
+    """The token id each probe reads (the entity's last token, as `entity_activations` reads
+    it): the *type* Hewitt & Liang's control task gives a label of its own."""
+    out = []
+    for p in people:
+        e = entity_alone(dataset, p, which, LEAD[which])
+        out.append(e.tokens[e.a_last if which == "a" else e.b_last])
+    return np.array(out, dtype=np.int64)
+
+
+def control_labels(
+    types: Int[np.ndarray, " n"], y: Int[np.ndarray, " n"], seed: int
+) -> Int[np.ndarray, " n"]:
+    """Hewitt & Liang's control task: a random label per input token type (the entity's last
+    token), as many classes as the real task: a probe scores above chance on it only by
+    memorising token identity across people who share the token."""
+    return control_task_labels(types, int(y.max()) + 1, seed)
 
 
 def probe_people(dataset: FactDataset) -> dict[str, list[Person]]:
@@ -262,8 +285,9 @@ def probe_model(
     """Cross-validated probes of one model at every site x direction x subset x layer.
 
     Returns, per person, 1.0 / 0.0 for a right / wrong held-out prediction (NaN where the site
-    has no activation: mlp_out at layer 0). With `control`, the labels are the random-label
-    control task's (`control_labels`, seeded by `opts.seed`, the direction and the subset).
+    has no activation: mlp_out at layer 0). With `control`, the labels are the control task's
+    (`control_labels`: one per token type, seeded by `opts.seed`, the direction and the subset;
+    at the prompt_final site too, keyed by the entity's token).
     """
     n_layers = model.cfg.n_layers
     n_people = len(by_subset[SUBSETS[0]])
@@ -273,7 +297,8 @@ def probe_model(
             people = by_subset[s]
             y = labels(people, d)
             if control:
-                y = control_labels(y, seed=opts.seed * 1_000 + 10 * di + si)
+                types = entity_token_types(dataset, people, ENTITY[d])
+                y = control_labels(types, y, seed=opts.seed * 1_000 + 10 * di + si)
             pid = np.array([p.id for p in people])
             feats = entity_activations(model, dataset, people, ENTITY[d])
             if "prompt_final" in sites:
@@ -440,22 +465,21 @@ def details(
     selectivities and chance per subset. Keys (resid; the mlp_out ones insert `mlp_`, e.g.
     `probe_mlp_a_to_b_n2d_best`, the prompt_final ones `prompt_`): probe_{dir}_{subset}_best,
     control_randinit_{dir}_{subset}_best, control_randlabel_{dir}_{subset}_best,
-    selectivity_{dir}_{subset} (real minus random-label accuracy at the real task's best
-    layer), chance_{dir}_{subset}; resid's probe and random-label numbers are declared
-    (`summarise`)."""
+    selectivity_{dir}_{subset} (the real task's best-layer accuracy minus the control task's
+    best-layer accuracy, each a maximum over layers), chance_{dir}_{subset}; resid's probe and
+    control-task numbers are declared (`summarise`)."""
     out: dict[str, float] = {}
     for ti, site in enumerate(SITES):
         tag = SITE_TAG[site]
         for di, d in enumerate(PROBE_DIRECTIONS):
             for si, s in enumerate(SUBSETS):
                 real, rinit, rlab = acc[0, ti, di, si], acc[1, ti, di, si], acc[2, ti, di, si]
-                best = int(np.nanargmax(real))
                 if site != "resid":
                     out[f"probe_{tag}{d}_{s}_best"] = float(np.nanmax(real))
                 out[f"control_randinit_{tag}{d}_{s}_best"] = float(np.nanmax(rinit))
                 if site != "resid":
                     out[f"control_randlabel_{tag}{d}_{s}_best"] = float(np.nanmax(rlab))
-                out[f"selectivity_{tag}{d}_{s}"] = float(real[best] - rlab[best])
+                out[f"selectivity_{tag}{d}_{s}"] = float(np.nanmax(real) - np.nanmax(rlab))
     for di, d in enumerate(PROBE_DIRECTIONS):
         for si, s in enumerate(SUBSETS):
             out[f"chance_{d}_{s}"] = float(chance[di, si])

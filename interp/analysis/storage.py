@@ -64,7 +64,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
-from interp.analysis.linear_probe import fit_probe, fit_probe_batch, majority_rate, person_folds
+from interp.analysis.linear_probe import (
+    control_task_labels,
+    fit_probe,
+    fit_probe_batch,
+    majority_rate,
+    person_folds,
+)
 from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.biography import LABELS, BiographyWorld, BioPerson
 from interp.data.biography import level_name as level_name
@@ -241,15 +247,6 @@ def nested_cv_correct(
         chosen.append(C)
         correct[test] = fit_probe(x[train], y[train], x[test], C) == y[test]
     return correct, chosen
-
-
-def control_task_labels(
-    token_types: Int[np.ndarray, " n"], n_classes: int, seed: int
-) -> Int[np.ndarray, " n"]:
-    """Hewitt & Liang's control task: one random label per token *type*, drawn once for every
-    type id up to the largest present; rows with the same type always get the same label."""
-    table = np.random.default_rng(seed).integers(0, n_classes, size=int(token_types.max()) + 1)
-    return table[np.asarray(token_types)].astype(np.int64)
 
 
 def permutation_null(

@@ -138,11 +138,15 @@ def test_prompts(world: World, tok: Tokenizer, people: list[Person]) -> list[Exa
     return out
 
 
-def entity_alone(ds: FactDataset, person: Person, which: str) -> Example:
-    """<bos> then A alone (`which='a'`) or B alone (`which='b'`): the probes' neutral input."""
+def entity_alone(ds: FactDataset, person: Person, which: str, lead: str = "") -> Example:
+    """<bos> then A alone (`which='a'`) or B alone (`which='b'`): the probes' neutral input;
+    with `lead`, the words that precede the entity in training first ("the" before B), outside
+    the entity's span."""
     text = person.name if which == "a" else person.description
-    ids = [BOS, *encode(ds.tokenizer, text)]
-    span = (1, len(ids))
+    ids = [BOS, *(encode(ds.tokenizer, lead) if lead else [])]
+    start = len(ids)
+    ids += encode(ds.tokenizer, text)
+    span = (start, len(ids))
     none = (-1, -1)
     return Example(
         tuple(ids),

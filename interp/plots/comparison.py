@@ -70,7 +70,7 @@ PANELS: dict[str, tuple[Range, list[tuple[str, str, str]]]] = {
             ("B's attr. from A, n2d", "probing", "probe_a_to_b_n2d_best"),
             ("A's attr. from B, n2d", "probing", "probe_b_to_a_n2d_best"),
             ("A's attr. from B, d2n", "probing", "probe_b_to_a_d2n_best"),
-            ("random labels, n2d A->B", "probing", "control_randlabel_a_to_b_n2d_best"),
+            ("control task, n2d A->B", "probing", "control_randlabel_a_to_b_n2d_best"),
         ],
     ),
     "gradient-update test: Δ log p after one step": (

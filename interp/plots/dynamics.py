@@ -101,7 +101,7 @@ def plot_dynamics(run_dirs: Sequence[str | Path], out: str | Path | None = None)
             color="tab:gray",
             ls=DIR_STYLE[d],
             lw=1.2,
-            label=f"control, random labels: {name}",
+            label=f"control task (label per token type): {name}",
         )
         chance = np.mean([r["chance"][d][s] for r in results for s in SUBSETS])
         ax.axhline(chance, color="black", ls=DIR_STYLE[d], lw=0.8, label=f"chance: {name}")

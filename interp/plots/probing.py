@@ -36,7 +36,12 @@ CONDITION_STYLE = {
         color="tab:orange", lw=1.5, ls="--", marker="s", ms=4, label="control: random init"
     ),
     "randlabel": dict(
-        color="tab:gray", lw=1.5, ls=":", marker="^", ms=4, label="control: random labels"
+        color="tab:gray",
+        lw=1.5,
+        ls=":",
+        marker="^",
+        ms=4,
+        label="control task: a random label per token type",
     ),
 }
 
