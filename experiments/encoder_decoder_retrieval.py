@@ -148,7 +148,9 @@ def exact_match(model: EncoderDecoder, ds: FactDataset, prompts: list[Example]) 
     return right / len(prompts)
 
 
-def train_one(seed: int, steps: int, n_enc: int, n_dec: int, eval_every: int) -> dict:
+def train_one(
+    seed: int, steps: int, n_enc: int, n_dec: int, eval_every: int, weight_decay: float = 0.0
+) -> dict:
     """Train one seed (world and model) and return its final and intermediate exact matches."""
     torch.manual_seed(seed)
     cfg = apply_overrides(load_config("default"), [
@@ -159,7 +161,9 @@ def train_one(seed: int, steps: int, n_enc: int, n_dec: int, eval_every: int) ->
     m = cfg.model
     model = EncoderDecoder(ds.d_vocab, m.d_model, m.n_heads, n_enc, n_dec)
     t = cfg.train
-    opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=0.0, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=t.lr, weight_decay=weight_decay, betas=(0.9, 0.95)
+    )
     docs = [torch.tensor(e.tokens) for e in ds.train_docs]
     width = max(len(x) for x in docs)
     g = torch.Generator().manual_seed(seed)
@@ -195,7 +199,8 @@ def train_one(seed: int, steps: int, n_enc: int, n_dec: int, eval_every: int) ->
             row |= {k: exact_match(model, ds, v) for k, v in asked.items()}
             curve.append(row)
             print(json.dumps({"seed": seed, **row, "s": round(time.perf_counter() - t0)}))
-    return {"seed": seed, "n": {k: len(v) for k, v in asked.items()}, "final": curve[-1],
+    return {"seed": seed, "weight_decay": weight_decay,
+            "n": {k: len(v) for k, v in asked.items()}, "final": curve[-1],
             "curve": curve, "seconds": round(time.perf_counter() - t0)}  # fmt: skip
 
 
@@ -206,12 +211,14 @@ def main() -> None:
     ap.add_argument("--encoder-layers", type=int, default=4)
     ap.add_argument("--decoder-layers", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=1000)
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's (Kitouni et al.: 0)")
     ap.add_argument("--merge", nargs="*", default=[], help="per-seed JSON files to pool")
     ap.add_argument("--out", default="figures/retrieval/encoder_decoder.json")
     a = ap.parse_args()
     torch.set_num_threads(1)
     runs = [json.loads(Path(f).read_text()) for f in a.merge] or [
-        train_one(s, a.steps, a.encoder_layers, a.decoder_layers, a.eval_every) for s in a.seeds
+        train_one(s, a.steps, a.encoder_layers, a.decoder_layers, a.eval_every, a.weight_decay)
+        for s in a.seeds
     ]
     if len(runs) == 1:  # one seed: its own file, to pool with --merge
         write_json(Path(a.out), runs[0])
@@ -229,13 +236,14 @@ def main() -> None:
         print(f"{k:18s} {100 * e.estimate:5.1f}% [{100 * e.low:5.1f}, {100 * e.high:5.1f}] "
               f"({e.n_runs} runs, {e.n_items} queries) per seed "
               + " / ".join(f"{x:.0f}" for x in per_seed))  # fmt: skip
+    wd = runs[0].get("weight_decay", a.weight_decay)
     out = {"encoder_layers": a.encoder_layers, "decoder_layers": a.decoder_layers,
-           "steps": a.steps, "summary": summary, "runs": runs}  # fmt: skip
+           "steps": a.steps, "weight_decay": wd, "summary": summary, "runs": runs}  # fmt: skip
     write_json(Path(a.out), out)
-    plot_curves(runs, Path(a.out).with_suffix(".png"))
+    plot_curves(runs, Path(a.out).with_suffix(".png"), wd)
 
 
-def plot_curves(runs: list[dict], path: Path) -> None:
+def plot_curves(runs: list[dict], path: Path, weight_decay: float = 0.0) -> None:
     """Held-out queries answered, forward and backward, every 1000 steps, one line per seed."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     for ax, key, title in zip(axes, ("heldout_forward", "heldout_backward"),
@@ -246,11 +254,14 @@ def plot_curves(runs: list[dict], path: Path) -> None:
             ax.plot(steps, [100 * c[key] for c in r["curve"]], marker="o", ms=3,
                     label=f"seed {r['seed']}")  # fmt: skip
         ax.axhline(90, color="grey", lw=0.8, ls="--")
-        ax.set_title(f"MLM-U encoder-decoder: {title}", fontsize=9)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("training step")
         ax.set_ylim(0, 102)
     axes[0].set_ylabel("exact match (%, 100 queries)")
     axes[1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(
+        f"MLM-U as a two-stream encoder-decoder, weight decay {weight_decay:g}", fontsize=11
+    )
     fig.text(0.5, -0.02, "dashed: the issue's 90% bar; Kitouni et al. report 100 / 100",
              ha="center", fontsize=8)  # fmt: skip
     fig.tight_layout()
