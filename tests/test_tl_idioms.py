@@ -5,6 +5,7 @@ global RNG alone."""
 from __future__ import annotations
 
 import shutil
+import warnings
 from importlib import metadata
 from importlib.util import find_spec
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from interp.data.tokenizer import BOS
+from interp.data.tokenizer import BOS, UnknownWordWarning
 from interp.errors import UserError
 from interp.evaluate import greedy_generate
 from interp.model import build_model, load_cache, save_cache
@@ -306,3 +307,15 @@ def test_a_run_displays_in_one_line(tiny_run):
     """A notebook that displays `run` shows one line, not the model and the dataset."""
     text = repr(tiny_run)
     assert len(text) < 300 and "\n" not in text and "parameters" in text, text[:400]
+
+
+def test_unknown_words_are_named_not_silently_unk(tiny_run):
+    """The world's words are lower-case: a capitalised word or a full stop attached to a word
+    becomes <unk>; the run's tokenizer says which words, in one warning, and stays quiet on
+    known text."""
+    model = tiny_run.model
+    with pytest.warns(UnknownWordWarning, match=r"'Hello'"):
+        model.to_tokens("Hello the")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.to_tokens("the composer of")

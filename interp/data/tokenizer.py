@@ -12,8 +12,9 @@ Special tokens, the same ids in every tokenizer: <pad>=0, <bos>=1, <eos>=2, <mas
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -81,7 +82,16 @@ def hf_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
     """
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(
+    class KitTokenizer(PreTrainedTokenizerFast):
+        """Says which words of a text are not in the run's vocabulary: the world's words are
+        lower-case, so "Hello", a capitalised name or "raditu." (a full stop attached) would
+        otherwise become <unk> without a word."""
+
+        def _encode_plus(self, text: Any, *args: Any, **kwargs: Any) -> Any:
+            warn_unknown(self.backend_tokenizer, text)
+            return super()._encode_plus(text, *args, **kwargs)
+
+    return KitTokenizer(
         tokenizer_object=Tokenizer.from_str(tok.to_str()),
         bos_token=SPECIALS[BOS],
         eos_token=SPECIALS[EOS],
@@ -91,6 +101,30 @@ def hf_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
         add_bos_token=True,
         name_or_path="interp",
     )
+
+
+def unknown_words(tok: Tokenizer, text: str) -> list[str]:
+    """The pieces of `text` the vocabulary does not know (they encode to <unk>)."""
+    enc = tok.encode(text, add_special_tokens=False)
+    return [text[s:e] for i, (s, e) in zip(enc.ids, enc.offsets, strict=True) if i == UNK]
+
+
+def warn_unknown(tok: Tokenizer, text: Any) -> None:
+    """One warning naming the unknown words of `text` (a string or a list of them)."""
+    texts = [text] if isinstance(text, str) else [t for t in text if isinstance(t, str)]
+    unknown = sorted({w for t in texts for w in unknown_words(tok, t)})
+    if unknown:
+        warnings.warn(
+            f"not in the run's vocabulary, read as <unk>: {', '.join(map(repr, unknown[:8]))}"
+            f"{' ...' if len(unknown) > 8 else ''} (the world's words are lower-case, and a full "
+            "stop is a word of its own: 'raditu .')",
+            UnknownWordWarning,
+            stacklevel=3,
+        )
+
+
+class UnknownWordWarning(UserWarning):
+    """A text given to a run's tokenizer holds words its vocabulary does not know."""
 
 
 def save_tokenizer(tok: Tokenizer, path: Path) -> None:
