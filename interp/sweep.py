@@ -133,7 +133,7 @@ def run_sweep(
     spec = [(cfg, str(out / "runs" / run_name(from_dict(cfg))), instruments) for _, cfg in cells]
     if executor == "local":
         execute_all(spec, jobs=jobs, progress=progress, desc="sweep")
-    elif executor in ("slurm", "submitit-local"):
+    else:  # slurm or submitit-local (checked above, before anything was written)
         import submitit
 
         folder = out / "submitit"
@@ -160,8 +160,6 @@ def run_sweep(
         )
         for j in jobs_:
             j.result()
-    else:
-        raise UserError(f"unknown executor {executor!r}: use local, slurm or submitit-local")
     return aggregate(cells, [Path(r) for _, r, _ in spec], out)
 
 

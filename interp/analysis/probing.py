@@ -82,6 +82,7 @@ from interp.analysis.linear_probe import (
 )
 from interp.analysis.options import SEED_MAX, Options, option
 from interp.data.dataset import FactDataset, entity_alone, pad_batch
+from interp.data.example import Example
 from interp.data.world import SUBSETS, Person
 from interp.errors import UserError
 from interp.model import build_model, resid_at, resid_hook_names, residual_stack
@@ -198,8 +199,8 @@ def entity_activations(
     Returns {"resid": [n_layers + 1, ...] (0 = embeddings, l + 1 = after block l),
              "mlp_out": [n_layers + 1, ...] (0 = NaN: no MLP before the first block)}.
     """
-    examples = [entity_alone(dataset, p, which, LEAD[which]) for p in people]
-    last = torch.tensor([e.a_last if which == "a" else e.b_last for e in examples])
+    examples, read_at = entity_inputs(dataset, people, which)
+    last = torch.tensor(read_at)
     device = next(model.parameters()).device
     tokens, _ = pad_batch([e.tokens for e in examples], device=device)
     n_layers = model.cfg.n_layers
@@ -243,16 +244,22 @@ def labels(people: Sequence[Person], direction: str) -> Int[np.ndarray, " person
     return np.array([getattr(p, LABEL[direction]) for p in people], dtype=np.int64)
 
 
+def entity_inputs(
+    dataset: FactDataset, people: Sequence[Person], which: str
+) -> tuple[list[Example], list[int]]:
+    """Each person's entity alone ("<bos> A" / "<bos> the B") and the position a probe reads
+    (the entity's last token)."""
+    examples = [entity_alone(dataset, p, which, LEAD[which]) for p in people]
+    return examples, [e.a_last if which == "a" else e.b_last for e in examples]
+
+
 def entity_token_types(
     dataset: FactDataset, people: Sequence[Person], which: str
 ) -> Int[np.ndarray, " person"]:
-    """The token id each probe reads (the entity's last token, as `entity_activations` reads
-    it): the *type* Hewitt & Liang's control task gives a label of its own."""
-    out = []
-    for p in people:
-        e = entity_alone(dataset, p, which, LEAD[which])
-        out.append(e.tokens[e.a_last if which == "a" else e.b_last])
-    return np.array(out, dtype=np.int64)
+    """The token id each probe reads (`entity_inputs`' position): the *type* Hewitt & Liang's
+    control task gives a label of its own."""
+    examples, read_at = entity_inputs(dataset, people, which)
+    return np.array([e.tokens[i] for e, i in zip(examples, read_at, strict=True)], dtype=np.int64)
 
 
 def control_labels(

@@ -374,19 +374,18 @@ class People:
         self.by_name[name, subset].append(pid)
         return pid
 
-    def _closest(self, name: str, subset: str, words: frozenset[str]) -> tuple[int, float]:
+    def _closest(self, name: str, subset: str, words: frozenset[str]) -> int:
+        """The person of `name` in `subset` whose description words overlap `words` most, or
+        -1 where the subset has no one of that name."""
         pids = self.by_name.get((name, subset), [])
-        if not pids:
-            return -1, 0.0
-        best = max(pids, key=lambda p: _overlap(self.words[p], words))
-        return best, 1.0 if len(pids) == 1 else _overlap(self.words[best], words)
+        return max(pids, key=lambda p: _overlap(self.words[p], words)) if pids else -1
 
     def learn(self, block: list[Line], subset: str) -> list[Line]:
         """A training block's lines with their person's id: the person of this name in `subset`
         whose description it shares (core-word overlap >= SAME_PERSON: the Both subset's two
         blocks per person), else a new person."""
         name, words = block[0].span_text("a"), _core_words(block)
-        pid, _ = self._closest(name, subset, words)
+        pid = self._closest(name, subset, words)
         if pid < 0 or _overlap(self.words[pid], words) < SAME_PERSON:
             pid = self._new(name, subset, words)
         else:
@@ -396,7 +395,7 @@ class People:
     def identify(self, block: list[Line], subset: str) -> list[Line] | None:
         """A test block's lines with the id of the person of this name in `subset` whose
         description is closest, or None where the subset has no one of that name."""
-        pid, _ = self._closest(block[0].span_text("a"), subset, _core_words(block))
+        pid = self._closest(block[0].span_text("a"), subset, _core_words(block))
         return None if pid < 0 else [replace(ln, person=pid) for ln in block]
 
     def shared(self) -> list[str]:
