@@ -43,7 +43,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from interp.attention import attach
 from interp.config import ModelConfig
 from interp.data.dataset import pad_batch
-from interp.data.tokenizer import hf_tokenizer
+from interp.data.tokenizer import SPECIALS, UNK, hf_tokenizer
 from interp.errors import UserError
 from interp.files import atomic_path, safetensors_bytes
 
@@ -87,7 +87,26 @@ def build_model(
             raise ValueError(f"tokenizer has {len(hf)} tokens but the model d_vocab={d_vocab}")
     model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed), tokenizer=hf)  # type: ignore[attr-defined]
     attach(model)  # hook_attn_scores before the softmax, per-block OV / QK (interp.attention)
+    if hf is not None:
+        strict_single_token(model)
     return model if device == "cpu" else model.to(device)
+
+
+def strict_single_token(model: TransformerBridge) -> None:
+    """`model.to_single_token(word)` raises for a word the vocabulary does not know, instead of
+    returning <unk>'s id as if it were the word's (TransformerLens's method, otherwise)."""
+    base = model.to_single_token
+
+    def to_single_token(string: str) -> int:
+        token = int(base(string))
+        if token == UNK and string.strip() != SPECIALS[UNK]:
+            raise ValueError(
+                f"{string!r} is not in the run's vocabulary (it reads as <unk>): the world's "
+                "words are lower-case and a full stop is a word of its own"
+            )
+        return token
+
+    model.to_single_token = to_single_token  # type: ignore[method-assign]
 
 
 def resolve_device(device: str) -> str:

@@ -15,7 +15,7 @@ bounds.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -385,6 +385,26 @@ def reversed_tables(
     ]
 
 
+def _sections(cls: Any, chain: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The helps of the sections around each declared number of `cls`, in `declared()` order."""
+    for f in cls._own():
+        inner = f.metadata.get("section")
+        if inner is not None:
+            yield from _sections(inner, (*chain, f.metadata["help"]))
+        else:
+            yield chain
+
+
+def human_labels(cls: Any) -> dict[str, str]:
+    """Each declared number's row label: the helps of its sections, outer first, then its own
+    help, then its key (`forward queries (n2d, entity swap) / restored fraction at the final
+    position / the MLP's output (ROME's site): largest restored fraction over layers`)."""
+    out = {}
+    for d, chain in zip(cls.declared(), _sections(cls), strict=True):
+        out[d.key] = f"{' / '.join(chain)}: {d.help}" if chain else d.help
+    return out
+
+
 def instrument_rows(study: Study, instrument: str) -> list[list[str]]:
     """One row per declared headline number (its key and help), one cell per group: mean [95%
     interval over runs, inside the number's range] (n runs); a p-value listed per run and
@@ -396,7 +416,9 @@ def instrument_rows(study: Study, instrument: str) -> list[list[str]]:
     if not any(per_group.values()):
         return []
     rows = []
-    for d in INSTRUMENTS[instrument].summary_type.headlines():
+    summary_type = INSTRUMENTS[instrument].summary_type
+    labels = human_labels(summary_type)
+    for d in summary_type.headlines():
         cells_ = []
         for sums in per_group.values():
             vals = [v for s in sums if (v := s.value(d.key)) is not None]
@@ -407,7 +429,7 @@ def instrument_rows(study: Study, instrument: str) -> list[list[str]]:
             else:
                 cells_.append(runs_interval(vals, d.range).fmt(3))
         if any(c != "n/a" for c in cells_):
-            label = f"`{d.key}`{', per run' if d.pvalue else ''}: {d.help}"
+            label = f"{labels[d.key]}{' (per run)' if d.pvalue else ''} (`{d.key}`)"
             rows.append([label, *cells_])
     return rows
 

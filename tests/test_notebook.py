@@ -38,6 +38,16 @@ def test_walkthrough_notebook_runs(tiny_run_dir, tmp_path, monkeypatch):
         o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
     assert not errors, errors
+    # done when (issue 27): no warning in any cell's output (stderr carries warnings; progress
+    # bars are turned off in the notebook's cells)
+    warned = [
+        (i, o["text"][-300:])
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "stream" and o.get("name") == "stderr" and "Warning" in o["text"]
+    ]
+    assert not warned, warned
     for name in ("lens", "patching", "probing", "update", "dynamics", "selective"):
         assert (run / "analysis" / f"{name}.json").is_file(), f"notebook did not run {name}"
     # Section 8, one prompt by hand: the trained fact is top-1 under the lens at the output, and

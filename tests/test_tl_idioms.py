@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from interp.data.tokenizer import BOS, UnknownWordWarning
+from interp.data.tokenizer import BOS, TruncatedTextWarning, UnknownWordWarning
 from interp.errors import UserError
 from interp.evaluate import greedy_generate
 from interp.model import build_model, load_cache, save_cache
@@ -319,3 +319,30 @@ def test_unknown_words_are_named_not_silently_unk(tiny_run):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.to_tokens("the composer of")
+
+
+def test_an_unknown_word_is_not_a_single_token(tiny_run):
+    """`to_single_token` of a word the vocabulary lacks raises (TransformerLens returns <unk>'s
+    id, which reads as if it were the word's); a known word and <unk> itself give their ids."""
+    model = tiny_run.model
+    assert model.to_single_token("the") == tiny_run.dataset.tokenizer.token_to_id("the")
+    assert model.to_single_token("<unk>") == 4
+    with (
+        pytest.raises(ValueError, match="'hello' is not in the run's vocabulary"),
+        pytest.warns(UnknownWordWarning),
+    ):
+        model.to_single_token("hello")
+
+
+def test_a_prompt_cut_at_n_ctx_says_so(tiny_run):
+    """`to_tokens` cuts a text at the model's n_ctx; the run's tokenizer warns with both
+    lengths. A text that fits, or an explicit truncate=False, stays quiet."""
+    model = tiny_run.model
+    n_ctx = model.cfg.n_ctx
+    long = " ".join(["the"] * (n_ctx + 5))
+    with pytest.warns(TruncatedTextWarning, match=f"of {n_ctx + 6} tokens was cut to {n_ctx}"):
+        assert model.to_tokens(long).shape[-1] == n_ctx
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.to_tokens(" ".join(["the"] * (n_ctx - 1)))
+        assert model.to_tokens(long, truncate=False).shape[-1] == n_ctx + 6

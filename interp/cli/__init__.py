@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "where a fact is stored (biography world): Q-, reverse Q- and P-probes and QA",
     ),
     "qk": ("instrument", "QK symmetry: is each head's W_Q W_K^T symmetric (Saponati et al.)?"),
+    "export": (
+        "export",
+        "write a run as a Hugging Face transformers model directory (AutoModelForCausalLM)",
+    ),
     "study": (
         "study",
         "run a whole study (a preset: runs, every instrument, figures, report, findings)",

@@ -12,6 +12,7 @@ Special tokens, the same ids in every tokenizer: <pad>=0, <bos>=1, <eos>=2, <mas
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,14 +82,30 @@ def hf_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
     `add_bos_token=True` it keeps the tokenizer as given).
     """
     from transformers import PreTrainedTokenizerFast
+    from transformers.tokenization_utils_base import TruncationStrategy
+
+    encode_plus = inspect.signature(PreTrainedTokenizerFast._encode_plus)
 
     class KitTokenizer(PreTrainedTokenizerFast):
-        """Says which words of a text are not in the run's vocabulary: the world's words are
-        lower-case, so "Hello", a capitalised name or "raditu." (a full stop attached) would
-        otherwise become <unk> without a word."""
+        """Says which words of a text are not in the run's vocabulary (the world's words are
+        lower-case, so "Hello", a capitalised name or "raditu." with its full stop attached
+        would otherwise become <unk> without a word), and when a text is cut to a maximum
+        length (`model.to_tokens` cuts at the model's n_ctx)."""
 
         def _encode_plus(self, text: Any, *args: Any, **kwargs: Any) -> Any:
-            warn_unknown(self.backend_tokenizer, text)
+            # transformers sets truncation and padding on the backend tokenizer in place, so
+            # texts are measured on a copy of it that does neither
+            measure = self.__dict__.get("_measure")
+            if measure is None:
+                measure = Tokenizer.from_str(self.backend_tokenizer.to_str())
+                measure.no_truncation()
+                measure.no_padding()
+                self.__dict__["_measure"] = measure
+            warn_unknown(measure, text)
+            call = encode_plus.bind(self, text, *args, **kwargs).arguments
+            cut = call.get("truncation_strategy", TruncationStrategy.DO_NOT_TRUNCATE)
+            if call.get("max_length") and cut != TruncationStrategy.DO_NOT_TRUNCATE:
+                warn_truncated(measure, text, call["max_length"])
             return super()._encode_plus(text, *args, **kwargs)
 
     return KitTokenizer(
@@ -106,7 +123,8 @@ def hf_tokenizer(tok: Tokenizer) -> PreTrainedTokenizerFast:
 def unknown_words(tok: Tokenizer, text: str) -> list[str]:
     """The pieces of `text` the vocabulary does not know (they encode to <unk>)."""
     enc = tok.encode(text, add_special_tokens=False)
-    return [text[s:e] for i, (s, e) in zip(enc.ids, enc.offsets, strict=True) if i == UNK]
+    pieces = (text[s:e] for i, (s, e) in zip(enc.ids, enc.offsets, strict=True) if i == UNK)
+    return [p for p in pieces if p != SPECIALS[UNK]]  # "<unk>" itself is a known token
 
 
 def warn_unknown(tok: Tokenizer, text: Any) -> None:
@@ -125,6 +143,23 @@ def warn_unknown(tok: Tokenizer, text: Any) -> None:
 
 class UnknownWordWarning(UserWarning):
     """A text given to a run's tokenizer holds words its vocabulary does not know."""
+
+
+def warn_truncated(tok: Tokenizer, text: Any, max_length: int) -> None:
+    """One warning when a text (or any of a list) is longer than `max_length` tokens."""
+    texts = [text] if isinstance(text, str) else [t for t in text if isinstance(t, str)]
+    longest = max((len(tok.encode(t).ids) for t in texts), default=0)
+    if longest > max_length:
+        warnings.warn(
+            f"a text of {longest} tokens was cut to {max_length} (the model's n_ctx): the "
+            "tokens past it are dropped",
+            TruncatedTextWarning,
+            stacklevel=3,
+        )
+
+
+class TruncatedTextWarning(UserWarning):
+    """A text given to a run's tokenizer was cut to the model's context length."""
 
 
 def save_tokenizer(tok: Tokenizer, path: Path) -> None:

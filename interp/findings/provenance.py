@@ -23,8 +23,9 @@ from interp.plan import Plan
 from interp.runs import versions
 
 PACKAGE = Path(__file__).resolve().parents[1]
-# Packages and modules that draw, print or judge, but compute no number the findings hold.
+# Packages and modules that draw, print, judge or export, but compute no number the findings hold.
 RENDERING = (
+    "export.py",
     "plots/",
     "cli/",
     "presets/",
