@@ -119,9 +119,9 @@ def test_findings_state_the_curse_and_a_failed_prediction(tmp_path, fakes, quick
     json.dumps(f, allow_nan=False)  # strict JSON
     claims = get_preset("tiny").claims({"tiny": f}, "tiny")
     # n2d/d2n not answered reversed, no log-prob preference (random and role-matched control),
-    # Both positive, update forward only; patching (2) and the mitigations (entity vs causal,
-    # entity vs token) are not in this study
-    assert [c.verdict for c in claims] == ["held"] * 9 + ["not measured"] * 4, claims
+    # Both positive, update forward only; patching (3: A's last token, all of A, the severed
+    # path) and the mitigations (entity vs causal, entity vs token) are not in this study
+    assert [c.verdict for c in claims] == ["held"] * 9 + ["not measured"] * 5, claims
     for key in ("reversed", "reversed_role_matched"):
         rev = f["behaviour"]["causal"][key]["n2d_train"]
         assert rev["null"] and "covers 0" in rev["claim"], rev

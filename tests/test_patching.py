@@ -176,8 +176,8 @@ def test_stream_path_is_taken_and_matches_hooks(tiny_run, monkeypatch):
     alternatives = [e.answer[0] for e in ds.select(subset="n2d", direction="same")]
     noise = P.entity_noise(prompts, 2, model.cfg.d_model, 0.5, torch.Generator().manual_seed(0))
 
-    def both(batch_size):
-        swap = P.trace_swap(model, prompts, partners, batch_size=batch_size)
+    def both(batch_size):  # the cells only: the entity-span patch goes through TL's hooks
+        swap = P.trace_swap(model, prompts, partners, batch_size=batch_size, span=False)
         nz = P.trace_noise(model, prompts, noise, alternatives, batch_size=batch_size)
         return torch.stack([swap.patched, nz.patched])
 
@@ -275,7 +275,8 @@ def test_run_analysis_and_plot(tiny_run_copy, tmp_path, check_summary):
     reverse = res["groups"]["n2d"]["reverse"]["swap"]
     absent = () if reverse["meaningful"] else (
         "reverse_best_restoration", "reverse_best_layer", "reverse_control_best_restoration",
-        "reverse_entity_last", "reverse_final", "reverse_severed",
+        "reverse_entity_last", "reverse_entity_all", "reverse_final", "reverse_severed",
+        "reverse_control_entity",
     )  # fmt: skip
     typed = check_summary(tiny_run_copy, "patching", absent=absent)
     assert typed.forward.best_restoration == s["forward_best_restoration"]

@@ -17,8 +17,9 @@ def test_sites_report_restoration_at_the_entity_and_the_final_position(tiny_run,
     g = r["groups"]["n2d"]["forward"]["swap"]
     assert g["meaningful"], g["clean_minus_corrupt"]
     n_layers = tiny_run.config.model.n_layers
-    sites = g["sites"]
-    assert set(sites) == {"entity_last", "final"} and sites["entity_last"]["label"] == "A2"
+    sites = dict(g["sites"])
+    assert set(sites) == {"entity_last", "entity_all", "entity_each", "final"}, set(sites)
+    assert sites["entity_last"]["label"] == "A2" and set(sites.pop("entity_each")) == {"A1", "A2"}
     for site, by_act in sites.items():
         per_person = r.arrays[f"n2d/forward/swap/sites/{site}"]  # person act layer
         assert per_person.shape == (by_act["n_people"], len(ACTS), n_layers)
@@ -30,6 +31,9 @@ def test_sites_report_restoration_at_the_entity_and_the_final_position(tiny_run,
             assert best["value"] == m.max() and best["layer"] == int(m.argmax()), best
             key = f"forward_{site}_{a}_max"
             assert r.summary[key] == best["value"], (key, r.summary.get(key))
+            if site != "final":  # the same site's wrong-source control, in the summary too
+                c = g["control"]["sites"][site][a]["max"]["value"]
+                assert r.summary[f"forward_control_{site}_{a}_max"] == c, (site, a, c)
     # The final token is the same in the clean and the corrupted prompt, so patching its
     # block-0 input changes nothing; A's last token differs, so patching it there restores.
     final0 = sites["final"]["resid_pre"]["mean"][0]
@@ -68,3 +72,51 @@ def test_severed_path_agrees_with_the_engine_and_blocks_at_the_last_layer(tiny_r
     for v in patching.SEVER:
         assert r.summary[f"forward_severed_{v}_max"] == g["severed"][v]["max"]["value"]
     assert "severed path" in patching.format_summary(r)
+
+
+def test_the_whole_entity_restores_everything_at_block_0_and_each_token_alone_does_not(tiny_run):
+    """The swapped prompts differ only in the entity's tokens, so patching the clean block-0
+    input at every one of them at once gives the clean run: each person's restored fraction is
+    1 (the span patch, `patch_positions`). Each token alone restores less (0.51 on A's last token
+    in the default study). The same patch from a third person (the same-site control) gives
+    that person's run, not the clean one."""
+    opts = patching.PatchingOptions(
+        max_prompts=8, corruptions=("swap",), subsets=("n2d",), noise_samples=1
+    )
+    r = patching.run_analysis(tiny_run, opts, write=False, progress=False)
+    g = r["groups"]["n2d"]["forward"]["swap"]
+    whole = r.arrays["n2d/forward/swap/sites/entity_all"][:, ACTS.index("resid_pre"), 0]
+    np.testing.assert_allclose(whole, 1.0, atol=1e-4)
+    each = [
+        r.arrays[f"n2d/forward/swap/sites/entity_each/{x}"][:, 0, 0].mean() for x in ("A1", "A2")
+    ]
+    assert max(each) < 0.95, each
+    control = g["control"]["sites"]["entity_all"]["resid_pre"]["mean"][0]
+    assert control < 0.9, control
+
+
+def test_patch_positions_at_one_position_is_that_cell(tiny_run):
+    """`patch_positions` (TransformerLens hooks, any set of positions) with one marked position
+    per prompt equals `patch_cells` (the kit's batched engine) at that cell."""
+    import torch
+
+    from interp.analysis import activation_patching as E
+
+    model, ds = tiny_run.model, tiny_run.dataset
+    prompts = [e for e in ds.select(subset="n2d", direction="same", templates="train")][:6]
+    toks, lengths = patching._tokens(prompts, torch.device("cpu"))
+    corrupted = toks.flip(0)  # another person's prompt of the same template as the source
+    names = E.hook_names(model.cfg.n_layers)
+    cache = E.cache_activations(model, toks, names)
+    final, right = lengths - 1, patching._first(prompts, torch.device("cpu"))
+
+    def metric(logits, run):  # row i of `logits` is a patched run of prompt run[i]
+        return logits[torch.arange(len(run)), final[run], right[run]]
+
+    cells = E.patch_cells(model, corrupted, cache, names, metric, lengths=lengths)  # run hook pos
+    pos = torch.tensor([patching.entity_span(e)[1] - 1 for e in prompts])
+    where = torch.zeros_like(toks, dtype=torch.bool)
+    where[torch.arange(len(prompts)), pos] = True
+    one = E.patch_positions(model, corrupted, cache, names, where, metric)  # run hook
+    want = cells[torch.arange(len(prompts)), :, pos]
+    assert float((one - want).abs().max()) < 1e-4, (one - want).abs().max()

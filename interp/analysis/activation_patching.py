@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.ActivationCache import ActivationCache
@@ -331,6 +331,35 @@ def patch_cells(
 
 
 _STAGE = {"resid_pre": 0, "attn_out": 1, "mlp_out": 2}
+
+
+@torch.no_grad()
+def patch_positions(
+    model: TransformerBridge,
+    corrupted_tokens: Int[Tensor, "run pos"],
+    clean_cache: Mapping[str, Float[Tensor, "run pos d_model"]],
+    names: Sequence[str],
+    where: Bool[Tensor, "run pos"],
+    metric: RowMetric,
+) -> Float[Tensor, "run hook"]:
+    """Patch activation `names[h]` at every position `where` marks, all of them together, from
+    `clean_cache` into each corrupted run; return the metric per run and hook.
+
+    `patch_cells` patches one position at a time; a span (every token of a two-token name, as
+    ROME restores the subject) needs its positions patched at once. One forward pass per hook,
+    through TransformerLens's hooks. With one marked position per run it equals that
+    position's `patch_cells` cell (`tests/test_patching.py`)."""
+    runs = torch.arange(corrupted_tokens.shape[0], device=corrupted_tokens.device)
+    out = torch.empty(len(runs), len(names))
+    for h, name in enumerate(names):
+        src = clean_cache[name]
+
+        def put(act: Tensor, hook: Any, src: Tensor = src) -> Tensor:
+            return torch.where(where[..., None], src.to(act.dtype), act)
+
+        logits = model.run_with_hooks(corrupted_tokens, fwd_hooks=[(name, put)])
+        out[:, h] = metric(logits, runs).cpu()
+    return out
 
 
 def _patch_from_stream(

@@ -74,6 +74,7 @@ from interp.analysis.activation_patching import (
     cache_activations,
     hook_names,
     patch_cells,
+    patch_positions,
     run_metric,
 )
 from interp.analysis.patching_summary import (  # the numbers of the study, re-exported
@@ -159,10 +160,13 @@ def trace_swap(
     batch_size: int = 512,
     progress: bool = False,
     desc: str = "swap",
+    span: bool = True,
 ) -> TraceGrids:
     """Entity swap: patch the clean run of `sources[i]` (default `prompts[i]`) into the run of
     `corrupters[i]` (the same template about another person), scored by the logit difference
-    of prompts[i]'s answer over corrupters[i]'s answer (first tokens)."""
+    of prompts[i]'s answer over corrupters[i]'s answer (first tokens): every cell one position
+    at a time (`patched`), and with `span` every token of the entity together (`span`, one
+    forward pass per hook through TransformerLens's hooks)."""
     sources = prompts if sources is None else sources
     _check_aligned(prompts, corrupters, "swap")
     _check_aligned(prompts, sources, "swap source")
@@ -195,7 +199,17 @@ def trace_swap(
         desc=desc,
     )
     patched = cells.reshape(len(prompts), len(acts), n_layers, -1)  # prompt act layer pos
-    return TraceGrids(patched, clean, corrupted, lengths)
+    if not span:
+        return TraceGrids(patched, clean, corrupted, lengths)
+    # every token of the entity together (ROME restores the whole subject), per act and layer
+    where = torch.zeros_like(corr_toks, dtype=torch.bool)
+    for i, e in enumerate(prompts):
+        start, end = entity_span(e)
+        where[i, start:end] = True
+    together = patch_positions(model, corr_toks, cache, names, where, metric)
+    return TraceGrids(
+        patched, clean, corrupted, lengths, together.reshape(len(prompts), len(acts), -1)
+    )
 
 
 @torch.no_grad()
@@ -426,11 +440,10 @@ def _trace_group(
                 [prompts[i] for i in idx],
                 [corrupters[i] for i in idx],
                 [t for t in third if t is not None],
-                acts=("resid_pre",),
                 batch_size=opts.batch_size,
                 progress=progress,
                 desc=desc + " control",
-            )
+            )  # every act, for the same-site comparison
     else:
         skipped, severed = 0, None
         d_model = run.config.model.d_model

@@ -70,6 +70,7 @@ class TraceGrids:
     clean: Float[Tensor, " prompt"]
     corrupted: Float[Tensor, " prompt"]
     lengths: Int[Tensor, " prompt"]
+    span: Float[Tensor, "prompt act layer"] | None = None  # the entity's tokens patched together
 
     def normalised(self) -> Float[Tensor, "prompt act layer pos"]:
         gap = (self.clean - self.corrupted)[:, None, None, None]
@@ -125,7 +126,14 @@ class Query(Section):
     clean: float | None = number("mean clean score", REAL)
     corrupted: float | None = number("mean corrupted score", REAL)
     entity_last: Sites = section(Sites, "restored fraction at the entity's last token")
+    entity_all: Sites = section(Sites, "restored fraction, every token of the entity together")
     final: Sites = section(Sites, "restored fraction at the final position")
+    control_entity_last: Sites = section(
+        Sites, "the same-site control (a third person's clean run) at the entity's last token"
+    )
+    control_entity_all: Sites = section(
+        Sites, "the same-site control, every token of the entity together"
+    )
     severed: Severed = section(Severed, "ROME's severed path at the entity's last token")
 
 
@@ -315,7 +323,9 @@ def summarise_group(
         "template": np.array([e.template for e in prompts]),
     }
     if meaningful:
-        out["sites"], site_arrays = site_restoration(effect, gap, prompts, order)
+        out["sites"], site_arrays = site_restoration(
+            effect, gap, prompts, order, _span_effect(trace)
+        )
         arrays.update(site_arrays)
     if control is not None:
         # Control runs exist for the prompts that found a third person (`control_idx`).
@@ -332,7 +342,8 @@ def summarise_group(
             )  # layer label
         layer, j = np.unravel_index(int(np.nanargmax(c_norm)), c_norm.shape)
         out["control"] = {
-            "what": "resid_pre patched from a third person's clean run (wrong source)",
+            "what": "every activation patched from a third person's clean run (wrong source); "
+            "normalised_resid_pre and best: its resid_pre cells, sites: each site's comparator",
             "n_prompts": int(control.clean.shape[0]),
             "normalised_resid_pre": _nan_to_none(c_norm) if meaningful else None,
             "best": {"value": float(c_norm[layer, j]), "layer": int(layer), "position": order[j]}
@@ -340,7 +351,22 @@ def summarise_group(
             else None,
         }
         arrays["control_normalised_resid_pre"] = c_norm
+        if meaningful and c_effect.shape[1] == len(ACTS):
+            # the same sites patched from the third person: each site's own comparator
+            c_prompts = [prompts[i] for i in control_idx]
+            out["control"]["sites"], c_arrays = site_restoration(
+                c_effect, c_gap, c_prompts, order, _span_effect(control)
+            )
+            arrays.update({f"control/{k}": v for k, v in c_arrays.items()})
     return out, arrays
+
+
+def _span_effect(trace: TraceGrids) -> np.ndarray | None:
+    """The span patch's effect (patched - corrupted) [prompt, act, layer], if it was run."""
+    if trace.span is None:
+        return None
+    corrupted = trace.corrupted.cpu().double().numpy()[:, None, None]
+    return trace.span.cpu().double().numpy() - corrupted
 
 
 def entity_last_label(order: Sequence[str], letter: str) -> str | None:
@@ -352,47 +378,66 @@ def entity_last_label(order: Sequence[str], letter: str) -> str | None:
     return f"{letter}{max(ks)}" if ks else None
 
 
+def _site(per_person: Float[np.ndarray, "person act layer"]) -> dict[str, Any]:
+    """Per act: the mean over people per layer with its 95% interval, and the largest layer."""
+    out: dict[str, Any] = {}
+    for i, a in enumerate(ACTS[: per_person.shape[1]]):
+        cis = [mean_ci(per_person[:, i, layer].tolist()) for layer in range(per_person.shape[2])]
+        means = [c[0] for c in cis]
+        best = int(np.nanargmax(means))
+        out[a] = {
+            "mean": means,
+            "low": [c[1] for c in cis],
+            "high": [c[2] for c in cis],
+            "max": {"value": means[best], "layer": best, "ci95": [cis[best][1], cis[best][2]]},
+        }
+    return out
+
+
 def site_restoration(
     effect: Float[np.ndarray, "prompt act layer label"],
     gap: Float[np.ndarray, " prompt"],
     prompts: Sequence[Example],
     order: Sequence[str],
+    span: Float[np.ndarray, "prompt act layer"] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Restored fraction per activation x layer at two sites, the entity's last token and the
-    final position, with a within-run 95% interval over people.
+    """Restored fraction per activation x layer at each site, with a within-run 95% interval
+    over people: the entity's last token (`entity_last`), the final position (`final`), every
+    token of the entity patched together (`entity_all`, from `span`, the patched effect of the
+    span) and each entity token alone (`entity_each[label]`).
 
     A person's restored fraction is the mean patched effect over their prompts divided by the
     mean clean - corrupted gap over the same prompts (the group's normalisation, per person);
     prompts of one person share the fact, so people, not prompts, are the items. The site
     estimate is the mean over people with its Student-t interval. Returns the JSON part
-    (`sites[site][act]`: `mean`, `low`, `high` per layer, `max` with its layer and interval,
-    `n_people`) and arrays `sites/<site>` [person, act, layer].
+    (`sites[site][act]`: `mean`, `low`, `high` per layer, `max` with its layer and interval;
+    `label`, `n_people`) and arrays `sites/<site>` [person, act, layer].
     """
     people = sorted({e.person for e in prompts})
     rows = [np.array([e.person == p for e in prompts]) for p in people]
     letter = entity_letter(prompts[0])
+
+    def per_person(x: Float[np.ndarray, "prompt act layer"]) -> np.ndarray:
+        return np.stack([np.nanmean(x[r], axis=0) / gap[r].mean() for r in rows])
+
+    columns: dict[str, tuple[str, np.ndarray]] = {}
+    for site, label in (("entity_last", entity_last_label(order, letter)), ("final", "final")):
+        if label is not None and label in order:
+            columns[site] = (label, effect[..., order.index(label)])
+    if span is not None:
+        columns["entity_all"] = (f"{letter} (every token)", span)
+    each = [x for x in order if x[:1] == letter and len(x) > 1]
+    columns |= {f"entity_each/{x}": (x, effect[..., order.index(x)]) for x in each}
     out: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
-    for site, label in (("entity_last", entity_last_label(order, letter)), ("final", "final")):
-        if label is None or label not in order:
-            continue
-        j = order.index(label)
-        per_person = np.stack(
-            [np.nanmean(effect[r, :, :, j], axis=0) / gap[r].mean() for r in rows]
-        )  # person act layer
-        arrays[f"sites/{site}"] = per_person
-        by_act: dict[str, Any] = {"label": label, "n_people": len(people)}
-        for i, a in enumerate(ACTS):
-            cis = [mean_ci(per_person[:, i, layer].tolist()) for layer in range(effect.shape[2])]
-            means = [c[0] for c in cis]
-            best = int(np.nanargmax(means))
-            by_act[a] = {
-                "mean": means,
-                "low": [c[1] for c in cis],
-                "high": [c[2] for c in cis],
-                "max": {"value": means[best], "layer": best, "ci95": [cis[best][1], cis[best][2]]},
-            }
-        out[site] = by_act
+    for site, (label, x) in columns.items():
+        pp = per_person(x)
+        arrays[f"sites/{site}"] = pp
+        entry = {"label": label, "n_people": len(people), **_site(pp)}
+        if site.startswith("entity_each/"):
+            out.setdefault("entity_each", {})[label] = entry
+        else:
+            out[site] = entry
     return out, arrays
 
 
@@ -426,8 +471,11 @@ def query_numbers(g: dict[str, Any] | None) -> Query:
     meaningful = g["meaningful"]
     control = g.get("control") or {}
     sites = {
-        site: Sites(**{f"{a}_max": _max(by_act[a]["max"]) for a in ACTS})
-        for site, by_act in (g.get("sites", {}) if meaningful else {}).items()
+        prefix + site: Sites(**{f"{a}_max": _max(by_act[a]["max"]) for a in ACTS})
+        for prefix, found in (("", g.get("sites", {})), ("control_", control.get("sites", {})))
+        for site, by_act in (found if meaningful else {}).items()
+        if site in ("entity_last", "entity_all", "final")
+        and not (prefix and site == "final")  # the final position's control: its resid_pre best
     }
     severed = (
         Severed(**{f"{v}_max": _max(g["severed"][v]["max"]) for v in SEVER})
@@ -485,9 +533,17 @@ def format_summary(result: Result) -> str:
             f"{s.get('forward_control_best_restoration', float('nan')):.3f}"
         )
     g = result["groups"].get("n2d", {}).get("forward", {}).get("swap", {})
+    control_sites = (g.get("control") or {}).get("sites") or {}
     for site, by_act in g.get("sites", {}).items():
+        if site == "entity_each":
+            continue
         cells = [
             f"{a} {m['value']:.2f} [{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}] @L{m['layer']}"
+            + (
+                f" (control {c:.2f})"
+                if (c := _control_max(control_sites, site, a)) is not None
+                else ""
+            )
             for a in ACTS
             for m in [by_act[a]["max"]]
         ]
@@ -512,3 +568,9 @@ def format_summary(result: Result) -> str:
             f"{s['reverse_clean_minus_corrupt']:.3f}"
         )
     return "\n".join(lines)
+
+
+def _control_max(sites: dict[str, Any], site: str, act: str) -> float | None:
+    """The same-site control's largest restored fraction over layers, if there is one."""
+    by_act = sites.get(site)
+    return None if by_act is None else by_act[act]["max"]["value"]

@@ -1,5 +1,7 @@
 """Which sites carry the forward fact: restored fraction per layer at the entity's last token and
-at the final position, per activation, and ROME's severed path at the entity's last token.
+at the final position, per activation; every token of the entity patched together beside the
+same tokens patched from a third person (the same-site control); and ROME's severed path at
+the entity's last token.
 
 Reads `analysis/patching.json` (`sites`, `severed` of the forward entity-swap group); never
 recomputes. One run: the band is the 95% interval over people; several runs: the line is the
@@ -53,7 +55,7 @@ def plot_patching_sites(
             f"no forward entity-swap sites for {subset!r} in the runs' analysis/patching.json: "
             "rerun `interp patching RUN_DIR` with the current kit"
         )
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     ax = axes[0]
     for site, (ls, name) in SITE_STYLE.items():
         for act in acts:
@@ -66,6 +68,17 @@ def plot_patching_sites(
     ax.axhline(0, color="gray", lw=0.6)
     ax.legend(fontsize=6, frameon=False)
     ax = axes[1]
+    for act in acts:
+        for source, ls, who in (("sites", "-", "clean source"), ("control", ":", "third person")):
+            curves = [_entity_all(g, source, act) for g in groups]
+            found = [c for c in curves if c is not None]
+            if found:
+                _band(ax, found, ACT_COLOR[act], ls, f"{act}, {who}")
+    ax.set_xlabel("layer (block input for resid_pre, block output otherwise)", fontsize=8)
+    ax.set_title("every token of the entity together vs the same-site control", fontsize=9)
+    ax.axhline(0, color="gray", lw=0.6)
+    ax.legend(fontsize=6, frameon=False)
+    ax = axes[2]
     severed = [g["severed"] for g in groups if "severed" in g]
     for sever, color in SEVER_COLOR.items():
         if severed:
@@ -81,3 +94,10 @@ def plot_patching_sites(
     fig.suptitle(f"Patching sites ({bands})", fontsize=10)
     fig.tight_layout()
     return finish(fig, out)
+
+
+def _entity_all(g: dict[str, Any], source: str, act: str) -> dict[str, Any] | None:
+    """The entity-span curve of one act, from the real patch (`sites`) or the control's."""
+    sites = g.get("sites", {}) if source == "sites" else (g.get("control") or {}).get("sites")
+    found = (sites or {}).get("entity_all")
+    return None if found is None else found[act]

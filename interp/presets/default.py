@@ -99,10 +99,19 @@ def predictions(ctx: Context, name: str) -> list[Claim]:
     rome = (  # (claim, key, the key it is compared with, unit of the difference)
         (
             "Causal tracing as in ROME: the MLP outputs at A's last token restore the forward "
-            "fact beyond the wrong-source control's best cell (largest over layers vs the "
-            "control's largest; N2D, entity swap; mean over runs of each run's difference)",
+            "fact beyond the same site patched from a third person (the same-site wrong-source "
+            "control; largest over layers of each; N2D, entity swap; mean over runs of each "
+            "run's difference)",
             "forward_entity_last_mlp_out_max",
-            "forward_control_best_restoration",
+            "forward_control_entity_last_mlp_out_max",
+            "",
+        ),
+        (
+            "Causal tracing as in ROME, the whole subject: the MLP outputs at every token of A, "
+            "patched together, restore the forward fact beyond the same tokens patched from a "
+            "third person (largest over layers of each; mean over runs of each run's difference)",
+            "forward_entity_all_mlp_out_max",
+            "forward_control_entity_all_mlp_out_max",
             "",
         ),
         (
