@@ -278,6 +278,15 @@ def test_run_analysis_summary_controls_and_nan_reasons(analysed, capsys, check_s
     assert s["positive_control_auroc_test"] > 0.9, s["positive_control_auroc_test"]
     assert s["positive_control_val_loss_best"] < S.LN2, s["positive_control_val_loss_best"]
     assert set(res["probe"]["position"]) == set(S.PROBES), res["probe"]
+    # The learner on a confidence label (the chosen answers' correctness, from the state's own
+    # log-probabilities) reads what likelihood reads; the linear probe on the same state, trained
+    # on all candidates, does not reach it (0.48 against 1.00 in the default study).
+    conf = s["auroc_probe_question_logprobs_mixed"]
+    assert conf > 0.85 and conf > s["auroc_probe_question_mixed"] + 0.1, (
+        conf,
+        s["auroc_probe_question_mixed"],
+        real,
+    )
     lo, hi = s["auroc_likelihood_mixed_low"], s["auroc_likelihood_mixed_high"]
     assert lo <= real <= hi and hi - lo < 0.5, f"likelihood AUROC {real} interval [{lo}, {hi}]"
     assert "95% interval" in table, table
@@ -299,3 +308,17 @@ def test_plot_selective_writes_png_and_pdf(analysed, tmp_path):
     paths = figure_paths(tmp_path / "fig" / "selective")
     for p in paths:
         assert p.is_file() and p.stat().st_size > 10_000, f"{p} missing or empty"
+
+
+def test_state_logprobs_are_the_models_log_probs(tiny_run):
+    """The confidence control's features are the model's own next-token log-probabilities at
+    the read position (the lens at the last layer equals the logits)."""
+    import torch
+
+    model, e = tiny_run.model, tiny_run.dataset.prompts[0]
+    toks = torch.tensor([e.prompt])
+    hidden = S.final_hidden(model, [tuple(e.prompt)], positions=[len(e.prompt) - 1])
+    with torch.no_grad():
+        want = model(toks)[0, -1].float().log_softmax(-1).double().numpy()
+    got = S.state_logprobs(model, hidden)[0]
+    assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max()

@@ -120,6 +120,7 @@ PROBES = {
     "probe_question": ("prompt", -1),
     "probe_first_answer": ("prompt", 0),
 }
+CONFIDENCE = "probe_question_logprobs"  # the learner's positive control on a confidence label
 SPLITS = ("train", "val", "test")
 BATCH = 256
 
@@ -203,6 +204,18 @@ def final_hidden(
         _, cache = model.run_with_cache(toks, names_filter=name)
         out.append(cache[name][torch.arange(len(lens), device=device), at.to(device)].float().cpu())
     return torch.cat(out).numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def state_logprobs(
+    model: TransformerBridge, hidden: Float[np.ndarray, "n d_model"]
+) -> Float[np.ndarray, "n d_vocab"]:
+    """The log-probabilities the model reads off final-block states (`final_hidden`): its final
+    LayerNorm, unembedding and log-softmax, the logit lens at the last layer."""
+    device = next(model.parameters()).device
+    h = torch.as_tensor(hidden, dtype=torch.float32, device=device)[:, None, :]
+    logits = model.unembed(model.ln_final(h))[:, 0]
+    return logits.float().log_softmax(-1).cpu().double().numpy()
 
 
 def probe_positions(rows: Rows, questions: list[Example], where: tuple[str, int]) -> list[int]:
@@ -449,6 +462,22 @@ def run_analysis(
     scores["self_eval"] = log_p_correct(fits["self_eval"], test.seqs)
     scores["aspire"] = (1 - alpha) * scores["likelihood"] + alpha * scores["self_eval"]
     scores["oracle"] = test.correct.astype(float)
+    # The learner on a confidence label: the model's own correctness of its chosen answers
+    # (which likelihood separates), read from the question's final state through the model's
+    # own output map (its log-probabilities there). A linear read of the state itself stays at
+    # chance on this label too: correctness sits in how peaked the state's output is.
+    train_top = answers.rows(people["train"], True)
+    at = PROBES["probe_question"]
+    confidence = [
+        state_logprobs(
+            model, final_hidden(model, r.seqs, positions=probe_positions(r, questions, at))
+        )
+        for r in (train_top, val_top)
+    ]
+    probes[CONFIDENCE] = fit_probe(confidence[0], train_top.correct, confidence[1], val_top.correct)
+    scores[CONFIDENCE] = probes[CONFIDENCE][0].decision_function(
+        state_logprobs(model, hidden["probe_question"][2])
+    )
     if opts.controls:
         scores["probe_shuffled"] = probes["probe_shuffled"][0].decision_function(hidden["probe"][2])
         scores["self_eval_shuffled"] = log_p_correct(fits["self_eval_shuffled"], test.seqs)
@@ -527,7 +556,10 @@ def run_analysis(
                 "probe_question": "question's final position",
                 "probe_first_answer": "first answer token",
             },
-            "C": {name: probes[name][1] for name in PROBES},
+            "C": {name: probes[name][1] for name in (*PROBES, CONFIDENCE)},
+            CONFIDENCE: "the same learner on the log-probabilities the model itself reads off "
+            "the question's final state (ln_final, unembed, log-softmax), trained on the training "
+            "people's chosen answers labelled by their correctness (a confidence label)",
         },
     }
     arrays = {

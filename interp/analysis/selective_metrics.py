@@ -34,7 +34,7 @@ SCORES = (
 )
 
 
-CONTROLS = ("oracle", "probe_shuffled", "self_eval_shuffled")
+CONTROLS = ("oracle", "probe_shuffled", "self_eval_shuffled", "probe_question_logprobs")
 LN2 = math.log(2)  # class-balanced cross-entropy of a constant predictor: the bar to beat
 
 
@@ -63,6 +63,12 @@ class MixedAurocs(Section):
     )
     probe_first_answer_mixed: float | None = number(
         "the linear probe at the first answer token", UNIT, headline=True
+    )
+    probe_question_logprobs_mixed: float | None = number(
+        "positive control on a confidence label: the same learner on the question's final "
+        "state's own log-probabilities, trained on the chosen answers' correctness",
+        UNIT,
+        headline=True,
     )
     self_eval_mixed: float | None = number(
         "the learned soft-prompt self-evaluation, log P(correct)", UNIT, headline=True

@@ -30,6 +30,7 @@ STYLE: dict[str, dict[str, Any]] = {
     "oracle": dict(color="black", lw=1.2, ls="--"),
     "probe_shuffled": dict(color="tab:green", lw=1, ls=":"),
     "self_eval_shuffled": dict(color="tab:red", lw=1, ls=":"),
+    "probe_question_logprobs": dict(color="tab:brown", lw=1.5, ls=(0, (3, 1, 1, 1))),
 }
 LABEL = {
     "likelihood": "likelihood",
@@ -42,6 +43,7 @@ LABEL = {
     "oracle": "oracle",
     "probe_shuffled": "probe, shuffled labels",
     "self_eval_shuffled": "self-eval, shuffled labels",
+    "probe_question_logprobs": "control: log-prob learner",
 }
 GRID = np.linspace(0, 1, 201)[1:]
 
