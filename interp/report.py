@@ -30,6 +30,7 @@ from interp.analysis.behaviour import (
     exact_match_cell,
     has_matched,
     reversed_cell,
+    reversed_family,
 )
 from interp.files import atomic_path, write_text
 from interp.findings.collect import Study, StudyRun, collect
@@ -49,7 +50,7 @@ from interp.plots.probing import plot_probing
 from interp.plots.selective import plot_selective
 from interp.plots.storage import plot_pprobe, plot_storage
 from interp.plots.update import plot_alignment, plot_update, plot_update_sites
-from interp.stats import fmt_pvalues, holm, runs_interval
+from interp.stats import fmt_pvalues, runs_interval
 
 FACT_WORLDS = ("synthetic", "paper", "retrieval")
 BEHAVIOUR_WORLDS = (*FACT_WORLDS, "bridge")  # the worlds the behaviour figures read
@@ -329,27 +330,34 @@ def reversed_tables(
 ) -> list[str]:
     """One group's reversed log-prob tests against `control` ('random' or 'matched'): each run's
     paired test, the study-level difference, and Holm over the group's declared family."""
-    family: list[tuple[str, float]] = []
     rows = []
-    for s, _, k in [c for c in cs if c[1] == "reverse"]:
-        # the random control's key is the findings' (`collect`): one bootstrap for both
-        args = (s, k) if control == "random" else (s, k, control)
-        c = study.behaviour(group, reversed_cell, *args)
+    reverse = [(s, k) for s, d, k in cs if d == "reverse"]
+    # the random control's key is the findings' (`collect`): one bootstrap for both
+    family = [
+        study.behaviour(group, reversed_cell, *((s, k) if control == "random" else (s, k, control)))
+        for s, k in reverse
+    ]
+    decisions = reversed_family(family)  # the one rule, as the findings and the README take it
+    for c, d in zip(family, decisions, strict=True):
+        s, k = c.subset, c.kind
         for label, t, ks, tost_bound in c.runs:
             rows.append(
                 [f"{s} ({k})", label, str(t.n),
                  f"{t.diff_mean:+.3f} [{t.diff_low:+.3f}, {t.diff_high:+.3f}]",
                  f"{t.p:.3g}", f"{ks:.3g}", f"{tost_bound:.3f}"]
             )  # fmt: skip
-        family.append((f"{s} ({k})", c.fisher_p))
         h = c.study
-        null = f"interval covers 0: excludes {c.bound_text(3)}" if c.null else ""
+        said = (
+            f"effect (Holm p = {d.p_holm:.3g})"
+            if d.effect
+            else f"no effect (Holm p = {d.p_holm:.3g}): excludes {c.bound_text(3)}; "
+            f"detects {d.mde:.3f} nats with 80% power"
+        )
         rows.append(
             [f"**{s} ({k})**", f"study ({h.fmt_n('people')})", str(h.n_items),
              f"{h.estimate:+.3f} [{h.low:+.3f}, {h.high:+.3f}]",
-             f"Fisher {c.fisher_p:.3g}", "", null or "(effect: interval excludes 0)"]
+             f"one-sided Fisher {d.p:.3g}", "", said]
         )  # fmt: skip
-    adjusted = holm([p for _, p in family])
     matched = (
         " People without another person of the same role (and class) in their subset are left "
         "out, so n can be below the random control's."
@@ -359,11 +367,14 @@ def reversed_tables(
     return [
         f"### {group}: reversed log p(correct) - {CONTROL_TITLE[control]}, per person",
         "",
-        "Per run: paired t-test over people (95% t-interval; 'excludes beyond': the largest "
-        "|difference| its 90% interval excludes, the TOST bound at alpha 0.05). Study: "
-        "hierarchical bootstrap (runs, then people; 95%), per-run p-values combined by "
-        "Fisher's method; where its interval covers 0, the largest |difference| it excludes."
-        + matched,
+        "Per run: paired t-test over people (95% t-interval, two-sided p; 'excludes beyond': "
+        "the largest |difference| its 90% interval excludes, the TOST bound at alpha 0.05). "
+        "Study: hierarchical bootstrap (runs, then people; 95%). The decision, the kit's one "
+        "rule (`interp.stats.decide_family`), is the one the findings and the README state: each "
+        "run's one-sided p (log p(correct) above the control) combined by Fisher's method, "
+        "Holm-corrected over the declared family below, effect at alpha 0.05; with no effect, "
+        "the largest |difference| the interval excludes and the smallest effect the test "
+        "detects with 80% power." + matched,
         "",
         table(
             [
@@ -379,8 +390,11 @@ def reversed_tables(
         ),  # fmt: skip
         "",
         "Holm-corrected over the declared family (the reversed test of each subset x "
-        "template kind against this control, Fisher-combined): "
-        + "; ".join(f"{c} p = {p:.3g}" for (c, _), p in zip(family, adjusted, strict=True)),
+        "template kind against this control, one-sided, Fisher-combined): "
+        + "; ".join(
+            f"{c.subset} ({c.kind}) p = {d.p_holm:.3g}"
+            for c, d in zip(family, decisions, strict=True)
+        ),
         "",
     ]
 

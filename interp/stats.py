@@ -510,6 +510,59 @@ def holm(pvalues: Values) -> list[float]:
     return [float(x) for x in adj]
 
 
+ALPHA = 0.05  # every claim's level: one-sided where the claim is directional, Holm in a family
+POWER = 0.8  # the power at which a claim's minimal detectable effect is stated
+
+
+def one_sided_p(t: PairedTest) -> float:
+    """p of the one-sided paired t-test whose alternative is a mean difference above 0."""
+    if math.isnan(t.p):
+        return float("nan")
+    return t.p / 2 if t.diff_mean > 0 else 1 - t.p / 2
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One directional claim of a family decided by the kit's one rule: the claim's one-sided
+    p (Fisher-combined over runs), Holm-adjusted over its declared family of m claims, shows an
+    effect at `ALPHA`; `mde` is the smallest effect the test detects with `POWER`."""
+
+    p: float  # one-sided, combined over runs
+    p_holm: float
+    effect: bool
+    m: int  # claims in the family
+    mde: float
+
+
+def decide_family(
+    pvalues: Sequence[float], ses: Sequence[float], df: int | None = None
+) -> list[Decision]:
+    """The one rule, for a declared family: Holm over the one-sided `pvalues` at `ALPHA`; each
+    claim's minimal detectable effect from its standard error `ses[i]` at the strictest Holm
+    step alpha / m: (q_{1 - alpha / m} + q_power) x se, q the normal quantile, or Student's t
+    with `df` degrees of freedom where the test is a t-test over `df + 1` runs."""
+    m = len(pvalues)
+    adjusted = holm(pvalues) if m else []
+    dist = stats.norm if df is None else stats.t(df)
+    z = float(dist.ppf(1 - ALPHA / max(m, 1)) + dist.ppf(POWER))
+    return [
+        Decision(float(p), float(q), bool(q < ALPHA), m, z * float(se))
+        for p, q, se in zip(pvalues, adjusted, ses, strict=True)
+    ]
+
+
+def decide_over_runs(values: Values) -> Decision | None:
+    """The one rule for a claim whose evidence is one number per run (each run's difference
+    from its control): the one-sided t-test over runs that the mean is above 0, a family of
+    one; None with fewer than 2 runs or no spread."""
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if len(v) < 2 or float(v.std(ddof=1)) == 0.0:
+        return None
+    se = float(v.std(ddof=1) / math.sqrt(len(v)))
+    p = float(stats.t(len(v) - 1).sf(v.mean() / se))
+    return decide_family([p], [se], df=len(v) - 1)[0]
+
+
 def combine_pvalues(pvalues: Values, method: str = "fisher") -> float:
     """One p-value for independent per-run tests of the same null: Fisher's method by default.
 

@@ -124,8 +124,8 @@ def test_findings_state_the_curse_and_a_failed_prediction(tmp_path, fakes, quick
     assert [c.verdict for c in claims] == ["held"] * 9 + ["not measured"] * 5, claims
     for key in ("reversed", "reversed_role_matched"):
         rev = f["behaviour"]["causal"][key]["n2d_train"]
-        assert rev["null"] and "covers 0" in rev["claim"], rev
-        assert "exclude effects beyond" in rev["claim"], rev
+        assert rev["null"] and rev["claim"].startswith("no effect at alpha 0.05"), rev
+        assert "exclude effects beyond" in rev["claim"] and "with 80% power" in rev["claim"], rev
         assert rev["bound"] == pytest.approx(max(abs(rev["low"]), abs(rev["high"])))
     # a world without roles (the retrieval world, the paper's data): no role-matched column
     bare = C.collect(_study(tmp_path / "bare", fakes, 0.0, matched=None))
@@ -514,3 +514,37 @@ def test_index_gives_each_preset_its_wall_time_and_a_gpu_past_30_minutes():
     assert R._wall(short) == "; last made in 6.1 min wall (9 runs trained)", R._wall(short)
     assert "over 30 min on 2 cores: run it on one GPU" in R._wall(long), R._wall(long)
     assert R._wall({}) == ""
+
+
+def test_one_decision_rule_for_the_readme_the_findings_and_the_report(
+    tmp_path, fakes, quick_bootstrap
+):
+    """Issue 26: one rule per claim. Where the 3-run bootstrap interval and the one-sided,
+    Holm-corrected test disagree (on these fakes: the interval covers 0, Fisher's test over the
+    runs finds the shift), the findings node, the README's verdict and the report's Holm family
+    all give the test's one answer, and the claim says why the interval reads otherwise."""
+    from interp.analysis.behaviour import cells as behaviour_cells
+    from interp.report import reversed_tables
+
+    disagreed = []
+    for shift in (0.0, 0.2, 1.0):
+        study = fakes.study(tmp_path / f"s{shift}", "tiny", objectives=["causal"], seeds=[0, 1, 2])
+        for run in study.runs:
+            fakes.evaluation(run, rev_shift=shift, people=24, kinds=("train", "heldout"))
+        f = C.collect(study)
+        node = f["behaviour"]["causal"]["reversed"]["n2d_train"]
+        readme = next(
+            c for c in get_preset("tiny").claims({"tiny": f}, "tiny")
+            if c.claim.startswith("Reversed N2D") and "random" in c.claim
+        )  # fmt: skip
+        assert readme.verdict == ("failed" if node["effect"] else "held"), (shift, readme, node)
+        assert (node["p_holm"] < 0.05) == node["effect"] and node["family_size"] == 6, node
+        results = study.results(study.groups()["causal"], "behaviour")
+        lines = "\n".join(reversed_tables(study, "causal", behaviour_cells(results[0]), "random"))
+        row = next(x for x in lines.splitlines() if x.startswith("| **n2d (train)**"))
+        assert ("| effect (Holm p" in row) == node["effect"], (shift, row, node)
+        assert f"n2d (train) p = {node['p_holm']:.3g}" in lines, (shift, node["p_holm"], lines)
+        if (node["low"] > 0) != node["effect"]:
+            disagreed.append(shift)
+            assert "the interval of the mean over runs covers 0" in node["claim"], node["claim"]
+    assert disagreed == [0.2], f"the interval and the test disagree at shifts {disagreed}"

@@ -40,7 +40,7 @@ def test_behaviour_section_reports_a_real_reversed_effect_without_a_null(
 ):
     text = "\n".join(behaviour_section(_study(tmp_path, fakes, [0, 1], 1.5, 0.5)))
     n2d = [line for line in text.splitlines() if line.startswith("| **n2d (train)**")]
-    assert n2d and "covers 0" not in n2d[0], n2d
+    assert n2d and "| effect (Holm p" in n2d[0], n2d
     est = float(re.search(r"\| ([+-][\d.]+) \[", n2d[0]).group(1))
     assert 1.0 < est < 2.0, n2d[0]
 
@@ -58,7 +58,8 @@ def test_behaviour_section_puts_the_role_matched_test_beside_the_random_one(
     assert len(heads) == 2 and "same role" in heads[1], heads
     random_part, matched_part = text.split(heads[1])
     rows = [line for line in matched_part.splitlines() if line.startswith("| **n2d (train)**")]
-    assert rows and "covers 0" in rows[0], rows
+    assert rows and "| no effect (Holm p" in rows[0], rows
     rows = [line for line in random_part.splitlines() if line.startswith("| **n2d (train)**")]
-    assert rows and "covers 0" not in rows[0], rows
-    assert text.count("Holm") == 2, text
+    assert rows and "| effect (Holm p" in rows[0], rows
+    family = "Holm-corrected over the declared family (the reversed test of each"
+    assert text.count(family) == 2, text

@@ -43,13 +43,18 @@ from interp.results import (
 )
 from interp.runs import Run, read_run_config
 from interp.stats import (
+    ALPHA,
+    POWER,
     UNIT,
+    Decision,
     Estimate,
     PairedTest,
     bound_of_interval,
     combine_pvalues,
+    decide_family,
     equivalence_bound,
     hierarchical_bootstrap,
+    one_sided_p,
     paired_test,
     rate_estimate,
 )
@@ -194,11 +199,12 @@ class ReversedCell:
     forward: Estimate  # the same difference on same-direction prompts (the effect to compare)
     bound: float  # the largest |difference| the study interval excludes
     control: str = "random"  # a key of CONTROLS
+    p_above: float = float("nan")  # one-sided (log p(correct) above the control), Fisher over runs
 
     @property
-    def null(self) -> bool:
-        """The study interval covers 0: no effect shown, only the bound."""
-        return self.study.low <= 0 <= self.study.high
+    def se(self) -> float:
+        """The study difference's standard error, from its 95% interval's width."""
+        return (self.study.high - self.study.low) / (2 * 1.959964)
 
     def bound_text(self, digits: int = 2) -> str:
         """'the data exclude effects beyond +-0.77 nats, 5% of the forward effect +14.77'."""
@@ -210,18 +216,33 @@ class ReversedCell:
         )
         return f"effects beyond +-{self.bound:.{digits}f} nats{share}"
 
-    def claim(self) -> str:
-        """One sentence fragment saying what the numbers show, and no more."""
+    def claim(self, d: Decision) -> str:
+        """One sentence fragment saying what the numbers show under the one rule (`d`, from
+        `reversed_family`), and no more."""
         h = self.study
-        if not self.null:
-            side = "above" if h.estimate > 0 else "below"
-            return (
-                f"log p(correct) is {side} {CONTROLS[self.control]} by {h.estimate:+.2f} nats "
-                f"[{h.low:+.2f}, {h.high:+.2f}] (Fisher-combined p = {self.fisher_p:.2g})"
+        family = f"Holm over {d.m} cells" if d.m > 1 else "a family of one"
+        test = f"one-sided p = {d.p:.2g}, {family}: {d.p_holm:.2g}"
+        if d.effect:
+            some = (
+                " (the interval of the mean over runs covers 0: Fisher's test finds the effect "
+                "in some runs, not in their mean)"
+                if h.low <= 0
+                else ""
             )
+            return (
+                f"log p(correct) is above {CONTROLS[self.control]} by {h.estimate:+.2f} nats "
+                f"[{h.low:+.2f}, {h.high:+.2f}] ({test}){some}"
+            )
+        caveat = (
+            " (the bootstrap interval excludes 0; over 3 runs it understates the spread "
+            "between runs, and the decision is the test's)"
+            if h.low > 0 and h.n_runs <= 3
+            else ""
+        )
         return (
-            f"the difference {h.estimate:+.2f} nats [{h.low:+.2f}, {h.high:+.2f}] covers 0: "
-            f"the data exclude {self.bound_text()}"
+            f"no effect at alpha {ALPHA} ({test}): the difference {h.estimate:+.2f} nats "
+            f"[{h.low:+.2f}, {h.high:+.2f}]{caveat}; the data exclude {self.bound_text()}; "
+            f"the test detects {d.mde:.2f} nats with {POWER:.0%} power"
         )
 
 
@@ -270,7 +291,16 @@ def reversed_cell(
     return ReversedCell(
         subset, kind, per_run, h, combine_pvalues([t.p for _, t, _, _ in per_run]), forward,
         bound_of_interval(h.low, h.high), control,
+        combine_pvalues([one_sided_p(t) for _, t, _, _ in per_run]),
     )  # fmt: skip
+
+
+def reversed_family(cells: list[ReversedCell]) -> list[Decision]:
+    """The one rule over a declared family (every reversed cell of one objective against one
+    control): each cell's one-sided p that log p(correct) is above the control, Holm-adjusted
+    over the family at `interp.stats.ALPHA`, with its minimal detectable effect. The README's
+    verdicts, the findings and the report all take their answer from here."""
+    return decide_family([c.p_above for c in cells], [c.se for c in cells])
 
 
 def bridge_rates(results: list[Result]) -> dict[str, Any]:

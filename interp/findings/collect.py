@@ -37,11 +37,12 @@ from interp.analysis.behaviour import (
     exact_match_cell,
     has_matched,
     reversed_cell,
+    reversed_family,
 )
 from interp.findings.provenance import provenance
 from interp.plan import Plan, RunSpec
 from interp.results import Declared, Result
-from interp.stats import Estimate, combine_pvalues, fmt_pvalues, runs_interval
+from interp.stats import Decision, Estimate, combine_pvalues, fmt_pvalues, runs_interval
 
 T = TypeVar("T")
 
@@ -146,17 +147,24 @@ def over_runs(values: list[float], number: Declared) -> dict[str, Any]:
     }
 
 
-def reversed_node(c: ReversedCell) -> dict[str, Any]:
-    """A reversed log-prob test as a findings node: the study-level difference, Fisher's p, the
-    per-run p-values, whether it is a null and the bound, the forward effect, and its claim."""
+def reversed_node(c: ReversedCell, d: Decision) -> dict[str, Any]:
+    """A reversed log-prob test as a findings node: the study-level difference, the one rule's
+    decision (`reversed_family`: one-sided p over runs, Holm over the family, `effect`, the
+    minimal detectable effect), the two-sided Fisher p and per-run p-values, the bound a null
+    supports, the forward effect, and its claim."""
     node = estimate_node(c.study, c.study.fmt(items="people"))
     node.update(
         fisher_p=finite(c.fisher_p),
         per_run_p=[t.p for _, t, _, _ in c.runs],
-        null=c.null,
+        p_one_sided=finite(d.p),
+        p_holm=finite(d.p_holm),
+        family_size=d.m,
+        effect=d.effect,
+        null=not d.effect,
+        mde=finite(d.mde),
         bound=finite(c.bound),
         forward=estimate_node(c.forward, c.forward.fmt(items="people")),
-        claim=c.claim(),
+        claim=c.claim(d),
     )
     return node
 
@@ -179,12 +187,16 @@ def behaviour_findings(study: Study) -> dict[str, Any]:
             n = study.behaviour(o, causal_cell, s, d, k)
             if n is not None:
                 causal[f"{s}_{d}_{k}"] = estimate_node(n, n.fmt(pct=True, items="people"))
-        rev, matched = {}, {}
-        for s, _, k in [c for c in cs if c[1] == "reverse"]:
-            rev[f"{s}_{k}"] = reversed_node(study.behaviour(o, reversed_cell, s, k))
-            if has_matched(results):
-                c = study.behaviour(o, reversed_cell, s, k, "matched")
-                matched[f"{s}_{k}"] = reversed_node(c)
+        rev: dict[str, Any] = {}
+        matched: dict[str, Any] = {}
+        reverse = [(s, k) for s, d, k in cs if d == "reverse"]
+        families = {"random": (rev, [study.behaviour(o, reversed_cell, s, k) for s, k in reverse])}
+        if has_matched(results):
+            cells_ = [study.behaviour(o, reversed_cell, s, k, "matched") for s, k in reverse]
+            families["matched"] = (matched, cells_)
+        for nodes, family in families.values():  # the one rule, per declared family
+            for c, decision in zip(family, reversed_family(family), strict=True):
+                nodes[f"{c.subset}_{c.kind}"] = reversed_node(c, decision)
         out[o] = {"exact_match": em, "reversed": rev}
         if matched:
             out[o]["reversed_role_matched"] = matched

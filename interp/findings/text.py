@@ -7,7 +7,7 @@ from typing import Any
 
 from interp.findings.verdicts import Claim, Node
 from interp.plan import get_path, ordered
-from interp.stats import mean_ci, ratio_of_means
+from interp.stats import decide_over_runs, mean_ci, ratio_of_means
 
 
 def pct(node: Node) -> str:
@@ -97,13 +97,19 @@ def per_run_difference(
     f: dict[str, Any], instrument: str, objective: str, key: str, control: str
 ) -> dict[str, Any] | None:
     """Mean [t-interval] over runs of each run's `key` - `control`, as a node (None if not
-    measured, or fewer than 2 runs)."""
+    measured, or fewer than 2 runs), with the one rule's decision (`effect`: the one-sided t-test
+    over runs at alpha 0.05, `p_one_sided`, and `mde`, the effect it detects at 80% power)."""
     a = get_path(f, f"instruments.{instrument}.{objective}.{key}.per_run")
     b = get_path(f, f"instruments.{instrument}.{objective}.{control}.per_run")
     if not a or not b or len(a) != len(b) or len(a) < 2:
         return None
-    m, lo, hi, n = mean_ci([x - y for x, y in zip(a, b, strict=True)])
-    return {"estimate": m, "low": lo, "high": hi, "n_runs": n}
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    m, lo, hi, n = mean_ci(diffs)
+    node: dict[str, Any] = {"estimate": m, "low": lo, "high": hi, "n_runs": n}
+    d = decide_over_runs(diffs)  # the one rule: one-sided t over runs at alpha 0.05
+    if d is not None:
+        node |= {"effect": d.effect, "p_one_sided": d.p, "mde": d.mde}
+    return node
 
 
 def pooled_ratio(

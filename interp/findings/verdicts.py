@@ -9,9 +9,15 @@ not learn its own objective is *not tested* (never "not reproduced"). One table 
 function (`verdict`) that applies a named rule:
 
 - `above`: x above y: the intervals disjoint with x above (x below: the opposite).
-- `positive`: an effect above 0: its interval above 0 (below 0: the opposite).
-- `null`: no effect above 0: the interval does not lie above 0 (it does: the opposite); the
-  bound it supports is said beside it.
+- `positive`: an effect above 0: its interval above 0 (below 0: the opposite); for a node of
+  a declared family (the reversed log-prob tests) the family's decision (`effect`) instead.
+- `null`: no effect above 0: the interval does not lie above 0 (it does: the opposite); for a
+  family's node, no effect by the family's decision. The bound it supports is said beside it.
+
+The one rule of a family (`interp.stats.decide_family`): each claim's one-sided p, combined over
+runs by Fisher's method, Holm-adjusted over the family, an effect at alpha 0.05, with the
+smallest effect it detects at 80% power. The findings, the report and the README take a family
+member's verdict from that decision alone.
 - `lift`: x lifts y (exact match, percentage points): the intervals show x above y; the data
   exclude a lift of `LIFT` points (x's high below y's low + LIFT): the opposite.
 - `no gain`, `no loss`: the absence of a gain (or a loss) of x over y, by the same margin.
@@ -84,6 +90,8 @@ def _positive(x: Node, _: Any = None) -> Outcome:
     a = interval(x)
     if a is None:
         return Outcome.MISSING
+    if x is not None and "effect" in x:  # a family member decided by the one rule
+        return Outcome.SHOWN if x["effect"] else Outcome.OPPOSITE if a[2] < 0 else Outcome.UNCLEAR
     return Outcome.SHOWN if a[1] > 0 else Outcome.OPPOSITE if a[2] < 0 else Outcome.UNCLEAR
 
 
@@ -91,6 +99,8 @@ def _null(x: Node, _: Any = None) -> Outcome:
     a = interval(x)
     if a is None:
         return Outcome.MISSING
+    if x is not None and "effect" in x:  # the one rule's decision, as the report states it
+        return Outcome.OPPOSITE if x["effect"] else Outcome.SHOWN
     return Outcome.OPPOSITE if a[1] > 0 else Outcome.SHOWN
 
 

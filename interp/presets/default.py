@@ -31,18 +31,27 @@ from interp.plan import Context, Preset, Use, get_path
 
 
 def _runs_text(node: dict[str, Any], unit: str = "") -> str:
+    test = (
+        f"; one-sided t over runs p = {node['p_one_sided']:.2g}, detects {node['mde']:.2f}"
+        f"{unit} with 80% power"
+        if "mde" in node
+        else ""
+    )
     return (
         f"{node['estimate']:+.2f} [{node['low']:+.2f}, {node['high']:+.2f}]{unit} "
-        f"(n={node['n_runs']} runs)"
+        f"(n={node['n_runs']} runs{test})"
     )
 
 
 def predictions(ctx: Context, name: str) -> list[Claim]:
     """The hypothesis's predictions on the causal baseline (and the mitigation it implies), each
-    judged from the study's numbers by the rule its sentence states (`interp.findings.verdicts`):
-    a predicted effect holds when its 95% interval shows it, fails when the interval shows the
-    opposite; a predicted null holds with the bound its interval supports and fails when the
-    interval excludes 0 the way the hypothesis rules out."""
+    judged from the study's numbers by the rule its sentence states (`interp.findings.verdicts`).
+    A directional claim is decided by the kit's one rule (`interp.stats.decide_family`): a
+    one-sided test at alpha 0.05, Holm over its declared family (the reversed log-prob tests;
+    an instrument's per-run difference is a family of one), with the smallest effect it detects
+    at 80% power. A predicted effect holds when the test shows it; a predicted null holds, with
+    the bound its interval supports, unless the test shows the effect the hypothesis rules
+    out. Exact-match comparisons compare intervals (`above`)."""
     f = ctx.get(name) or {}
     b = "behaviour.causal"
     out = []
