@@ -73,12 +73,16 @@ Context = Mapping[str, Any]  # preset name -> its findings (the committed findin
 
 
 def get_path(tree: Any, path: str) -> Any:
-    """The node at a dotted `path` of nested dicts (None where any part is absent)."""
+    """The node at a dotted `path` of nested dicts, a list's item by its index (`scale.2`);
+    None where any part is absent."""
     node = tree
     for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
             return None
-        node = node[part]
     return node
 
 

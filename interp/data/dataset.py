@@ -162,7 +162,13 @@ def entity_alone(ds: FactDataset, person: Person, which: str, lead: str = "") ->
 
 def build_synthetic(world_cfg: WorldConfig) -> FactDataset:
     """The dataset of the synthetic world described by `world_cfg` (deterministic)."""
-    world = make_world(world_cfg)
+    return dataset_of_world(make_world(world_cfg))
+
+
+def dataset_of_world(world: World) -> FactDataset:
+    """The dataset of a given world: a generated one, or one changed by hand (the
+    counterfactual-pairing control rotates the N2D pairing, in
+    experiments/counterfactual_pairing.py)."""
     tok = word_tokenizer(world.vocabulary())
     trained = [p for p in world.people if p.subset in SUBSETS]
     new = [p for p in world.people if p.subset == "new"]

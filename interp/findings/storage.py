@@ -138,6 +138,8 @@ def scale_row(run: StudyRun, r: dict[str, Any]) -> dict[str, Any]:
         "train_seconds": float(log[-1]["elapsed_s"]),
         "q_probe": cell["q_probe"],
         "q_per_attribute": {lab: r["summary"][f"q_{lab}_best"] for lab in LABELS},
+        "pos_role_from_work": cell["pos_role_from_work"],
+        "pos_first_class_from_name": cell["pos_first_class_from_name"],
         "extract_forward_unseen": fwd,
         "extract_inverse_unseen": cell["extract_inverse_unseen"],
         "targets_met": targets_met(cell["q_probe"]["estimate"], fwd["estimate"]),

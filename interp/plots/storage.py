@@ -96,27 +96,39 @@ def plot_storage(run_dirs: Runs, out: str | Path | None = None) -> Figure:
 
 
 def plot_pprobe(run_dirs: Runs, out: str | Path | None = None) -> Figure:
-    """P-probe accuracy by layer per attribute (read just before its value), one panel per run."""
+    """P-probe accuracy by layer per attribute (read just before its value): one panel per
+    (objective, augmentation, size), the mean over its runs (each run a faint line), laid out in
+    rows of at most four panels."""
     loaded = results_of(run_dirs, "storage", arrays=False)
-    results = [r.data for r in loaded]
-    fig, axes = plt.subplots(
-        1, len(results), figsize=(3.6 * len(results), 3.2), squeeze=False, sharey=True
-    )
     sizes = [_size(r.path) for r in loaded]
     show_size = len(set(sizes)) > 1  # runs of several sizes (storage_scale): say which is which
-    for ax, r, size in zip(axes[0], results, sizes, strict=True):
-        for key, probe in r["probes"].items():
-            if not key.startswith("p_"):
-                continue
-            acc = probe["accuracy"]
-            line = ax.plot(range(len(acc)), acc, marker="o", label=key[2:])
-            ax.axhline(probe["chance"], color=line[0].get_color(), ls=":", lw=0.8)
-        title = f"{r['objective']}, {level_name(r['augmentation'])}"
+    panels: dict[tuple[str, str, str], list[dict]] = {}
+    for r, size in zip(loaded, sizes, strict=True):
+        key = (r.data["objective"], level_name(r.data["augmentation"]), size)
+        panels.setdefault(key, []).append(r.data)
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.6 * cols, 3.0 * rows), squeeze=False, sharey=True
+    )
+    for ax, ((objective, level, size), runs) in zip(axes.flat, panels.items(), strict=False):
+        for key in [k for k in runs[0]["probes"] if k.startswith("p_")]:
+            curves = np.array([r["probes"][key]["accuracy"] for r in runs], dtype=float)
+            line = ax.plot(curves.mean(0), marker="o", label=key[2:])
+            color = line[0].get_color()
+            if len(runs) > 1:
+                for c in curves:
+                    ax.plot(c, color=color, lw=0.6, alpha=0.35)
+            ax.axhline(runs[0]["probes"][key]["chance"], color=color, ls=":", lw=0.8)
+        title = f"{objective}, {level} ({len(runs)} run{'s' if len(runs) > 1 else ''})"
         ax.set_title(f"{title}\n{size}" if show_size else title, fontsize=9)
         ax.set_xlabel("layer (0 = embeddings)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("P-probe accuracy (dotted: chance)")
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("P-probe accuracy (dotted: chance)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return finish(fig, out)

@@ -5,7 +5,8 @@
 - objectives.py: `objectives` (every objective, matched forward accuracy) and `gpu`
 - bridge.py: `bridge` (the identity bridge as Ma et al. built it, two model sizes)
 - retrieval.py: `retrieval` (Kitouni et al.'s key-value task)
-- storage.py: `storage`, `storage_gpu`, `storage_scale` and `storage_tiny` (the biography world)
+- storage.py: `storage`, `storage_gpu`, `storage_scale`, `storage_people` and `storage_tiny` (the
+  biography world)
 
 Every module of this package is a family: adding a preset is one file (a new module,
 or a line in an existing one) and its template; the registry, the command line's help, the

@@ -9,12 +9,16 @@ search stays ~0% under the causal objective. Axes: the augmentation `level` (pla
 and, for `storage_scale`, the model `scale` (width, steps, people), whose ladder measures what it
 takes to meet the forward targets (`interp.findings.storage`).
 
-- `storage`: 100 people per subset on a 4-layer d_model 128 GPT, 800 steps, one seed: the size
-  the `storage_scale` ladder found to buy the most per CPU second (a fresh clone's make study
-  PRESET=storage: 778 s on 2 cores, 2026-11-30).
+- `storage`: 100 people per subset on a 4-layer d_model 128 GPT, 800 steps, 3 seeds (each its
+  own world, so every compared cell has 3 runs): the size the `storage_scale` ladder found to
+  buy the most per CPU second (one seed: a fresh clone's make study PRESET=storage, 778 s on 2
+  cores, 2026-11-30).
 - `storage_gpu`: the size the ladder points to, with the evidence bars, for a GPU: d_model 256,
   300 people per subset, 2400 steps, 3 seeds. Unmeasured.
 - `storage_scale`: the augmented level under the causal objective at each of `SCALES`.
+- `storage_people`: the people ladder (`PEOPLE`): 100, 200, 400 people per subset at d_model
+  128, steps in proportion, with the probes' positive controls beside the Q-probe: is the
+  Q-probe capped by the probe's power (few people to fit) or by the model?
 - `storage_tiny`: the pipeline end to end in about a minute; its numbers are not evidence.
 """
 
@@ -53,6 +57,15 @@ SCALES = Axis(
         ("d128_s800", (*_D128, "train.steps=800")),
         ("d256_s800", (*_D256, "train.steps=800")),
         ("d128_s1600_p400", (*_D128, "train.steps=1600", "world.n_people_per_subset=200")),
+    ),
+)
+# The people ladder at a fixed width: epochs held about constant (steps in proportion to people),
+# so a rung differs from the last in how many people there are to store and to probe.
+PEOPLE = Axis(
+    "scale",
+    tuple(
+        (f"d128_p{n}", (*_D128, f"train.steps={8 * n}", f"world.n_people_per_subset={n}"))
+        for n in (100, 200, 400)
     ),
 )
 _WORLD = ("world.source=biography", "train.eval_every=0", "model.n_ctx=48")
@@ -161,24 +174,38 @@ def cells_table(ctx: Context, name: str) -> str:
 
 
 def scale_table(ctx: Context, _: str) -> str:
-    """The `storage_scale` ladder: what width, steps and people bought against the targets."""
-    f = ctx.get("storage_scale")
+    """The `storage_scale` ladder (read from any preset's template: `storage` shows it too)."""
+    return ladder_table(ctx, "storage_scale")
+
+
+def ladder_table(ctx: Context, name: str) -> str:
+    """A ladder (`storage_scale`, `storage_people`): what width, steps and people bought against
+    the targets, with the probes' positive controls beside the Q-probe."""
+    f = ctx.get(name)
     if not f or not f.get("scale"):
-        return "*Not run: `make study PRESET=storage_scale` makes it.*"
+        return f"*Not run: `make study PRESET={name}` makes it.*"
     rows = [
         [r["scale"], str(r["d_model"]), str(r["steps"]), str(r["people"]),
          f"{r['loss']:.3f} / {r['floor']:.3f}", f"{r['train_seconds']:.0f}",
          " / ".join(f"{r['q_per_attribute'][lab]:.2f}" for lab in LABELS), pct(r["q_probe"]),
-         pct(r["extract_forward_unseen"]), pct(r["extract_inverse_unseen"]),
+         _controls(r), pct(r["extract_forward_unseen"]), pct(r["extract_inverse_unseen"]),
          "yes" if r["targets_met"] else "no"]
         for r in f["scale"]
     ]  # fmt: skip
     header = [
         "scale", "d_model", "steps", "people probed (unseen)", "loss / memorisation floor",
         "train s", "Q-probe (role / city / year / employer)", "Q-probe mean",
-        "forward QA, unseen", "inverse QA, unseen", "targets met",
+        "positive controls: role from work / class from name", "forward QA, unseen",
+        "inverse QA, unseen", "targets met",
     ]  # fmt: skip
     return table(header, rows)
+
+
+def _controls(row: dict) -> str:
+    """A ladder row's probe positive controls (rows collected before they were kept: n/a)."""
+    if "pos_role_from_work" not in row:
+        return "n/a"
+    return f"{pct(row['pos_role_from_work'])} / {pct(row['pos_first_class_from_name'])}"
 
 
 def _storage(name: str, help: str, **kw: object) -> Preset:
@@ -191,7 +218,7 @@ def _storage(name: str, help: str, **kw: object) -> Preset:
         "collect": collect_storage,
         "claims": checks,
         "citations": CITATIONS,
-        "tables": {"storage": cells_table, "storage_scale": scale_table},
+        "tables": {"storage": cells_table, "storage_scale": scale_table, "ladder": ladder_table},
         "reads": ("storage_scale",),
         **kw,
     }
@@ -209,6 +236,7 @@ PRESETS = (
             *_D128,
             "train.steps=800",
         ),
+        seeds=(0, 1, 2),  # every compared cell 3 runs (each seed its own world)
     ),  # fmt: skip
     _storage(
         "storage_gpu",
@@ -230,6 +258,15 @@ PRESETS = (
         overrides=(*_WORLD, "world.n_people_per_subset=100", "train.checkpoint_every=0"),
         objectives=("causal",),
         axes=(Axis("level", LEVELS.values[1:]), SCALES),
+    ),  # fmt: skip
+    _storage(
+        "storage_people",
+        "the people ladder: the augmented level at d_model 128 with 100, 200 and 400 people per "
+        "subset (steps in proportion), the probes' positive controls beside the Q-probe",
+        # 2 x 400 people need more name pairs than the default pools' 24 x 40: every rung the same
+        overrides=(*_WORLD, "train.checkpoint_every=0", "world.n_first_names=48"),
+        objectives=("causal",),
+        axes=(Axis("level", LEVELS.values[1:]), PEOPLE),
     ),  # fmt: skip
     _storage(
         "storage_tiny",
