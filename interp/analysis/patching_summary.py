@@ -176,17 +176,7 @@ def severed_restoration(
     effect = scores.double().numpy() - trace.corrupted.cpu().double().numpy()[:, None, None]
     gap = (trace.clean - trace.corrupted).cpu().double().numpy()
     per_person = np.stack([effect[r].mean(0) / gap[r].mean() for r in rows])  # person sever layer
-    out: dict[str, Any] = {"site": "entity_last", "n_people": len(people)}
-    for v, sever in enumerate(SEVER):
-        cis = [mean_ci(per_person[:, v, layer].tolist()) for layer in range(scores.shape[2])]
-        means = [c[0] for c in cis]
-        best = int(np.nanargmax(means))
-        out[sever] = {
-            "mean": means,
-            "low": [c[1] for c in cis],
-            "high": [c[2] for c in cis],
-            "max": {"value": means[best], "layer": best, "ci95": [cis[best][1], cis[best][2]]},
-        }
+    out = {"site": "entity_last", "n_people": len(people), **_by_layer(per_person, SEVER)}
     return out, per_person
 
 
@@ -378,10 +368,13 @@ def entity_last_label(order: Sequence[str], letter: str) -> str | None:
     return f"{letter}{max(ks)}" if ks else None
 
 
-def _site(per_person: Float[np.ndarray, "person act layer"]) -> dict[str, Any]:
-    """Per act: the mean over people per layer with its 95% interval, and the largest layer."""
+def _by_layer(
+    per_person: Float[np.ndarray, "person variant layer"], names: Sequence[str]
+) -> dict[str, Any]:
+    """Per variant (`names[i]`: an act, a severed path): the mean over people per layer with its
+    95% interval, and the largest layer."""
     out: dict[str, Any] = {}
-    for i, a in enumerate(ACTS[: per_person.shape[1]]):
+    for i, a in enumerate(names[: per_person.shape[1]]):
         cis = [mean_ci(per_person[:, i, layer].tolist()) for layer in range(per_person.shape[2])]
         means = [c[0] for c in cis]
         best = int(np.nanargmax(means))
@@ -433,7 +426,7 @@ def site_restoration(
     for site, (label, x) in columns.items():
         pp = per_person(x)
         arrays[f"sites/{site}"] = pp
-        entry = {"label": label, "n_people": len(people), **_site(pp)}
+        entry = {"label": label, "n_people": len(people), **_by_layer(pp, ACTS)}
         if site.startswith("entity_each/"):
             out.setdefault("entity_each", {})[label] = entry
         else:
