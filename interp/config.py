@@ -97,6 +97,11 @@ class ModelConfig:
     act_fn: str = _f("gelu", "MLP activation: gelu, gelu_new, relu or silu")
     normalization: str = _f("LN", "normalisation: LN, LNPre, RMS or RMSPre")
     positional_embedding: str = _f("standard", "positions: 'standard' (learned) or 'rotary'")
+    query_layers: int = _f(
+        0,
+        "0: one stack (the kit's GPT); N > 0: Kitouni et al.'s two-stream encoder-decoder, "
+        "n_layers content blocks and N query blocks (interp.encoder_decoder; mlm and mlm_u only)",
+    )
 
     @property
     def resolved_d_head(self) -> int:
@@ -129,15 +134,27 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    def to_dict(self, hashed: bool = False) -> dict[str, Any]:
+        """The config as a dict; with `hashed`, as its hash reads it: fields added since runs
+        were first named (`ADDED_FIELDS`) left out while they hold their default, so adding a
+        field renames no existing run."""
+        d = dataclasses.asdict(self)
+        if hashed:
+            for (section, name), default in ADDED_FIELDS.items():
+                if d[section].get(name) == default:
+                    d[section].pop(name)
+        return d
 
     def hash(self) -> str:
         """Stable short hash of the config (device excluded: it does not change the science)."""
-        d = self.to_dict()
+        d = self.to_dict(hashed=True)
         d["train"] = {k: v for k, v in d["train"].items() if k != "device"}
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# Fields added after runs were first named by their hash, with the default that leaves them out.
+ADDED_FIELDS: dict[tuple[str, str], Any] = {("model", "query_layers"): 0}
 
 
 SECTIONS: dict[str, type] = {"world": WorldConfig, "model": ModelConfig, "train": TrainConfig}
@@ -145,6 +162,9 @@ SECTIONS: dict[str, type] = {"world": WorldConfig, "model": ModelConfig, "train"
 ACT_FNS = ("gelu", "gelu_new", "relu", "silu")
 NORMALIZATIONS = ("LN", "LNPre", "RMS", "RMSPre")
 POSITIONALS = ("standard", "rotary")
+# The objectives that read each masked token at its own position, masks never attended: the
+# only ones the encoder-decoder (model.query_layers > 0) can train.
+ENCODER_DECODER_OBJECTIVES = ("mlm", "mlm_u")
 
 
 def _coerce(section: str, f: dataclasses.Field, value: Any) -> Any:
@@ -274,6 +294,17 @@ def validate(cfg: RunConfig) -> None:
         )
     if m.positional_embedding not in POSITIONALS:
         raise UserError(f"model.positional_embedding must be one of {POSITIONALS}")
+    _in_range("model.query_layers", m.query_layers, 0, MAX_WIDTH)
+    if m.query_layers and t.objective not in ENCODER_DECODER_OBJECTIVES:
+        raise UserError(
+            f"model.query_layers={m.query_layers} builds the encoder-decoder, which has no causal "
+            f"head: train it with one of {ENCODER_DECODER_OBJECTIVES}, or set model.query_layers=0"
+        )
+    if m.query_layers and m.positional_embedding != "rotary":
+        raise UserError(
+            "the encoder-decoder's query stream knows its position only through rotary "
+            "attention: set model.positional_embedding=rotary"
+        )
     if w.source not in SOURCES:
         raise UserError(f"world.source {w.source!r} unknown: use one of {SOURCES}")
     if w.source == "retrieval" and not 1 <= w.title_length <= 26:

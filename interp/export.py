@@ -61,6 +61,10 @@ def check_exportable(path: str | Path, m: ModelConfig, state: Mapping[str, Tenso
             f"model.positional_embedding={m.positional_embedding!r} (GPT-2 learns positions, "
             "'standard')"
         )
+    if m.query_layers:
+        problems.append(
+            f"model.query_layers={m.query_layers} (the encoder-decoder; GPT-2 is one causal stack)"
+        )
     if m.act_fn not in ACT_FNS:
         problems.append(f"model.act_fn={m.act_fn!r} (GPT-2 takes {', '.join(ACT_FNS)})")
     if m.resolved_d_head * m.n_heads != m.d_model:

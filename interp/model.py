@@ -44,6 +44,7 @@ from interp.attention import attach
 from interp.config import ModelConfig
 from interp.data.dataset import pad_batch
 from interp.data.tokenizer import SPECIALS, UNK, hf_tokenizer
+from interp.encoder_decoder import EncoderDecoder, build_encoder_decoder
 from interp.errors import UserError
 from interp.files import atomic_path, safetensors_bytes
 
@@ -72,14 +73,22 @@ def build_model(
     seed: int,
     device: str = "cpu",
     tokenizer: Tokenizer | None = None,
-) -> TransformerBridge:
+) -> TransformerBridge | EncoderDecoder:
     """A freshly initialised model; the same (cfg, d_vocab, seed) gives bitwise the same weights.
 
     The initialisation draws from a generator of its own seeded with `seed` (TransformerLens's
     `boot_native` with `cfg.seed` set), never from torch's global RNG: building or loading a
     model leaves a notebook user's `torch.manual_seed` state as it was. With `tokenizer` (the
     dataset's), the model gets it as a TransformerLens tokenizer (see the module docstring).
+    With `cfg.query_layers` > 0 the model is Kitouni et al.'s encoder-decoder instead
+    (`interp.encoder_decoder`: TransformerLens hook points, no tokenizer attached).
     """
+    if cfg.query_layers:  # Kitouni et al.'s two-stream encoder-decoder (interp.encoder_decoder)
+        ed = build_encoder_decoder(
+            cfg.n_layers, cfg.query_layers, cfg.d_model, cfg.n_heads, cfg.d_mlp, d_vocab,
+            cfg.n_ctx, cfg.act_fn, seed,
+        )  # fmt: skip
+        return ed if device == "cpu" else ed.to(device)
     hf = None
     if tokenizer is not None:
         hf = hf_tokenizer(tokenizer)
@@ -90,6 +99,20 @@ def build_model(
     if hf is not None:
         strict_single_token(model)
     return model if device == "cpu" else model.to(device)
+
+
+def build_bridge(
+    cfg: ModelConfig, d_vocab: int, seed: int, device: str = "cpu"
+) -> TransformerBridge:
+    """`build_model` for code that reads a single stack (a run's own initial weights, for the
+    instruments' random-initialisation controls); refuses the encoder-decoder in one line."""
+    model = build_model(cfg, d_vocab, seed, device)
+    if not isinstance(model, TransformerBridge):
+        raise UserError(
+            f"this reads a single stack, not the encoder-decoder (model.query_layers="
+            f"{cfg.query_layers}): set model.query_layers=0"
+        )
+    return model
 
 
 def strict_single_token(model: TransformerBridge) -> None:

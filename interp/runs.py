@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import fcntl
@@ -44,9 +44,19 @@ from interp.data.dataset import FactDataset, build_synthetic
 from interp.data.paper import build_paper_dataset
 from interp.data.retrieval import build_retrieval
 from interp.data.tokenizer import load_tokenizer
+from interp.encoder_decoder import EncoderDecoder
 from interp.errors import UserError
 from interp.files import read_json, write_json
 from interp.model import build_model, load_weights, resolve_device
+
+# What a Run's model is. The type checker sees the bridge: every instrument but behaviour and qk
+# refuses the encoder-decoder before it reads `run.model` (interp.analysis.Instrument.run), and
+# those two read only what both models have (a forward pass, W_Q, W_K). At run time (the tests'
+# type checks) either is accepted.
+if TYPE_CHECKING:
+    Model = TransformerBridge
+else:
+    Model = TransformerBridge | EncoderDecoder
 
 
 @dataclass
@@ -55,7 +65,7 @@ class Run:
 
     path: Path
     config: RunConfig
-    model: TransformerBridge
+    model: Model  # the bridge, or Kitouni et al.'s encoder-decoder (model.query_layers > 0)
     dataset: FactDataset
 
     def analysis_dir(self) -> Path:
@@ -341,7 +351,7 @@ def load_run(
     )
     load_weights(model, weights)
     model.eval()
-    return Run(path, cfg, model, dataset)
+    return Run(path, cfg, model, dataset)  # type: ignore[arg-type]  # see Model
 
 
 STEP_DIR = re.compile(r"step_(\d{6,})")

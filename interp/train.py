@@ -43,6 +43,7 @@ import interp.evaluate as evaluation  # as a module: tests stand in for its func
 from interp.config import RunConfig, TrainConfig, check_device, config_from_json
 from interp.data.dataset import Example, FactDataset, pad_batch
 from interp.data.tokenizer import load_tokenizer, save_tokenizer
+from interp.encoder_decoder import EncoderDecoder
 from interp.errors import UserError
 from interp.files import DIR_MODE, read_json, write_json, write_text
 from interp.model import build_model, load_weights, raw_forward, save_weights
@@ -186,7 +187,7 @@ def latest_resumable(run_dir: Path) -> int | None:
 
 
 def fit(
-    model: TransformerBridge,
+    model: TransformerBridge | EncoderDecoder,
     docs: list[Example],
     cfg: TrainConfig,
     *,
@@ -355,7 +356,7 @@ def train_run(
 
 def _build(
     cfg: RunConfig, device: str | None
-) -> tuple[RunConfig, str, FactDataset, TransformerBridge]:
+) -> tuple[RunConfig, str, FactDataset, TransformerBridge | EncoderDecoder]:
     """The config on `device` (if given), the device, its dataset (checked to fit n_ctx) and a
     new model."""
     if device is not None:
@@ -506,7 +507,7 @@ def _resume(
 
 
 def _train_and_evaluate(
-    model: TransformerBridge,
+    model: TransformerBridge | EncoderDecoder,
     dataset: FactDataset,
     cfg: RunConfig,
     out: Path,

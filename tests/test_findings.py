@@ -252,7 +252,7 @@ def test_render_all_rewrites_only_the_readme_block_and_the_findings_texts(
         assert "[`retrieval`](figures/retrieval/findings.md)" in text, text
         assert "`default`: " in text and "(not run here: `make study PRESET=default`)" in text
         md = (figures / "retrieval" / "findings.md").read_text()
-        assert "| causal | 400 | - | n/a |" in md, md
+        assert "| causal | one stack | 400 | - | n/a |" in md, md
         assert R.main([str(figures), str(readme)]) == 0  # idempotent
         assert readme.read_text() == text
         bare = tmp_path / "bare.md"

@@ -53,9 +53,13 @@ def test_overrides_apply_in_order_preset_axis_objective_command_line():
     scaled = {r.labels["scale"]: r.config for r in make_plan("storage_scale").runs()}
     assert scaled["d64_s4000"].train.checkpoint_every == 1000  # the axis wins over the preset
     assert scaled["d256_s800"].model.d_model == 256
-    trains = {r.config.train.objective: r.config.train for r in make_plan("retrieval").runs()}
-    assert trains["mlm_u"].weight_decay == 0 and trains["causal"].weight_decay == 0.1, trains
+    configs = {r.config.train.objective: r.config for r in make_plan("retrieval").runs()}
+    trains = {o: c.train for o, c in configs.items()}
+    assert configs["mlm_u"].model.query_layers == 2, "MLM-U trains on the encoder-decoder"
+    assert configs["causal"].model.query_layers == 0, configs["causal"].model
     assert trains["mlm_u"].steps == trains["causal"].steps == 10_000, trains
+    wd = make_plan("retrieval", overrides=["train.weight_decay=0.05"]).runs()
+    assert {r.config.train.weight_decay for r in wd} == {0.05}, "--set wins over the objective"
     bridge = make_plan("bridge", overrides=["world.bridge=idn"])
     assert {r.config.world.bridge for r in bridge.runs()} == {"idn"}, "--set wins over the axis"
     by = {(r.labels["size"], r.labels["condition"]): r.config for r in make_plan("bridge").runs()}

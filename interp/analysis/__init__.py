@@ -55,6 +55,9 @@ from interp.results import read_result as _read_analysis
 from interp.runs import Run
 
 FACT_WORLDS = ("synthetic", "paper")  # worlds of people with facts A is B
+# The instruments that read Kitouni et al.'s encoder-decoder (model.query_layers > 0): behaviour
+# asks it in its own (masked) mode, qk scores its content stream; the rest read a causal stack.
+ENCODER_DECODER_READS = ("behaviour", "qk")
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,12 @@ class Instrument:
 
     def run(self, run: Run, options: Options | None = None, **kw: Any) -> Result[Any]:
         self.check_world(run.config.world.source)
+        if run.config.model.query_layers and self.name not in ENCODER_DECODER_READS:
+            raise UserError(
+                f"`{self.name}` reads a single causal stack, and {run.path} is the "
+                f"encoder-decoder (model.query_layers={run.config.model.query_layers}): "
+                f"of the instruments only {' and '.join(ENCODER_DECODER_READS)} read it"
+            )
         result: Result[Any] = self.module.run_analysis(run, options, **kw)
         return result
 

@@ -48,7 +48,7 @@ from interp.data.dataset import DIRECTIONS, FactDataset
 from interp.data.world import SUBSETS
 from interp.errors import UserError
 from interp.evaluate import exact_match as evaluate_exact_match
-from interp.model import build_model
+from interp.model import build_bridge
 from interp.results import Result, Summary, number, section, summary_json, write_result
 from interp.runs import Run, checkpoint_steps, load_run
 from interp.stats import NONNEGATIVE, run_seed
@@ -134,7 +134,7 @@ def model_at(run: Run, step: int) -> TransformerBridge:
     weights)."""
     device = str(next(run.model.parameters()).device)
     if step == 0:
-        return build_model(
+        return build_bridge(
             run.config.model, run.dataset.d_vocab, run.config.train.seed, device
         ).eval()
     if step in checkpoint_steps(run.path):

@@ -69,7 +69,7 @@ from interp.analysis.tuned_lens import (  # re-exported: the notebook's entry po
 from interp.data.dataset import DIRECTIONS, TEMPLATE_KINDS, Example, pad_batch
 from interp.data.world import SUBSETS
 from interp.errors import UserError
-from interp.model import build_model, residual_stack
+from interp.model import build_bridge, residual_stack
 from interp.model import resid_hook_names as resid_hook_names
 from interp.results import Result, Section, Summary, number, section, summary_json, write_result
 from interp.runs import Run
@@ -339,7 +339,7 @@ def run_analysis(
         _, held = split_docs(ds.train_docs, item_tuned.heldout_frac, item_tuned.seed)
         kl = {"kl_logit_heldout": kl_to_final(model, *doc_streams(model, held)).tolist()}
     with torch.random.fork_rng(devices=[]):  # build_model seeds the global RNG; leave it be
-        random_init = build_model(
+        random_init = build_bridge(
             run.config.model,
             ds.d_vocab,
             run.config.train.seed,

@@ -85,7 +85,7 @@ from interp.data.dataset import FactDataset, entity_alone, pad_batch
 from interp.data.example import Example
 from interp.data.world import SUBSETS, Person
 from interp.errors import UserError
-from interp.model import build_model, resid_at, resid_hook_names, residual_stack
+from interp.model import build_bridge, resid_at, resid_hook_names, residual_stack
 from interp.results import Result, Section, Summary, number, section, summary_json, write_result
 from interp.runs import Run
 from interp.stats import UNIT, run_seed
@@ -356,7 +356,7 @@ def run_analysis(
     cfg, ds = run.config, run.dataset
     n_layers = cfg.model.n_layers
     device = next(run.model.parameters()).device
-    randinit = build_model(cfg.model, ds.d_vocab, cfg.train.seed, str(device))
+    randinit = build_bridge(cfg.model, ds.d_vocab, cfg.train.seed, str(device))
     randinit.eval()
     jobs = {
         "trained": (run.model, False),

@@ -54,7 +54,7 @@ def code_sha256(root: Path = PACKAGE) -> str:
 
 def config_without_device(cfg: Any) -> dict[str, Any]:
     """A run config as a dict, the device left out (it changes no number's definition)."""
-    d: dict[str, Any] = cfg.to_dict()
+    d: dict[str, Any] = cfg.to_dict(hashed=True)  # a field added since, at its default: left out
     d.get("train", {}).pop("device", None)
     return d
 
