@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from transformer_lens.model_bridge import TransformerBridge
 from interp.attention import attach
 from interp.config import ModelConfig
 from interp.data.dataset import pad_batch
-from interp.data.tokenizer import SPECIALS, UNK, hf_tokenizer
+from interp.data.tokenizer import SPECIALS, UNK, UnknownWordWarning, hf_tokenizer
 from interp.encoder_decoder import EncoderDecoder, build_encoder_decoder
 from interp.errors import UserError
 from interp.files import atomic_path, safetensors_bytes
@@ -94,7 +95,9 @@ def build_model(
         hf = hf_tokenizer(tokenizer)
         if len(hf) != d_vocab:
             raise ValueError(f"tokenizer has {len(hf)} tokens but the model d_vocab={d_vocab}")
-    model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed), tokenizer=hf)  # type: ignore[attr-defined]
+    with warnings.catch_warnings():  # TL probes the tokenizer with "a", a word some worlds lack
+        warnings.simplefilter("ignore", UnknownWordWarning)
+        model = TransformerBridge.boot_native(bridge_config(cfg, d_vocab, seed), tokenizer=hf)  # type: ignore[attr-defined]
     attach(model)  # hook_attn_scores before the softmax, per-block OV / QK (interp.attention)
     if hf is not None:
         strict_single_token(model)

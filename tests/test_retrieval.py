@@ -67,3 +67,16 @@ def test_causal_model_answers_trained_queries_not_held_out_backward_ones(retriev
     em = evaluate(model, ds)[0]["exact_match"]
     assert em["both"]["same"]["train"] >= 0.9 and em["both"]["reverse"]["train"] >= 0.9, em
     assert em["n2d"]["reverse"]["train"] <= 0.05, em
+
+
+def test_building_a_model_of_this_world_warns_of_nothing(retrieval_config, ds):
+    """TransformerLens probes an attached tokenizer with "a", a word this world lacks: that
+    probe must not reach the user as an unknown-word warning on every run."""
+    import warnings
+
+    from interp.model import build_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        build_model(retrieval_config.model, ds.d_vocab, seed=0, tokenizer=ds.tokenizer)
+    assert not [str(w.message) for w in caught if "vocabulary" in str(w.message)], caught

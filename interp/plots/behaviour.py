@@ -8,18 +8,32 @@ from pathlib import Path
 import numpy as np
 
 from interp.plots import Figure, Runs, finish, plt, results_of
+from interp.runs import read_run_config
 from interp.stats import UNIT, bounded_mean_ci, fmt_pvalues
 
 SUBSET_LABEL = {"n2d": "NameToDescription", "d2n": "DescriptionToName", "both": "Both"}
+# Kitouni et al.'s retrieval world (interp.data.retrieval): n2d holds the pairs whose queries are
+# held out, both the pairs whose queries are trained; "same" asks the value, "reverse" the key.
+RETRIEVAL_LABEL = {"n2d": "held-out pairs' queries", "both": "trained pairs' queries"}
 
 
 def plot_exact_match(run_dirs: Runs, out: str | Path | None = None, title: str = "") -> Figure:
     """Bars: exact match per subset x direction, training vs held-out templates, mean and 95% CI
     over runs inside [0, 100]% (`interp.stats.runs_interval`), each run a dot."""
-    ms = [r.data for r in results_of(run_dirs, "behaviour", arrays=False)]
+    results = results_of(run_dirs, "behaviour", arrays=False)
+    ms = [r.data for r in results]
     subsets = list(ms[0]["exact_match"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
-    for ax, kind in zip(axes, ("train", "heldout"), strict=True):
+    names, word = SUBSET_LABEL, {"same": "same direction as training", "reverse": "reversed"}
+    if read_run_config(Path(str(results[0].path))).world.source == "retrieval":
+        names, word = RETRIEVAL_LABEL, {"same": "forward (the value asked)",
+                                        "reverse": "backward (the key asked)"}  # fmt: skip
+    cells = [c for m in ms for by_dir in m["exact_match"].values() for c in by_dir.values()]
+    # a world without held-out templates (retrieval) gets one panel
+    kinds = [k for k in ("train", "heldout") if any(k in c for c in cells)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.8), sharey=True,
+                             squeeze=False)  # fmt: skip
+    axes = axes[0]
+    for ax, kind in zip(axes, kinds, strict=True):
         x = np.arange(len(subsets))
         for j, (d, color) in enumerate((("same", "tab:blue"), ("reverse", "tab:red"))):
             vals = [[m["exact_match"][s][d].get(kind, np.nan) for m in ms] for s in subsets]
@@ -37,15 +51,16 @@ def plot_exact_match(run_dirs: Runs, out: str | Path | None = None, title: str =
                 capsize=3,
                 color=color,
                 alpha=0.8,
-                label="same direction as training" if d == "same" else "reversed",
+                label=word[d],
             )
             for xi, v in zip(xs, vals, strict=True):
                 ax.scatter([xi] * len(v), [100 * a for a in v], s=10, color="k", zorder=3)
             for xi, mval in zip(xs, means, strict=True):
                 ax.text(xi, mval + 2, f"{mval:.0f}", ha="center", fontsize=8)
-        ax.set_xticks(x, [SUBSET_LABEL.get(s, s) for s in subsets], fontsize=9)
+        ax.set_xticks(x, [names.get(s, s) for s in subsets], fontsize=9)
         ax.set_ylim(0, 110)
-        ax.set_title(f"{'training' if kind == 'train' else 'held-out'} templates")
+        ax.set_title(f"{'training' if kind == 'train' else 'held-out'} templates"
+                     if len(kinds) > 1 else "")  # fmt: skip
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel("exact match (%)")
     handles, labels = axes[0].get_legend_handles_labels()

@@ -127,7 +127,7 @@ PRESETS = (
     Preset(
         name="retrieval",
         help="Kitouni et al.'s key-value retrieval task as published, 4 objectives each in its "
-        "own mode (MLM-U on their encoder-decoder), 3 seeds, 10k steps, behaviour and QK "
+        "own mode (MLM and MLM-U on their encoder-decoder), 3 seeds, 10k steps, behaviour and QK "
         "symmetry",
         run_preset="default",
         objectives=("causal", "reverse_token", "mlm", "mlm_u"),
