@@ -249,3 +249,24 @@ def test_storage_study_refuses_instruments_in_one_line(capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "`lens` reads" in err and "biography" in err, err
     assert not Path("x").exists()
+
+
+def test_people_ladder_keeps_epochs_and_gives_the_top_rung_enough_names() -> None:
+    """Steps in proportion to people (8 per person per subset) on every rung; the 800 rung
+    needs 2 x 1600 distinct name pairs and alone gets 80 last names (the others keep 40)."""
+    from interp.config import load_config
+    from interp.presets import make_plan
+
+    cfgs = {r.labels["scale"]: r.config for r in make_plan("storage_people").runs()}
+    assert sorted(cfgs, key=lambda k: int(k.split("_p")[1])) == [
+        "d128_p100", "d128_p200", "d128_p400", "d128_p800"
+    ], sorted(cfgs)  # fmt: skip
+    default_last = load_config("default").world.n_last_names
+    for scale, cfg in cfgs.items():
+        n = int(scale.split("_p")[1])
+        assert cfg.world.n_people_per_subset == n and cfg.train.steps == 8 * n, scale
+        assert cfg.model.d_model == 128, scale
+        want = 80 if n > 400 else default_last
+        assert cfg.world.n_last_names == want, (scale, cfg.world.n_last_names)
+        w = cfg.world
+        assert w.n_first_names * w.n_last_names >= 4 * n, (scale, w.n_first_names, w.n_last_names)

@@ -16,7 +16,7 @@ takes to meet the forward targets (`interp.findings.storage`).
 - `storage_gpu`: the size the ladder points to, with the evidence bars, for a GPU: d_model 256,
   300 people per subset, 2400 steps, 3 seeds. Unmeasured.
 - `storage_scale`: the augmented level under the causal objective at each of `SCALES`.
-- `storage_people`: the people ladder (`PEOPLE`): 100, 200, 400 people per subset at d_model
+- `storage_people`: the people ladder (`PEOPLE`): 100 to 800 people per subset at d_model
   128, steps in proportion, with the probes' positive controls beside the Q-probe: is the
   Q-probe capped by the probe's power (few people to fit) or by the model?
 - `storage_tiny`: the pipeline end to end in about a minute; its numbers are not evidence.
@@ -61,13 +61,16 @@ SCALES = Axis(
 )
 # The people ladder at a fixed width: epochs held about constant (steps in proportion to people),
 # so a rung differs from the last in how many people there are to store and to probe.
+# 800 per subset (about 25 min a run on 2 cores; 1600 would take over 30) needs 2 x 1600 name
+# pairs: that rung alone has 80 last names instead of 40 (every other pool as on the others).
 PEOPLE = Axis(
     "scale",
     tuple(
-        (f"d128_p{n}", (*_D128, f"train.steps={8 * n}", f"world.n_people_per_subset={n}"))
-        for n in (100, 200, 400)
+        (f"d128_p{n}", (*_D128, f"train.steps={8 * n}", f"world.n_people_per_subset={n}",
+                        *(("world.n_last_names=80",) if n > 400 else ())))
+        for n in (100, 200, 400, 800)
     ),
-)
+)  # fmt: skip
 _WORLD = ("world.source=biography", "train.eval_every=0", "model.n_ctx=48")
 _PROBES = {"storage": Use(StorageOptions(permutations=100))}
 _OBJECTIVES = ("causal", "reverse_entity", "mlm_u_hybrid")
@@ -261,8 +264,8 @@ PRESETS = (
     ),  # fmt: skip
     _storage(
         "storage_people",
-        "the people ladder: the augmented level at d_model 128 with 100, 200 and 400 people per "
-        "subset (steps in proportion), the probes' positive controls beside the Q-probe",
+        "the people ladder: the augmented level at d_model 128 with 100, 200, 400 and 800 people "
+        "per subset (steps in proportion), the probes' positive controls beside the Q-probe",
         # 2 x 400 people need more name pairs than the default pools' 24 x 40: every rung the same
         overrides=(*_WORLD, "train.checkpoint_every=0", "world.n_first_names=48"),
         objectives=("causal",),
