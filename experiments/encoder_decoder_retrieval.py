@@ -15,8 +15,10 @@ and asks every held-out query in masked mode, left to right (`interp.modes.maske
 rule, one token at a time). Exact match is read at the last step (no checkpoint is chosen), and
 every 1000 steps for the learning curve.
 
-The model is plain torch, outside the kit's TransformerLens models: the instruments do not read
-it (the retrieval preset's MLM-U row stays the single stack's until the kit builds this model).
+The model is the kit's (`interp.encoder_decoder`, which the retrieval preset now trains; the
+same initial weights and logits as the plain-torch copy this script first carried, checked
+bitwise), trained here by its own loop: AdamW with weight decay on every parameter, where the
+kit's trainer decays matrices only.
 
     python experiments/encoder_decoder_retrieval.py --seeds 0 1 2 \
         --out figures/retrieval/encoder_decoder.json
@@ -30,14 +32,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import matplotlib
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -46,6 +46,7 @@ from interp.config import apply_overrides, load_config
 from interp.data.dataset import FactDataset
 from interp.data.example import Example
 from interp.data.tokenizer import MASK
+from interp.encoder_decoder import EncoderDecoder, build_encoder_decoder
 from interp.files import write_json
 from interp.modes import prompt_suffixes
 from interp.objectives.masking import sample_mask
@@ -61,77 +62,6 @@ QUERIES = {  # name -> (subset, direction): held-out pairs' queries and the trai
 }
 
 
-def rotary(x: Tensor, pos: Tensor) -> Tensor:
-    """Rotary position embedding of x (batch, heads, pos, d_head) at positions pos (batch, pos)."""
-    d = x.shape[-1]
-    inv = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d))
-    ang = pos[:, None, :, None].float() * inv
-    c, s = ang.cos(), ang.sin()
-    x1, x2 = x[..., ::2], x[..., 1::2]
-    return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], -1).flatten(-2)
-
-
-class Attention(nn.Module):
-    """Multi-head attention of queries `xq` over keys and values `xkv`; `keep` (batch, pos)
-    says which key positions may be attended (the unmasked tokens)."""
-
-    def __init__(self, d: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.q, self.kv, self.o = nn.Linear(d, d), nn.Linear(d, 2 * d), nn.Linear(d, d)
-
-    def forward(self, xq: Tensor, xkv: Tensor, keep: Tensor, pos: Tensor) -> Tensor:
-        b, t, d = xq.shape
-        q = self.q(xq).view(b, t, self.heads, -1).transpose(1, 2)
-        k, v = self.kv(xkv).view(b, t, 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        q, k = rotary(q, pos), rotary(k, pos)
-        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-        att = scores.masked_fill(~keep[:, None, None, :], -1e9).softmax(-1)
-        return self.o((att @ v).transpose(1, 2).reshape(b, t, d))
-
-
-class Block(nn.Module):
-    """Pre-LN attention (self-attention, or cross-attention to `memory`) and a GELU MLP."""
-
-    def __init__(self, d: int, heads: int) -> None:
-        super().__init__()
-        self.ln1, self.ln_mem, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.attn = Attention(d, heads)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-
-    def forward(self, x: Tensor, memory: Tensor | None, keep: Tensor, pos: Tensor) -> Tensor:
-        h = self.ln1(x)
-        x = x + self.attn(h, h if memory is None else self.ln_mem(memory), keep, pos)
-        return x + self.mlp(self.ln2(x))
-
-
-class EncoderDecoder(nn.Module):
-    """The content stream (encoder: self-attention over the unmasked tokens) and the query
-    stream (decoder: a learned vector at every position, cross-attending to the encoder's last
-    layer); logits at every position, read at the masked ones."""
-
-    def __init__(self, vocab: int, d: int, heads: int, n_enc: int, n_dec: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab, d)
-        self.query = nn.Parameter(torch.randn(d) * 0.02)
-        self.encoder = nn.ModuleList(Block(d, heads) for _ in range(n_enc))
-        self.decoder = nn.ModuleList(Block(d, heads) for _ in range(n_dec))
-        self.ln_enc, self.ln_final = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.unembed = nn.Linear(d, vocab)
-
-    def forward(self, tokens: Tensor, keep: Tensor) -> Tensor:
-        b, t = tokens.shape
-        pos = torch.arange(t)[None].expand(b, t)
-        x = self.embed(tokens)
-        for block in self.encoder:
-            x = block(x, None, keep, pos)
-        memory = self.ln_enc(x)
-        q = self.query.expand(b, t, -1)
-        for block in self.decoder:
-            q = block(q, memory, keep, pos)
-        return self.unembed(self.ln_final(q))
-
-
 @torch.no_grad()
 def exact_match(model: EncoderDecoder, ds: FactDataset, prompts: list[Example]) -> float:
     """Share of `prompts` whose answer, masked after the prompt (the rest of the text after it)
@@ -142,7 +72,7 @@ def exact_match(model: EncoderDecoder, ds: FactDataset, prompts: list[Example]) 
         p, n = list(e.tokens[: e.prompt_len]), len(e.answer)
         seq = torch.tensor([p + [MASK] * n + list(suffix)])
         for j in range(n):
-            seq[0, len(p) + j] = model(seq, seq != MASK)[0, len(p) + j].argmax()
+            seq[0, len(p) + j] = model(seq, attention_mask=seq != MASK)[0, len(p) + j].argmax()
         right += tuple(seq[0, len(p) : len(p) + n].tolist()) == tuple(e.answer)
     model.train()
     return right / len(prompts)
@@ -159,7 +89,9 @@ def train_one(
     ])  # fmt: skip
     ds = build_dataset(cfg)
     m = cfg.model
-    model = EncoderDecoder(ds.d_vocab, m.d_model, m.n_heads, n_enc, n_dec)
+    model = build_encoder_decoder(
+        n_enc, n_dec, m.d_model, m.n_heads, m.d_mlp, ds.d_vocab, m.n_ctx, m.act_fn, seed
+    )
     t = cfg.train
     opt = torch.optim.AdamW(
         model.parameters(), lr=t.lr, weight_decay=weight_decay, betas=(0.9, 0.95)
@@ -182,7 +114,7 @@ def train_one(
             tokens[row, : len(docs[i])] = docs[i]
         mask = sample_mask(lengths, width, torch.rand(len(idx), generator=g), g)
         keep = (torch.arange(width)[None] < lengths[:, None]) & ~mask
-        logits = model(tokens.masked_fill(mask, MASK), keep)
+        logits = model(tokens.masked_fill(mask, MASK), attention_mask=keep)
         targets = tokens.masked_fill(~mask, -100)
         ce = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,

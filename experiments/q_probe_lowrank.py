@@ -42,15 +42,7 @@ from interp.analysis.storage import name_inputs
 from interp.data.biography import LABELS, BiographyWorld
 from interp.data.dataset import pad_batch
 from interp.files import write_json
-from interp.model import (
-    attend_unmasked,
-    build_bridge,
-    embed_positions,
-    mlp,
-    qkv_fused,
-    raw,
-    supports_raw,
-)
+from interp.model import RawForward, build_bridge, raw, supports_raw
 from interp.runs import load_run
 from interp.stats import rate_estimate
 
@@ -59,22 +51,14 @@ FOLDS = 3
 
 
 def last_states(net, tokens, last, delta):
-    """The final-LayerNorm state at each sequence's last token, with `delta` ([d_vocab,
-    d_model] or None) added to the embedding of every input token: the native model's forward
-    on its raw modules (`interp.model.RawForward`'s arithmetic, stopped before the unembedding;
-    right padding is invisible to the causal attention at a real token)."""
+    """The final-LayerNorm state at each sequence's last token (`RawForward.final_state`: the
+    native model's forward on its raw modules, stopped before the unembedding; right padding is
+    invisible to the causal attention at a real token), with `delta` ([d_vocab, d_model] or
+    None) added to the embedding of every input token."""
     h = raw(net.tok_embed)(tokens)
     if delta is not None:
         h = h + delta[tokens]
-    pos = torch.arange(tokens.shape[1])[None]
-    h = embed_positions(net, h, pos)
-    pos = pos.expand(tokens.shape[0], -1)
-    for block in net.layers:
-        att = raw(block.attn)
-        q, k, v = qkv_fused(att, raw(block.ln1)(h), pos)
-        h = h + attend_unmasked(att, q, k, v)
-        h = h + mlp(block, h)
-    return raw(net.ln_out)(h[torch.arange(len(last)), last])
+    return RawForward(net).final_state(inputs_embeds=h)[torch.arange(len(last)), last]
 
 
 def probe_correct(model, tokens, last, y, people, n_classes, rank, steps, seed):

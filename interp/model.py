@@ -344,6 +344,18 @@ class RawForward(torch.nn.Module):
         position_ids: Int[Tensor, "#batch pos"] | None = None,
         inputs_embeds: Float[Tensor, "batch pos d_model"] | None = None,
     ) -> Float[Tensor, "batch pos d_vocab"]:
+        final = self.final_state(input_ids, attention_mask, position_ids, inputs_embeds)
+        return raw(self.net.head)(final)  # type: ignore[union-attr]
+
+    def final_state(
+        self,
+        input_ids: Int[Tensor, "batch pos"] | None = None,
+        attention_mask: Tensor | None = None,
+        position_ids: Int[Tensor, "#batch pos"] | None = None,
+        inputs_embeds: Float[Tensor, "batch pos d_model"] | None = None,
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """The residual stream after the last block and the final norm: what the unembedding
+        reads (a probe on the last layer reads it too). Same arguments as `forward`."""
         net: Any = self.net
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids or inputs_embeds")
@@ -366,7 +378,7 @@ class RawForward(torch.nn.Module):
             else:
                 h = h + attend(att, q, k, v, _blocked(att, seq, attention_mask, h.device))
             h = h + mlp(block, h)
-        return raw(net.head)(raw(net.ln_out)(h))
+        return raw(net.ln_out)(h)
 
     def packs(self) -> bool:
         """Whether `next_token_loss` can skip the padding: causal attention everywhere, and the
