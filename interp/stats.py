@@ -291,6 +291,7 @@ class Estimate:
     high: float
     n_runs: int
     n_items: int
+    runs: tuple[tuple[float, float, int], ...] = ()  # per run: its items' mean, sd, number
 
     def fmt(self, digits: int = 2, pct: bool = False, items: str = "items") -> str:
         """'0.12 [-0.05, 0.30] (3 runs, 300 people)', or as percentages."""
@@ -337,7 +338,9 @@ def hierarchical_bootstrap(
             [statistic(runs[r][rng.integers(0, len(runs[r]), len(runs[r]))]) for r in picked]
         )
     lo, hi = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2])
-    return Estimate(est, float(lo), float(hi), len(runs), n_items)
+    per_run = tuple((float(g.mean()), float(g.std(ddof=1)) if len(g) > 1 else 0.0, len(g))
+                    for g in runs)  # fmt: skip
+    return Estimate(est, float(lo), float(hi), len(runs), n_items, per_run)
 
 
 def hierarchical_bootstrap_axis(
@@ -380,7 +383,7 @@ def rate_estimate(groups: Sequence[Values], *, seed: int = 0, level: float = 0.9
         return h
     k = sum(float(np.nansum(np.asarray(g, dtype=float))) for g in groups)
     _, wlo, whi = wilson_interval(round(k), h.n_items, level)
-    return Estimate(h.estimate, min(h.low, wlo), max(h.high, whi), h.n_runs, h.n_items)
+    return Estimate(h.estimate, min(h.low, wlo), max(h.high, whi), h.n_runs, h.n_items, h.runs)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -286,9 +286,18 @@ def test_write_report_records_the_findings_and_their_provenance(
 # The papers' claims, judged by their rules
 
 
+def _rate_node(*runs: tuple[int, int]) -> dict:
+    """An exact-match node as the findings write it, from (hits, people) per run."""
+    from interp.findings.collect import estimate_node
+    from interp.stats import rate_estimate
+
+    e = rate_estimate([[1.0] * k + [0.0] * (n - k) for k, n in runs])
+    return estimate_node(e, e.fmt(pct=True))
+
+
 def test_every_rule_says_shown_opposite_unclear_or_missing():
-    lo, mid, hi = ({"estimate": (a + b) / 2, "low": a, "high": b} for a, b in
-                   ((0.0, 0.02), (0.01, 0.4), (0.5, 0.9)))  # fmt: skip
+    lo, hi = (_rate_node(*[(k, 100)] * 3) for k in (1, 70))
+    mid = _rate_node(*[(1, 10)] * 3)  # 10% of 10 people a run: neither shown
     k = {"kind": "hypothesis"}
     assert [verdict("above", hi, lo, **k), verdict("above", lo, hi, **k),
             verdict("above", mid, lo, **k), verdict("above", None, lo, **k)] == [
@@ -299,10 +308,18 @@ def test_every_rule_says_shown_opposite_unclear_or_missing():
         verdict("no gain", lo, lo) == "reproduced"
         and verdict("no gain", hi, lo) == "not reproduced"
     )
+    assert verdict("no loss", lo, lo) == "reproduced" and verdict("no loss", lo, hi) == (
+        "not reproduced"
+    )
+    assert verdict("nats lift", hi, lo) == "reproduced" and verdict("nats no gain", hi, lo) == (
+        "not reproduced"
+    )
+    interval_only = {k: v for k, v in hi.items() if not k.startswith("per_run")}
+    assert verdict("lift", interval_only, lo) == "not measured"  # no per-run numbers, no rule
     assert verdict("near", lo, 0.0) == "reproduced" and verdict("near", hi, 0.0) == "not reproduced"
     assert (
-        verdict("target", hi, 0.8) == "inconclusive"
-        and verdict("target", lo, 0.8) == "not reproduced"
+        verdict("target", hi, 0.75) == "inconclusive"  # 70% [61, 79]
+        and verdict("target", lo, 0.75) == "not reproduced"
     )
     null = {"estimate": 0.3, "null95": 0.35}
     assert (
@@ -310,6 +327,32 @@ def test_every_rule_says_shown_opposite_unclear_or_missing():
         and verdict("above null", null) == "not reproduced"
     )
     assert set(VOCABULARY) >= {"held", "failed", "reproduced", "not reproduced", "not tested"}
+
+
+def test_a_comparison_is_the_one_rule_run_by_run():
+    """A lift is judged by per-run one-sided Welch tests on the people, Fisher-combined (scipy's
+    tests give the same p), not by whether two study intervals overlap: here they overlap, yet
+    every run shows the lift; runs that do not vary take the test's limit; QK-style nodes (one
+    number per run) take the t-test over runs of the paired differences."""
+    from scipy import stats as st
+
+    from interp.findings.verdicts import compare
+
+    x, y = _rate_node((22, 100), (30, 100), (14, 100)), _rate_node((10, 100), (17, 100), (3, 100))
+    assert x["low"] < y["high"], (x["text"], y["text"])  # the intervals overlap
+    items = [[1.0] * k + [0.0] * (100 - k) for k in (22, 30, 14, 10, 17, 3)]
+    want = st.combine_pvalues(
+        [st.ttest_ind(items[i], items[i + 3], equal_var=False, alternative="greater").pvalue
+         for i in range(3)], method="fisher").pvalue  # fmt: skip
+    p = compare(x, y)
+    assert p is not None and abs(p - want) < 1e-9 and p < 0.05, (p, want)
+    assert verdict("lift", x, y) == "reproduced"
+    ones, zeros = _rate_node((100, 100), (100, 100)), _rate_node((0, 100), (0, 100))
+    assert compare(ones, zeros) == 0.0 and compare(zeros, ones) == 1.0
+    assert verdict("no loss", ones, ones) == "reproduced"  # no loss of 10 points, no spread
+    qk = {"per_run": [0.3, 0.35, 0.28]}, {"per_run": [0.1, 0.12, 0.05]}
+    want_qk = st.ttest_rel(qk[0]["per_run"], qk[1]["per_run"], alternative="greater").pvalue
+    assert abs(compare(*qk) - want_qk) < 1e-9, (compare(*qk), want_qk)
 
 
 @pytest.fixture(scope="module")

@@ -106,6 +106,15 @@ def finite(x: float | None) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
+def runs_fields(e: Estimate) -> dict[str, Any]:
+    """Each run's items summarised (mean, standard deviation, number), in run order: what the
+    one rule for comparing two nodes tests run by run (`interp.findings.verdicts`)."""
+    if not e.runs:
+        return {}
+    means, sds, ns = zip(*e.runs, strict=True)
+    return {"per_run": list(means), "per_run_sd": list(sds), "per_run_n": list(ns)}
+
+
 def estimate_node(e: Estimate, text: str) -> dict[str, Any]:
     return {
         "estimate": finite(e.estimate),
@@ -114,7 +123,7 @@ def estimate_node(e: Estimate, text: str) -> dict[str, Any]:
         "n_runs": e.n_runs,
         "n_items": e.n_items,
         "text": text,
-    }
+    } | runs_fields(e)
 
 
 def over_runs(values: list[float], number: Declared) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from interp.data.biography import LABELS, level_name
-from interp.findings.collect import Study, StudyRun
+from interp.findings.collect import Study, StudyRun, runs_fields
 from interp.runs import build_dataset
 from interp.stats import rate_estimate
 
@@ -52,7 +52,7 @@ def _node(groups: list[list[float]], items: str, **extra: Any) -> dict[str, Any]
         "n_runs": e.n_runs,
         "n_items": e.n_items,
         "text": e.fmt(pct=True, items=items),
-    }
+    } | runs_fields(e)
     return node | extra
 
 

@@ -8,32 +8,47 @@ reproduced* or *inconclusive*; either is *not measured* without its numbers, and
 not learn its own objective is *not tested* (never "not reproduced"). One table of words, one
 function (`verdict`) that applies a named rule:
 
-- `above`: x above y: the intervals disjoint with x above (x below: the opposite).
+- `above`: x above y, by the one rule for two quantities over the same runs (below).
 - `positive`: an effect above 0: its interval above 0 (below 0: the opposite); for a node of
   a declared family (the reversed log-prob tests) the family's decision (`effect`) instead.
 - `null`: no effect above 0: the interval does not lie above 0 (it does: the opposite); for a
   family's node, no effect by the family's decision. The bound it supports is said beside it.
+- `lift`: x lifts y (exact match): the data show x below y + `LIFT` points (they exclude a
+  lift of `LIFT`, the smallest a verdict counts): the opposite, even where a smaller lift is
+  shown; otherwise x above y shown: the lift. `no gain`: the opposite of `lift`.
+- `no loss`: the data show x above y - `LIFT` points (they exclude a loss of `LIFT`); a loss
+  of any size shown: the opposite.
+- `nats lift`: `above` for log-prob differences (nats); `nats no gain`: no lift shown.
+- `near`: a paper's number: the kit's interval meets it +- `BAND` points.
+- `above null`, `not above null`: a probe's best layer against its permutation null's 95th
+  percentile (a maximum over layers against the null's maximum).
+- `target`: a target met (the estimate reaches it) or missed (the interval's high below it).
 
 The one rule of a family (`interp.stats.decide_family`): each claim's one-sided p, combined over
 runs by Fisher's method, Holm-adjusted over the family, an effect at alpha 0.05, with the
 smallest effect it detects at 80% power. The findings, the report and the README take a family
-member's verdict from that decision alone.
-- `lift`: x lifts y (exact match, percentage points): the intervals show x above y; the data
-  exclude a lift of `LIFT` points (x's high below y's low + LIFT): the opposite.
-- `no gain`, `no loss`: the absence of a gain (or a loss) of x over y, by the same margin.
-- `near`: a paper's number: the kit's interval meets it +- `BAND` points.
-- `nats lift`, `nats no gain`: a log-prob difference against another, by its intervals alone.
-- `above null`, `not above null`: a probe's best layer against its permutation null's 95th
-  percentile (a maximum over layers against the null's maximum).
-- `target`: a target met (the estimate reaches it) or missed (the interval's high below it).
+member's verdict from that decision alone. Two quantities x and y measured over the same runs
+(paired in run order: the same seeds, so the same worlds) are compared by the same rule, a
+family of one (`compare`): per run the one-sided Welch t-test on the run's items (people,
+prompts: a node keeps each run's mean, standard deviation and number of items), combined over
+runs by Fisher's method, an effect at alpha 0.05; where a node keeps one number per run and no
+items (QK symmetry), the one-sided t-test over runs of the paired differences. Where nothing
+varies the test has no standard error and takes its limit (shown iff the difference is above
+0). Without per-run numbers a comparison is not measured.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from interp.stats import ALPHA, combine_pvalues
 
 # The smallest effect a verdict treats as a lift or a loss, in exact-match percentage points,
 # and the band around a paper's number within which a kit number reproduces it.
@@ -79,13 +94,6 @@ def _pp(node: Node) -> tuple[float, float, float] | None:
     return interval(node, 100.0)  # exact match in percentage points
 
 
-def _above(x: Node, y: Node) -> Outcome:
-    a, b = interval(x), interval(y)
-    if a is None or b is None:
-        return Outcome.MISSING
-    return Outcome.SHOWN if a[1] > b[2] else Outcome.OPPOSITE if a[2] < b[1] else Outcome.UNCLEAR
-
-
 def _positive(x: Node, _: Any = None) -> Outcome:
     a = interval(x)
     if a is None:
@@ -104,18 +112,70 @@ def _null(x: Node, _: Any = None) -> Outcome:
     return Outcome.OPPOSITE if a[1] > 0 else Outcome.SHOWN
 
 
-def _margin(x: Node, y: Node, sign: int) -> Outcome:
-    """sign +1: x lifts y by LIFT points; -1: x does not fall below y by LIFT points."""
-    a, b = _pp(x), _pp(y)
-    if a is None or b is None:
+def _welch_p(x: tuple[float, float, int], y: tuple[float, float, int], shift: float) -> float:
+    """One run's one-sided Welch t-test that mean(x) - mean(y) + shift > 0, from each sample's
+    (mean, sd, n); with no standard error (nothing varies) its limit: 0 or 1."""
+    (mx, sx, nx), (my, sy, ny) = x, y
+    vx, vy = sx * sx / nx, sy * sy / ny
+    delta = mx - my + shift
+    if vx + vy == 0.0:
+        return 0.0 if delta > 0 else 1.0
+    df = (vx + vy) ** 2 / sum(v * v / (n - 1) for v, n in ((vx, nx), (vy, ny)) if v > 0)
+    return float(stats.t(df).sf(delta / math.sqrt(vx + vy)))
+
+
+def _runs_p(d: list[float]) -> float:
+    """The one-sided t-test over runs that the paired differences `d` are above 0 (its limit
+    where they do not vary)."""
+    mean, sd = float(np.mean(d)), float(np.std(d, ddof=1))
+    if sd == 0.0:
+        return 0.0 if mean > 0 else 1.0
+    return float(stats.t(len(d) - 1).sf(mean / (sd / math.sqrt(len(d)))))
+
+
+def compare(x: Node, y: Node, shift: float = 0.0) -> float | None:
+    """The one rule's one-sided p that x - y + shift > 0 for two quantities over the same runs
+    (paired in run order): per run Welch on its items, Fisher-combined over runs; nodes with one
+    number per run and no items: the t-test over runs of the paired differences. None without
+    per-run numbers for both, or with runs that do not pair."""
+    a, b = (n.get("per_run") if n else None for n in (x, y))
+    if not a or not b or len(a) != len(b) or x is None or y is None:
+        return None
+    if "per_run_sd" in x and "per_run_sd" in y:
+        runs = [zip(n["per_run"], n["per_run_sd"], n["per_run_n"], strict=True) for n in (x, y)]
+        return combine_pvalues([_welch_p(p, q, shift) for p, q in zip(*runs, strict=True)])
+    if len(a) < 2:
+        return None
+    return _runs_p([p - q + shift for p, q in zip(a, b, strict=True)])
+
+
+def _shown(x: Node, y: Node, shift: float = 0.0) -> bool | None:
+    """Whether the one rule shows x - y + shift > 0 at ALPHA (None: not measured)."""
+    p = compare(x, y, shift)
+    return None if p is None else p < ALPHA
+
+
+def _above(x: Node, y: Node) -> Outcome:
+    up, down = _shown(x, y), _shown(y, x)
+    if up is None or down is None:
         return Outcome.MISSING
+    return Outcome.SHOWN if up else Outcome.OPPOSITE if down else Outcome.UNCLEAR
+
+
+def _margin(x: Node, y: Node, sign: int) -> Outcome:
+    """sign +1: x lifts y (the opposite, first: a lift of LIFT points excluded, even where a
+    smaller lift is shown); -1: x does not fall below y by LIFT points (the opposite: a loss
+    shown)."""
+    m = LIFT / 100  # nodes hold fractions
     if sign > 0:
-        if a[1] > b[2]:
-            return Outcome.SHOWN
-        return Outcome.OPPOSITE if a[2] < b[1] + LIFT else Outcome.UNCLEAR
-    if a[2] < b[1]:
-        return Outcome.OPPOSITE
-    return Outcome.SHOWN if a[1] > b[2] - LIFT else Outcome.UNCLEAR
+        up, capped = _shown(x, y), _shown(y, x, m)
+        if up is None or capped is None:
+            return Outcome.MISSING
+        return Outcome.OPPOSITE if capped else Outcome.SHOWN if up else Outcome.UNCLEAR
+    within, loss = _shown(x, y, m), _shown(y, x)
+    if within is None or loss is None:
+        return Outcome.MISSING
+    return Outcome.SHOWN if within else Outcome.OPPOSITE if loss else Outcome.UNCLEAR
 
 
 def _flip(o: Outcome) -> Outcome:
@@ -129,16 +189,9 @@ def _near(x: Node, paper: float | None) -> Outcome:
     return Outcome.SHOWN if a[1] <= paper + BAND and a[2] >= paper - BAND else Outcome.OPPOSITE
 
 
-def _nats(x: Node, y: Node, lift: bool) -> Outcome:
-    a, b = interval(x), interval(y)
-    if a is None or b is None:
-        return Outcome.MISSING
-    above = a[1] > b[2]
-    if lift:
-        if above:
-            return Outcome.SHOWN
-        return Outcome.OPPOSITE if a[0] <= b[2] else Outcome.UNCLEAR
-    return Outcome.OPPOSITE if above else Outcome.SHOWN
+def _no_lift(x: Node, y: Node) -> Outcome:
+    up = _shown(x, y)
+    return Outcome.MISSING if up is None else Outcome.OPPOSITE if up else Outcome.SHOWN
 
 
 def _above_null(x: Node, _: Any = None) -> Outcome:
@@ -163,8 +216,8 @@ RULES: dict[str, Callable[[Node, Any], Outcome]] = {
     "no gain": lambda x, y: _flip(_margin(x, y, +1)),
     "no loss": lambda x, y: _margin(x, y, -1),
     "near": _near,
-    "nats lift": lambda x, y: _nats(x, y, True),
-    "nats no gain": lambda x, y: _nats(x, y, False),
+    "nats lift": _above,
+    "nats no gain": _no_lift,
     "above null": _above_null,
     "not above null": lambda x, y: _flip(_above_null(x)),
     "target": _target,
