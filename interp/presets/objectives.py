@@ -20,6 +20,8 @@ and Shin et al.'s prediction for the update (each objective's own step).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from interp.analysis.dynamics import DynamicsOptions
 from interp.analysis.lens import LensOptions
 from interp.analysis.patching import PatchingOptions
@@ -192,6 +194,43 @@ def update_checks(ctx: Context, name: str) -> list[Claim]:
     return out
 
 
+def own_reverse_text(objective: str) -> Callable[[Context, str], str]:
+    """The README's words for an objective's own step: its reverse first-token alignment above
+    the control (mean over runs) and that as a share of the forward effect, pooled."""
+
+    def text(ctx: Context, name: str) -> str:
+        f = ctx.get(name) or {}
+        r = per_run_difference(f, "update", objective, "own_align_reverse_first_mean",
+                               "own_align_reverse_first_control_mean")  # fmt: skip
+        q = pooled_ratio(
+            f, "update", objective, "own_align_reverse_first", "own_align_forward_first"
+        )
+        return _runs(r) + (f", pooled {q['text']} of the forward effect" if q else "")
+
+    return text
+
+
+def lowest_infill(objective: str) -> Callable[[Context, str], str]:
+    """An objective's lowest in-document infill cell over its runs, as 'D2N, first entity 79.8%
+    [..]'."""
+
+    def text(ctx: Context, name: str) -> str:
+        fills = get_path(ctx.get(name) or {}, f"behaviour.{objective}.infill") or {}
+        if not fills:
+            return "n/a"
+        cell, node = min(fills.items(), key=lambda kv: kv[1]["estimate"])
+        which = "first" if cell.split("_")[1] == "reverse" else "second"
+        return f"{cell.split('_')[0].upper()}, the {which} entity, {pct(node)}"
+
+    return text
+
+
+TEXTS = {
+    **{f"own_reverse_{o}": own_reverse_text(o) for o in ("causal", *MASKED)},
+    **{f"infill_{o}": lowest_infill(o) for o in MASKED},
+}
+
+
 def objectives_table(ctx: Context, name: str) -> str:
     """Per objective: its mode, steps, whether every run learned its own objective, its lowest
     in-document infill, forward and reversed exact match in its own mode (training templates),
@@ -238,7 +277,7 @@ PRESETS = (
         objective_overrides=OVERRIDES,
         claims=checks,
         citations=CITATIONS,
-        tables={"objectives": objectives_table},
+        tables={"objectives": objectives_table, **TEXTS},
     ),
     Preset(
         name="gpu",
@@ -260,6 +299,6 @@ PRESETS = (
         objective_overrides=OVERRIDES,
         claims=checks,
         citations=CITATIONS,
-        tables={"objectives": objectives_table},
+        tables={"objectives": objectives_table, **TEXTS},
     ),
 )
