@@ -350,6 +350,16 @@ def test_a_comparison_is_the_one_rule_run_by_run():
     ones, zeros = _rate_node((100, 100), (100, 100)), _rate_node((0, 100), (0, 100))
     assert compare(ones, zeros) == 0.0 and compare(zeros, ones) == 1.0
     assert verdict("no loss", ones, ones) == "reproduced"  # no loss of 10 points, no spread
+    # the smallest lift it detects with 80% power, stated beside every comparison
+    import numpy as np
+
+    from interp.findings.text import vs
+    from interp.findings.verdicts import detectable
+
+    var = sum(np.var(i, ddof=1) / 100 for i in items)
+    want_mde = (st.norm.ppf(0.95) + st.norm.ppf(0.8)) * np.sqrt(var) / 3
+    assert abs(detectable(x, y) - want_mde) < 1e-12, (detectable(x, y), want_mde)
+    assert "detects" in vs(x, y) and detectable(*({"per_run": [0.1]},) * 2) is None
     qk = {"per_run": [0.3, 0.35, 0.28]}, {"per_run": [0.1, 0.12, 0.05]}
     want_qk = st.ttest_rel(qk[0]["per_run"], qk[1]["per_run"], alternative="greater").pvalue
     assert abs(compare(*qk) - want_qk) < 1e-9, (compare(*qk), want_qk)

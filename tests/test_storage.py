@@ -116,8 +116,41 @@ def test_storage_instrument_end_to_end(bio_run: Path) -> None:
     assert len(res["probes"]["q_role"]["null"]) == 3
     assert res["extraction"]["inverse"]["qa_test"][4] == 8  # every qa_test person asked once
     assert "q_role" in storage.format_summary(res)
+    q = res["probes"]["q_role"]  # each person's correctness at the best layer, kept
+    assert len(q["correct_best"]) == res["n_people"]
+    assert sum(q["correct_best"]) == round(sm["q_role_best"] * res["n_people"]), q["correct_best"]
     again = storage.run_analysis(run, opts, write=False, progress=False)
     assert again.summary == res.summary, "same run, same options: the same numbers"
+
+
+def test_q_probe_interval_counts_people_not_person_attribute_pairs() -> None:
+    """Four attributes read right or wrong together (the same people every time) are one item
+    per person: the interval is as wide as 50 people allow, not 200 independent pairs."""
+    from interp.data.biography import LABELS
+    from interp.findings.storage import cell_findings
+
+    def result(hits: list[int], keep: bool) -> dict:
+        probe = {"correct_best": hits} if keep else {}
+        summary = {f"q_{lab}_{k}": v for lab in LABELS
+                   for k, v in (("best", sum(hits) / len(hits)), ("null95", 0.3), ("p", 0.5),
+                                ("control_best", 0.2))}  # fmt: skip
+        summary |= {f"chance_q_{lab}": 0.25 for lab in LABELS} | {
+            "q_mean_null95": 0.3, "q_mean_control_best": 0.2, "chance_q_mean": 0.25,
+            "rq_first_class_best": 0.3, "rq_first_class_null95": 0.3, "rq_first_class_p": 0.5,
+            "chance_rq_first_class": 0.25, "pos_role_from_work_best": 0.9,
+            "pos_first_class_from_name_best": 0.5}  # fmt: skip
+        ext = {q: {s: [0.5, 0.4, 0.6, 25, 50] for s in ("qa_test", "qa_train")}
+               for q in (*LABELS, "inverse")}  # fmt: skip
+        return {"n_people": 50, "summary": summary, "extraction": ext,
+                "probes": {f"q_{lab}": probe for lab in LABELS}}  # fmt: skip
+
+    runs = [[1] * k + [0] * (50 - k) for k in (20, 25, 30)]
+    by_person = cell_findings([result(h, True) for h in runs])["q_probe"]
+    by_pair = cell_findings([result(h, False) for h in runs])["q_probe"]
+    assert by_person["n_items"] == 150 and by_pair["n_items"] == 600, (by_person, by_pair)
+    assert by_person["estimate"] == by_pair["estimate"]
+    width = {k: n["high"] - n["low"] for k, n in (("person", by_person), ("pair", by_pair))}
+    assert width["person"] > width["pair"], width
 
 
 def test_storage_command_writes_its_probes_and_probing_refuses_the_biography_world(

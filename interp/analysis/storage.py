@@ -292,6 +292,7 @@ class ProbeResult:
     chance: float
     Cs: list[list[float]]  # C chosen per layer per outer fold
     null: np.ndarray  # [perm] best-layer accuracies under permuted labels (may be empty)
+    correct: np.ndarray  # [person]: held-out correctness at the best layer (intervals by person)
 
     def summary(self, key: str) -> dict[str, float]:
         best = int(np.argmax(self.accuracy))
@@ -316,6 +317,7 @@ class ProbeResult:
             "chance": self.chance,
             "C_chosen": self.Cs,
             "null": self.null.tolist(),
+            "correct_best": self.correct.astype(int).tolist(),
         }
 
 
@@ -332,10 +334,11 @@ def run_probe(
     """The real probe at every layer (nested CV), its control task, and its permutation null."""
     x = feats.double().numpy()
     yc = control_task_labels(token_types, n_classes, seed + 7)
-    acc, ctrl, Cs = [], [], []
+    acc, ctrl, Cs, hits = [], [], [], []
     for layer in range(x.shape[0]):
         correct, chosen = nested_cv_correct(x[layer], y, people, opts, seed)
         acc.append(correct.mean())
+        hits.append(correct)
         Cs.append(chosen)
         same_C = replace(opts, Cs=(Counter(chosen).most_common(1)[0][0],))  # same capacity
         ctrl.append(nested_cv_correct(x[layer], yc, people, same_C, seed)[0].mean())
@@ -347,7 +350,7 @@ def run_probe(
         if null and opts.permutations
         else np.zeros(0)
     )
-    return ProbeResult(accuracy, np.array(ctrl), majority_rate(y), Cs, nl)
+    return ProbeResult(accuracy, np.array(ctrl), majority_rate(y), Cs, nl, hits[best])
 
 
 # Extraction

@@ -6,8 +6,8 @@ nested in the runs (`interp.stats.rate_estimate`: the hierarchical bootstrap, ru
 widened to the Wilson interval of the pooled items, so one run still gets the interval its people
 allow and 0 of 100 is [0, 3.7]%, not a point). The items are:
 
-- Q-probe: person x attribute (the four attributes of one person are pooled as four items, so
-  the interval is a little narrow), at each attribute's best layer;
+- Q-probe: one person each (the share of the four attributes read right, each at its probe's
+  best layer; results from before each person's correctness was kept: person x attribute);
 - reverse Q-probe and the positive controls: one person each;
 - extraction: one (person, question) each, on people never questioned in training ("unseen")
   and on the people whose QA was trained.
@@ -66,15 +66,28 @@ def _mean(results: list[dict[str, Any]], key: str) -> float:
     return sum(r["summary"][key] for r in results) / len(results)
 
 
+def _q_items(results: list[dict[str, Any]]) -> tuple[list[list[float]], str]:
+    """The Q-probe's items per run: each person's share of the four attributes read right at
+    each probe's best layer (runs nested, then people), or, for results written before each
+    person's correctness was kept, person x attribute pairs (a little narrow: the four
+    attributes of one person are not independent)."""
+    probes = [[r.get("probes", {}).get(f"q_{lab}", {}) for lab in LABELS] for r in results]
+    if all("correct_best" in p for ps in probes for p in ps):
+        return [list(np.mean([p["correct_best"] for p in ps], axis=0)) for ps in probes], "people"
+    return [sum((_hits(r, f"q_{lab}") for lab in LABELS), []) for r in results], (
+        "person-attributes"
+    )
+
+
 def cell_findings(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One cell's numbers from its runs' storage results (`analysis/storage.json` data)."""
-    q = [sum((_hits(r, f"q_{lab}") for lab in LABELS), []) for r in results]
+    q, q_items = _q_items(results)
     cell: dict[str, Any] = {
         "n_runs": len(results),
         "n_people": [r["n_people"] for r in results],
         "q_probe": _node(
             q,
-            "person-attributes",
+            q_items,
             null95=_mean(results, "q_mean_null95"),
             control=_mean(results, "q_mean_control_best"),
             chance=_mean(results, "chance_q_mean"),

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from interp.stats import ALPHA, combine_pvalues
+from interp.stats import ALPHA, POWER, combine_pvalues
 
 # The smallest effect a verdict treats as a lift or a loss, in exact-match percentage points,
 # and the band around a paper's number within which a kit number reproduces it.
@@ -147,6 +147,23 @@ def compare(x: Node, y: Node, shift: float = 0.0) -> float | None:
     if len(a) < 2:
         return None
     return _runs_p([p - q + shift for p, q in zip(a, b, strict=True)])
+
+
+def detectable(x: Node, y: Node) -> float | None:
+    """The smallest difference x - y that `compare` detects with 80% power at ALPHA (normal
+    approximation: (z_(1 - alpha) + z_0.8) times the standard error of the mean over runs of
+    the per-run differences, each run's from its items), in the nodes' units; None without
+    items per run, or where nothing varies."""
+    if not x or not y or "per_run_sd" not in x or "per_run_sd" not in y:
+        return None
+    if len(x["per_run"]) != len(y["per_run"]):
+        return None
+    var = sum(s * s / n for node in (x, y)
+              for s, n in zip(node["per_run_sd"], node["per_run_n"], strict=True))  # fmt: skip
+    if var == 0.0:  # nothing varies: the test's limit detects any difference at all
+        return None
+    z = float(stats.norm.ppf(1 - ALPHA) + stats.norm.ppf(POWER))
+    return z * math.sqrt(var) / len(x["per_run"])
 
 
 def _shown(x: Node, y: Node, shift: float = 0.0) -> bool | None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from interp.config import BRIDGE_CONDITIONS
-from interp.findings.text import nats, pct, table
+from interp.findings.text import nats, pct, table, vs
 from interp.findings.verdicts import NOT_TESTED, Claim, verdict
 from interp.plan import Axis, Context, Preset, get_path
 
@@ -102,7 +102,7 @@ def checks(ctx: Context, name: str) -> list[Claim]:
                 f"{size}: the OCR bridge lifts reversed exact match above forward-only (same "
                 "pairs, worlds and seeds)",
                 judged("lift", rev["ocr"], rev["forward"], ocr, fwd),
-                f"{pct(rev['ocr'])} vs {pct(rev['forward'])}", "ma", "about 0% -> about 50%",
+                vs(rev["ocr"], rev["forward"]), "ma", "about 0% -> about 50%",
             ),
             Claim(
                 f"{size}: with the OCR bridge, reversed exact match is about "
@@ -114,7 +114,7 @@ def checks(ctx: Context, name: str) -> list[Claim]:
                 f"{size}: the naive IDN form brings no gain over forward-only (reversed exact "
                 "match)",
                 judged("no gain", rev["idn"], rev["forward"], idn, fwd),
-                f"{pct(rev['idn'])} vs {pct(rev['forward'])}", "ma", "no gain",
+                vs(rev["idn"], rev["forward"]), "ma", "no gain",
             ),
             Claim(
                 f"{size}: with the OCR bridge the model does not take the shortcut (the reversal "
