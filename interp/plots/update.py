@@ -119,7 +119,7 @@ def _delta_panel(
                 fontsize=7,
                 color=KINDS[ki][2],
             )
-    ax.set_ylim(top=top_all + span * 0.3)
+    ax.set_ylim(top=top_all + span * 0.8)  # headroom: the legend above the p labels
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(directions)), [DIRECTION_LABEL[d] for d in directions])
     ax.set_ylabel("Delta log p after the update (nats)")
