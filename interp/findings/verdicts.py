@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from interp.stats import ALPHA, POWER, combine_pvalues
+from interp.stats import ALPHA, POWER, combine_pvalues, decide_over_runs
 
 # The smallest effect a verdict treats as a lift or a loss, in exact-match percentage points,
 # and the band around a paper's number within which a kit number reproduces it.
@@ -125,12 +125,12 @@ def _welch_p(x: tuple[float, float, int], y: tuple[float, float, int], shift: fl
 
 
 def _runs_p(d: list[float]) -> float:
-    """The one-sided t-test over runs that the paired differences `d` are above 0 (its limit
-    where they do not vary)."""
-    mean, sd = float(np.mean(d)), float(np.std(d, ddof=1))
-    if sd == 0.0:
-        return 0.0 if mean > 0 else 1.0
-    return float(stats.t(len(d) - 1).sf(mean / (sd / math.sqrt(len(d)))))
+    """The one-sided t-test over runs that the paired differences `d` are above 0
+    (`interp.stats.decide_over_runs`), or its limit where they do not vary."""
+    decided = decide_over_runs(d)
+    if decided is None:  # no spread over runs
+        return 0.0 if float(np.mean(d)) > 0 else 1.0
+    return decided.p
 
 
 def compare(x: Node, y: Node, shift: float = 0.0) -> float | None:

@@ -145,6 +145,15 @@ def _qk_text(node: dict | None) -> str:
     return str(node.get("text") or f"{node['estimate']:+.3f}")
 
 
+def own_reverse(f: dict, objective: str) -> tuple[dict | None, dict | None]:
+    """An objective's own step: its reverse first-token alignment minus the control, per run
+    (`per_run_difference`), and as a pooled share of the forward effect (`pooled_ratio`)."""
+    r = per_run_difference(f, "update", objective, "own_align_reverse_first_mean",
+                           "own_align_reverse_first_control_mean")  # fmt: skip
+    q = pooled_ratio(f, "update", objective, "own_align_reverse_first", "own_align_forward_first")
+    return r, q
+
+
 def update_checks(ctx: Context, name: str) -> list[Claim]:
     """Shin et al.'s prediction, read from each objective's own step (`own_*`, the update test's
     `interp.analysis.own_step`): reverse first-token alignment above its control for a masking
@@ -156,8 +165,7 @@ def update_checks(ctx: Context, name: str) -> list[Claim]:
     for o in ("causal", *MASKED):
         if get_path(f, f"instruments.update.{o}") is None:
             continue
-        r = per_run_difference(f, "update", o, "own_align_reverse_first_mean",
-                               "own_align_reverse_first_control_mean")  # fmt: skip
+        r, q = own_reverse(f, o)
         lr = learned(ctx, name, o)
         if o == "causal":
             text = ("Next-token training: its own step on 'A is B' does not raise the reverse "
@@ -168,7 +176,6 @@ def update_checks(ctx: Context, name: str) -> list[Claim]:
                     "alignment, read in its own mode, above its control")  # fmt: skip
             rule, paper = "positive", "the forward step lowers the reverse loss"
         ev = _runs(r)
-        q = pooled_ratio(f, "update", o, "own_align_reverse_first", "own_align_forward_first")
         if q is not None:
             ev += f"; pooled, {q['text']} of the forward effect"
         out.append(Claim(text, verdict_if_learned(lr, rule, r), ev, "shin", paper))
@@ -199,12 +206,7 @@ def own_reverse_text(objective: str) -> Callable[[Context, str], str]:
     the control (mean over runs) and that as a share of the forward effect, pooled."""
 
     def text(ctx: Context, name: str) -> str:
-        f = ctx.get(name) or {}
-        r = per_run_difference(f, "update", objective, "own_align_reverse_first_mean",
-                               "own_align_reverse_first_control_mean")  # fmt: skip
-        q = pooled_ratio(
-            f, "update", objective, "own_align_reverse_first", "own_align_forward_first"
-        )
+        r, q = own_reverse(ctx.get(name) or {}, objective)
         return _runs(r) + (f", pooled {q['text']} of the forward effect" if q else "")
 
     return text
