@@ -23,10 +23,12 @@ def test_walkthrough_notebook_runs(tiny_run_dir, tmp_path, monkeypatch):
     shutil.rmtree(run / "analysis", ignore_errors=True)
     monkeypatch.setenv("INTERP_NOTEBOOK_RUN", str(run))
     monkeypatch.setenv("INTERP_NOTEBOOK_PRESET", "tiny")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's default (inline) backend
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
         "strip outputs before committing"
     )
+    nb.cells.append(nbformat.v4.new_code_cell("import matplotlib; print(matplotlib.get_backend())"))
     NotebookClient(
         nb,
         timeout=600,
@@ -52,12 +54,19 @@ def test_walkthrough_notebook_runs(tiny_run_dir, tmp_path, monkeypatch):
         assert (run / "analysis" / f"{name}.json").is_file(), f"notebook did not run {name}"
     # Section 8, one prompt by hand: the trained fact is top-1 under the lens at the output, and
     # the patching figure comes back as the cell's value (shown inline), not through a file.
-    lens_cell, patch_cell = nb.cells[-2], nb.cells[-1]
+    lens_cell, patch_cell, backend_cell = nb.cells[-3:]
     printed = "".join(o.get("text", "") for o in lens_cell.outputs if o.output_type == "stream")
     last_line = printed.strip().splitlines()[-1]
     assert "ranked 1," in last_line, printed
+    # with the kernel's default backend (test_plot_function_figure_displays_inline_without_magic
+    # asks the same under MPLBACKEND=Agg): shown once, as the value, not again by the inline
+    # backend's end-of-cell flush
+    seen = "".join(o.get("text", "") for o in backend_cell.outputs).strip()
+    assert seen == "module://matplotlib_inline.backend_inline", seen
+    kinds = [(o.output_type, sorted(o.get("data", {}))) for o in patch_cell.outputs]
     values = [o for o in patch_cell.outputs if o.output_type == "execute_result"]
-    assert values and "image/png" in values[0]["data"], [o.output_type for o in patch_cell.outputs]
+    assert len(values) == 1 and "image/png" in values[0]["data"], kinds
+    assert not [o for o in patch_cell.outputs if o.output_type == "display_data"], kinds
 
 
 FIGURE_CELL = """\
@@ -84,19 +93,14 @@ def _figure_outputs(run_dir: Path, tmp_path: Path) -> list[dict]:
     return [*nb.cells[1].outputs, {"output_type": "backend", "text": printed}]
 
 
-@pytest.mark.parametrize("backend", [None, "Agg"])
-def test_plot_function_figure_displays_inline_without_magic(
-    tiny_run_dir, tmp_path, monkeypatch, backend
-):
+def test_plot_function_figure_displays_inline_without_magic(tiny_run_dir, tmp_path, monkeypatch):
     """A plot function's Figure, returned as a cell's value, is rendered as a PNG by the kernel
-    with its default backend, and also when MPLBACKEND says Agg (as a CI or a shell profile may
-    export): then no inline backend registers the Figure formatter, and `interp.plots` does."""
-    if backend:
-        monkeypatch.setenv("MPLBACKEND", backend)
-    else:
-        monkeypatch.delenv("MPLBACKEND", raising=False)
+    when MPLBACKEND says Agg (as a CI or a shell profile may export): then no inline backend
+    registers the Figure formatter, and `interp.plots` does. (With the kernel's default backend
+    the walkthrough test asks the same of its last figure.)"""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
     *outputs, seen = _figure_outputs(tiny_run_dir, tmp_path)
-    want = backend or "module://matplotlib_inline.backend_inline"  # ipykernel's default
+    want = "Agg"
     assert seen["text"] == want, f"the kernel ran with MPLBACKEND={seen['text']!r}, not {want!r}"
     errors = [o for o in outputs if o["output_type"] == "error"]
     assert not errors, errors

@@ -8,6 +8,7 @@ import shutil
 import warnings
 from importlib import metadata
 from importlib.util import find_spec
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,6 +146,30 @@ def test_attention_shapes_are_checked(tiny_config):
         attend(att, q, k, v[:, :, :4], causal)  # 5 keys, 4 values
     with pytest.raises(TypeCheckError):
         attend(att, q, k, v, causal[:, :4])  # mask over 4 keys
+
+
+def test_every_shape_annotation_is_checked_under_pytest(pytestconfig):
+    """The session's jaxtyping hook (pyproject.toml's addopts) covers every interp module that
+    holds a shape annotation (`Float[...]`, `Int[...]`, ...): a new module with one, left off the
+    list, would have its shapes go unchecked."""
+    import re
+
+    value = pytestconfig.getoption("jaxtyping_packages") or ""
+    hooked = value.split(",")[:-1]  # the last element is the type checker
+    root = Path(__file__).resolve().parents[1]
+    shaped = re.compile(r"\b(Float|Int|Bool|Shaped|Num|Integer|Real)\[")
+    modules = {
+        ".".join(f.relative_to(root).with_suffix("").parts)
+        for f in (root / "interp").rglob("*.py")
+        if shaped.search(f.read_text())
+    }
+    assert len(modules) > 10, sorted(modules)  # the scan finds the kit's shaped modules
+    uncovered = sorted(
+        m for m in modules if not any(m == h or m.startswith(h + ".") for h in hooked)
+    )
+    assert not uncovered, (
+        f"shape annotations outside pytest's jaxtyping hook ({value}): {uncovered}"
+    )
 
 
 def test_notebook_entry_points_from_the_package(tiny_run):
