@@ -4,7 +4,8 @@
 `reverse_entity`, 3 seeds, each objective asked in its own mode (`interp.modes`) and trained to
 `STEPS` (measured with experiments/steps_to_learn.py to meet the convergence criterion,
 `interp.evaluate.learned`: own-mode forward exact match on training text and, for a masking
-objective, in-document infill of both entities, >= 95%); MLM and MLM-U without weight decay.
+objective, in-document infill of both entities, >= 95%); MLM, MLM-U and BICO without weight
+decay.
 A claim about an objective some run of which did not learn its own objective reads "not tested",
 never "not reproduced". The instruments that compare objectives: behaviour, probes, the update
 test (with each objective's own step read in its own mode, `interp.analysis.own_step`).
@@ -42,18 +43,22 @@ from interp.findings.verdicts import Claim, verdict, verdict_if_learned
 from interp.plan import OBJECTIVE_ORDER, Context, Preset, Use, get_path
 
 # Steps per objective (the rest: the run preset's 800), and the overrides each objective's paper
-# sets (MLM and MLM-U: no weight decay, Kitouni et al.'s appendix E.3).
+# sets (MLM and MLM-U: no weight decay, Kitouni et al.'s appendix E.3; BICO: none either, Lv et
+# al.'s run_mlm.sh leaves the Hugging Face Trainer's default weight_decay of 0).
 # MLM-U: one seed on the fact world (weight decay 0, learned positions) at 12k steps had
 # own-mode forward 86-89% and in-document infill 69-94% (D2N lowest), still rising about 2
 # points per 1k steps, so 30k. BICO (experiments/steps_to_learn.py, seed 0): at 800 steps
-# own-mode forward 17%; at 6k 99-100% with infill of the first entity 85% (N2D) / 58% (D2N);
-# at 20k forward 100%, infill 99% / 76%, reversed in its own mode 53% / 47%: the forward facts
-# are learned long before the infill, which still rises; 20k is what 2 cores allow for 3 seeds.
+# own-mode forward 17%; at 6k 99-100% with infill of the first entity 85% (N2D) / 58% (D2N)
+# (without weight decay 87% / 62%); at 20k forward 100%, infill 99% / 76%, reversed in its own
+# mode 53% / 47%. The D2N misses are at the description's first word with the whole description
+# masked (95 of 96 misses at 20k), a question its 15% coin per token poses about once in 2,000
+# documents: the forward facts are learned long before the infill, which still rises; 40k is
+# what 2 cores allow for 3 seeds.
 # MLM keeps the run preset's steps: its 15% masks seldom cover a whole entity (on the retrieval
 # task at 10k it infills 58%). Claims read "not tested" where an objective did not learn.
-STEPS: dict[str, int] = {"mlm_u": 30_000, "bico": 20_000}
+STEPS: dict[str, int] = {"mlm_u": 30_000, "bico": 40_000}
 NO_DECAY = ("train.weight_decay=0",)
-PAPER_SETTINGS: dict[str, tuple[str, ...]] = {o: NO_DECAY for o in ("mlm", "mlm_u")}
+PAPER_SETTINGS: dict[str, tuple[str, ...]] = {o: NO_DECAY for o in ("mlm", "mlm_u", "bico")}
 OVERRIDES = {
     o: (*PAPER_SETTINGS.get(o, ()), *((f"train.steps={STEPS[o]}",) if o in STEPS else ()))
     for o in OBJECTIVE_ORDER
