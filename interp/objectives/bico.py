@@ -18,10 +18,10 @@ code (trestad/mitigating-reversal-curse, run_mlm.py and its patched modeling_lla
   decoding, which its next-token batches also train, is reported beside it.
 
 Where the kit departs: Lv et al. fine-tune a pretrained Llama (LoRA) for 20 epochs; the kit trains
-from scratch, for as many steps as the objective needs to be learned (the objectives preset: 40k,
-without weight decay, as their Trainer's default). Their RoPE trick (the upper triangle's scores
-computed with flipped sines) has no counterpart with learned absolute positions. <eos> can be
-masked here; their tokenizer's special-tokens mask spares it.
+from scratch (the objectives preset: 40k steps, without weight decay as their Trainer's default;
+`interp.evaluate.learned` says whether that was enough). Their RoPE trick (the upper triangle's
+scores computed with flipped sines) has no counterpart with learned absolute positions. <eos> can
+be masked here; their tokenizer's special-tokens mask spares it.
 """
 
 from __future__ import annotations
