@@ -561,6 +561,40 @@ def test_update_across_objectives_judges_shin_et_al_from_the_own_step():
     ), v
 
 
+def test_readme_sentence_on_bico_says_what_its_runs_came_to():
+    """BICO's README sentence follows its runs: learned, its reversed rate beside next-token
+    training's with Lv et al.'s verdict; not learned, 'not tested' and what fell short."""
+    import copy
+
+    from interp.presets.objectives import bico_text
+
+    base = json.loads((FIGURES / "objectives" / "findings.json").read_text())
+    f = copy.deepcopy(base)
+    for o in f["behaviour"]:
+        f["behaviour"][o]["learned"] = {"met": True, "text": "3 of 3 runs"}
+    f["behaviour"]["bico"]["exact_match"]["n2d_reverse_train"] = {
+        "estimate": 0.6, "low": 0.5, "high": 0.7, "text": "60.0% [50.0, 70.0]",
+        "per_run": [0.55, 0.6, 0.65], "per_run_sd": [0.5, 0.49, 0.48], "per_run_n": [100] * 3,
+    }  # fmt: skip
+    f["behaviour"]["causal"]["exact_match"]["n2d_reverse_train"] = {
+        "estimate": 0.0, "low": 0.0, "high": 0.013, "text": "0.0% [0.0, 1.3]",
+        "per_run": [0.0] * 3, "per_run_sd": [0.0] * 3, "per_run_n": [100] * 3,
+    }  # fmt: skip
+    text = bico_text({"objectives": f}, "objectives")
+    assert "learned its objective (3 of 3 runs)" in text and "60.0% [50.0, 70.0]" in text, text
+    assert text.endswith("Lv et al.'s fix, reproduced"), text
+    f["behaviour"]["bico"]["learned"] = {"met": False, "text": "2 of 3 runs"}
+    f["behaviour"]["bico"]["infill"] = {
+        "n2d_reverse": {"estimate": 0.99, "low": 0.98, "high": 1.0},
+        "d2n_reverse": {"estimate": 0.9, "low": 0.85, "high": 0.93},
+    }
+    text = bico_text({"objectives": f}, "objectives")
+    assert '"not tested": its infill is still short of 95%' in text, text
+    assert "D2N, the first entity, 90.0% [85.0, 93.0]" in text, text
+    f["behaviour"]["bico"]["infill"]["d2n_reverse"]["estimate"] = 0.97
+    assert "own-mode forward exact match is short" in bico_text({"objectives": f}, "objectives")
+
+
 def test_index_gives_each_preset_its_wall_time_and_a_gpu_past_30_minutes():
     short = {"timing": {"text": "6.1 min wall (9 runs trained)", "wall_seconds": 366.0}}
     long = {"timing": {"text": "62.0 min wall (21 runs trained)", "wall_seconds": 3720.0}}

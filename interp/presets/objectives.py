@@ -30,6 +30,7 @@ from interp.analysis.probing import ProbingOptions
 from interp.analysis.qk import QkOptions
 from interp.analysis.selective import SelectiveOptions
 from interp.analysis.update import UpdateOptions
+from interp.evaluate import LEARNED_AT
 from interp.findings.text import (
     cells_footer,
     exact_match_by_objective,
@@ -232,9 +233,40 @@ def lowest_infill(objective: str) -> Callable[[Context, str], str]:
     return text
 
 
+def bico_text(ctx: Context, name: str) -> str:
+    """The README's sentence on BICO, as the runs came out: where every run learned its own
+    objective, its reversed N2D rate beside the causal baseline's and Lv et al.'s verdict; where
+    some run did not, the rate and why it is not tested (what fell short of 95%)."""
+    f = ctx.get(name) or {}
+    lr = get_path(f, "behaviour.bico.learned")
+    if lr is None:
+        return "BICO was not run"
+    x, y = em(ctx, name, "bico", "n2d_reverse_train"), em(ctx, name, "causal", "n2d_reverse_train")
+    rate = (x or {}).get("text") or pct(x)
+    steps = get_path(f, "steps.bico.text") or "-"
+    if lr.get("met"):
+        word = verdict_if_learned(learned(ctx, name, "bico", "causal"), "lift", x, y)
+        return (
+            f"BICO ({steps} steps) learned its objective ({lr['text']}) and answers N2D facts "
+            f"reversed {rate} in its own mode (next-token training: {pct(y)}): Lv et al.'s fix, "
+            f"{word}"
+        )
+    fills = get_path(f, "behaviour.bico.infill") or {}
+    short = (
+        f"its infill is still short of 95% (lowest: {lowest_infill('bico')(ctx, name)})"
+        if min((v["estimate"] for v in fills.values()), default=1.0) < LEARNED_AT
+        else "its own-mode forward exact match is short of 95%"
+    )
+    return (
+        f"BICO at {steps} steps answers N2D reversed {rate} in its own mode but is "
+        f'"not tested": {short}'
+    )
+
+
 TEXTS = {
     **{f"own_reverse_{o}": own_reverse_text(o) for o in ("causal", *MASKED)},
     **{f"infill_{o}": lowest_infill(o) for o in MASKED},
+    "bico": bico_text,
 }
 
 
