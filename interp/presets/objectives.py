@@ -319,7 +319,7 @@ _COMPARE = {
 PRESETS = (
     Preset(
         name="objectives",
-        help="every objective in its own mode, each trained until it learned, 3 seeds",
+        help="every objective in its own mode, 3 seeds, each judged only where it learned its objective",
         run_preset="default",
         objectives=OBJECTIVE_ORDER,
         seeds=(0, 1, 2),
