@@ -30,6 +30,11 @@ def vs(x: Node, y: Node) -> str:
     return f"{pct(x)} vs {pct(y)}" + detects(x, y)
 
 
+def vs_text(x: Node, y: Node) -> str:
+    """`vs` with each node's own `text` in place of its interval; '' where either is absent."""
+    return f"{x['text']} vs {y['text']}{detects(x, y)}" if x and y else ""
+
+
 def detects(x: Node, y: Node) -> str:
     """'; detects 5.3 points' (`verdicts.detectable` of two exact-match nodes), or ''."""
     m = detectable(x, y)

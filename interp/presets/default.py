@@ -25,7 +25,7 @@ from interp.analysis.patching import PatchingOptions
 from interp.analysis.probing import ProbingOptions
 from interp.analysis.selective import SelectiveOptions
 from interp.analysis.update import UpdateOptions
-from interp.findings.text import detects, per_run_difference, pooled_ratio
+from interp.findings.text import per_run_difference, pooled_ratio, vs_text
 from interp.findings.verdicts import Claim, verdict
 from interp.plan import Context, Preset, Use, get_path
 
@@ -67,7 +67,7 @@ def predictions(ctx: Context, name: str) -> list[Claim]:
             "(exact match, training templates, below the Both subset's reversed exact match, "
             "the positive control trained in both orders)",
             "above", both, rev,
-            f"{rev['text']} vs {both['text']}{detects(both, rev)}" if rev and both else "",
+            vs_text(rev, both),
         )  # fmt: skip
     for s in ("n2d", "d2n"):
         c = get_path(f, f"{b}.reversed.{s}_train")
@@ -143,14 +143,14 @@ def predictions(ctx: Context, name: str) -> list[Claim]:
     claim(
         "Entity-preserving reverse training answers N2D facts reversed more often than the "
         "causal baseline (exact match, training templates)",
-        "above", r, c, f"{r['text']} vs {c['text']}{detects(r, c)}" if r and c else "",
+        "above", r, c, vs_text(r, c),
     )  # fmt: skip
     t = get_path(f, "behaviour.reverse_token.exact_match.n2d_reverse_train")
     claim(
         "Keeping entities whole matters (Golovneva et al. 2024): entity-preserving reverse "
         "training answers N2D facts reversed more often than token-level reverse training "
         "(exact match, training templates)",
-        "above", r, t, f"{r['text']} vs {t['text']}{detects(r, t)}" if r and t else "",
+        "above", r, t, vs_text(r, t),
     )  # fmt: skip
     return out
 
